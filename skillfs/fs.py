@@ -1,0 +1,400 @@
+"""FUSE requests in, tree reads and store calls out.
+
+Reads are answered from the in-memory tree (and the content cache) without touching DuckDB
+in the common case. Writes are buffered per open file and committed as one version when the
+writer flushes, fsyncs or releases; errors from the commit (an invalid SKILL.md, say) reach
+the writer's close() through flush.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+
+import pyfuse3
+
+from .errors import SkillfsError
+from .skillmd import render
+from .store import SKILL_MD, Store
+from .tree import ROOT_INO, DirRef, FileNode
+
+log = logging.getLogger(__name__)
+
+CACHE_TIMEOUT = 300.0
+BLOCK = 4096
+
+
+def _err(code: int) -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(code)
+
+
+def _name(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+class _Handle:
+    __slots__ = ("node", "data", "writable", "dirty", "failed")
+
+    def __init__(self, node: FileNode, data: bytes | bytearray, writable: bool):
+        self.node = node
+        self.data = data
+        self.writable = writable
+        self.dirty = False
+        self.failed = False
+
+
+class SkillFS(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False  # the store changes files behind the kernel's back
+    enable_acl = False
+
+    def __init__(self, store: Store, *, uid: int | None = None, gid: int | None = None):
+        super().__init__()
+        self.store = store
+        self.tree = store.tree
+        self.uid = os.getuid() if uid is None else uid
+        self.gid = os.getgid() if gid is None else gid
+        self._handles: dict[int, _Handle] = {}
+        self._next_fh = 1
+        self._lookups: dict[int, int] = {}
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _obj(self, ino: int) -> DirRef | FileNode:
+        obj = self.tree.inodes.get(ino)
+        if obj is None:
+            raise _err(errno.ENOENT)
+        return obj
+
+    def _dir(self, ino: int) -> DirRef:
+        obj = self._obj(ino)
+        if isinstance(obj, FileNode):
+            raise _err(errno.ENOTDIR)
+        if not self.tree.is_live(obj):
+            raise _err(errno.ENOENT)
+        return obj
+
+    def _skill_dir(self, ino: int) -> DirRef:
+        """A folder inside a skill: the only place files live."""
+        ref = self._dir(ino)
+        if ref.skill is None:
+            raise _err(errno.EPERM)
+        return ref
+
+    @staticmethod
+    def _join(ref: DirRef, name: str) -> str:
+        return f"{ref.path}/{name}" if ref.path else name
+
+    def _attrs(self, ino: int, obj: DirRef | FileNode) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.generation = 0
+        a.entry_timeout = CACHE_TIMEOUT
+        a.attr_timeout = CACHE_TIMEOUT
+        a.st_uid = self.uid
+        a.st_gid = self.gid
+        a.st_blksize = BLOCK
+        if isinstance(obj, FileNode):
+            a.st_mode = stat.S_IFREG | 0o644
+            a.st_nlink = 1
+            a.st_size = obj.size
+            a.st_blocks = (obj.size + 511) // 512
+            a.st_mtime_ns = a.st_ctime_ns = obj.mtime_ns
+            a.st_atime_ns = obj.mtime_ns
+            return a
+        a.st_mode = stat.S_IFDIR | 0o755
+        a.st_size = BLOCK
+        a.st_blocks = BLOCK // 512
+        if obj.space is None:
+            subdirs = len(self.tree.spaces)
+            mtime = self.tree.root_mtime
+        elif obj.skill is None:
+            subdirs = len(obj.space.skills)
+            mtime = obj.space.updated_ns
+        else:
+            entries = obj.skill.children.get(obj.path, {})
+            subdirs = sum(1 for v in entries.values() if v is None)
+            mtime = obj.skill.mtime(obj.path)
+        a.st_nlink = 2 + subdirs
+        a.st_mtime_ns = a.st_ctime_ns = a.st_atime_ns = mtime
+        return a
+
+    def _entry(self, ino: int) -> pyfuse3.EntryAttributes:
+        self._lookups[ino] = self._lookups.get(ino, 0) + 1
+        return self._attrs(ino, self.tree.inodes[ino])
+
+    async def _call(self, coro):
+        try:
+            return await coro
+        except SkillfsError as e:
+            raise _err(e.errno) from None
+
+    # -- metadata ----------------------------------------------------------------------
+
+    async def lookup(self, parent_inode, name, ctx=None):
+        ref = self._dir(parent_inode)
+        text = _name(name)
+        if text == ".":
+            return self._entry(parent_inode)
+        ino = self.tree.lookup(ref, text)
+        if ino is None:
+            raise _err(errno.ENOENT)
+        return self._entry(ino)
+
+    async def getattr(self, inode, ctx=None):
+        return self._attrs(inode, self._obj(inode))
+
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        obj = self._obj(inode)
+        if fields.update_size:
+            if not isinstance(obj, FileNode):
+                raise _err(errno.EISDIR)
+            size = attr.st_size
+            if size > self.store.max_file_size:
+                raise _err(errno.EFBIG)
+            handle = self._handles.get(fh) if fh else None
+            if handle is not None and handle.writable:
+                data = handle.data
+                if size < len(data):
+                    del data[size:]
+                else:
+                    data.extend(b"\0" * (size - len(data)))
+                handle.dirty = True
+            else:
+                # truncate(2) on a path: a version of its own
+                content = await self.store.content(obj)
+                content = content[:size] + b"\0" * max(0, size - len(content))
+                await self._call(self.store.write_file(
+                    obj.skill_id, obj.path, content, author="fuse", reason="truncate"))
+        # Modes, owners and times are not stored: accepting them keeps cp -p, touch and
+        # editors working.
+        return self._attrs(inode, obj)
+
+    async def forget(self, inode_list):
+        for ino, n in inode_list:
+            left = self._lookups.get(ino, 0) - n
+            if left > 0:
+                self._lookups[ino] = left
+                continue
+            self._lookups.pop(ino, None)
+            obj = self.tree.inodes.get(ino)
+            if isinstance(obj, FileNode) and obj.deleted:
+                del self.tree.inodes[ino]
+
+    async def statfs(self, ctx):
+        s = pyfuse3.StatvfsData()
+        used = sum((n.size + BLOCK - 1) // BLOCK for n in self.tree.file_ids.values())
+        s.f_bsize = s.f_frsize = BLOCK
+        total = max(used * 2, 1 << 18)
+        s.f_blocks = total
+        s.f_bfree = s.f_bavail = total - used
+        files = len(self.tree.file_ids)
+        s.f_files = files + (1 << 20)
+        s.f_ffree = s.f_favail = 1 << 20
+        s.f_namemax = 255
+        return s
+
+    # -- directories -------------------------------------------------------------------
+
+    async def opendir(self, inode, ctx):
+        self._dir(inode)
+        return inode
+
+    async def readdir(self, fh, start_id, token):
+        ref = self._dir(fh)
+        entries = self.tree.children(ref)
+        for i in range(start_id, len(entries)):
+            name, ino, _ = entries[i]
+            attrs = self._attrs(ino, self.tree.inodes[ino])
+            if not pyfuse3.readdir_reply(token, name.encode("utf-8", "surrogateescape"),
+                                         attrs, i + 1):
+                break
+            self._lookups[ino] = self._lookups.get(ino, 0) + 1
+
+    async def releasedir(self, fh):
+        pass
+
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        ref = self._dir(parent_inode)
+        text = _name(name)
+        if ref.space is None:
+            space = await self._call(self.store.create_space(text, author="fuse"))
+            return self._entry(self.tree.space_ino(space))
+        if ref.skill is None:
+            from .names import check_skill_name
+            try:
+                check_skill_name(text)
+            except SkillfsError as e:
+                raise _err(e.errno) from None
+            template = render(text, f"Describe what the {text} skill holds and when to use it.",
+                              f"# {text}\n\nWrite this skill's rules here.")
+            skill = await self._call(self.store.create_skill(
+                template, space_id=ref.space.id, author="fuse", reason="mkdir"))
+            return self._entry(self.tree.dir_ino(ref.space, skill, ""))
+        path = self._join(ref, text)
+        await self._call(self.store.make_dir(ref.skill.id, path, author="fuse"))
+        return self._entry(self.tree.dir_ino(ref.space, ref.skill, path))
+
+    async def rmdir(self, parent_inode, name, ctx):
+        ref = self._dir(parent_inode)
+        text = _name(name)
+        ino = self.tree.lookup(ref, text)
+        if ino is None:
+            raise _err(errno.ENOENT)
+        if ref.space is None:
+            space = self.tree.space_names[text]
+            if space.skills:
+                raise _err(errno.ENOTEMPTY)
+            await self._call(self.store.delete_space(space.id, author="fuse"))
+        elif ref.skill is None:
+            raise _err(errno.ENOTEMPTY)  # a skill folder always holds its SKILL.md
+        else:
+            if isinstance(self.tree.inodes[ino], FileNode):
+                raise _err(errno.ENOTDIR)
+            await self._call(self.store.remove_dir(ref.skill.id, self._join(ref, text),
+                                                   author="fuse"))
+
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise _err(errno.EINVAL)
+        old_ref, new_ref = self._dir(parent_inode_old), self._dir(parent_inode_new)
+        old, new = _name(name_old), _name(name_new)
+        src = self.tree.lookup(old_ref, old)
+        if src is None:
+            raise _err(errno.ENOENT)
+        dst = self.tree.lookup(new_ref, new)
+        if dst is not None and flags & pyfuse3.RENAME_NOREPLACE:
+            raise _err(errno.EEXIST)
+        if old_ref.space is None and new_ref.space is None:
+            space = self.tree.space_names[old]
+            if dst is not None:
+                raise _err(errno.EEXIST if self.tree.space_names[new].skills else errno.ENOTEMPTY)
+            await self._call(self.store.update_space(space.id, name=new, author="fuse"))
+            return
+        if old_ref.skill is None or new_ref.skill is None:
+            raise _err(errno.EPERM)  # skills keep their names; spaces move only at the top
+        if old_ref.skill is not new_ref.skill or old_ref.space is not new_ref.space:
+            raise _err(errno.EXDEV)  # mv falls back to copy + delete
+        skill = old_ref.skill
+        old_path, new_path = self._join(old_ref, old), self._join(new_ref, new)
+        src_obj = self.tree.inodes[src]
+        if isinstance(src_obj, FileNode):
+            if dst is not None and not isinstance(self.tree.inodes[dst], FileNode):
+                raise _err(errno.EISDIR)
+            await self._call(self.store.move_file(skill.id, old_path, new_path, author="fuse"))
+        else:
+            if dst is not None and isinstance(self.tree.inodes[dst], FileNode):
+                raise _err(errno.ENOTDIR)
+            await self._call(self.store.move_dir(skill.id, old_path, new_path, author="fuse"))
+
+    # -- files -------------------------------------------------------------------------
+
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        ref = self._skill_dir(parent_inode)
+        path = self._join(ref, _name(name))
+        node = await self._call(self.store.reserve_file(ref.skill.id, path))
+        fh = self._open_handle(node, bytearray(), True)
+        self._handles[fh].dirty = True  # a new file is committed even if nothing is written
+        ino = self.tree.file_ino(node)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._entry(ino)
+
+    async def unlink(self, parent_inode, name, ctx):
+        ref = self._skill_dir(parent_inode)
+        text = _name(name)
+        ino = self.tree.lookup(ref, text)
+        if ino is None:
+            raise _err(errno.ENOENT)
+        if not isinstance(self.tree.inodes[ino], FileNode):
+            raise _err(errno.EISDIR)
+        await self._call(self.store.delete_file(ref.skill.id, self._join(ref, text),
+                                                author="fuse"))
+
+    def _open_handle(self, node: FileNode, data, writable: bool) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = _Handle(node, data, writable)
+        return fh
+
+    async def open(self, inode, flags, ctx):
+        node = self._obj(inode)
+        if not isinstance(node, FileNode):
+            raise _err(errno.EISDIR)
+        if node.deleted:
+            raise _err(errno.ENOENT)
+        writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        truncate = writable and bool(flags & os.O_TRUNC)
+        data = b"" if truncate else await self._call(self.store.content(node))
+        fh = self._open_handle(node, bytearray(data) if writable else data, writable)
+        if truncate and node.size:
+            self._handles[fh].dirty = True
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    async def read(self, fh, off, size):
+        return bytes(self._handles[fh].data[off:off + size])
+
+    async def write(self, fh, off, buf):
+        handle = self._handles[fh]
+        end = off + len(buf)
+        if end > self.store.max_file_size:
+            raise _err(errno.EFBIG)
+        data = handle.data
+        if off > len(data):
+            data.extend(b"\0" * (off - len(data)))
+        data[off:end] = buf
+        handle.dirty = True
+        return len(buf)
+
+    async def _commit(self, handle: _Handle) -> None:
+        if not handle.dirty or handle.node.deleted:
+            return
+        handle.dirty = False
+        node = handle.node
+        try:
+            await self.store.write_file(node.skill_id, node.path, bytes(handle.data),
+                                        author="fuse", reason="write")
+        except SkillfsError as e:
+            handle.failed = True
+            # The kernel cached what was written; the version it asked for was refused.
+            if node.ino and self.store.kernel is not None:
+                await self.store.kernel.invalidate([("inode", node.ino, False)], wait=False)
+            raise _err(e.errno) from None
+
+    async def flush(self, fh):
+        handle = self._handles[fh]
+        if handle.writable:
+            await self._commit(handle)
+
+    async def fsync(self, fh, datasync):
+        await self.flush(fh)
+
+    async def release(self, fh):
+        handle = self._handles.pop(fh)
+        if not handle.writable:
+            return
+        try:
+            await self._commit(handle)
+        except pyfuse3.FUSEError as e:
+            log.info("write to %s refused at release: %s", handle.node.path,
+                     os.strerror(e.errno))
+        if handle.failed or handle.node.version == 0:
+            self.store.drop_reserved(handle.node)
+
+    async def getxattr(self, inode, name, ctx):
+        raise _err(pyfuse3.ENOATTR)
+
+    async def listxattr(self, inode, ctx):
+        return []
+
+
+def mount_options(fsname: str, allow_other: bool) -> set[str]:
+    opts = set(pyfuse3.default_options)
+    opts.add(f"fsname={fsname}")
+    opts.add("subtype=skillfs")
+    if allow_other:
+        opts.add("allow_other")
+    return opts
+
+
+__all__ = ["SkillFS", "mount_options", "ROOT_INO", "SKILL_MD"]

@@ -1,0 +1,76 @@
+"""DuckDB schema and its migrations.
+
+Each migration is a list of statements applied in one transaction; `schema_version` records
+how far a database has come. Times are nanoseconds since the epoch (BIGINT) so they serve
+directly as file mtimes. JSON is kept as text: DuckDB parses it when a query needs to.
+"""
+
+import duckdb
+
+MIGRATIONS: list[list[str]] = [
+    # 1: the initial schema (DESIGN.md §4)
+    [
+        """CREATE TABLE spaces (
+            id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, "user" VARCHAR, meta VARCHAR,
+            created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
+        """CREATE TABLE skills (
+            id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, description VARCHAR NOT NULL,
+            meta VARCHAR, created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
+        """CREATE TABLE space_skills (
+            space_id VARCHAR NOT NULL, skill_id VARCHAR NOT NULL, created_ns BIGINT NOT NULL)""",
+        """CREATE TABLE skill_dirs (
+            skill_id VARCHAR NOT NULL, path VARCHAR NOT NULL, created_ns BIGINT NOT NULL)""",
+        """CREATE TABLE files (
+            id BIGINT PRIMARY KEY, skill_id VARCHAR NOT NULL, path VARCHAR NOT NULL,
+            version INTEGER NOT NULL, deleted BOOLEAN NOT NULL, created_ns BIGINT NOT NULL)""",
+        """CREATE TABLE file_versions (
+            file_id BIGINT NOT NULL, version INTEGER NOT NULL, path VARCHAR NOT NULL,
+            content BLOB, sha256 VARCHAR NOT NULL, size BIGINT NOT NULL,
+            author VARCHAR NOT NULL, reason VARCHAR, session_id VARCHAR, task_id VARCHAR,
+            at_ns BIGINT NOT NULL, deleted BOOLEAN NOT NULL)""",
+        """CREATE TABLE sessions (
+            id VARCHAR PRIMARY KEY, name VARCHAR, "user" VARCHAR, space_id VARCHAR,
+            configs VARCHAR, ended BOOLEAN NOT NULL DEFAULT false,
+            created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
+        """CREATE TABLE messages (
+            session_id VARCHAR NOT NULL, seq BIGINT NOT NULL, role VARCHAR NOT NULL,
+            format VARCHAR NOT NULL, body VARCHAR NOT NULL, original VARCHAR,
+            task_id VARCHAR, source VARCHAR, created_ns BIGINT NOT NULL)""",
+        """CREATE TABLE tasks (
+            id VARCHAR PRIMARY KEY, session_id VARCHAR NOT NULL, ord INTEGER NOT NULL,
+            description VARCHAR NOT NULL, status VARCHAR NOT NULL, progress VARCHAR,
+            preferences VARCHAR, first_seq BIGINT, last_seq BIGINT, learned BOOLEAN NOT NULL
+            DEFAULT false, created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
+        """CREATE TABLE learning (
+            session_id VARCHAR PRIMARY KEY, space_id VARCHAR NOT NULL, status VARCHAR NOT NULL,
+            error VARCHAR, learned_seq BIGINT NOT NULL DEFAULT -1,
+            created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
+        """CREATE TABLE spool_ledger (
+            path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL, messages INTEGER NOT NULL,
+            at_ns BIGINT NOT NULL)""",
+    ],
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Bring the database to SCHEMA_VERSION; return the version it had before."""
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    before = row[0] or 0
+    if before > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {before} is newer than this skillfs ({SCHEMA_VERSION})"
+        )
+    for version in range(before + 1, SCHEMA_VERSION + 1):
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for stmt in MIGRATIONS[version - 1]:
+                con.execute(stmt)
+            con.execute("INSERT INTO schema_version VALUES (?)", [version])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return before

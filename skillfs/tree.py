@@ -1,0 +1,283 @@
+"""The in-memory tree the mount serves: spaces, skills, folders, files and their inodes.
+
+The store loads it at start and changes it after each commit, always on the trio thread, so
+FUSE handlers read it without locks or database round trips. File content is not held here
+but in a bounded cache (`ContentCache`): metadata for 100,000 files fits in a few tens of MB,
+their content would not.
+
+Inodes: 1 is the mount's root; a space, a (space, skill, folder) triple and a file each get
+a number the first time the mount needs one. A skill included in several spaces has a folder
+inode per space but its files have one inode each, seen at several paths. Numbers are never
+reused within a daemon's life.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+ROOT_INO = 1
+
+
+class FileNode:
+    __slots__ = ("id", "skill_id", "path", "version", "size", "sha256", "mtime_ns",
+                 "ctime_ns", "ino", "deleted")
+
+    def __init__(self, id: int, skill_id: str, path: str, version: int, size: int,
+                 sha256: str, mtime_ns: int, ctime_ns: int):
+        self.id = id
+        self.skill_id = skill_id
+        self.path = path
+        self.version = version
+        self.size = size
+        self.sha256 = sha256
+        self.mtime_ns = mtime_ns
+        self.ctime_ns = ctime_ns
+        self.ino = 0
+        self.deleted = False
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass(eq=False)
+class Skill:
+    id: str
+    name: str
+    description: str
+    meta: dict
+    created_ns: int
+    updated_ns: int
+    files: dict[str, FileNode] = field(default_factory=dict)
+    # folder path ("" is the skill's own folder) -> {name: FileNode, or None for a sub-folder}
+    children: dict[str, dict[str, FileNode | None]] = field(default_factory=lambda: {"": {}})
+    dir_mtime: dict[str, int] = field(default_factory=dict)
+    spaces: set[str] = field(default_factory=set)
+
+    def add_dir(self, path: str, now_ns: int) -> list[str]:
+        """Add folder `path` and its missing parents; return the folders that were new."""
+        new = []
+        while path and path not in self.children:
+            self.children[path] = {}
+            self.dir_mtime[path] = now_ns
+            new.append(path)
+            parent, _, name = path.rpartition("/")
+            self.children.setdefault(parent, {})[name] = None
+            self.dir_mtime[parent] = now_ns
+            path = parent
+        return new
+
+    def add_file(self, node: FileNode) -> None:
+        parent, _, name = node.path.rpartition("/")
+        self.add_dir(parent, node.mtime_ns)
+        self.files[node.path] = node
+        self.children[parent][name] = node
+        self.dir_mtime[parent] = max(self.dir_mtime.get(parent, 0), node.mtime_ns)
+
+    def remove_file(self, path: str, now_ns: int) -> FileNode:
+        node = self.files.pop(path)
+        parent, _, name = path.rpartition("/")
+        del self.children[parent][name]
+        self.dir_mtime[parent] = now_ns
+        return node
+
+    def remove_dir(self, path: str, now_ns: int) -> None:
+        del self.children[path]
+        self.dir_mtime.pop(path, None)
+        parent, _, name = path.rpartition("/")
+        del self.children[parent][name]
+        self.dir_mtime[parent] = now_ns
+
+    def mtime(self, path: str) -> int:
+        return self.dir_mtime.get(path) or self.updated_ns
+
+
+@dataclass(eq=False)
+class Space:
+    id: str
+    name: str
+    user: str | None
+    meta: dict
+    created_ns: int
+    updated_ns: int
+    skills: dict[str, Skill] = field(default_factory=dict)  # by skill name
+    ino: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class DirRef:
+    """What a folder inode stands for. space None = the root; skill None = a space."""
+
+    space: Space | None
+    skill: Skill | None
+    path: str = ""
+
+
+class Tree:
+    def __init__(self) -> None:
+        self.spaces: dict[str, Space] = {}  # by id
+        self.space_names: dict[str, Space] = {}
+        self.skills: dict[str, Skill] = {}  # by id
+        self.file_ids: dict[int, FileNode] = {}
+        self.inodes: dict[int, DirRef | FileNode] = {ROOT_INO: DirRef(None, None)}
+        self._dir_inos: dict[tuple[str, str, str], int] = {}
+        self._next_ino = ROOT_INO + 1
+        self.root_mtime = 0
+
+    # -- inodes ------------------------------------------------------------------------
+
+    def _alloc(self, obj: DirRef | FileNode) -> int:
+        ino = self._next_ino
+        self._next_ino += 1
+        self.inodes[ino] = obj
+        return ino
+
+    def space_ino(self, space: Space) -> int:
+        if not space.ino:
+            space.ino = self._alloc(DirRef(space, None))
+        return space.ino
+
+    def dir_ino(self, space: Space, skill: Skill, path: str) -> int:
+        key = (space.id, skill.id, path)
+        ino = self._dir_inos.get(key)
+        if ino is None:
+            ino = self._dir_inos[key] = self._alloc(DirRef(space, skill, path))
+        return ino
+
+    def file_ino(self, node: FileNode) -> int:
+        if not node.ino:
+            node.ino = self._alloc(node)
+        return node.ino
+
+    def known_dir_inos(self, skill: Skill, path: str) -> list[tuple[Space, int]]:
+        """Folder inodes the kernel may have been given for `path` of `skill`."""
+        out = []
+        for space_id in skill.spaces:
+            ino = self._dir_inos.get((space_id, skill.id, path))
+            if ino is not None:
+                out.append((self.spaces[space_id], ino))
+        return out
+
+    def forget_dir(self, space_id: str, skill_id: str, path: str) -> None:
+        # The inode number stays in `inodes` (the kernel may still hold it) but a new folder
+        # at the same path gets a new number.
+        self._dir_inos.pop((space_id, skill_id, path), None)
+
+    # -- lookups -----------------------------------------------------------------------
+
+    def children(self, ref: DirRef) -> list[tuple[str, int, DirRef | FileNode]]:
+        """(name, inode, object) for each entry of a folder, in a stable order."""
+        if ref.space is None:
+            return [(s.name, self.space_ino(s), s) for s in
+                    sorted(self.spaces.values(), key=lambda s: s.name)]
+        space = ref.space
+        if ref.skill is None:
+            return [(name, self.dir_ino(space, sk, ""), sk) for name, sk in
+                    sorted(space.skills.items())]
+        skill = ref.skill
+        out = []
+        prefix = ref.path + "/" if ref.path else ""
+        for name, node in sorted(skill.children.get(ref.path, {}).items()):
+            if node is None:
+                out.append((name, self.dir_ino(space, skill, prefix + name), None))
+            else:
+                out.append((name, self.file_ino(node), node))
+        return out
+
+    def lookup(self, ref: DirRef, name: str) -> int | None:
+        if ref.space is None:
+            space = self.space_names.get(name)
+            return self.space_ino(space) if space else None
+        space = ref.space
+        if ref.skill is None:
+            skill = space.skills.get(name)
+            return self.dir_ino(space, skill, "") if skill else None
+        entries = ref.skill.children.get(ref.path)
+        if entries is None or name not in entries:
+            return None
+        node = entries[name]
+        if node is None:
+            return self.dir_ino(space, ref.skill, f"{ref.path}/{name}" if ref.path else name)
+        return self.file_ino(node)
+
+    def is_live(self, ref: DirRef) -> bool:
+        """Whether a folder inode still names something that exists."""
+        if ref.space is None:
+            return True
+        if self.spaces.get(ref.space.id) is not ref.space:
+            return False
+        if ref.skill is None:
+            return True
+        return (ref.space.skills.get(ref.skill.name) is ref.skill
+                and ref.path in ref.skill.children)
+
+    # -- changes (called by the store after a commit) ------------------------------------
+
+    def add_space(self, space: Space) -> None:
+        self.spaces[space.id] = space
+        self.space_names[space.name] = space
+        self.root_mtime = max(self.root_mtime, space.updated_ns)
+
+    def remove_space(self, space: Space, now_ns: int) -> None:
+        for skill in list(space.skills.values()):
+            self.unlink_skill(space, skill)
+        del self.spaces[space.id]
+        del self.space_names[space.name]
+        self.root_mtime = now_ns
+
+    def rename_space(self, space: Space, new: str, now_ns: int) -> None:
+        del self.space_names[space.name]
+        space.name = new
+        self.space_names[new] = space
+        self.root_mtime = now_ns
+
+    def add_skill(self, skill: Skill) -> None:
+        self.skills[skill.id] = skill
+
+    def link_skill(self, space: Space, skill: Skill, now_ns: int) -> None:
+        space.skills[skill.name] = skill
+        skill.spaces.add(space.id)
+        space.updated_ns = now_ns
+
+    def unlink_skill(self, space: Space, skill: Skill) -> None:
+        space.skills.pop(skill.name, None)
+        skill.spaces.discard(space.id)
+        for path in list(skill.children):
+            self.forget_dir(space.id, skill.id, path)
+
+    def add_file(self, node: FileNode) -> None:
+        self.file_ids[node.id] = node
+        self.skills[node.skill_id].add_file(node)
+
+    def remove_file(self, node: FileNode, now_ns: int) -> None:
+        self.skills[node.skill_id].remove_file(node.path, now_ns)
+        del self.file_ids[node.id]
+        node.deleted = True
+
+
+class ContentCache:
+    """Least-recently-used file contents, bounded in bytes, keyed by (file id, version)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._data: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+
+    def get(self, key: tuple[int, int]) -> bytes | None:
+        data = self._data.get(key)
+        if data is not None:
+            self._data.move_to_end(key)
+        return data
+
+    def put(self, key: tuple[int, int], data: bytes) -> None:
+        if len(data) > self.max_bytes // 4:
+            return  # one huge file must not flush the whole cache
+        old = self._data.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old)
+        self._data[key] = data
+        self.bytes += len(data)
+        while self.bytes > self.max_bytes:
+            _, evicted = self._data.popitem(last=False)
+            self.bytes -= len(evicted)
