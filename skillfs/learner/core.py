@@ -1,0 +1,589 @@
+"""The learner: buffers sessions, runs extraction and distillation, and one skill writer at a
+time per space. It knows the store and nothing else (no mount, no HTTP).
+
+Status of a session, derived from what is in flight for it and published to the store:
+pending → extracting → distilling → queued → writing → completed, or failed with the error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import trio
+
+from ..errors import NotFound
+from . import rules
+from .distill import Lesson, distill_task
+from .extract import Task, extract_tasks
+from .llm import LLM, LLMConfig
+from .view import Msg, from_stored
+from .writer import write_with_agent, write_with_rules
+
+log = logging.getLogger("skillfs.learner")
+
+Backend = Literal["openai", "rules", "off"]
+TERMINAL = ("completed", "failed")
+
+
+@dataclass
+class LearnerConfig:
+    # None: openai when a key or base URL is configured, else rules
+    backend: Backend | None = "rules"
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    # learn after this many new messages …
+    buffer_messages: int = 16
+    # … or after the session has been quiet this long (seconds)
+    idle_seconds: float = 8.0
+    extract_turns: int = 30
+    distill_turns: int = 4
+    write_turns: int = 40
+    # sessions extracted/distilled at the same time (writers are one per space anyway)
+    parallel_sessions: int = 4
+    # messages before the new ones shown to the model as context
+    context_messages: int = 6
+
+    @classmethod
+    def from_env(cls, backend: str | None = None, **llm: Any) -> "LearnerConfig":
+        """`backend` None picks openai when a key or base URL is configured, else rules."""
+        env = os.environ
+        cfg = cls(llm=LLMConfig.from_env(**llm))
+        cfg.backend = choose_backend(LearnerConfig(backend=backend, llm=cfg.llm))  # type: ignore[arg-type]
+        if env.get("SKILLFS_LEARN_BUFFER"):
+            cfg.buffer_messages = int(env["SKILLFS_LEARN_BUFFER"])
+        if env.get("SKILLFS_LEARN_IDLE"):
+            cfg.idle_seconds = float(env["SKILLFS_LEARN_IDLE"])
+        return cfg
+
+
+@dataclass
+class _Session:
+    id: str
+    space_id: str | None = None
+    loaded: bool = False
+    learned_seq: int = -1
+    last_activity: float = 0.0
+    final: bool = False  # end or flush asked for and not yet handled
+    ended: bool = False
+    retry: bool = False
+    busy: bool = False
+    phase: str = ""
+    queued: int = 0
+    writing: int = 0
+    error: str | None = None
+    inflight: set[str] = field(default_factory=set)  # task ids handed to the writer
+    failed_lessons: list[Lesson] = field(default_factory=list)
+    published: str | None = None
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+
+@dataclass
+class _Space:
+    queue: list[Lesson] = field(default_factory=list)
+    running: bool = False
+
+
+def _now() -> float:
+    try:
+        return trio.current_time()
+    except RuntimeError:  # called outside the trio loop
+        return 0.0
+
+
+def choose_backend(config: Any = None) -> str:
+    """The back end to run: the configured one, else openai when a key or base URL is known
+    (configuration or OPENAI_API_KEY / SKILLFS_LLM_BASE_URL), else rules."""
+    backend = getattr(config, "backend", None) or os.environ.get("SKILLFS_LEARNER") or None
+    if backend is None:
+        env = os.environ
+        llm = getattr(config, "llm", config)
+        known = (getattr(llm, "api_key", None) or getattr(llm, "base_url", None)
+                 or env.get("OPENAI_API_KEY") or env.get("SKILLFS_LLM_BASE_URL"))
+        backend = "openai" if known else "rules"
+    if backend not in ("openai", "rules", "off"):
+        raise ValueError(f"unknown learner {backend!r} (openai, rules or off)")
+    return backend
+
+
+def _settings(config: Any, backend: str | None) -> LearnerConfig:
+    """Accept this module's LearnerConfig or the daemon's (skillfs.config.LearnerConfig)."""
+    if isinstance(config, LearnerConfig):
+        cfg = LearnerConfig(**{**config.__dict__})
+    elif config is None:
+        cfg = LearnerConfig.from_env()
+    else:
+        llm = LLMConfig.from_env(base_url=getattr(config, "base_url", None),
+                                 api_key=getattr(config, "api_key", None),
+                                 model=getattr(config, "model", None),
+                                 timeout=getattr(config, "timeout", None),
+                                 retries=getattr(config, "retries", None))
+        cfg = LearnerConfig(backend=choose_backend(config), llm=llm)  # type: ignore[arg-type]
+        for name in ("buffer_messages", "idle_seconds", "extract_turns", "distill_turns",
+                     "write_turns"):
+            value = getattr(config, name, None)
+            if value is not None:
+                setattr(cfg, name, value)
+    cfg.backend = choose_backend(LearnerConfig(backend=backend or cfg.backend, llm=cfg.llm))  # type: ignore[arg-type]
+    return cfg
+
+
+class Learner:
+    """Call `run` in the daemon's nursery and feed it the store's events:
+    `store.subscribe(learner.on_store_event)`."""
+
+    def __init__(self, store: Any, config: Any = None, *, backend: str | None = None):
+        self.store = store
+        self.config = _settings(config, backend)
+        self.llm: LLM | None = LLM(self.config.llm) if self.config.backend == "openai" else None
+        self._sessions: dict[str, _Session] = {}
+        self._spaces: dict[str, _Space] = {}
+        self._wake = trio.Event()
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._limit = trio.CapacityLimiter(max(1, self.config.parallel_sessions))
+
+    # -- public ------------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.backend != "off"
+
+    def notify(self, session_id: str, event: str) -> None:
+        """Something happened to a session: "messages", "end", "flush", "attached" or
+        "session_deleted". Call on the trio thread. Repeated calls are harmless."""
+        if not self.enabled:
+            return
+        if event == "session_deleted":
+            self._sessions.pop(session_id, None)
+            self._kick()
+            return
+        s = self._session(session_id)
+        s.last_activity = _now()
+        if event in ("end", "flush"):
+            s.final = True
+            s.ended = s.ended or event == "end"
+        if event in ("messages", "end", "flush") and s.error is not None:
+            # new input is a new chance: learn it together with what failed before
+            self._clear_failure(s)
+        self._kick()
+
+    async def retry(self, session_id: str) -> None:
+        """Learn a failed session again from its stored messages."""
+        if not self.enabled:
+            return
+        s = self._session(session_id)
+        row = await self.store.get_learning(session_id)
+        if row is None:
+            raise NotFound(f"session {session_id} does not learn into any space")
+        self._clear_failure(s)
+        s.retry = True
+        s.final = s.final or s.ended
+        await self._publish(s)
+        self._kick()
+
+    def status(self, session_id: str) -> str | None:
+        """The session's status as the learner sees it now (None: not known yet)."""
+        s = self._sessions.get(session_id)
+        return self._status(s) if s is not None and s.loaded else None
+
+    async def wait(self, session_id: str, timeout: float | None = None) -> str:
+        """Wait until the session's learning is completed or failed (everything it has sent
+        so far is written), or until `timeout`; return the status."""
+        deadline = trio.current_time() + (timeout if timeout is not None else math.inf)
+        with trio.move_on_at(deadline):
+            while True:
+                st = await self._current(session_id)
+                if st in TERMINAL:
+                    return st
+                changed = self._changed
+                # status changes wake us; the timeout re-checks sessions we do not track
+                with trio.move_on_after(1.0):
+                    await changed.wait()
+        return await self._current(session_id) or "pending"
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The scheduler; runs until cancelled (inside the daemon's nursery)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self.enabled:
+                    await self._recover()
+                task_status.started()
+                if not self.enabled:
+                    await trio.sleep_forever()
+                await self._schedule()
+        finally:
+            self._nursery = None
+            if self.llm is not None:
+                with trio.CancelScope(shield=True):
+                    await self.llm.aclose()
+
+    # -- state -------------------------------------------------------------------------
+
+    def on_store_event(self, event: Any) -> None:
+        """A store listener (StoreEvent: kind, session_id)."""
+        self.notify(event.session_id, event.kind)
+
+    def _session(self, session_id: str) -> _Session:
+        s = self._sessions.get(session_id)
+        if s is None:
+            s = self._sessions[session_id] = _Session(session_id, last_activity=_now())
+        return s
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    def _clear_failure(self, s: _Session) -> None:
+        s.error = None
+        if s.failed_lessons:
+            lessons, s.failed_lessons = s.failed_lessons, []
+            self._enqueue(s, lessons)
+
+    def _pending_messages(self, s: _Session) -> int:
+        return max(0, self.store.last_seq(s.id) - s.learned_seq)
+
+    def _status(self, s: _Session) -> str:
+        if s.error is not None:
+            return "failed"
+        if s.busy:
+            return s.phase or "extracting"
+        if s.writing:
+            return "writing"
+        if s.queued:
+            return "queued"
+        if self._pending_messages(s) or s.final or s.retry:
+            return "pending"
+        if self.store.last_seq(s.id) < 0 and not s.ended:
+            return "pending"  # attached, nothing said yet
+        return "completed"
+
+    async def _current(self, session_id: str) -> str | None:
+        s = self._sessions.get(session_id)
+        if s is not None and s.loaded:
+            st = self._status(s)
+            # report terminal only once the store says so too (what API readers see)
+            return st if st not in TERMINAL or s.published == st else "pending"
+        row = await self.store.get_learning(session_id)
+        return row.status if row is not None else None
+
+    async def _publish(self, s: _Session) -> None:
+        async with s.lock:
+            st = self._status(s)
+            if st == s.published and st != "failed":
+                return
+            try:
+                await self.store.set_learning(s.id, st, s.error if st == "failed" else None)
+            except NotFound:
+                return
+            s.published = st
+        old, self._changed = self._changed, trio.Event()
+        old.set()
+
+    def _publish_soon(self, s: _Session) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._publish, s)
+
+    async def _load(self, s: _Session) -> None:
+        row = await self.store.get_learning(s.id)
+        if row is None:
+            return  # not attached to a space yet; the "attached" event brings us back
+        s.space_id = row.space_id
+        s.learned_seq = row.learned_seq
+        if row.status == "failed" and s.error is None and not s.retry and not s.loaded:
+            s.error = row.error or "failed"
+        try:
+            session = await self.store.get_session(s.id)
+            s.ended = s.ended or session.ended
+        except NotFound:
+            self._sessions.pop(s.id, None)
+            return
+        s.published = row.status
+        s.loaded = True
+
+    async def _recover(self) -> None:
+        """After a start: pick up sessions whose learning was not finished."""
+        for row in await self.store.list_learning():
+            behind = self.store.last_seq(row.session_id) > row.learned_seq
+            if row.status == "completed" and not behind:
+                continue
+            s = self._session(row.session_id)
+            if row.status != "failed":
+                s.retry = True  # a crash mid-way: finish what was started
+            await self._load(s)
+            if s.loaded and s.ended:
+                s.final = True
+        for s in list(self._sessions.values()):
+            if not s.loaded:
+                await self._load(s)
+
+    # -- scheduling --------------------------------------------------------------------
+
+    def _due(self, s: _Session, now: float) -> bool:
+        if s.busy or s.error is not None or not s.loaded or s.space_id is None:
+            return False
+        if s.retry or s.final:
+            return True
+        n = self._pending_messages(s)
+        if n >= self.config.buffer_messages:
+            return True
+        return n > 0 and now - s.last_activity >= self.config.idle_seconds
+
+    async def _schedule(self) -> None:
+        assert self._nursery is not None
+        while True:
+            self._wake = trio.Event()
+            now = trio.current_time()
+            deadline = math.inf
+            for s in list(self._sessions.values()):
+                if not s.loaded and not s.busy:
+                    s.busy = True
+                    self._nursery.start_soon(self._load_then_kick, s)
+                    continue
+                if self._due(s, now):
+                    s.busy = True
+                    s.phase = "extracting"
+                    self._nursery.start_soon(self._process, s)
+                elif s.loaded and not s.busy and self._pending_messages(s) and s.error is None:
+                    deadline = min(deadline, s.last_activity + self.config.idle_seconds)
+                if s.loaded and not s.busy and self._status(s) != s.published:
+                    self._nursery.start_soon(self._publish, s)
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
+
+    async def _load_then_kick(self, s: _Session) -> None:
+        try:
+            await self._load(s)
+        except Exception:
+            log.exception("cannot load learning state of %s", s.id)
+        finally:
+            s.busy = False
+            if not s.loaded:
+                # not attached (yet): forget it until an event brings it back
+                self._sessions.pop(s.id, None)
+            self._kick()
+
+    # -- one session: extract and distill ------------------------------------------------
+
+    async def _process(self, s: _Session) -> None:
+        final, s.final = s.final or s.ended, False
+        s.retry = False
+        try:
+            async with self._limit:
+                await self._publish(s)
+                if self.config.backend == "rules":
+                    lessons = await self._learn_rules(s, final)
+                else:
+                    lessons = await self._learn_llm(s, final)
+            if lessons:
+                self._enqueue(s, lessons)
+        except trio.Cancelled:
+            raise
+        except Exception as e:
+            log.warning("learning session %s failed: %s", s.id, e, exc_info=True)
+            s.error = f"{s.phase or 'learning'} failed: {e}"
+        finally:
+            s.busy = False
+            s.phase = ""
+            with trio.CancelScope(shield=True):
+                await self._publish(s)
+            self._kick()
+
+    async def _phase(self, s: _Session, phase: str) -> None:
+        s.phase = phase
+        await self._publish(s)
+
+    async def _tasks(self, s: _Session) -> list[Task]:
+        return [Task(r.id, r.ord, r.description, r.status, list(r.progress),
+                     list(r.preferences), r.first_seq, r.last_seq, r.learned)
+                for r in await self.store.list_tasks(s.id)]
+
+    async def _save(self, s: _Session, tasks: list[Task]) -> None:
+        from ..store import TaskRow
+        for t in tasks:
+            if t.dirty:
+                await self.store.save_task(TaskRow(
+                    t.id, s.id, t.ord, t.description, t.status, t.progress, t.preferences,
+                    t.first_seq, t.last_seq, t.learned))
+                t.dirty = False
+
+    async def _messages(self, s: _Session, after: int, upto: int | None = None) -> list[Msg]:
+        rows = await self.store.get_messages(s.id, after_seq=after)
+        msgs = [from_stored(r) for r in rows]
+        return [m for m in msgs if upto is None or m.seq <= upto]
+
+    async def _advance(self, s: _Session, high: int) -> None:
+        if high > s.learned_seq:
+            await self.store.set_learning(s.id, self._status(s), None, learned_seq=high)
+            s.learned_seq = high
+
+    async def _learn_rules(self, s: _Session, final: bool) -> list[Lesson]:
+        await self._phase(s, "extracting")
+        tasks = await self._tasks(s)
+        high = self.store.last_seq(s.id)
+        # re-read from the start of the oldest task still open: its outcome may be known now
+        open_starts = [t.first_seq for t in tasks
+                       if not t.learned and t.first_seq is not None and t.id not in s.inflight]
+        start = min(open_starts + [s.learned_seq + 1])
+        msgs = await self._messages(s, start - 1, high)
+        found, facts = rules.analyze(msgs, final)
+        facts = [f for f in facts if f.seq > s.learned_seq]
+        by_first = {t.first_seq: t for t in tasks}
+        next_ord = max((t.ord for t in tasks), default=0) + 1
+        lessons: list[Lesson] = []
+        now = datetime.now().astimezone()
+        await self._phase(s, "distilling")
+        for rt in found:
+            t = by_first.get(rt.seq)
+            if t is not None and (t.learned or t.id in s.inflight):
+                continue
+            if t is None:
+                t = Task(str(uuid.uuid4()), next_ord, rt.description)
+                next_ord += 1
+                tasks.append(t)
+            t.description, t.status = rt.description, rt.status
+            t.first_seq, t.last_seq = rt.first_seq, rt.last_seq
+            t.preferences = list(rt.preferences)
+            t.progress = [rt.summary] if rt.finished else []
+            t.dirty = True
+            if rt.finished:
+                kind = "success" if rt.status == "success" else "failure"
+                lessons.append(Lesson(s.id, t.id, kind, t.description, t.status,
+                                      rt.finished_at or now, preferences=list(rt.preferences),
+                                      rule_task=rt))
+        if facts:
+            lessons.append(Lesson(s.id, None, "preferences", "", None, now, facts=facts,
+                                  fields={"facts": [f.text for f in facts]}))
+        await self._save(s, tasks)
+        await self._advance(s, high)
+        return lessons
+
+    async def _learn_llm(self, s: _Session, final: bool) -> list[Lesson]:
+        assert self.llm is not None
+        tasks = await self._tasks(s)
+        high = self.store.last_seq(s.id)
+        lessons: list[Lesson] = []
+        now = datetime.now().astimezone()
+        new = await self._messages(s, s.learned_seq, high)
+        open_tasks = [t for t in tasks if not t.learned and not t.finished]
+        if new or (final and open_tasks):
+            await self._phase(s, "extracting")
+            context: list[Msg] = []
+            if s.learned_seq >= 0 and self.config.context_messages:
+                earlier = await self._messages(s, max(-1, s.learned_seq - self.config.context_messages),
+                                               s.learned_seq)
+                context = earlier
+            ex = await extract_tasks(self.llm, tasks, new, final=final, context=context,
+                                     max_turns=self.config.extract_turns)
+            await self._save(s, tasks)
+            await self._advance(s, high)
+            if ex.preferences:
+                lessons.append(Lesson(s.id, None, "preferences", "", None, now,
+                                      fields={"facts": ex.preferences}))
+        todo = [t for t in tasks if t.finished and not t.learned and t.id not in s.inflight]
+        if todo:
+            await self._phase(s, "distilling")
+        for t in todo:
+            msgs: list[Msg] = []
+            if t.first_seq is not None:
+                msgs = await self._messages(s, t.first_seq - 1,
+                                            t.last_seq if t.last_seq is not None else t.first_seq)
+            at = next((m.at for m in reversed(msgs) if m.at), None) or now
+            lessons.append(await distill_task(self.llm, s.id, t, msgs, at,
+                                              max_turns=self.config.distill_turns))
+        return lessons
+
+    # -- one space: the writer -----------------------------------------------------------
+
+    def _enqueue(self, s: _Session, lessons: list[Lesson]) -> None:
+        if s.space_id is None:
+            return
+        sp = self._spaces.setdefault(s.space_id, _Space())
+        sp.queue.extend(lessons)
+        for lesson in lessons:
+            if lesson.task_id:
+                s.inflight.add(lesson.task_id)
+        s.queued += len(lessons)
+        if not sp.running and self._nursery is not None:
+            sp.running = True
+            self._nursery.start_soon(self._write_space, s.space_id)
+
+    def _take(self, sp: _Space) -> list[Lesson]:
+        batch, sp.queue = sp.queue, []
+        for lesson in batch:
+            s = self._sessions.get(lesson.session_id)
+            if s is not None:
+                s.queued -= 1
+                s.writing += 1
+                self._publish_soon(s)
+        return batch
+
+    async def _write_space(self, space_id: str) -> None:
+        sp = self._spaces[space_id]
+        try:
+            while sp.queue:
+                batch = self._take(sp)
+                await self._write_batch(space_id, sp, batch)
+        finally:
+            sp.running = False
+            if not sp.queue:
+                self._spaces.pop(space_id, None)
+
+    async def _write_batch(self, space_id: str, sp: _Space, batch: list[Lesson]) -> None:
+        sessions = {l.session_id for l in batch}
+        for sid in sessions:
+            if sid in self._sessions:
+                await self._publish(self._sessions[sid])
+        error: str | None = None
+        try:
+            if self.config.backend == "rules":
+                await write_with_rules(self.store, space_id, batch)
+            else:
+                assert self.llm is not None
+                # `batch` grows when the agent takes lessons that arrived meanwhile
+                await write_with_agent(self.llm, self.store, space_id, batch,
+                                       take_more=lambda: self._take(sp),
+                                       max_turns=self.config.write_turns)
+            await self._mark_learned(batch)
+        except trio.Cancelled:
+            raise
+        except Exception as e:
+            log.warning("writing skills for space %s failed: %s", space_id, e, exc_info=True)
+            error = f"writing failed: {e}"
+        for lesson in batch:
+            s = self._sessions.get(lesson.session_id)
+            if s is None:
+                continue
+            s.writing -= 1
+            if error is not None:
+                s.error = error
+                s.failed_lessons.append(lesson)
+            elif lesson.task_id:
+                s.inflight.discard(lesson.task_id)
+        for sid in {l.session_id for l in batch}:
+            if sid in self._sessions:
+                with trio.CancelScope(shield=True):
+                    await self._publish(self._sessions[sid])
+        self._kick()
+
+    async def _mark_learned(self, batch: list[Lesson]) -> None:
+        from ..store import TaskRow
+        by_session: dict[str, set[str]] = {}
+        for lesson in batch:
+            if lesson.task_id:
+                by_session.setdefault(lesson.session_id, set()).add(lesson.task_id)
+        for sid, ids in by_session.items():
+            try:
+                rows = await self.store.list_tasks(sid)
+            except NotFound:
+                continue
+            for r in rows:
+                if r.id in ids and not r.learned:
+                    r.learned = True
+                    await self.store.save_task(TaskRow(
+                        r.id, r.session_id, r.ord, r.description, r.status, r.progress,
+                        r.preferences, r.first_seq, r.last_seq, True, r.created_ns))

@@ -1,0 +1,282 @@
+"""The model client and the tool-call loop the learner's three stages share.
+
+The `openai` SDK (AsyncOpenAI) is the only client; any compatible endpoint works through
+`base_url`. Retries are done here rather than by the SDK so that backoff sleeps on the trio
+clock and the number of attempts is under the learner's configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+import trio
+from pydantic import BaseModel, ValidationError
+
+log = logging.getLogger("skillfs.learner.llm")
+
+DEFAULT_MODEL = "gpt-4.1"
+
+
+class LLMError(Exception):
+    """The model could not be used to finish a stage; the text says why."""
+
+
+class ToolError(Exception):
+    """A tool refused a call (a guard or a missing file); the text goes back to the model."""
+
+
+@dataclass
+class LLMConfig:
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str = DEFAULT_MODEL
+    timeout: float = 60.0
+    # attempts after the first for HTTP errors and timeouts
+    retries: int = 3
+    backoff: float = 1.0
+    backoff_max: float = 20.0
+    # malformed or unknown tool calls answered before a stage gives up
+    max_bad_calls: int = 3
+    temperature: float | None = 0.2
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "LLMConfig":
+        env = os.environ
+        cfg = cls(
+            base_url=env.get("SKILLFS_LLM_BASE_URL") or env.get("OPENAI_BASE_URL") or None,
+            api_key=env.get("SKILLFS_LLM_API_KEY") or env.get("OPENAI_API_KEY") or None,
+            model=env.get("SKILLFS_LLM_MODEL") or DEFAULT_MODEL,
+        )
+        if env.get("SKILLFS_LLM_TIMEOUT"):
+            cfg.timeout = float(env["SKILLFS_LLM_TIMEOUT"])
+        if env.get("SKILLFS_LLM_RETRIES"):
+            cfg.retries = int(env["SKILLFS_LLM_RETRIES"])
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(cfg, k, v)
+        return cfg
+
+
+# Errors worth another attempt: the endpoint may recover. Anything else (bad key, bad request)
+# would fail the same way again.
+_TRANSIENT = (
+    openai.APITimeoutError,
+    openai.APIConnectionError,
+    openai.RateLimitError,
+    openai.InternalServerError,
+    openai.ConflictError,
+)
+
+
+class LLM:
+    def __init__(self, config: LLMConfig):
+        self.config = config
+        self._client = openai.AsyncOpenAI(
+            # a local endpoint often needs no key, but the SDK insists on one
+            api_key=config.api_key or "no-key",
+            base_url=config.base_url,
+            timeout=config.timeout,
+            max_retries=0,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def complete(self, messages: list[dict], tools: list[dict] | None = None) -> Any:
+        """One chat completion with bounded retries; returns the assistant message."""
+        cfg = self.config
+        kwargs: dict[str, Any] = {"model": cfg.model, "messages": messages}
+        if tools:
+            kwargs["tools"] = tools
+        if cfg.temperature is not None:
+            kwargs["temperature"] = cfg.temperature
+        last: Exception | None = None
+        for attempt in range(cfg.retries + 1):
+            if attempt:
+                delay = min(cfg.backoff * 2 ** (attempt - 1), cfg.backoff_max)
+                log.warning("model call failed (%s); retry %d in %.1fs", _describe(last), attempt, delay)
+                await trio.sleep(delay)
+            try:
+                # the SDK's own timeout covers the request; this one covers a hung stream
+                with trio.fail_after(cfg.timeout * 2 + 5):
+                    resp = await self._client.chat.completions.create(**kwargs)
+            except _TRANSIENT as e:
+                last = e
+                continue
+            except trio.TooSlowError as e:
+                last = e
+                continue
+            except openai.APIStatusError as e:
+                raise LLMError(f"model endpoint refused the request: {_describe(e)}") from e
+            except openai.OpenAIError as e:
+                raise LLMError(f"model call failed: {_describe(e)}") from e
+            if not resp.choices:
+                last = LLMError("the model returned no choices")
+                continue
+            return resp.choices[0].message
+        raise LLMError(f"model call failed after {cfg.retries + 1} attempts: {_describe(last)}")
+
+
+def _describe(e: Exception | None) -> str:
+    if e is None:
+        return "unknown error"
+    if isinstance(e, openai.APIStatusError):
+        return f"HTTP {e.status_code}: {e.message}"
+    if isinstance(e, openai.APITimeoutError | trio.TooSlowError):
+        return "timed out"
+    return f"{type(e).__name__}: {e}"
+
+
+@dataclass
+class Tool:
+    """A function the model may call: a pydantic model validates its arguments."""
+
+    name: str
+    description: str
+    args: type[BaseModel]
+    # returns the text answered to the model; a final tool returns None to end the loop
+    # (or text to keep it going, e.g. when more work arrived meanwhile)
+    run: Callable[[Any], Awaitable[str | None]]
+    final: bool = False
+
+    def schema(self) -> dict:
+        params = _clean_schema(self.args.model_json_schema())
+        params.setdefault("properties", {})
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": params},
+        }
+
+
+def _clean_schema(node: Any) -> Any:
+    # titles are noise to the model and some endpoints reject unknown keys
+    if isinstance(node, dict):
+        return {k: _clean_schema(v) for k, v in node.items() if k != "title"}
+    if isinstance(node, list):
+        return [_clean_schema(v) for v in node]
+    return node
+
+
+@dataclass
+class LoopResult:
+    turns: int
+    finished: bool
+    calls: list[tuple[str, BaseModel]] = field(default_factory=list)
+
+
+async def run_tools(
+    llm: LLM,
+    messages: list[dict],
+    tools: Sequence[Tool],
+    *,
+    max_turns: int = 20,
+    on_turn: Callable[[list[dict]], Awaitable[None]] | None = None,
+) -> LoopResult:
+    """Let the model call tools until it calls a final one.
+
+    Malformed arguments, unknown tools and replies without a tool call are answered with an
+    error so the model can correct itself; after `max_bad_calls` of them the stage fails.
+    `on_turn` may append messages before each model call (news that arrived meanwhile).
+    """
+    by_name = {t.name: t for t in tools}
+    schemas = [t.schema() for t in tools]
+    bad = 0
+    result = LoopResult(turns=0, finished=False)
+
+    def count_bad(reason: str) -> None:
+        nonlocal bad
+        bad += 1
+        log.info("bad tool call (%d/%d): %s", bad, llm.config.max_bad_calls, reason)
+        if bad > llm.config.max_bad_calls:
+            raise LLMError(f"the model made {bad} invalid tool calls; last: {reason}")
+
+    for turn in range(max_turns):
+        if on_turn is not None:
+            await on_turn(messages)
+        result.turns = turn + 1
+        reply = await llm.complete(messages, schemas)
+        calls = list(reply.tool_calls or [])
+        messages.append(_assistant_dict(reply, calls))
+        if not calls:
+            count_bad("the reply called no tool")
+            names = ", ".join(sorted(by_name))
+            messages.append({
+                "role": "user",
+                "content": f"Reply only with tool calls ({names}). Call the final tool when done.",
+            })
+            continue
+        done = False
+        for call in calls:
+            answer = await _answer(call, by_name, count_bad, result)
+            if answer is _FINAL:
+                done = True
+                answer = "ok"
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": answer})
+        if done:
+            result.finished = True
+            return result
+    raise LLMError(f"the model did not finish within {max_turns} turns")
+
+
+_FINAL = object()
+
+
+async def _answer(call: Any, by_name: dict[str, Tool], count_bad: Callable[[str], None],
+                  result: LoopResult) -> Any:
+    fn = getattr(call, "function", None)
+    name = getattr(fn, "name", None) or ""
+    tool = by_name.get(name)
+    if tool is None:
+        count_bad(f"unknown tool {name!r}")
+        return f"error: there is no tool named {name!r}; use one of: {', '.join(sorted(by_name))}"
+    raw = getattr(fn, "arguments", None) or "{}"
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        count_bad(f"{name}: arguments are not JSON ({e})")
+        return f"error: the arguments are not valid JSON ({e}); send a JSON object"
+    if not isinstance(data, dict):
+        count_bad(f"{name}: arguments are not an object")
+        return "error: the arguments must be a JSON object"
+    try:
+        args = tool.args.model_validate(data)
+    except ValidationError as e:
+        count_bad(f"{name}: {_short_validation(e)}")
+        return f"error: invalid arguments for {name}: {_short_validation(e)}"
+    result.calls.append((name, args))
+    try:
+        text = await tool.run(args)
+    except ToolError as e:
+        # a refused edit is not malformed; the model gets the reason and tries otherwise
+        return f"error: {e}"
+    if text is None:
+        return _FINAL if tool.final else "ok"
+    return text
+
+
+def _short_validation(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(arguments)"
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def _assistant_dict(reply: Any, calls: list[Any]) -> dict:
+    d: dict[str, Any] = {"role": "assistant", "content": reply.content or ""}
+    if calls:
+        d["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.function.name, "arguments": c.function.arguments or "{}"},
+            }
+            for c in calls
+        ]
+    return d

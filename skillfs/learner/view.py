@@ -1,0 +1,47 @@
+"""A small read-only view of a stored message: what the learner's stages look at."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Msg:
+    seq: int
+    role: str  # user | assistant | tool | system
+    text: str
+    tool_calls: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (name, arguments)
+    at: datetime | None = None  # local time the message was stored
+
+
+def from_stored(stored: Any) -> Msg:
+    """Build a Msg from the store's StoredMessage (body is the normalised Message)."""
+    body = stored.body or {}
+    calls = []
+    for c in body.get("tool_calls") or []:
+        args = c.get("arguments", {})
+        if not isinstance(args, str):
+            import json
+            args = json.dumps(args, ensure_ascii=False)
+        calls.append((str(c.get("name", "")), args))
+    at = None
+    if getattr(stored, "created_ns", None):
+        at = datetime.fromtimestamp(stored.created_ns / 1e9).astimezone()
+    return Msg(seq=stored.seq, role=body.get("role") or stored.role,
+               text=body.get("text") or "", tool_calls=tuple(calls), at=at)
+
+
+def render(msgs: list[Msg], limit: int = 4000) -> str:
+    """Messages as the model reads them: one block per message, long texts shortened."""
+    out = []
+    for m in msgs:
+        text = m.text if len(m.text) <= limit else m.text[:limit] + " …[cut]"
+        calls = "".join(f"\n  [calls {n}({_cut(a, 400)})]" for n, a in m.tool_calls)
+        out.append(f"<message id={m.seq} role={m.role}>\n{text}{calls}\n</message>")
+    return "\n".join(out)
+
+
+def _cut(s: str, n: int) -> str:
+    return s if len(s) <= n else s[:n] + "…"

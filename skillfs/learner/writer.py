@@ -1,0 +1,372 @@
+"""Skill writing: the agent that edits a space's files, and the rules learner's writer.
+
+Every edit goes through the store as author "learner" with the session and task that caused
+it. Edits are recomputed against the file's current text when the store reports that the
+version changed underneath (a person saving the same file), so their change survives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .. import skillmd
+from ..errors import Exists, Forbidden, Invalid, NotFound, SkillfsError, StaleVersion, TooBig
+from ..names import check_rel_path
+from . import rules
+from .distill import Lesson
+from .extract import prompt
+from .llm import LLM, Tool, ToolError, run_tools
+
+log = logging.getLogger("skillfs.learner.writer")
+
+AUTHOR = "learner"
+SKILL_MD = "SKILL.md"
+# how often one edit is recomputed when the file keeps changing underneath
+EDIT_ATTEMPTS = 5
+MAX_READ = 60_000
+
+
+class Edits:
+    """Store edits for one space on behalf of a batch of lessons."""
+
+    def __init__(self, store: Any, space_id: str, lessons: list[Lesson]):
+        self.store = store
+        self.space_id = space_id
+        self.lessons = lessons
+        # (skill, path) -> version the agent last read; used to refuse blind deletes
+        self.seen: dict[tuple[str, str], int] = {}
+        self.edits = 0
+
+    # -- lookups -------------------------------------------------------------------------
+    def skills(self) -> dict[str, Any]:
+        return {s.name: s for s in self.store.list_space_skills(self.space_id)}
+
+    def skill(self, name: str) -> Any:
+        s = self.skills().get(name)
+        if s is None:
+            raise ToolError(f"there is no skill {name!r} in this space; skills: "
+                            f"{', '.join(sorted(self.skills())) or '(none)'}")
+        return s
+
+    def attribution(self, result: int | None) -> dict[str, Any]:
+        if result is None:
+            if len(self.lessons) != 1:
+                raise ToolError(f"pass result (1-{len(self.lessons)}): which lesson this edit records")
+            lesson = self.lessons[0]
+        elif not 1 <= result <= len(self.lessons):
+            raise ToolError(f"result must be between 1 and {len(self.lessons)}")
+        else:
+            lesson = self.lessons[result - 1]
+        return {"author": AUTHOR, "session_id": lesson.session_id, "task_id": lesson.task_id}
+
+    @staticmethod
+    def path(path: str) -> str:
+        try:
+            return check_rel_path(path.strip())
+        except Invalid as e:
+            raise ToolError(e.message) from None
+
+    # -- reads ---------------------------------------------------------------------------
+    async def read(self, skill: Any, path: str) -> tuple[str, int]:
+        try:
+            fc = await self.store.read_file(skill.id, path)
+        except NotFound:
+            raise ToolError(f"{skill.name}/{path} does not exist") from None
+        text = fc.content.decode("utf-8", "replace")
+        self.seen[(skill.name, path)] = fc.version
+        return text, fc.version
+
+    # -- edits ---------------------------------------------------------------------------
+    async def rewrite(self, skill: Any, path: str, change: Callable[[str | None], str | None],
+                      who: dict[str, Any], reason: str) -> str:
+        """Apply `change` (old text or None -> new text, None = leave) to the current file,
+        writing with the version it was computed from; redo it if that version is stale."""
+        for _ in range(EDIT_ATTEMPTS):
+            try:
+                fc = await self.store.read_file(skill.id, path)
+                old, version = fc.content.decode("utf-8", "replace"), fc.version
+            except NotFound:
+                old, version = None, 0
+            new = change(old)
+            if new is None:
+                return "unchanged"
+            if path == SKILL_MD:
+                try:
+                    skillmd.parse(new, skill.name)
+                except Invalid as e:
+                    raise ToolError(f"SKILL.md would become invalid: {e.message}") from None
+            try:
+                await self.store.write_file(skill.id, path, new.encode(), reason=reason,
+                                            expect_version=version, **who)
+            except StaleVersion:
+                log.info("%s/%s changed during an edit; redoing it", skill.name, path)
+                continue
+            except Exists:
+                if version == 0:
+                    continue  # created meanwhile: redo against its text
+                raise
+            except (Invalid, TooBig, Forbidden) as e:
+                raise ToolError(e.message) from None
+            self.seen.pop((skill.name, path), None)
+            self.edits += 1
+            return "ok"
+        raise ToolError(f"{skill.name}/{path} kept changing; read it again and retry")
+
+    async def create(self, skill: Any, path: str, content: str, who: dict[str, Any]) -> str:
+        def change(old: str | None) -> str | None:
+            if old is not None:
+                raise ToolError(f"{skill.name}/{path} already exists; read it and edit it")
+            return content
+        return await self.rewrite(skill, path, change, who, "learner: create file")
+
+    async def replace(self, skill: Any, path: str, old_text: str, new_text: str,
+                      who: dict[str, Any]) -> str:
+        def change(old: str | None) -> str | None:
+            if old is None:
+                raise ToolError(f"{skill.name}/{path} does not exist")
+            n = old.count(old_text)
+            if n == 0:
+                raise ToolError(f"the text to replace does not occur in {skill.name}/{path} "
+                                "(it may have changed; read it again)")
+            if n > 1:
+                raise ToolError(f"the text to replace occurs {n} times in {skill.name}/{path}; "
+                                "include more surrounding text so it occurs once")
+            return old.replace(old_text, new_text, 1)
+        return await self.rewrite(skill, path, change, who, "learner: replace text")
+
+    async def append(self, skill: Any, path: str, text: str, who: dict[str, Any]) -> str:
+        def change(old: str | None) -> str | None:
+            if old is None:
+                raise ToolError(f"{skill.name}/{path} does not exist; use create_file")
+            sep = "" if not old or old.endswith("\n\n") else ("\n" if old.endswith("\n") else "\n\n")
+            return old + sep + text.rstrip("\n") + "\n"
+        return await self.rewrite(skill, path, change, who, "learner: append")
+
+    async def move(self, skill: Any, old: str, new: str, who: dict[str, Any]) -> str:
+        if SKILL_MD in (old, new):
+            raise ToolError("SKILL.md cannot be renamed or replaced by a move")
+        try:
+            await self.store.move_file(skill.id, old, new, reason=f"learner: move {old} -> {new}",
+                                       replace=False, **who)
+        except (NotFound, Exists, Invalid, Forbidden) as e:
+            raise ToolError(e.message) from None
+        self.edits += 1
+        return "ok"
+
+    async def delete(self, skill: Any, path: str, who: dict[str, Any]) -> str:
+        if path == SKILL_MD:
+            raise ToolError("SKILL.md cannot be deleted")
+        seen = self.seen.get((skill.name, path))
+        if seen is None:
+            raise ToolError(f"read {skill.name}/{path} before deleting it")
+        try:
+            await self.store.delete_file(skill.id, path, reason="learner: delete",
+                                         expect_version=seen, **who)
+        except StaleVersion:
+            self.seen.pop((skill.name, path), None)
+            raise ToolError(f"{skill.name}/{path} changed since you read it; read it again "
+                            "and decide again") from None
+        except (NotFound, Forbidden) as e:
+            raise ToolError(e.message) from None
+        self.edits += 1
+        return "ok"
+
+    async def create_skill(self, content: str, who: dict[str, Any]) -> str:
+        try:
+            parsed = skillmd.parse(content)
+        except Invalid as e:
+            raise ToolError(f"invalid SKILL.md: {e.message}") from None
+        try:
+            await self.store.create_skill(content, space_id=self.space_id,
+                                          reason="learner: create skill", **who)
+        except (Exists, Invalid, TooBig) as e:
+            raise ToolError(e.message) from None
+        self.edits += 1
+        return f"created skill {parsed.name}"
+
+
+# ---------------------------------------------------------------------------------------
+# the agent's tools
+
+class SkillArg(BaseModel):
+    skill: str = Field(description="skill name (its folder)")
+
+
+class PathArg(SkillArg):
+    path: str = Field(description="path relative to the skill folder, e.g. 2026-11-21.md")
+
+
+class Attributed(BaseModel):
+    result: int | None = Field(None, description="number of the lesson this edit records (R1 -> 1)")
+
+
+class CreateFile(PathArg, Attributed):
+    content: str
+
+
+class ReplaceInFile(PathArg, Attributed):
+    old_text: str = Field(min_length=1, description="text that occurs exactly once in the file")
+    new_text: str
+
+
+class AppendToFile(PathArg, Attributed):
+    text: str = Field(min_length=1)
+
+
+class MoveFile(SkillArg, Attributed):
+    old_path: str
+    new_path: str
+
+
+class DeleteFile(PathArg, Attributed):
+    pass
+
+
+class CreateSkill(Attributed):
+    skill_md: str = Field(description="the full SKILL.md: front matter (name, description) and body")
+
+
+class Think(BaseModel):
+    thought: str
+
+
+class Finish(BaseModel):
+    summary: str = ""
+
+
+def skills_overview(edits: Edits, bodies: dict[str, str]) -> str:
+    out = []
+    for name, skill in sorted(edits.skills().items()):
+        files = ", ".join(sorted(p for p in skill.files if p != SKILL_MD)) or "(no other files)"
+        out.append(f"=== skill {name} ===\nfiles: {files}\n{bodies.get(name, '')}".rstrip())
+    return "\n\n".join(out) or "(this space has no skills)"
+
+
+async def write_with_agent(llm: LLM, store: Any, space_id: str, lessons: list[Lesson], *,
+                           take_more: Callable[[], list[Lesson]] | None = None,
+                           max_turns: int = 40, now: datetime | None = None) -> Edits:
+    """Run the skill-writing agent over `lessons`; lessons that arrive while it works are
+    handed to it (via `take_more`) before it may finish."""
+    edits = Edits(store, space_id, lessons)
+
+    async def get_skill(a: SkillArg) -> str:
+        skill = edits.skill(a.skill)
+        text, _ = await edits.read(skill, SKILL_MD)
+        files = [f"  {p} ({n.size} bytes)" for p, n in sorted(skill.files.items())]
+        return f"{text}\n\nfiles:\n" + "\n".join(files)
+
+    async def read_file(a: PathArg) -> str:
+        skill = edits.skill(a.skill)
+        text, version = await edits.read(skill, edits.path(a.path))
+        if len(text) > MAX_READ:
+            text = text[:MAX_READ] + "\n…[cut]"
+        return f"(version {version})\n{text}"
+
+    async def create_file(a: CreateFile) -> str:
+        return await edits.create(edits.skill(a.skill), edits.path(a.path), a.content,
+                                  edits.attribution(a.result))
+
+    async def replace_in_file(a: ReplaceInFile) -> str:
+        return await edits.replace(edits.skill(a.skill), edits.path(a.path), a.old_text,
+                                   a.new_text, edits.attribution(a.result))
+
+    async def append_to_file(a: AppendToFile) -> str:
+        return await edits.append(edits.skill(a.skill), edits.path(a.path), a.text,
+                                  edits.attribution(a.result))
+
+    async def move_file(a: MoveFile) -> str:
+        return await edits.move(edits.skill(a.skill), edits.path(a.old_path),
+                                edits.path(a.new_path), edits.attribution(a.result))
+
+    async def delete_file(a: DeleteFile) -> str:
+        return await edits.delete(edits.skill(a.skill), edits.path(a.path),
+                                  edits.attribution(a.result))
+
+    async def create_skill(a: CreateSkill) -> str:
+        return await edits.create_skill(a.skill_md, edits.attribution(a.result))
+
+    async def think(_a: Think) -> str:
+        return "ok"
+
+    async def finish(_a: Finish) -> str | None:
+        more = take_more() if take_more else []
+        if not more:
+            return None
+        first = len(edits.lessons) + 1
+        edits.lessons.extend(more)
+        text = "\n\n".join(l.describe(first + i) for i, l in enumerate(more))
+        return f"Not finished yet: more lessons arrived. Record these too, then finish.\n\n{text}"
+
+    tools = [
+        Tool("get_skill", "A skill's SKILL.md and its list of files.", SkillArg, get_skill),
+        Tool("read_file", "Read a file of a skill.", PathArg, read_file),
+        Tool("create_file", "Create a new file (fails if it exists).", CreateFile, create_file),
+        Tool("replace_in_file", "Replace text that occurs exactly once in a file.",
+             ReplaceInFile, replace_in_file),
+        Tool("append_to_file", "Append text to the end of an existing file.", AppendToFile,
+             append_to_file),
+        Tool("move_file", "Rename or move a file within a skill.", MoveFile, move_file),
+        Tool("delete_file", "Delete a file (read it first).", DeleteFile, delete_file),
+        Tool("create_skill", "Create a new skill in this space from SKILL.md text.",
+             CreateSkill, create_skill),
+        Tool("think", "Write down your reasoning; changes nothing.", Think, think),
+        Tool("finish", "Every lesson is recorded.", Finish, finish, final=True),
+    ]
+    bodies = {}
+    for name, skill in edits.skills().items():
+        try:
+            bodies[name] = (await store.read_file(skill.id, SKILL_MD)).content.decode("utf-8", "replace")
+        except NotFound:
+            bodies[name] = ""
+    now = now or datetime.now().astimezone()
+    user = (f"Now: {now:%Y-%m-%d %H:%M} (local time).\n\nSkills in this space:\n\n"
+            f"{skills_overview(edits, bodies)}\n\nLessons to record:\n\n"
+            + "\n\n".join(l.describe(i + 1) for i, l in enumerate(lessons)))
+    messages = [{"role": "system", "content": prompt("write")},
+                {"role": "user", "content": user}]
+    await run_tools(llm, messages, tools, max_turns=max_turns)
+    return edits
+
+
+# ---------------------------------------------------------------------------------------
+# the rules learner's writer
+
+DAILY = "daily-logs"
+FACTS = "user-general-facts"
+
+
+async def write_with_rules(store: Any, space_id: str, lessons: list[Lesson]) -> Edits:
+    """Deterministic edits: a daily-logs entry per task, facts into topic files."""
+    edits = Edits(store, space_id, lessons)
+    skills = edits.skills()
+    for i, lesson in enumerate(lessons, 1):
+        who = edits.attribution(i)
+        daily = skills.get(DAILY)
+        if lesson.rule_task is not None and daily is not None:
+            day = f"{lesson.at:%Y-%m-%d}"
+            entry = rules.daily_entry(lesson.rule_task, lesson.at)
+            await _rules_edit(edits, daily, f"{day}.md",
+                              lambda old, d=day, e=entry: rules.add_daily_entry(old, d, e), who)
+        facts_skill = skills.get(FACTS)
+        if lesson.facts and facts_skill is not None:
+            by_topic: dict[str, list[rules.Fact]] = {}
+            for f in lesson.facts:
+                by_topic.setdefault(f.topic, []).append(f)
+            for topic, facts in by_topic.items():
+                await _rules_edit(edits, facts_skill, f"{topic}.md",
+                                  lambda old, t=topic, fs=facts: rules.merge_facts(old, t, fs), who)
+    return edits
+
+
+async def _rules_edit(edits: Edits, skill: Any, path: str,
+                      change: Callable[[str | None], str | None], who: dict[str, Any]) -> None:
+    try:
+        await edits.rewrite(skill, path, change, who, "learner (rules)")
+    except ToolError as e:
+        # no model to tell: the session fails with the reason and can be retried
+        raise SkillfsError(f"cannot write {skill.name}/{path}: {e}") from None

@@ -1,0 +1,576 @@
+"""Learner unit tests: rules, the model client and tool loop against a scripted
+OpenAI-compatible server, the writer's guards, and the Learner on a real Store (no mount)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import trio
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from llm_server import Delay, HTTPError, LLMServer, call, calls, offers, text  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+from skillfs.learner import core, rules  # noqa: E402
+from skillfs.learner.core import Learner, LearnerConfig  # noqa: E402
+from skillfs.learner.distill import Lesson  # noqa: E402
+from skillfs.learner.llm import LLM, LLMConfig, LLMError, Tool, ToolError, run_tools  # noqa: E402
+from skillfs.learner.view import Msg  # noqa: E402
+from skillfs.learner.writer import Edits, write_with_agent  # noqa: E402
+from skillfs.messages import normalize  # noqa: E402
+from skillfs.store import Store  # noqa: E402
+
+AT = datetime(2025, 6, 15, 14, 30)
+
+
+# ---------------------------------------------------------------------------------------
+# rules
+
+@pytest.mark.parametrize("sentence,topic,fact", [
+    ("My name is Gus", "identity", "Name is Gus"),
+    ("Hi, my name is Gus.", "identity", "Name is Gus"),
+    ("Call me G", "identity", "Prefers to be called G"),
+    ("I prefer Python 3.11+ with type hints", "preferences", "Prefers Python 3.11+ with type hints"),
+    ("I use pytest, not unittest", "tools", "Uses pytest, not unittest"),
+    ("Always use blue-green deployments", "rules", "Always use blue-green deployments"),
+    ("I always run my tests first", "rules", "Always runs their tests first"),
+    ("never deploy on Fridays!", "rules", "Never deploy on Fridays"),
+])
+def test_rules_facts(sentence, topic, fact):
+    f = rules.fact_from_sentence(sentence)
+    assert f is not None and (f.topic, f.text) == (topic, fact)
+
+
+@pytest.mark.parametrize("sentence", [
+    "Deploy API v2 to staging", "Do I always use tabs?", "I like it", "What is my name?",
+])
+def test_rules_not_facts(sentence):
+    assert rules.fact_from_sentence(sentence) is None
+
+
+def _deploy_messages() -> list[Msg]:
+    late = datetime(2025, 6, 15, 16, 0)
+    return [
+        Msg(1, "user", "I prefer blue-green deployments. Deploy API v2 to staging", at=AT),
+        Msg(2, "assistant", "", (("run_deploy", "{}"),), at=AT),
+        Msg(3, "tool", "deployed, no errors", at=AT),
+        Msg(4, "assistant", "Blue-green deploy completed, zero downtime.", at=AT),
+        Msg(5, "user", "Thanks! Now roll back staging after the test failure", at=late),
+        Msg(6, "assistant", "The rollback script timed out on the large DB.", at=late),
+    ]
+
+
+def test_rules_tasks_and_outcomes():
+    tasks, facts = rules.analyze(_deploy_messages(), final=True)
+    assert [(t.description, t.status) for t in tasks] == [
+        ("Deploy API v2 to staging", "success"),
+        ("Roll back staging after the test failure", "failed"),
+    ]
+    assert [f.text for f in facts] == ["Prefers blue-green deployments"]
+    # without an end the last task's outcome is not known yet
+    tasks, _ = rules.analyze(_deploy_messages(), final=False)
+    assert [t.status for t in tasks] == ["success", "running"]
+
+
+def test_rules_feedback_decides():
+    msgs = [Msg(1, "user", "Fix the flaky test"), Msg(2, "assistant", "Fixed it."),
+            Msg(3, "user", "It still fails")]
+    tasks, _ = rules.analyze(msgs, final=False)
+    assert len(tasks) == 1 and tasks[0].status == "failed"
+    msgs[2] = Msg(3, "user", "great, that worked")
+    assert rules.analyze(msgs, final=False)[0][0].status == "success"
+
+
+def test_rules_daily_log_format():
+    tasks, _ = rules.analyze(_deploy_messages(), final=True)
+    content = None
+    for t in tasks:
+        content = rules.add_daily_entry(content, "2025-06-15", rules.daily_entry(t, t.finished_at))
+    lines = content.splitlines()
+    assert lines[0] == "# 2025-06-15"
+    assert lines[2] == "## [14:30] Task: Deploy API v2 to staging"
+    assert lines[3] == "- **Outcome**: success"
+    assert lines[4].startswith("- **Summary**: Blue-green deploy completed")
+    assert lines[5].startswith("- **Key Decisions**: ")
+    assert lines[6].startswith("- **Learnings**: ")
+    assert "## [16:00] Task: Roll back staging after the test failure" in lines
+    assert "- **Outcome**: failed" in lines
+    # the same entry twice is not added twice
+    assert rules.add_daily_entry(content, "2025-06-15",
+                                 rules.daily_entry(tasks[0], tasks[0].finished_at)) is None
+
+
+def test_rules_merge_facts():
+    f = rules.merge_facts(None, "identity", [rules.Fact("identity", "Name is Gus")])
+    assert f == "# Identity\n\n- Name is Gus\n"
+    assert rules.merge_facts(f, "identity", [rules.Fact("identity", "Name is Gus")]) is None
+    g = rules.merge_facts(f, "identity", [rules.Fact("identity", "Name is Gustav"),
+                                          rules.Fact("identity", "Works as an SRE")])
+    assert g == "# Identity\n\n- Name is Gustav\n- Works as an SRE\n"
+
+
+# ---------------------------------------------------------------------------------------
+# the model client and the tool loop
+
+class Add(BaseModel):
+    x: int
+
+
+class Empty(BaseModel):
+    pass
+
+
+def _tools(got: list):
+    async def add(a: Add) -> str:
+        got.append(a.x)
+        return "added"
+
+    async def finish(_a: Empty) -> None:
+        return None
+
+    return [Tool("add", "add a number", Add, add), Tool("finish", "done", Empty, finish, final=True)]
+
+
+def _llm(srv: LLMServer, **kw) -> LLM:
+    return LLM(LLMConfig(base_url=srv.base_url, api_key="test", backoff=0.01, **kw))
+
+
+def test_tool_loop_recovers_from_bad_calls():
+    with LLMServer() as srv:
+        srv.add(HTTPError(500), call("add", x=1), call("add", '{"x": '), call("add", x="zz"),
+                call("nope"), text("thinking aloud"), calls(("add", {"x": 2}), ("finish", {})))
+        got: list[int] = []
+
+        async def main():
+            llm = _llm(srv, max_bad_calls=5)
+            res = await run_tools(llm, [{"role": "user", "content": "go"}], _tools(got))
+            await llm.aclose()
+            return res
+
+        res = trio.run(main)
+        assert got == [1, 2] and res.finished
+        answers = [m["content"] for m in srv.requests[-1]["messages"] if m["role"] == "tool"]
+        assert any("not valid JSON" in a for a in answers)
+        assert any("invalid arguments for add" in a for a in answers)
+        assert any("no tool named 'nope'" in a for a in answers)
+        # the model saw the tool schemas, validated by pydantic
+        fn = srv.requests[0]["tools"][0]["function"]
+        assert fn["name"] == "add" and fn["parameters"]["required"] == ["x"]
+
+
+def test_tool_loop_gives_up_after_bad_calls():
+    with LLMServer() as srv:
+        srv.always(call("add", "not json"))
+
+        async def main():
+            await run_tools(_llm(srv, max_bad_calls=2), [{"role": "user", "content": "go"}],
+                            _tools([]))
+
+        with pytest.raises(LLMError, match="invalid tool calls"):
+            trio.run(main)
+        assert len(srv.requests) == 3
+
+
+def test_http_errors_retry_then_fail():
+    with LLMServer() as srv:
+        srv.always(HTTPError(500, "boom"))
+
+        async def main():
+            await _llm(srv, retries=2).complete([{"role": "user", "content": "hi"}])
+
+        with pytest.raises(LLMError, match="after 3 attempts.*HTTP 500"):
+            trio.run(main)
+        assert len(srv.requests) == 3
+
+
+def test_timeout_retries_then_fail():
+    with LLMServer() as srv:
+        srv.always(Delay(1.0, text("late")))
+
+        async def main():
+            await _llm(srv, retries=1, timeout=0.2).complete([{"role": "user", "content": "hi"}])
+
+        with pytest.raises(LLMError, match="timed out"):
+            trio.run(main)
+        assert len(srv.requests) == 2
+
+
+def test_bad_request_is_not_retried():
+    with LLMServer() as srv:
+        srv.always(HTTPError(400, "bad"))
+
+        async def main():
+            await _llm(srv, retries=3).complete([{"role": "user", "content": "hi"}])
+
+        with pytest.raises(LLMError, match="refused"):
+            trio.run(main)
+        assert len(srv.requests) == 1
+
+
+# ---------------------------------------------------------------------------------------
+# the writer against a real store
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "t.duckdb"))
+    yield s
+    s.close()
+
+
+def _skill(store, space, name):
+    return store.space(space).skills[name]
+
+
+async def _read(store, space, skill, path) -> str:
+    fc = await store.read_file(_skill(store, space, skill).id, path)
+    return fc.content.decode()
+
+
+def test_writer_guards(store):
+    async def main():
+        sp = await store.create_space("s")
+        lesson = Lesson("sess", "task", "success", "Do it", "success", AT)
+        e = Edits(store, sp.id, [lesson])
+        who = e.attribution(None)
+        facts = _skill(store, "s", "user-general-facts")
+        for bad in ("../x.md", "/etc/passwd", "a/../b.md", ""):
+            with pytest.raises(ToolError):
+                e.path(bad)
+        with pytest.raises(ToolError, match="cannot be deleted"):
+            await e.delete(facts, "SKILL.md", who)
+        with pytest.raises(ToolError, match="renamed"):
+            await e.move(facts, "SKILL.md", "x.md", who)
+        with pytest.raises(ToolError, match="invalid"):
+            await e.replace(facts, "SKILL.md", "name: user-general-facts", "name: other", who)
+        await e.create(facts, "a.md", "x\nx\n", who)
+        with pytest.raises(ToolError, match="already exists"):
+            await e.create(facts, "a.md", "y", who)
+        with pytest.raises(ToolError, match="occurs 2 times"):
+            await e.replace(facts, "a.md", "x", "y", who)
+        with pytest.raises(ToolError, match="does not occur"):
+            await e.replace(facts, "a.md", "zzz", "y", who)
+        with pytest.raises(ToolError, match="read"):
+            await e.delete(facts, "a.md", who)
+        with pytest.raises(ToolError, match="between 1 and 1"):
+            e.attribution(3)
+        log = await store.file_log(facts.id, "a.md")
+        assert (log[-1].author, log[-1].session_id, log[-1].task_id) == ("learner", "sess", "task")
+
+    trio.run(main)
+
+
+class RacingStore:
+    """A store whose first learner write loses a race against a person's save."""
+
+    def __init__(self, store):
+        self._s = store
+        self.raced = False
+
+    def __getattr__(self, name):
+        return getattr(self._s, name)
+
+    async def write_file(self, skill_id, path, content, **kw):
+        if not self.raced and kw.get("author") == "learner":
+            self.raced = True
+            fc = await self._s.read_file(skill_id, path)
+            await self._s.write_file(skill_id, path, fc.content + b"- Person's own line\n",
+                                     author="fuse")
+        return await self._s.write_file(skill_id, path, content, **kw)
+
+
+def test_writer_redoes_edit_after_concurrent_change(store):
+    async def main():
+        sp = await store.create_space("s")
+        facts = _skill(store, "s", "user-general-facts")
+        await store.write_file(facts.id, "identity.md", b"# Identity\n\n- Name is Bob\n",
+                               author="fuse")
+        racing = RacingStore(store)
+        e = Edits(racing, sp.id, [Lesson("sess", None, "preferences", "", None, AT)])
+        await e.replace(facts, "identity.md", "Name is Bob", "Name is Gus", e.attribution(None))
+        assert racing.raced
+        text_ = await _read(store, "s", "user-general-facts", "identity.md")
+        assert text_ == "# Identity\n\n- Name is Gus\n- Person's own line\n"
+        # a stale delete is refused rather than clobbering the person's edit
+        await e.read(facts, "identity.md")
+        await store.write_file(facts.id, "identity.md", b"changed\n", author="fuse")
+        with pytest.raises(ToolError, match="changed since you read it"):
+            await e.delete(facts, "identity.md", e.attribution(None))
+
+    trio.run(main)
+
+
+def test_writer_agent_tools(store):
+    with LLMServer() as srv:
+        srv.add(
+            call("get_skill", skill="daily-logs"),
+            call("create_file", skill="daily-logs", path="2025-06-15.md",
+                 content="# 2025-06-15\n\n## [14:30] Task: Deploy\n- **Outcome**: success\n"),
+            call("create_file", skill="daily-logs", path="../escape.md", content="x"),
+            call("create_skill", skill_md="---\nname: deploys\ndescription: How deploys go.\n---\n\n# Deploys\n"),
+            call("append_to_file", skill="deploys", path="SKILL.md", text="- Use blue-green"),
+            call("finish"),
+        )
+
+        async def main():
+            sp = await store.create_space("s")
+            lesson = Lesson("sess", "t1", "success", "Deploy", "success", AT,
+                            fields={"approach": "blue-green"})
+            llm = _llm(srv)
+            edits = await write_with_agent(llm, store, sp.id, [lesson], now=AT)
+            await llm.aclose()
+            assert edits.edits == 3
+            assert "Task: Deploy" in await _read(store, "s", "daily-logs", "2025-06-15.md")
+            assert "- Use blue-green" in await _read(store, "s", "deploys", "SKILL.md")
+
+        trio.run(main)
+        first = srv.requests[0]["messages"][1]["content"]
+        assert "=== skill daily-logs ===" in first and "R1 — task: Deploy" in first
+        answers = [m["content"] for m in srv.requests[-1]["messages"] if m["role"] == "tool"]
+        assert any("'..'" in a for a in answers)
+
+
+# ---------------------------------------------------------------------------------------
+# the Learner on a real store
+
+def _msg(role, content, **kw):
+    return normalize({"role": role, "content": content, **kw})
+
+
+async def _session(store, space_name="s", messages=()):
+    sp = await store.create_space(space_name) if space_name not in store.tree.space_names \
+        else store.space(space_name)
+    row = await store.create_session(space_id=sp.id)
+    if messages:
+        await store.add_messages(row.id, [_msg(*m) for m in messages])
+    return sp, row
+
+
+DEPLOY = [
+    ("user", "I prefer blue-green deployments. Deploy API v2 to staging"),
+    ("assistant", "Blue-green deploy completed, zero downtime."),
+    ("user", "Thanks! Now roll back staging after the test failure"),
+    ("assistant", "The rollback script timed out on the large DB."),
+]
+
+
+def _learner(store, **kw) -> Learner:
+    cfg = LearnerConfig(backend=kw.pop("backend", "rules"), idle_seconds=kw.pop("idle", 30),
+                        **kw)
+    learner = Learner(store, cfg)
+    store.subscribe(learner.on_store_event)
+    return learner
+
+
+def test_learner_rules_end_to_end(store):
+    async def main():
+        learner = _learner(store)
+        async with trio.open_nursery() as n:
+            await n.start(learner.run)
+            sp, row = await _session(store, "s", DEPLOY + [("user", "My name is Gus")])
+            await store.mark_session(row.id, "end")
+            assert await learner.wait(row.id, 10) == "completed"
+            assert (await store.get_learning(row.id)).status == "completed"
+            day = datetime.now().strftime("%Y-%m-%d")
+            log = await _read(store, "s", "daily-logs", f"{day}.md")
+            assert log.startswith(f"# {day}\n\n## [")
+            assert "Task: Deploy API v2 to staging\n- **Outcome**: success" in log
+            assert "Task: Roll back staging after the test failure\n- **Outcome**: failed" in log
+            assert "Name is Gus" in await _read(store, "s", "user-general-facts", "identity.md")
+            prefs = await _read(store, "s", "user-general-facts", "preferences.md")
+            assert prefs == "# Preferences\n\n- Prefers blue-green deployments\n"
+            tasks = await store.list_tasks(row.id)
+            assert [(t.status, t.learned) for t in tasks] == [("success", True), ("failed", True)]
+            versions = await store.file_log(_skill(store, "s", "daily-logs").id, f"{day}.md")
+            assert {v.author for v in versions} == {"learner"}
+            assert {v.session_id for v in versions} == {row.id}
+            assert all(v.task_id in {t.id for t in tasks} for v in versions)
+            # the same statement again adds no duplicate
+            _, row2 = await _session(store, "s", [("user", "My name is Gus")])
+            await store.mark_session(row2.id, "end")
+            assert await learner.wait(row2.id, 10) == "completed"
+            ident = await _read(store, "s", "user-general-facts", "identity.md")
+            assert ident.count("Gus") == 1
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_learner_buffer_and_idle(store):
+    async def main():
+        learner = _learner(store, buffer_messages=3, idle=0.5)
+        async with trio.open_nursery() as n:
+            await n.start(learner.run)
+            _, row = await _session(store, "s", [("user", "My name is Gus")])
+            await trio.sleep(0.2)
+            assert learner.status(row.id) == "pending"
+            # idle: learned after T seconds without an end
+            assert await learner.wait(row.id, 5) == "completed"
+            _, row2 = await _session(store, "s")
+            learner.config.idle_seconds = 30
+            await store.add_messages(row2.id, [_msg("user", "I use vim"),
+                                               _msg("assistant", "ok"),
+                                               _msg("user", "I use tmux")])
+            # N messages: learned without waiting for idle
+            with trio.fail_after(5):
+                assert await learner.wait(row2.id) == "completed"
+            tools = await _read(store, "s", "user-general-facts", "tools.md")
+            assert "- Uses vim" in tools and "- Uses tmux" in tools
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def _extract_script(srv: LLMServer, pref: str | None = None) -> None:
+    replies = [call("insert_task", description="Deploy API v2 to staging", status="success",
+                    first_message=0, last_message=1)]
+    if pref:
+        replies.append(call("record_preference", preference=pref))
+    replies.append(call("finish"))
+    srv.add(*replies, when=offers("insert_task"))
+
+
+def test_learner_openai_pipeline(store):
+    with LLMServer() as srv:
+        _extract_script(srv, "Name is Gus")
+        srv.add(call("report_success", goal="deploy", approach="blue-green",
+                     key_decisions=["migrate first"], pattern="p", applies_when="w"),
+                when=offers("report_success"))
+        srv.add(call("create_file", skill="user-general-facts", path="identity.md",
+                     content="# Identity\n\n- Name is Gus\n", result=1),
+                call("create_file", skill="daily-logs", path="2025-06-15.md",
+                     content="# 2025-06-15\n", result=2),
+                call("finish"), when=offers("create_file"))
+
+        async def main():
+            learner = _learner(store, backend="openai",
+                               llm=LLMConfig(base_url=srv.base_url, api_key="k", backoff=0.01))
+            async with trio.open_nursery() as n:
+                await n.start(learner.run)
+                _, row = await _session(store, "s", DEPLOY[:2])
+                await store.mark_session(row.id, "end")
+                assert await learner.wait(row.id, 10) == "completed"
+                assert "Gus" in await _read(store, "s", "user-general-facts", "identity.md")
+                tasks = await store.list_tasks(row.id)
+                assert [(t.description, t.learned) for t in tasks] == [
+                    ("Deploy API v2 to staging", True)]
+                v = (await store.file_log(_skill(store, "s", "daily-logs").id, "2025-06-15.md"))[0]
+                assert (v.author, v.session_id, v.task_id) == ("learner", row.id, tasks[0].id)
+                n.cancel_scope.cancel()
+
+        trio.run(main)
+        assert srv.pending() == 0
+        extract = srv.requests_offering("insert_task")[0]["messages"][1]["content"]
+        assert "Deploy API v2 to staging" in extract and "has ended" in extract
+        write = srv.requests_offering("create_file")[0]["messages"][1]["content"]
+        assert "approach: blue-green" in write and "facts: Name is Gus" in write
+
+
+def test_learner_failure_then_retry(store):
+    with LLMServer() as srv:
+        srv.add(call("insert_task", description="x", status="success", first_message=0),
+                call("insert_task", description="{oops"), call("insert_task", "{oops"),
+                call("insert_task", "{oops"), call("insert_task", "{oops"),
+                when=offers("insert_task"))
+
+        async def main():
+            learner = _learner(store, backend="openai",
+                               llm=LLMConfig(base_url=srv.base_url, api_key="k", backoff=0.01,
+                                             max_bad_calls=2))
+            async with trio.open_nursery() as n:
+                await n.start(learner.run)
+                _, row = await _session(store, "s", [("user", "My name is Gus")])
+                await store.mark_session(row.id, "end")
+                assert await learner.wait(row.id, 10) == "failed"
+                lr = await store.get_learning(row.id)
+                assert lr.status == "failed" and "invalid tool calls" in lr.error
+                # the endpoint now fails with HTTP 500 for the writer
+                srv.add(call("record_preference", preference="Name is Gus"), call("finish"),
+                        when=offers("insert_task"))
+                srv.add(HTTPError(500), HTTPError(500), HTTPError(500), HTTPError(500),
+                        when=offers("create_file"))
+                await learner.retry(row.id)
+                assert await learner.wait(row.id, 10) == "failed"
+                lr = await store.get_learning(row.id)
+                assert "writing failed" in lr.error and "HTTP 500" in lr.error
+                srv.add(call("create_file", skill="user-general-facts", path="identity.md",
+                             content="# Identity\n\n- Name is Gus\n"), call("finish"),
+                        when=offers("create_file"))
+                await learner.retry(row.id)
+                assert await learner.wait(row.id, 10) == "completed"
+                assert (await store.get_learning(row.id)).error is None
+                assert "Gus" in await _read(store, "s", "user-general-facts", "identity.md")
+                n.cancel_scope.cancel()
+
+        trio.run(main)
+
+
+def test_one_writer_per_space_spaces_in_parallel(store, monkeypatch):
+    running: dict[str, int] = {}
+    peak = {"per_space": 0, "total": 0}
+    real = core.write_with_rules
+
+    async def slow(store_, space_id, lessons):
+        running[space_id] = running.get(space_id, 0) + 1
+        peak["per_space"] = max(peak["per_space"], running[space_id])
+        peak["total"] = max(peak["total"], sum(running.values()))
+        await trio.sleep(0.3)
+        try:
+            return await real(store_, space_id, lessons)
+        finally:
+            running[space_id] -= 1
+
+    monkeypatch.setattr(core, "write_with_rules", slow)
+
+    async def main():
+        learner = _learner(store)
+        async with trio.open_nursery() as n:
+            await n.start(learner.run)
+            rows = []
+            for space in ("a", "a", "a", "b"):
+                _, row = await _session(store, space, [("user", f"I use tool-{len(rows)}")])
+                await store.mark_session(row.id, "end")
+                rows.append(row)
+            for row in rows:
+                assert await learner.wait(row.id, 10) == "completed"
+            n.cancel_scope.cancel()
+        tools = await _read(store, "a", "user-general-facts", "tools.md")
+        assert all(f"- Uses tool-{i}" in tools for i in range(3))
+
+    trio.run(main)
+    assert peak["per_space"] == 1
+    assert peak["total"] == 2
+
+
+def test_lessons_arriving_during_a_run_join_it(store):
+    with LLMServer() as srv:
+        async def main():
+            learner = _learner(store, backend="openai",
+                               llm=LLMConfig(base_url=srv.base_url, api_key="k", backoff=0.01))
+            async with trio.open_nursery() as n:
+                await n.start(learner.run)
+                _, a = await _session(store, "s", [("user", "My name is Gus")])
+                await store.mark_session(a.id, "end")
+                await trio.sleep(0.5)
+                _, b = await _session(store, "s", [("user", "I use vim")])
+                await store.mark_session(b.id, "end")
+                assert await learner.wait(a.id, 10) == "completed"
+                assert await learner.wait(b.id, 10) == "completed"
+                n.cancel_scope.cancel()
+
+        srv.add(call("record_preference", preference="Name is Gus"), call("finish"),
+                when=offers("insert_task"))
+        srv.add(call("record_preference", preference="Uses vim"), call("finish"),
+                when=offers("insert_task"))
+        # the writer's first turn is slow, so session b's lesson arrives while it runs
+        srv.add(Delay(1.0, call("think", thought="plan")), call("finish"),
+                call("finish"), when=offers("create_file"))
+        trio.run(main)
+        writes = srv.requests_offering("create_file")
+        assert len(writes) == 3  # one run: think, finish (more arrived), finish
+        assert "more lessons arrived" in json.dumps(writes[-1]["messages"][-1])
+        assert "Uses vim" in json.dumps(writes[-1]["messages"][-1])
