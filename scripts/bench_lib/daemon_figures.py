@@ -1,0 +1,168 @@
+"""Figures that only the skillfs daemon has: spool ingestion, edit-to-visible
+latency, learning overhead.
+
+They run against a mounted Skillfs system (see systems.Skillfs) after the
+file-system figures. Each returns {key: {"value": ..., ...}} or raises
+NotWired with the reason, which the report prints instead of a number.
+
+State (see the note on each function):
+- spool_ingestion: written against the spool contract of DESIGN §3; to be
+  checked against the daemon once it ingests.
+- edit_to_visible: needs the daemon's HTTP API route that writes a skill file;
+  not wired until that route exists.
+- learning_overhead: needs the learning pipeline and a scripted zero-latency
+  model; not wired until the learning issue lands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from .figures import pct
+
+SPOOL_SIZES = (1, 100, 10_000)
+SPOOL_TIMEOUT = 120.0
+
+DAEMON_FIGURES: dict[str, tuple[str, str]] = {
+    "spool_1_msgs_s": ("spool ingestion, files of 1 message", "msg/s"),
+    "spool_100_msgs_s": ("spool ingestion, files of 100 messages", "msg/s"),
+    "spool_10000_msgs_s": ("spool ingestion, files of 10,000 messages", "msg/s"),
+    "spool_commit_p50": ("single small spool file to commit p50", "ms"),
+    "spool_commit_p99": ("single small spool file to commit p99", "ms"),
+    "edit_visible_p50": ("edit via API to visible in cat p50", "ms"),
+    "edit_visible_p99": ("edit via API to visible in cat p99", "ms"),
+    "learning_overhead": ("learning overhead beyond model time", "ms"),
+}
+
+
+class NotWired(Exception):
+    """The daemon does not offer what this figure needs yet."""
+
+
+def _message(i: int) -> bytes:
+    # OpenAI chat form, alternating roles, ~200 bytes like a short turn.
+    role = "user" if i % 2 == 0 else "assistant"
+    text = f"step {i}: please check the deploy log for the payment service and summarise it"
+    return json.dumps({"role": role, "content": text}).encode() + b"\n"
+
+
+def _drop(spool: Path, space: str, session: str, name: str, n_msgs: int) -> Path:
+    """Create one spool file the way writers must: write a .tmp, rename into place."""
+    d = spool / space / session
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f"{name}.jsonl.tmp"
+    tmp.write_bytes(b"".join(_message(i) for i in range(n_msgs)))
+    final = d / f"{name}.jsonl"
+    os.rename(tmp, final)
+    return final
+
+
+def _wait_gone(paths: list[Path], spool: Path, deadline: float) -> None:
+    pending = set(paths)
+    while pending:
+        pending = {p for p in pending if p.exists()}
+        if not pending:
+            return
+        rejected = spool / ".rejected"
+        if rejected.is_dir() and any(rejected.iterdir()):
+            errors = sorted(rejected.glob("*.error.json"))
+            why = errors[0].read_text()[:300] if errors else "no sidecar"
+            raise RuntimeError(f"the daemon rejected a spool file: {why}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(pending)} spool files still there after {SPOOL_TIMEOUT:.0f} s")
+        time.sleep(0.0005)
+
+
+def spool_ingestion(system, space: str, total_msgs: int = 20_000, singles: int = 30) -> dict:
+    """Messages per second for files of 1, 100 and 10,000 messages, until every
+    file is committed and deleted; then single small file to commit, p50/p99.
+
+    Note: the daemon deletes a spool file only after its records and ledger row
+    committed (DESIGN §3), so "file gone" is "committed". A file moved to
+    .rejected/ fails the figure.
+    """
+    spool = system.spool
+    fig: dict = {}
+    for size in SPOOL_SIZES:
+        session = f"bench-{size}-{uuid.uuid4().hex[:8]}"
+        n_files = max(1, total_msgs // size) if size > 1 else min(total_msgs, 2000)
+        # Write every file first in a staging dir beside the spool (same file
+        # system), then rename them in, so writing speed does not limit the figure.
+        stage = system.state / f"stage-{session}"
+        for j in range(n_files):
+            _drop(stage, space, session, f"{j:06d}", size)
+        src = stage / space / session
+        dst = spool / space / session
+        dst.mkdir(parents=True, exist_ok=True)
+        names = sorted(p.name for p in src.iterdir())
+        paths = [dst / n for n in names]
+        t0 = time.perf_counter()
+        for n in names:
+            os.rename(src / n, dst / n)
+        _wait_gone(paths, spool, time.monotonic() + SPOOL_TIMEOUT)
+        took = time.perf_counter() - t0
+        fig[f"spool_{size}_msgs_s"] = {"value": n_files * size / took, "runs": 1,
+                                       "files": n_files, "seconds": took}
+        shutil.rmtree(stage, ignore_errors=True)
+    session = f"bench-single-{uuid.uuid4().hex[:8]}"
+    lat = []
+    for j in range(singles):
+        t0 = time.perf_counter()
+        p = _drop(spool, space, session, f"{j:06d}", 1)
+        _wait_gone([p], spool, time.monotonic() + SPOOL_TIMEOUT)
+        lat.append((time.perf_counter() - t0) * 1000)
+    fig["spool_commit_p50"] = {"value": pct(lat, 0.5), "runs": len(lat)}
+    fig["spool_commit_p99"] = {"value": pct(lat, 0.99), "runs": len(lat)}
+    return fig
+
+
+def edit_to_visible(system, space: str, rel_path: str, runs: int = 50) -> dict:
+    """A change committed through the HTTP API until another process's `cat`
+    shows it, p50/p99.
+
+    To complete when the daemon's API lands: replace `_api_write` with the
+    route that writes a skill file (Acontext's agent-skills file route on
+    system.socket), then poll with `cat` in a subprocess until the new marker
+    appears.
+    """
+    raise NotWired("needs the daemon's HTTP API route that writes a skill file")
+
+
+def _api_write(system, path: str, content: bytes) -> None:  # pragma: no cover
+    raise NotWired("API client not written yet")
+
+
+def learning_overhead(system, space: str) -> dict:
+    """Session end to files written, with a scripted zero-latency model, minus
+    model time.
+
+    To complete when the learning issue lands: start the daemon with the
+    scripted model, drop a session's messages and {"event": "end"} in the
+    spool, and time until the learner's files appear in the mount.
+    """
+    raise NotWired("needs the learning pipeline and a scripted model")
+
+
+def run_all(system, corpus) -> tuple[dict, dict]:
+    """Returns (figures, {figure group: reason it was not measured})."""
+    fig: dict = {}
+    skipped: dict = {}
+    space = corpus.spaces[0]
+    steps = [
+        ("spool ingestion", lambda: spool_ingestion(system, space)),
+        ("edit to visible", lambda: edit_to_visible(system, space, corpus.files[0])),
+        ("learning overhead", lambda: learning_overhead(system, space)),
+    ]
+    for name, fn in steps:
+        try:
+            fig.update(fn())
+        except NotWired as e:
+            skipped[name] = f"not wired: {e}"
+        except Exception as e:  # a daemon bug must not lose the other figures
+            skipped[name] = f"failed: {type(e).__name__}: {e}"
+    return fig, skipped

@@ -1,0 +1,207 @@
+"""Results as JSON, a Markdown table and a PNG chart of ratios to native."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .daemon_figures import DAEMON_FIGURES
+from .figures import FIGURES
+
+ORDER = ["native", "floor", "peer", "skillfs"]
+
+
+def label(key: str) -> tuple[str, str, bool]:
+    if key in FIGURES:
+        return FIGURES[key]
+    l, u = DAEMON_FIGURES.get(key, (key, ""))
+    return l, u, False
+
+
+def fmt(v: float | None, unit: str) -> str:
+    if v is None:
+        return "—"
+    if unit in ("µs", "msg/s"):
+        return f"{v:,.0f}"
+    if unit == "MB":
+        return f"{v:,.1f}"
+    if v >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def add_ratios(size_result: dict) -> None:
+    """ratio = figure / native's figure, measured in the same run."""
+    systems = size_result["systems"]
+    native = systems.get("native", {}).get("figures", {})
+    for name, res in systems.items():
+        for key, f in res.get("figures", {}).items():
+            base = native.get(key, {}).get("value")
+            f["ratio"] = f["value"] / base if label(key)[2] and base else None
+
+
+def targets(result: dict) -> list[tuple[str, str, str]]:
+    """(target, where it stands, met/missed/not measured) for skillfs."""
+    rows = []
+    sizes = result["sizes"]
+
+    def get(size, system, key):
+        return sizes.get(str(size), {}).get("systems", {}).get(system, {}).get("figures", {}).get(key, {}).get("value")
+
+    def row(target, value_text, ok):
+        rows.append((target, value_text, "not measured" if ok is None else ("met" if ok else "missed")))
+
+    small = min((int(s) for s in sizes), default=None)
+    if small is None:
+        return rows
+    w, fl, nat, peer = (get(small, s, "grep_all_warm") for s in ("skillfs", "floor", "native", "peer"))
+    n = f"{small:,} files"
+    row(f"warm grep -r ≤ 1.2× floor ({n})", f"{w / fl:.2f}× floor" if w and fl else "—", (w / fl <= 1.2) if w and fl else None)
+    row(f"warm grep -r ≤ 10× native ({n})", f"{w / nat:.1f}× native" if w and nat else "—", (w / nat <= 10) if w and nat else None)
+    row(f"warm grep -r ≥ 8× faster than peer ({n})", f"{peer / w:.1f}× faster" if w and peer else "—", (peer / w >= 8) if w and peer else None)
+    c, cn = get(small, "skillfs", "grep_all_cold"), get(small, "native", "grep_all_cold")
+    row(f"cold grep -r ≤ 20× native ({n})", f"{c / cn:.1f}× native" if c and cn else "—", (c / cn <= 20) if c and cn else None)
+    o = get(small, "skillfs", "orc_p50")
+    row("file read p50 < 150 µs warm (in-process open+read+close; `cat` itself spawns a process)",
+        f"{o:.0f} µs" if o else "—", (o < 150) if o else None)
+    e = get(small, "skillfs", "edit_visible_p99")
+    row("edit-to-visible p99 < 50 ms", f"{e:.1f} ms" if e else "—", (e < 50) if e else None)
+    i = get(small, "skillfs", "spool_10000_msgs_s")
+    row("ingestion ≥ 50,000 msg/s (large files)", f"{i:,.0f} msg/s" if i else "—", (i >= 50000) if i else None)
+    sc = get(small, "skillfs", "spool_commit_p50")
+    row("single small spool file committed < 50 ms p50", f"{sc:.1f} ms" if sc else "—", (sc < 50) if sc else None)
+    big = 100_000
+    m, r = get(big, "skillfs", "mount_ready"), get(big, "skillfs", "rss")
+    row("100,000 files: mount ready < 3 s", f"{m:.2f} s" if m else "—", (m < 3) if m else None)
+    row("100,000 files: RSS < 300 MB", f"{r:.0f} MB" if r else "—", (r < 300) if r else None)
+    g_big, g_small = get(big, "skillfs", "grep_all_warm"), get(small, "skillfs", "grep_all_warm")
+    if g_big and g_small:
+        per = (g_big / big) / (g_small / small)
+        row("100,000 files: grep -r linear in files (per-file cost vs smallest, ≤ 1.5×)", f"{per:.2f}×", per <= 1.5)
+    else:
+        row("100,000 files: grep -r linear in files", "—", None)
+    lo = get(small, "skillfs", "learning_overhead")
+    row("learning overhead < 200 ms beyond model time", f"{lo:.0f} ms" if lo else "—", (lo < 200) if lo else None)
+    return rows
+
+
+def markdown(result: dict) -> str:
+    meta = result["meta"]
+    lines = [
+        "# skillfs benchmark",
+        "",
+        f"{meta['date']} · {meta['mode']} · kernel {meta['kernel']} · {meta['fuse']} · pyfuse3 {meta['pyfuse3']} · "
+        f"Python {meta['python']} · {meta['cpus']} CPUs · commit {meta['commit']}",
+        "",
+        "Each time is the median of the runs shown in the JSON (fewer than asked when one run "
+        "exceeded the per-figure budget); latencies are p50/p99 over all samples. "
+        "In brackets: ratio to native in the same run. `grep` looks for a token present in ~1% "
+        "of files, so every other file is read to its end.",
+    ]
+    for w in meta.get("warnings", []):
+        lines += ["", f"> warning: {w}"]
+    for size, sres in result["sizes"].items():
+        c = sres["corpus"]
+        systems = [s for s in ORDER if s in sres["systems"]]
+        lines += ["", f"## {int(size):,} files · {c['bytes'] / 1e6:.1f} MB · {c['spaces']} spaces · {c['skills']} skills", ""]
+        lines.append("| figure | " + " | ".join(systems) + " |")
+        lines.append("|---|" + "---:|" * len(systems))
+        keys = []
+        for s in systems:
+            for k in sres["systems"][s].get("figures", {}):
+                if k not in keys:
+                    keys.append(k)
+        keys.sort(key=lambda k: (list(FIGURES) + list(DAEMON_FIGURES)).index(k)
+                  if k in FIGURES or k in DAEMON_FIGURES else 999)
+        for k in keys:
+            lab, unit, _ = label(k)
+            cells = []
+            for s in systems:
+                f = sres["systems"][s].get("figures", {}).get(k)
+                if not f:
+                    cells.append("—")
+                    continue
+                cell = fmt(f["value"], unit)
+                if f.get("ratio") is not None and s != "native":
+                    cell += f" ({f['ratio']:.3g}×)"
+                cells.append(cell)
+            lines.append(f"| {lab} ({unit}) | " + " | ".join(cells) + " |")
+        notes = []
+        for s in systems:
+            for what, why in sres["systems"][s].get("skipped", {}).items():
+                notes.append(f"- {s}, {what}: {why}")
+            for chk in sres["systems"][s].get("check_failures", []):
+                notes.append(f"- {s}: WRONG OUTPUT: {chk}")
+        if notes:
+            lines += [""] + notes
+    skipped = result.get("skipped_systems", {})
+    if skipped:
+        lines += ["", "## Not measured", ""]
+        lines += [f"- {s}: {why}" for s, why in skipped.items()]
+    lines += ["", "## Targets (skillfs)", "", "| target | now | status |", "|---|---|---|"]
+    lines += [f"| {t} | {v} | {st} |" for t, v, st in targets(result)]
+    return "\n".join(lines) + "\n"
+
+
+def ensure_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+        return True
+    except ImportError:
+        pass
+    print("bench: matplotlib is missing; installing it into the venv for the chart", file=sys.stderr)
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "matplotlib"])
+    if r.returncode != 0:
+        print("bench: could not install matplotlib; no chart (pip install matplotlib)", file=sys.stderr)
+        return False
+    return True
+
+
+def chart(result: dict, path: Path) -> bool:
+    if not ensure_matplotlib():
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = list(result["sizes"])
+    keys = [k for k, (_, _, cmp) in FIGURES.items() if cmp]
+    fig, axes = plt.subplots(len(sizes), 1, figsize=(13, 4.2 * len(sizes)), squeeze=False)
+    colors = {"floor": "#4c72b0", "peer": "#dd8452", "skillfs": "#55a868"}
+    for ax, size in zip(axes[:, 0], sizes):
+        systems = [s for s in ORDER if s != "native" and s in result["sizes"][size]["systems"]]
+        width = 0.8 / max(1, len(systems))
+        for j, s in enumerate(systems):
+            figs = result["sizes"][size]["systems"][s].get("figures", {})
+            xs, ys = [], []
+            for i, k in enumerate(keys):
+                r = figs.get(k, {}).get("ratio")
+                if r:
+                    xs.append(i + (j - (len(systems) - 1) / 2) * width)
+                    ys.append(r)
+            ax.bar(xs, ys, width, label=s, color=colors.get(s))
+        ax.axhline(1, color="black", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(keys)))
+        ax.set_xticklabels([FIGURES[k][0] for k in keys], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("× native (log)")
+        ax.set_title(f"{int(size):,} files")
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(result: dict, out: Path, with_chart: bool = True) -> str:
+    for sres in result["sizes"].values():
+        add_ratios(sres)
+    (out / "bench.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    md = markdown(result)
+    (out / "bench.md").write_text(md)
+    if with_chart:
+        chart(result, out / "bench.png")
+    return md

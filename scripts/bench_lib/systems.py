@@ -1,0 +1,326 @@
+"""The systems under test, each able to serve a corpus at a path.
+
+A system is mounted fresh for every cold measurement, so `mount()` must be
+cheap to repeat and `unmount()` must leave nothing behind. Every mount is
+registered with `cleanup` so that Ctrl-C or an error never leaves a FUSE
+mount or a server process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from . import cleanup
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_PY = REPO / ".venv" / "bin" / "python"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "skillfs-bench"
+MOUNT_TIMEOUT = 300.0
+
+
+class Unavailable(Exception):
+    """The system cannot run on this machine or at this revision; says why."""
+
+
+def rss_kb(pid: int | None) -> int | None:
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def force_unmount(path: Path) -> None:
+    """Unmount whatever is at path; lazily if a plain unmount is refused."""
+    if not os.path.ismount(path):
+        return
+    for cmd in (["fusermount3", "-u", str(path)], ["umount", str(path)], ["umount", "-l", str(path)]):
+        if subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+            return
+    # A dead server leaves a mount whose ismount() still answers; -z detaches it.
+    subprocess.run(["fusermount3", "-uz", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    try:
+        proc.wait(grace)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_mounted(path: Path, alive, deadline: float) -> None:
+    while not os.path.ismount(path):
+        if not alive():
+            raise RuntimeError(f"server for {path} exited before the mount was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} not mounted after {MOUNT_TIMEOUT:.0f} s")
+        time.sleep(0.002)
+    # Ready means answering: the first request waits for the server's INIT.
+    os.listdir(path)
+
+
+class System:
+    name = "?"
+    fuse = True
+
+    def __init__(self, workdir: Path, logdir: Path) -> None:
+        self.workdir = workdir
+        self.logdir = logdir
+        self.root: Path | None = None
+
+    def check(self) -> None:
+        """Raise Unavailable if this system cannot run."""
+
+    def prepare(self, corpus) -> dict:
+        """Once per corpus, before any mount; returns extra figures (e.g. import time)."""
+        self.corpus = corpus
+        return {}
+
+    def mount(self) -> float | None:
+        """Serve the corpus; return seconds until ready (None: nothing to mount)."""
+        raise NotImplementedError
+
+    def unmount(self) -> None:
+        raise NotImplementedError
+
+    def pid(self) -> int | None:
+        return None
+
+    def finish(self) -> None:
+        """After the last mount of a corpus: drop per-corpus state."""
+
+
+class Native(System):
+    name = "native"
+    fuse = False
+
+    def mount(self) -> None:
+        self.root = self.corpus.root
+        return None
+
+    def unmount(self) -> None:
+        self.root = None
+
+
+class _Subprocess(System):
+    """A FUSE server run in the foreground as `python SCRIPT SOURCE MOUNTPOINT`."""
+
+    script: Path
+
+    def __init__(self, workdir: Path, logdir: Path) -> None:
+        super().__init__(workdir, logdir)
+        self.proc: subprocess.Popen | None = None
+        self.mnt = workdir / f"mnt-{self.name}"
+
+    def mount(self) -> float:
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        log = open(self.logdir / f"{self.name}-{self.corpus.n_files}.log", "ab")
+        t0 = time.perf_counter()
+        # Own session: Ctrl-C reaches the harness only, which then unmounts in order.
+        self.proc = subprocess.Popen(
+            [str(VENV_PY), str(self.script), str(self.corpus.root), str(self.mnt)],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        log.close()
+        cleanup.push(self.unmount)
+        _wait_mounted(self.mnt, lambda: self.proc.poll() is None, time.monotonic() + MOUNT_TIMEOUT)
+        self.root = self.mnt
+        return time.perf_counter() - t0
+
+    def unmount(self) -> None:
+        cleanup.discard(self.unmount)
+        force_unmount(self.mnt)
+        if self.proc is not None:
+            _stop_process(self.proc)
+            self.proc = None
+        self.root = None
+
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+
+class Floor(_Subprocess):
+    name = "floor"
+    script = Path(__file__).resolve().parent / "floorfs.py"
+
+
+class Peer(_Subprocess):
+    """pyfuse3's own passthrough example, from the sdist of the installed version."""
+
+    name = "peer"
+
+    def check(self) -> None:
+        self.script = fetch_passthroughfs()
+
+
+def fetch_passthroughfs() -> Path:
+    version = subprocess.run(
+        [str(VENV_PY), "-c", "import importlib.metadata as m; print(m.version('pyfuse3'))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    target = CACHE / f"pyfuse3-{version}" / "examples" / "passthroughfs.py"
+    if target.exists():
+        return target
+    CACHE.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(
+        [str(VENV_PY), "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps",
+         f"pyfuse3=={version}", "-d", str(CACHE)],
+        capture_output=True, text=True,
+    )
+    sdist = CACHE / f"pyfuse3-{version}.tar.gz"
+    if r.returncode != 0 or not sdist.exists():
+        raise Unavailable(f"could not download the pyfuse3 {version} sdist: {r.stderr.strip()[-300:]}")
+    member = f"pyfuse3-{version}/examples/passthroughfs.py"
+    with tarfile.open(sdist) as tar:
+        tar.extract(member, CACHE, filter="data")
+    return target
+
+
+class Skillfs(System):
+    """The daemon, with the corpus imported into its store before the first mount.
+
+    Driven only through its CLI:
+      skillfs import-tree SRC --db PATH
+      skillfs mount MOUNTPOINT --db PATH --spool DIR --socket PATH   (returns when ready)
+      skillfs umount MOUNTPOINT
+    """
+
+    name = "skillfs"
+
+    def __init__(self, workdir: Path, logdir: Path) -> None:
+        super().__init__(workdir, logdir)
+        self.mnt = workdir / "mnt-skillfs"
+        self.state: Path | None = None
+
+    def cli(self) -> list[str]:
+        exe = REPO / ".venv" / "bin" / "skillfs"
+        if exe.exists():
+            return [str(exe)]
+        # Not installed into the venv: run the package from the work tree.
+        return [str(VENV_PY), "-c",
+                "import sys; from skillfs.cli import main; sys.argv[0] = 'skillfs'; sys.exit(main())"]
+
+    def _run(self, *args: str, timeout: float = MOUNT_TIMEOUT) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*self.cli(), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def check(self) -> None:
+        if not (REPO / "skillfs" / "cli.py").exists():
+            raise Unavailable("skillfs/cli.py does not exist yet")
+        try:
+            r = self._run("--help", timeout=60)
+        except subprocess.TimeoutExpired:
+            raise Unavailable("`skillfs --help` did not answer in 60 s")
+        if r.returncode != 0:
+            raise Unavailable(f"`skillfs --help` failed: {(r.stderr or r.stdout).strip()[-300:]}")
+        missing = [c for c in ("import-tree", "mount", "umount") if c not in r.stdout]
+        if missing:
+            raise Unavailable(f"the CLI has no {', '.join(missing)} command yet")
+
+    @property
+    def db(self) -> Path:
+        return self.state / "skillfs.duckdb"
+
+    @property
+    def spool(self) -> Path:
+        return self.state / "spool"
+
+    @property
+    def socket(self) -> Path:
+        return self.state / "skillfs.sock"
+
+    def prepare(self, corpus) -> dict:
+        super().prepare(corpus)
+        self.state = Path(tempfile.mkdtemp(prefix=f"skillfs-{corpus.n_files}-", dir=self.workdir))
+        self.spool.mkdir()
+        t0 = time.perf_counter()
+        r = self._run("import-tree", str(corpus.root), "--db", str(self.db), timeout=3600)
+        took = time.perf_counter() - t0
+        self._log("import-tree", r)
+        if r.returncode != 0:
+            raise RuntimeError(f"skillfs import-tree failed: {(r.stderr or r.stdout).strip()[-500:]}")
+        return {"import_s": took, "db_mb": self.db.stat().st_size / 1e6}
+
+    def _log(self, what: str, r: subprocess.CompletedProcess) -> None:
+        with open(self.logdir / f"skillfs-{self.corpus.n_files}.log", "a") as f:
+            f.write(f"$ skillfs {what} -> {r.returncode}\n{r.stdout}{r.stderr}\n")
+
+    def mount(self) -> float:
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        cleanup.push(self.unmount)
+        t0 = time.perf_counter()
+        r = self._run("mount", str(self.mnt), "--db", str(self.db), "--spool", str(self.spool),
+                      "--socket", str(self.socket))
+        self._log("mount", r)
+        if r.returncode != 0:
+            raise RuntimeError(f"skillfs mount failed: {(r.stderr or r.stdout).strip()[-500:]}")
+        # The CLI returns when the mount is ready; check that it is answering.
+        _wait_mounted(self.mnt, lambda: True, time.monotonic() + MOUNT_TIMEOUT)
+        took = time.perf_counter() - t0
+        self.root = self.mnt
+        return took
+
+    def unmount(self) -> None:
+        cleanup.discard(self.unmount)
+        pid = self.pid()
+        if os.path.ismount(self.mnt):
+            try:
+                r = self._run("umount", str(self.mnt), timeout=60)
+                self._log("umount", r)
+            except subprocess.TimeoutExpired:
+                pass
+            force_unmount(self.mnt)
+        # The daemon must be gone before the next mount opens the same database.
+        deadline = time.monotonic() + 30
+        while pid and os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if pid and os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGKILL)
+        self.root = None
+
+    def pid(self) -> int | None:
+        # The daemon detaches from the CLI: find the process whose arguments
+        # name this mountpoint.
+        want = str(self.mnt).encode()
+        me = os.getpid()
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == me:
+                continue
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if want in args and any(b"skillfs" in a for a in args):
+                return int(d)
+        return None
+
+    def finish(self) -> None:
+        if self.state is not None:
+            shutil.rmtree(self.state, ignore_errors=True)
+            self.state = None
+
+
+ALL = {"native": Native, "floor": Floor, "peer": Peer, "skillfs": Skillfs}
