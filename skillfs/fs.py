@@ -35,14 +35,14 @@ def _name(raw: bytes) -> str:
 
 
 class _Handle:
-    __slots__ = ("node", "data", "writable", "dirty", "failed")
+    __slots__ = ("node", "data", "writable", "dirty", "error")
 
     def __init__(self, node: FileNode, data: bytes | bytearray, writable: bool):
         self.node = node
         self.data = data
         self.writable = writable
         self.dirty = False
-        self.failed = False
+        self.error = 0  # once a write or commit failed, nothing of this handle is committed
 
 
 class SkillFS(pyfuse3.Operations):
@@ -59,6 +59,9 @@ class SkillFS(pyfuse3.Operations):
         self._handles: dict[int, _Handle] = {}
         self._next_fh = 1
         self._lookups: dict[int, int] = {}
+        # file id -> the handle holding uncommitted writes: its size is the file's size
+        # until it commits, or the kernel would be told a stale one.
+        self._writing: dict[int, _Handle] = {}
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -99,7 +102,8 @@ class SkillFS(pyfuse3.Operations):
         if isinstance(obj, FileNode):
             a.st_mode = stat.S_IFREG | 0o644
             a.st_nlink = 1
-            a.st_size = obj.size
+            writing = self._writing.get(obj.id)
+            a.st_size = len(writing.data) if writing is not None else obj.size
             a.st_blocks = (obj.size + 511) // 512
             a.st_mtime_ns = a.st_ctime_ns = obj.mtime_ns
             a.st_atime_ns = obj.mtime_ns
@@ -161,7 +165,7 @@ class SkillFS(pyfuse3.Operations):
                     del data[size:]
                 else:
                     data.extend(b"\0" * (size - len(data)))
-                handle.dirty = True
+                self._dirty(handle)
             else:
                 # truncate(2) on a path: a version of its own
                 content = await self.store.content(obj)
@@ -296,7 +300,7 @@ class SkillFS(pyfuse3.Operations):
         path = self._join(ref, _name(name))
         node = await self._call(self.store.reserve_file(ref.skill.id, path))
         fh = self._open_handle(node, bytearray(), True)
-        self._handles[fh].dirty = True  # a new file is committed even if nothing is written
+        self._dirty(self._handles[fh])  # a new file is committed even if nothing is written
         ino = self.tree.file_ino(node)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._entry(ino)
 
@@ -328,7 +332,7 @@ class SkillFS(pyfuse3.Operations):
         data = b"" if truncate else await self._call(self.store.content(node))
         fh = self._open_handle(node, bytearray(data) if writable else data, writable)
         if truncate and node.size:
-            self._handles[fh].dirty = True
+            self._dirty(self._handles[fh])
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     async def read(self, fh, off, size):
@@ -338,24 +342,33 @@ class SkillFS(pyfuse3.Operations):
         handle = self._handles[fh]
         end = off + len(buf)
         if end > self.store.max_file_size:
+            handle.error = errno.EFBIG
             raise _err(errno.EFBIG)
         data = handle.data
         if off > len(data):
             data.extend(b"\0" * (off - len(data)))
         data[off:end] = buf
-        handle.dirty = True
+        self._dirty(handle)
         return len(buf)
 
+    def _dirty(self, handle: _Handle) -> None:
+        handle.dirty = True
+        self._writing[handle.node.id] = handle
+
     async def _commit(self, handle: _Handle) -> None:
+        if handle.error:
+            raise _err(handle.error)
         if not handle.dirty or handle.node.deleted:
             return
         handle.dirty = False
         node = handle.node
+        if self._writing.get(node.id) is handle:
+            del self._writing[node.id]
         try:
             await self.store.write_file(node.skill_id, node.path, bytes(handle.data),
                                         author="fuse", reason="write")
         except SkillfsError as e:
-            handle.failed = True
+            handle.error = e.errno
             # The kernel cached what was written; the version it asked for was refused.
             if node.ino and self.store.kernel is not None:
                 await self.store.kernel.invalidate([("inode", node.ino, False)], wait=False)
@@ -373,19 +386,25 @@ class SkillFS(pyfuse3.Operations):
         handle = self._handles.pop(fh)
         if not handle.writable:
             return
+        if self._writing.get(handle.node.id) is handle and not handle.dirty:
+            del self._writing[handle.node.id]
         try:
             await self._commit(handle)
         except pyfuse3.FUSEError as e:
             log.info("write to %s refused at release: %s", handle.node.path,
                      os.strerror(e.errno))
-        if handle.failed or handle.node.version == 0:
-            self.store.drop_reserved(handle.node)
+        if handle.error or handle.node.version == 0:
+            await self.store.drop_reserved(handle.node)
 
+    # The root answers a few attributes so `skillfs umount` can find the daemon behind a
+    # mount point whatever its socket or data directory.
     async def getxattr(self, inode, name, ctx):
+        if inode == ROOT_INO and name == b"user.skillfs.pid":
+            return str(os.getpid()).encode()
         raise _err(pyfuse3.ENOATTR)
 
     async def listxattr(self, inode, ctx):
-        return []
+        return [b"user.skillfs.pid"] if inode == ROOT_INO else []
 
 
 def mount_options(fsname: str, allow_other: bool) -> set[str]:

@@ -656,9 +656,14 @@ class Store:
             self.tree.add_file(node)
             return node
 
-    def drop_reserved(self, node: FileNode) -> None:
-        if node.version == 0 and not node.deleted:
-            self.tree.remove_file(node, now_ns())
+    async def drop_reserved(self, node: FileNode, author: str = "fuse") -> None:
+        """Forget a created file whose first version never committed."""
+        if node.version != 0 or node.deleted:
+            return
+        skill = self.tree.skills[node.skill_id]
+        self.tree.remove_file(node, now_ns())
+        parent, _, name = node.path.rpartition("/")
+        await self._tell_kernel(self._dir_items(skill, parent, name), author)
 
     async def delete_file(self, skill_id: str, path: str, *, author: str, reason: str = "delete",
                           session_id: str | None = None, task_id: str | None = None,
@@ -670,14 +675,12 @@ class Store:
                 raise NotFound(f"no file {path!r} in skill {skill.name!r}")
             if path == SKILL_MD:
                 raise Forbidden("SKILL.md cannot be deleted; delete the skill instead")
-            if node.version == 0:
-                self.drop_reserved(node)
-                return
             if expect_version is not None and expect_version != node.version:
                 raise StaleVersion(f"{path!r} is at version {node.version}, not {expect_version}")
             t = now_ns()
-            await self._write(lambda con: self._sql_delete_version(
-                con, node, t, author, reason, session_id, task_id))
+            if node.version:  # a reserved file (version 0) was never written to the database
+                await self._write(lambda con: self._sql_delete_version(
+                    con, node, t, author, reason, session_id, task_id))
             self.tree.remove_file(node, t)
             skill.updated_ns = t
             parent, _, name = path.rpartition("/")
@@ -731,6 +734,7 @@ class Store:
                                     [new_desc, skill.id])
                 await self._write(sql)
                 self.tree.remove_file(node, t)
+                self.tree.take_inode(target, node)
                 target.version, target.size, target.sha256, target.mtime_ns = (
                     upd.version, upd.size, upd.sha256, t)
                 self.cache.put((target.id, target.version), content)
@@ -838,10 +842,11 @@ class Store:
                 self.tree.remove_file(n, t)
             for d in sorted(moved_dirs, reverse=True):
                 skill.remove_dir(d, t)
-                for space_id in skill.spaces:
-                    self.tree.forget_dir(space_id, skill.id, d)
             if new in skill.children:
                 skill.remove_dir(new, t)
+                for space_id in skill.spaces:
+                    self.tree.forget_dir(space_id, skill.id, new)
+            self.tree.rename_dirs(skill, old, new)
             for d in sorted(moved_dirs):
                 skill.add_dir(new + d[len(old):], t)
             for n in moved_files:

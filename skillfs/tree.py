@@ -105,13 +105,16 @@ class Space:
     ino: int = 0
 
 
-@dataclass(frozen=True, eq=False)
 class DirRef:
-    """What a folder inode stands for. space None = the root; skill None = a space."""
+    """What a folder inode stands for. space None = the root; skill None = a space.
+    `path` changes when the folder is renamed: the kernel keeps the inode across a rename."""
 
-    space: Space | None
-    skill: Skill | None
-    path: str = ""
+    __slots__ = ("space", "skill", "path")
+
+    def __init__(self, space: Space | None, skill: Skill | None, path: str = ""):
+        self.space = space
+        self.skill = skill
+        self.path = path
 
 
 class Tree:
@@ -149,6 +152,28 @@ class Tree:
         if not node.ino:
             node.ino = self._alloc(node)
         return node.ino
+
+    def rename_dirs(self, skill: Skill, old: str, new: str) -> None:
+        """Re-key folder inodes under `old` to `new` in every space, as the kernel expects."""
+        for (space_id, skill_id, path), ino in list(self._dir_inos.items()):
+            if skill_id != skill.id or not (path == old or path.startswith(old + "/")):
+                continue
+            moved = new + path[len(old):]
+            del self._dir_inos[(space_id, skill_id, path)]
+            self._dir_inos[(space_id, skill_id, moved)] = ino
+            self.inodes[ino].path = moved
+
+    def take_inode(self, survivor: FileNode, gone: FileNode) -> None:
+        """After `gone` was renamed over `survivor`, the kernel knows the name by `gone`'s
+        inode: let the surviving file answer to that number, and retire its old one."""
+        if not gone.ino:
+            return
+        old = survivor.ino
+        survivor.ino = gone.ino
+        self.inodes[gone.ino] = survivor
+        gone.ino = old
+        if old:
+            self.inodes[old] = gone
 
     def known_dir_inos(self, skill: Skill, path: str) -> list[tuple[Space, int]]:
         """Folder inodes the kernel may have been given for `path` of `skill`."""

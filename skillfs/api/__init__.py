@@ -1,0 +1,1 @@
+"""HTTP: the control API (for the `skillfs` CLI) and the Acontext-compatible API."""

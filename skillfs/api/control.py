@@ -1,0 +1,189 @@
+"""The control API the `skillfs` CLI speaks, under /skillfs/v1."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import trio
+from fastapi import APIRouter, Body, Query, Request, Response
+from pydantic import BaseModel
+
+from ..errors import Invalid, NotFound
+from ..skillzip import read_skill_zip, write_skill_zip
+from ..store import Store
+
+router = APIRouter(prefix="/skillfs/v1")
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.daemon.store
+
+
+def _ns(ns: int) -> float:
+    return ns / 1e9
+
+
+def space_json(space) -> dict:
+    return {"id": space.id, "name": space.name, "user": space.user, "meta": space.meta,
+            "skills": sorted(space.skills), "created_at": _ns(space.created_ns),
+            "updated_at": _ns(space.updated_ns)}
+
+
+def skill_json(skill) -> dict:
+    return {"id": skill.id, "name": skill.name, "description": skill.description,
+            "files": [{"path": p, "size": n.size, "version": n.version}
+                      for p, n in sorted(skill.files.items()) if n.version],
+            "spaces": sorted(skill.spaces), "updated_at": _ns(skill.updated_ns)}
+
+
+def session_json(row, learning=None) -> dict:
+    return {"id": row.id, "name": row.name, "user": row.user, "space_id": row.space_id,
+            "configs": row.configs, "ended": row.ended, "created_at": _ns(row.created_ns),
+            "learning_status": learning.status if learning else None,
+            "learning_error": learning.error if learning else None}
+
+
+@router.get("/status")
+async def status(request: Request):
+    d = request.app.state.daemon
+    store = d.store
+    counts = await store.counts()
+    db_size = sum(os.path.getsize(p) for p in (store.db_path, store.db_path + ".wal")
+                  if os.path.exists(p))
+    return {"pid": os.getpid(), "mountpoint": str(d.mountpoint), "db": store.db_path,
+            "db_bytes": db_size, "spool": str(d.config.spool),
+            "spool_backlog": d.spool_backlog(), "counts": counts,
+            "learner": d.learner_backend, "uptime_s": round(time.time() - d.started_at, 3)}
+
+
+class SpaceIn(BaseModel):
+    name: str
+    user: str | None = None
+    meta: dict | None = None
+
+
+@router.get("/spaces")
+async def list_spaces(request: Request):
+    return [space_json(s) for s in
+            sorted(_store(request).tree.spaces.values(), key=lambda s: s.name)]
+
+
+@router.post("/spaces", status_code=201)
+async def create_space(request: Request, body: SpaceIn):
+    space = await _store(request).create_space(body.name, body.user, body.meta, author="cli")
+    return space_json(space)
+
+
+@router.delete("/spaces/{ref}")
+async def delete_space(request: Request, ref: str):
+    store = _store(request)
+    await store.delete_space(store.space(ref).id, author="cli")
+    return {"deleted": ref}
+
+
+def _skill_in(store: Store, space: str, skill: str):
+    found = store.space(space).skills.get(skill)
+    if found is None:
+        found = store.tree.skills.get(skill)
+    if found is None:
+        raise NotFound(f"no skill {skill!r} in space {space!r}")
+    return found
+
+
+@router.post("/skills/import", status_code=201)
+async def import_skill(request: Request, space: str = Query(...),
+                       data: bytes = Body(..., media_type="application/zip")):
+    store = _store(request)
+    skill_md, files = read_skill_zip(data, store.max_file_size)
+    skill = await store.create_skill(skill_md, files, space_id=store.space(space).id,
+                                     author="cli", reason="import")
+    return skill_json(skill)
+
+
+@router.get("/skills/export")
+async def export_skill(request: Request, space: str, skill: str):
+    store = _store(request)
+    found = _skill_in(store, space, skill)
+    files = {p: await store.content(n) for p, n in found.files.items() if n.version}
+    return Response(write_skill_zip(found.name, files), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{found.name}.zip"'})
+
+
+@router.get("/sessions")
+async def list_sessions(request: Request, space: str | None = None):
+    store = _store(request)
+    learning = {r.session_id: r for r in await store.list_learning()}
+    space_id = store.space(space).id if space else None
+    return [session_json(s, learning.get(s.id))
+            for s in await store.list_sessions(space_id=space_id)]
+
+
+@router.get("/sessions/{session_id}")
+async def show_session(request: Request, session_id: str):
+    store = _store(request)
+    row = await store.get_session(session_id)
+    out = session_json(row, await store.get_learning(session_id))
+    out["messages"] = [{"seq": m.seq, "role": m.role, "format": m.format,
+                        "text": m.body.get("text", ""), "task_id": m.task_id}
+                       for m in await store.get_messages(session_id)]
+    out["tasks"] = [{"id": t.id, "description": t.description, "status": t.status}
+                    for t in await store.list_tasks(session_id)]
+    return out
+
+
+def _split(path: str) -> tuple[str, str, str]:
+    parts = [p for p in path.strip("/").split("/") if p]
+    if len(parts) < 3:
+        raise Invalid(f"{path!r} is not a file inside a skill (SPACE/SKILL/FILE)")
+    return parts[0], parts[1], "/".join(parts[2:])
+
+
+@router.get("/files/log")
+async def file_log(request: Request, path: str):
+    store = _store(request)
+    space, skill, rel = _split(path)
+    rows = await store.file_log(_skill_in(store, space, skill).id, rel)
+    return [{"version": r.version, "path": r.path, "size": r.size, "sha256": r.sha256,
+             "author": r.author, "reason": r.reason, "session_id": r.session_id,
+             "task_id": r.task_id, "at": _ns(r.at_ns), "deleted": r.deleted} for r in rows]
+
+
+@router.get("/files")
+async def read_file(request: Request, path: str):
+    store = _store(request)
+    space, skill, rel = _split(path)
+    content = await store.read_file(_skill_in(store, space, skill).id, rel)
+    return Response(content.content, media_type="application/octet-stream",
+                    headers={"X-Skillfs-Version": str(content.version)})
+
+
+@router.put("/files")
+async def write_file(request: Request, path: str,
+                     data: bytes = Body(..., media_type="application/octet-stream")):
+    store = _store(request)
+    space, skill, rel = _split(path)
+    node = await store.write_file(_skill_in(store, space, skill).id, rel, data, author="api",
+                                  reason="write through the API")
+    return {"path": path, "version": node.version, "size": node.size}
+
+
+class RevertIn(BaseModel):
+    path: str
+    version: int
+
+
+@router.post("/files/revert")
+async def revert(request: Request, body: RevertIn):
+    store = _store(request)
+    space, skill, rel = _split(body.path)
+    node = await store.revert_file(_skill_in(store, space, skill).id, rel, body.version,
+                                   author="cli")
+    return {"path": body.path, "version": node.version, "size": node.size}
+
+
+@router.post("/shutdown")
+async def shutdown(request: Request):
+    # Reply first, then stop: the caller waits for the process to exit.
+    trio.lowlevel.spawn_system_task(request.app.state.daemon.stop)
+    return {"stopping": True}

@@ -1,0 +1,85 @@
+"""Typed configuration: defaults, then a TOML file, then the command line.
+
+Everything lives under one data directory ($SKILLFS_HOME, else ~/.local/share/skillfs) unless
+given elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+def default_home() -> Path:
+    env = os.environ.get("SKILLFS_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path("~/.local/share/skillfs").expanduser()
+
+
+class LearnerConfig(BaseModel):
+    backend: str | None = None  # "openai" | "rules" | "off"; None: openai when configured
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str = "gpt-4.1"
+    timeout: float = 60.0
+    retries: int = 3
+    buffer_messages: int = 16
+    idle_seconds: float = 8.0
+
+
+class Config(BaseModel):
+    home: Path = Field(default_factory=default_home)
+    db: Path | None = None
+    spool: Path | None = None
+    socket: Path | None = None
+    log_file: Path | None = None
+    max_file_size: int = 1 << 20
+    cache_bytes: int = 64 << 20
+    allow_other: bool = True
+    listen: str | None = None  # "127.0.0.1:PORT" for the HTTP API over TCP
+    tokens: list[str] = Field(default_factory=list)  # bearer tokens accepted on TCP
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+
+    def resolved(self) -> "Config":
+        c = self.model_copy(deep=True)
+        c.home = Path(c.home).expanduser()
+        c.db = Path(c.db or c.home / "skillfs.duckdb").expanduser()
+        c.spool = Path(c.spool or c.home / "spool").expanduser()
+        c.socket = Path(c.socket or c.home / "skillfs.sock").expanduser()
+        c.log_file = Path(c.log_file or c.home / "skillfs.log").expanduser()
+        return c
+
+
+def load(path: str | os.PathLike | None = None, **overrides) -> Config:
+    """Read the TOML config (if any) and apply non-None overrides."""
+    data: dict = {}
+    if path is None:
+        env = os.environ.get("SKILLFS_CONFIG")
+        candidate = Path(env) if env else default_home() / "config.toml"
+        path = candidate if candidate.exists() else None
+    if path is not None:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    learner = dict(data.pop("learner", {}))
+    for key, value in list(overrides.items()):
+        if key.startswith("learner_"):
+            if value is not None:
+                learner[key[len("learner_"):]] = value
+            overrides.pop(key)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    data["learner"] = learner
+    return Config.model_validate(data).resolved()
+
+
+def socket_path(explicit: str | None = None) -> Path:
+    """Where a client finds the daemon: --socket, $SKILLFS_SOCKET, the config, the default."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("SKILLFS_SOCKET")
+    if env:
+        return Path(env)
+    return load().socket

@@ -1,0 +1,153 @@
+"""The daemon fixture: a real skillfs process on a temporary mountpoint, database and spool.
+
+Tests talk to it the way users do: through the mount with os calls and real tools, through
+spool files, through the CLI and over HTTP on its Unix socket. A test fails if the daemon
+leaves its mount behind. FUSE must work here: if the mount fails, the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+SKILLFS = str(Path(sys.executable).with_name("skillfs"))
+
+
+def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def is_mounted(path: Path) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/mounts") as f:
+        return any(line.split()[1] == target for line in f)
+
+
+class Daemon:
+    def __init__(self, root: Path, args: list[str]):
+        self.root = root
+        self.home = root / "home"
+        self.mnt = root / "mnt"
+        self.spool = self.home / "spool"
+        self.db = self.home / "skillfs.duckdb"
+        self.socket = self.home / "skillfs.sock"
+        self.args = args
+        self.pid: int | None = None
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "SKILLFS_HOME": str(self.home)}
+        for var in ("OPENAI_API_KEY", "SKILLFS_LLM_BASE_URL", "SKILLFS_SOCKET",
+                    "SKILLFS_CONFIG"):
+            self.env.pop(var, None)
+
+    def start(self, *extra: str) -> None:
+        r = subprocess.run([SKILLFS, "mount", str(self.mnt), *self.args, *extra],
+                           env=self.env, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            log = self.home / "skillfs.log"
+            tail = log.read_text()[-3000:] if log.exists() else ""
+            raise AssertionError(f"skillfs mount failed ({r.returncode}): {r.stderr}\n{tail}")
+        assert is_mounted(self.mnt), "skillfs mount returned but nothing is mounted"
+        self.pid = int(os.getxattr(self.mnt, "user.skillfs.pid"))
+
+    def stop(self) -> None:
+        r = self.cli("umount", str(self.mnt), check=False)
+        assert r.returncode == 0, f"umount failed: {r.stderr}"
+        assert not is_mounted(self.mnt), "the daemon left its mount behind"
+        self.pid = None
+
+    def restart(self, *extra: str) -> None:
+        self.stop()
+        self.start(*extra)
+
+    def kill9(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        wait_for(lambda: not Path(f"/proc/{self.pid}").exists(), what="daemon to die")
+        self.pid = None
+
+    def cli(self, *args: str, check: bool = True, input: str | None = None):
+        r = subprocess.run([SKILLFS, *args], env=self.env, capture_output=True, text=True,
+                           timeout=120, input=input)
+        if check and r.returncode != 0:
+            raise AssertionError(f"skillfs {' '.join(args)} failed: {r.stderr}{r.stdout}")
+        return r
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)),
+                            base_url="http://skillfs", timeout=60)
+
+    def api(self, method: str, path: str, **kw) -> httpx.Response:
+        with self.http() as c:
+            return c.request(method, path, **kw)
+
+    def write_spool(self, rel: str, data: bytes | str) -> Path:
+        """Write a spool file the way agents should: a temp name, then rename."""
+        path = self.spool / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.rename(tmp, path)
+        return path
+
+    def cleanup(self) -> None:
+        if self.pid is not None and Path(f"/proc/{self.pid}").exists():
+            self.stop()
+        elif is_mounted(self.mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], check=False)
+            raise AssertionError("a mount was left behind by a dead daemon")
+
+
+@pytest.fixture
+def make_daemon(tmp_path):
+    made: list[Daemon] = []
+
+    def make(*args: str, start: bool = True, root: Path | None = None) -> Daemon:
+        d = Daemon(root or tmp_path / f"d{len(made)}", list(args))
+        made.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    errors = []
+    for d in made:
+        try:
+            d.cleanup()
+        except AssertionError as e:
+            errors.append(str(e))
+    if errors:
+        pytest.fail("; ".join(errors))
+
+
+@pytest.fixture
+def daemon(make_daemon) -> Daemon:
+    """A daemon with the learner off, so files change only when a test changes them."""
+    return make_daemon("--learner", "off")
+
+
+@pytest.fixture
+def space(daemon) -> Path:
+    os.mkdir(daemon.mnt / "alice")
+    return daemon.mnt / "alice"
+
+
+def run(*cmd: str, cwd=None, check=True) -> subprocess.CompletedProcess:
+    return subprocess.run(list(cmd), cwd=cwd, capture_output=True, text=True, check=check,
+                          timeout=60)
+
+
+__all__ = ["Daemon", "wait_for", "is_mounted", "run", "shutil"]
