@@ -104,6 +104,8 @@ class _Rule:
 class LLMServer:
     def __init__(self) -> None:
         self.requests: list[dict] = []
+        # (received, answered, request) in the order answered, for overlap checks
+        self.timings: list[tuple[float, float, dict]] = []
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -127,9 +129,12 @@ class LLMServer:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
+                received = time.monotonic()
                 with server._lock:
                     server.requests.append(req)
                 status, payload = server._render(server._next(req), req)
+                with server._lock:
+                    server.timings.append((received, time.monotonic(), req))
                 try:
                     self._send(status, payload)
                 except (BrokenPipeError, ConnectionResetError):
