@@ -126,7 +126,8 @@ def _run_foreground(cfg, mountpoint: Path, debug: bool, ready_fd: int | None) ->
 
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "watchfiles", "hypercorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     def say(text: str) -> None:
         nonlocal ready_fd
@@ -339,6 +340,66 @@ def session_show(ctx, session_id, as_json):
         for t in d["tasks"]:
             click.echo(f"task  [{t['status']}] {t['description']}")
     _emit(data, as_json, render)
+
+
+@session.command("flush")
+@click.argument("session_id")
+@click.pass_context
+def session_flush(ctx, session_id):
+    """Learn from a session now instead of waiting for more messages."""
+    _client(ctx).request("POST", f"/sessions/{session_id}/flush")
+    click.echo(f"flushed {session_id}")
+
+
+# -- learning ------------------------------------------------------------------------------
+
+
+@main.group()
+def learn():
+    """Learning status, waiting and retries."""
+
+
+def _learning_line(r) -> str:
+    err = f"  error: {r['error']}" if r.get("error") else ""
+    return f"{r['session_id']}\t{r['status']}{err}"
+
+
+@learn.command("status")
+@click.argument("session_id", required=False)
+@click.option("--space", "space_name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def learn_status(ctx, session_id, space_name, as_json):
+    """Learning status of one session, or of all (of a space)."""
+    params = {k: v for k, v in (("session", session_id), ("space", space_name)) if v}
+    rows = _client(ctx).request("GET", "/learning", params=params).json()
+    _emit(rows, as_json, lambda rows: [click.echo(_learning_line(r)) for r in rows])
+
+
+@learn.command("wait")
+@click.argument("session_id")
+@click.option("--timeout", default=120.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def learn_wait(ctx, session_id, timeout, as_json):
+    """Wait until a session's learning completed or failed (exit 1 if failed or timed out)."""
+    client = DaemonClient(configmod.socket_path(ctx.obj.get("socket")), timeout=timeout + 30)
+    row = client.request("POST", f"/learning/{session_id}/wait",
+                         params={"timeout": timeout}).json()
+    _emit(row, as_json, lambda r: click.echo(_learning_line(r)))
+    if row["status"] != "completed":
+        if row.get("timed_out"):
+            click.echo(f"timed out after {timeout:g} s", err=True)
+        ctx.exit(1)
+
+
+@learn.command("retry")
+@click.argument("session_id")
+@click.pass_context
+def learn_retry(ctx, session_id):
+    """Learn a failed session again from its stored messages."""
+    row = _client(ctx).request("POST", f"/learning/{session_id}/retry").json()
+    click.echo(_learning_line(row))
 
 
 # -- history -------------------------------------------------------------------------------

@@ -33,17 +33,25 @@ class StartupError(SkillfsError):
     pass
 
 
+def _listed_mounts() -> set[str]:
+    with open("/proc/self/mounts") as f:
+        # fields are octal-escaped (a space is \040)
+        return {line.split()[1].encode().decode("unicode_escape") for line in f}
+
+
 def mount_state(path: Path) -> str:
     """'free', 'mounted', 'stale' (a dead FUSE daemon's mount) or 'missing'."""
+    path = Path(os.path.abspath(path))
+    if str(path) not in _listed_mounts():
+        return "free" if path.exists() else "missing"
     try:
-        os.stat(path)
-    except FileNotFoundError:
-        return "missing"
+        # statfs always reaches the daemon; stat may be answered from the kernel's cache
+        os.statvfs(path)
     except OSError as e:
         if e.errno == errno.ENOTCONN:
             return "stale"
         raise
-    return "mounted" if os.path.ismount(path) else "free"
+    return "mounted"
 
 
 def unmount(path: Path, lazy: bool = False) -> bool:
@@ -164,7 +172,8 @@ class Daemon:
                 await nursery.start(self._serve, app, f"unix:{c.socket}")
                 if c.listen:
                     await nursery.start(self._serve, BearerAuth(app, c.tokens), c.listen)
-                await nursery.start(self.spool.run)
+                # The spool's backlog is worked through after start-up, not before it.
+                nursery.start_soon(self.spool.run)
                 if self.learner is not None:
                     await nursery.start(self.learner.run)
                 log.info("skillfs ready: %s mounted at %s", c.db, self.mountpoint)

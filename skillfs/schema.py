@@ -46,8 +46,8 @@ MIGRATIONS: list[list[str]] = [
             error VARCHAR, learned_seq BIGINT NOT NULL DEFAULT -1,
             created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
         """CREATE TABLE spool_ledger (
-            path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL, messages INTEGER NOT NULL,
-            at_ns BIGINT NOT NULL)""",
+            path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL, file_key VARCHAR,
+            messages INTEGER NOT NULL, at_ns BIGINT NOT NULL)""",
     ],
 ]
 

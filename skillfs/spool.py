@@ -356,8 +356,13 @@ def _walk(spool: Path, root: str) -> list[str]:
     return out
 
 
-def _read_stable(path: Path, max_file_bytes: int) -> bytes | int:
-    """The file's bytes, or its size when it is over the cap (not read)."""
+def file_key(st: os.stat_result) -> str:
+    """What tells this file from a later one with the same name and content."""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}"
+
+
+def _read_stable(path: Path, max_file_bytes: int) -> tuple[bytes, str] | int:
+    """The file's bytes and key, or its size when it is over the cap (not read)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         before = os.fstat(fd)
@@ -371,7 +376,7 @@ def _read_stable(path: Path, max_file_bytes: int) -> bytes | int:
         after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
             raise _Unstable()
-        return b"".join(chunks)
+        return b"".join(chunks), file_key(after)
     finally:
         os.close(fd)
 
@@ -609,9 +614,10 @@ class SpoolIngester:
             return await self._reject(
                 rel, SpoolReject(None, None, f"file is {data} bytes, over the {self.max_file_bytes}-byte cap")
             )
+        data, key = data
         sha = file_sha256(data)
         try:
-            if await self.store.spool_seen(rel, sha):
+            if await self.store.spool_seen(rel, sha, key):
                 # Committed before a crash, not yet deleted.
                 self.stats["duplicates"] += 1
                 return await self._unlink(rel)
@@ -620,7 +626,8 @@ class SpoolIngester:
             except SpoolReject as e:
                 return await self._reject(rel, e)
             try:
-                result = await self.store.ingest_spool_file(sp.space, sp.session, rel, sha, records)
+                result = await self.store.ingest_spool_file(sp.space, sp.session, rel, sha, records,
+                                                            file_key=key)
             except INPUT_ERRORS as e:
                 msg = getattr(e, "message", None) or str(e)
                 return await self._reject(rel, SpoolReject(None, None, msg))

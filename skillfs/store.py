@@ -1075,14 +1075,19 @@ class Store:
 
     # -- spool -------------------------------------------------------------------------
 
-    async def spool_seen(self, rel_path: str, digest: str) -> bool:
+    async def spool_seen(self, rel_path: str, digest: str, file_key: str | None = None) -> bool:
+        """Whether this very file was committed already. `file_key` (device, inode, mtime)
+        tells a file left behind by a crash from a new file that happens to have the same
+        name and content."""
         row = await self._db(lambda: self.con.execute(
-            "SELECT 1 FROM spool_ledger WHERE path = ? AND sha256 = ? LIMIT 1",
-            [rel_path, digest]).fetchone())
+            "SELECT 1 FROM spool_ledger WHERE path = ? AND sha256 = ? "
+            "AND file_key IS NOT DISTINCT FROM ? LIMIT 1", [rel_path, digest, file_key]
+        ).fetchone())
         return row is not None
 
     async def ingest_spool_file(self, space_name: str, session_name: str, rel_path: str,
-                                digest: str, records: Sequence) -> IngestResult:
+                                digest: str, records: Sequence,
+                                file_key: str | None = None) -> IngestResult:
         """Commit a spool file's messages, control events and ledger row in one transaction.
         A missing space is created; a missing session is created and attached to it."""
         names.check_component(session_name)
@@ -1124,8 +1129,8 @@ class Store:
                 if ended:
                     con.execute("UPDATE sessions SET ended = true, updated_ns = ? WHERE id = ?",
                                 [t, session.id])
-                con.execute("INSERT INTO spool_ledger VALUES (?,?,?,?)",
-                            [rel_path, digest, len(rows), t])
+                con.execute("INSERT INTO spool_ledger VALUES (?,?,?,?,?)",
+                            [rel_path, digest, file_key, len(rows), t])
             await self._write(sql)
             if new_space is not None:
                 self._apply_space(*new_space)

@@ -249,11 +249,12 @@ class FakeStore:
         self.calls: list[tuple[str, str, str, list]] = []
         self.fail: list[Exception] = []  # raised, one per call, before committing
 
-    async def spool_seen(self, rel_path, sha256):
+    async def spool_seen(self, rel_path, sha256, file_key=None):
         await trio.sleep(0)
         return (rel_path, sha256) in self.ledger
 
-    async def ingest_spool_file(self, space_name, session_name, rel_path, sha256, records):
+    async def ingest_spool_file(self, space_name, session_name, rel_path, sha256, records,
+                                file_key=None):
         await trio.sleep(0)
         if self.fail:
             raise self.fail.pop(0)

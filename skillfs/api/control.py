@@ -182,6 +182,57 @@ async def revert(request: Request, body: RevertIn):
     return {"path": body.path, "version": node.version, "size": node.size}
 
 
+@router.post("/sessions/{session_id}/flush")
+async def flush_session(request: Request, session_id: str):
+    await _store(request).mark_session(session_id, "flush")
+    return {"flushed": session_id}
+
+
+def learning_json(row) -> dict:
+    return {"session_id": row.session_id, "space_id": row.space_id, "status": row.status,
+            "error": row.error, "updated_at": _ns(row.updated_ns)}
+
+
+@router.get("/learning")
+async def learning_status(request: Request, session: str | None = None,
+                          space: str | None = None):
+    store = _store(request)
+    if session is not None:
+        row = await store.get_learning(session)
+        if row is None:
+            raise NotFound(f"session {session} is not learning into any space")
+        return [learning_json(row)]
+    space_id = store.space(space).id if space else None
+    return [learning_json(r) for r in await store.list_learning(space_id)]
+
+
+@router.post("/learning/{session_id}/wait")
+async def learning_wait(request: Request, session_id: str, timeout: float = 120.0):
+    d = request.app.state.daemon
+    store = d.store
+    if await store.get_learning(session_id) is None:
+        raise NotFound(f"session {session_id} is not learning into any space")
+    with trio.move_on_after(timeout):
+        if d.learner is not None:
+            await d.learner.wait(session_id, timeout)
+        else:
+            while (await store.get_learning(session_id)).status not in ("completed", "failed"):
+                await trio.sleep(0.2)
+    row = await store.get_learning(session_id)
+    out = learning_json(row)
+    out["timed_out"] = row.status not in ("completed", "failed")
+    return out
+
+
+@router.post("/learning/{session_id}/retry")
+async def learning_retry(request: Request, session_id: str):
+    d = request.app.state.daemon
+    if d.learner is None:
+        raise Invalid("the learner is off (start the daemon with --learner rules|openai)")
+    await d.learner.retry(session_id)
+    return learning_json(await d.store.get_learning(session_id))
+
+
 @router.post("/shutdown")
 async def shutdown(request: Request):
     # Reply first, then stop: the caller waits for the process to exit.
