@@ -239,7 +239,8 @@ def generate(root: Path, n_files: int, seed: int = 1) -> Corpus:
         skill = parts[1]
         skills.add(f"{parts[0]}/{skill}")
         if kind == "skill":
-            desc = rng.choice(text.sentences).strip()[:200]
+            # Plain words only: a backtick cannot start a YAML plain scalar.
+            desc = rng.choice(text.sentences).replace("`", "").strip()[:200]
             head = f"---\nname: {skill}\ndescription: {desc}\n---\n\n"
             body = text.body(rng, size - len(head), skill.replace("-", " ").title(), needle)
             data = head + body

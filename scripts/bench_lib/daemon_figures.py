@@ -8,8 +8,7 @@ NotWired with the reason, which the report prints instead of a number.
 State (see the note on each function):
 - spool_ingestion: written against the spool contract of DESIGN §3; to be
   checked against the daemon once it ingests.
-- edit_to_visible: needs the daemon's HTTP API route that writes a skill file;
-  not wired until that route exists.
+- edit_to_visible: through the control API's PUT /files.
 - learning_overhead: needs the learning pipeline and a scripted zero-latency
   model; not wired until the learning issue lands.
 """
@@ -19,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -121,20 +121,34 @@ def spool_ingestion(system, space: str, total_msgs: int = 20_000, singles: int =
     return fig
 
 
-def edit_to_visible(system, space: str, rel_path: str, runs: int = 50) -> dict:
-    """A change committed through the HTTP API until another process's `cat`
-    shows it, p50/p99.
+def edit_to_visible(system, corpus, rel_path: str, runs: int = 30) -> dict:
+    """A change committed through the control API (PUT /files) until another
+    process's `cat` shows it, p50/p99.
 
-    To complete when the daemon's API lands: replace `_api_write` with the
-    route that writes a skill file (Acontext's agent-skills file route on
-    system.socket), then poll with `cat` in a subprocess until the new marker
-    appears.
+    The file is read before every edit so the kernel holds it in its page
+    cache, and every edit keeps the size the same: only the daemon's
+    invalidation can make the new content visible.
     """
-    raise NotWired("needs the daemon's HTTP API route that writes a skill file")
-
-
-def _api_write(system, path: str, content: bytes) -> None:  # pragma: no cover
-    raise NotWired("API client not written yet")
+    path = system.root / rel_path
+    original = (corpus.root / rel_path).read_bytes()
+    lat = []
+    with system.api() as api:
+        for i in range(runs):
+            subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+            marker = f"edit-{i:06d}".encode()
+            content = original + b"\n" + marker + b"\n"
+            t0 = time.perf_counter()
+            r = api.put("/files", params={"path": rel_path}, content=content,
+                        headers={"Content-Type": "application/octet-stream"})
+            if r.status_code >= 400:
+                raise RuntimeError(f"PUT /files: HTTP {r.status_code} {r.text[:300]}")
+            deadline = time.monotonic() + 10
+            while marker not in subprocess.run(["cat", str(path)], capture_output=True).stdout:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"edit {i} not visible through the mount after 10 s (stale cache)")
+            lat.append((time.perf_counter() - t0) * 1000)
+    return {"edit_visible_p50": {"value": pct(lat, 0.5), "runs": len(lat)},
+            "edit_visible_p99": {"value": pct(lat, 0.99), "runs": len(lat)}}
 
 
 def learning_overhead(system, space: str) -> dict:
@@ -155,7 +169,7 @@ def run_all(system, corpus) -> tuple[dict, dict]:
     space = corpus.spaces[0]
     steps = [
         ("spool ingestion", lambda: spool_ingestion(system, space)),
-        ("edit to visible", lambda: edit_to_visible(system, space, corpus.files[0])),
+        ("edit to visible", lambda: edit_to_visible(system, corpus, corpus.files[1])),
         ("learning overhead", lambda: learning_overhead(system, space)),
     ]
     for name, fn in steps:

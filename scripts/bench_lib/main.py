@@ -144,9 +144,11 @@ def _run(args, sizes, s, out: Path, logs: Path, started: float) -> int:
                 if "import_s" in extra:
                     entry["figures"]["import"] = {"value": extra["import_s"], "runs": 1}
                     entry["figures"]["db_size"] = {"value": extra["db_mb"], "runs": 1}
+                    entry["import_how"] = extra["import_how"]
                 runner = figures.Runner(sysm, c, s, scratch)
                 entry["figures"].update(runner.run())
                 entry["check_failures"] = runner.checks
+                entry["extra_entries"] = runner.extra_entries
                 for chk in runner.checks:
                     print(f"bench: {sysm.name} WRONG OUTPUT: {chk}", file=sys.stderr)
                 if isinstance(sysm, systems.Skillfs):

@@ -132,6 +132,11 @@ def markdown(result: dict) -> str:
         for s in systems:
             for what, why in sres["systems"][s].get("skipped", {}).items():
                 notes.append(f"- {s}, {what}: {why}")
+            if sres["systems"][s].get("import_how"):
+                notes.append(f"- {s}: corpus imported through {sres['systems'][s]['import_how']}")
+            if sres["systems"][s].get("extra_entries"):
+                notes.append(f"- {s}: {sres['systems'][s]['extra_entries']} entries beyond the corpus "
+                             "(skills every space starts with); grep reads them too")
             for chk in sres["systems"][s].get("check_failures", []):
                 notes.append(f"- {s}: WRONG OUTPUT: {chk}")
         if notes:
