@@ -328,15 +328,32 @@ class SkillFS(pyfuse3.Operations):
         if node.deleted:
             raise _err(errno.ENOENT)
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
-        truncate = writable and bool(flags & os.O_TRUNC)
+        if not writable:
+            # Readers get the current version at each read, never a snapshot from open():
+            # a page read from a snapshot after an invalidation would stay stale in the
+            # kernel's cache.
+            return pyfuse3.FileInfo(fh=self._open_handle(node, b"", False), keep_cache=True)
+        truncate = bool(flags & os.O_TRUNC)
         data = b"" if truncate else await self._call(self.store.content(node))
-        fh = self._open_handle(node, bytearray(data) if writable else data, writable)
+        fh = self._open_handle(node, bytearray(data), True)
         if truncate and node.size:
             self._dirty(self._handles[fh])
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     async def read(self, fh, off, size):
-        return bytes(self._handles[fh].data[off:off + size])
+        handle = self._handles[fh]
+        if handle.writable:
+            return bytes(handle.data[off:off + size])
+        node = handle.node
+        while True:
+            version = node.version
+            data = self.store.cache.get((node.id, version))
+            if data is None:
+                data = await self._call(self.store.content(node))
+            # The store may have committed a newer version while we waited; answering with
+            # the old one after its invalidation would leave it cached.
+            if node.version == version:
+                return data[off:off + size]
 
     async def write(self, fh, off, buf):
         handle = self._handles[fh]
@@ -357,6 +374,7 @@ class SkillFS(pyfuse3.Operations):
 
     async def _commit(self, handle: _Handle) -> None:
         if handle.error:
+            await self._forget_failed(handle.node)
             raise _err(handle.error)
         if not handle.dirty or handle.node.deleted:
             return
@@ -369,10 +387,15 @@ class SkillFS(pyfuse3.Operations):
                                         author="fuse", reason="write")
         except SkillfsError as e:
             handle.error = e.errno
-            # The kernel cached what was written; the version it asked for was refused.
-            if node.ino and self.store.kernel is not None:
-                await self.store.kernel.invalidate([("inode", node.ino, False)], wait=False)
+            await self._forget_failed(node)
             raise _err(e.errno) from None
+
+    async def _forget_failed(self, node: FileNode) -> None:
+        if node.version == 0:
+            await self.store.drop_reserved(node)
+        elif node.ino and self.store.kernel is not None:
+            # The kernel cached what was written; the version it asked for was refused.
+            await self.store.kernel.invalidate([("inode", node.ino, False)], wait=False)
 
     async def flush(self, fh):
         handle = self._handles[fh]
@@ -393,7 +416,7 @@ class SkillFS(pyfuse3.Operations):
         except pyfuse3.FUSEError as e:
             log.info("write to %s refused at release: %s", handle.node.path,
                      os.strerror(e.errno))
-        if handle.error or handle.node.version == 0:
+        if handle.node.version == 0:
             await self.store.drop_reserved(handle.node)
 
     # The root answers a few attributes so `skillfs umount` can find the daemon behind a

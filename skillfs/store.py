@@ -656,14 +656,17 @@ class Store:
             self.tree.add_file(node)
             return node
 
-    async def drop_reserved(self, node: FileNode, author: str = "fuse") -> None:
-        """Forget a created file whose first version never committed."""
+    async def drop_reserved(self, node: FileNode) -> None:
+        """Forget a created file whose first version never committed (its writer failed).
+        The kernel is told before this returns, so the writer's close() is followed by a
+        name that is gone."""
         if node.version != 0 or node.deleted:
             return
         skill = self.tree.skills[node.skill_id]
         self.tree.remove_file(node, now_ns())
         parent, _, name = node.path.rpartition("/")
-        await self._tell_kernel(self._dir_items(skill, parent, name), author)
+        if self.kernel is not None:
+            await self.kernel.invalidate(self._dir_items(skill, parent, name), wait=True)
 
     async def delete_file(self, skill_id: str, path: str, *, author: str, reason: str = "delete",
                           session_id: str | None = None, task_id: str | None = None,

@@ -1,0 +1,148 @@
+"""The `skillfs` command against a running daemon, and the sandbox recipe."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import zipfile
+
+import pytest
+
+from conftest import SKILLFS, run, wait_for
+
+
+def test_space_commands(daemon):
+    out = daemon.cli("space", "create", "team", "--user", "alice@example.com",
+                     "--meta", '{"domain": "deployments"}', "--json").stdout
+    created = json.loads(out)
+    assert created["name"] == "team" and created["meta"] == {"domain": "deployments"}
+    assert sorted(os.listdir(daemon.mnt / "team")) == ["daily-logs", "user-general-facts"]
+    rows = json.loads(daemon.cli("space", "list", "--json").stdout)
+    assert [r["name"] for r in rows] == ["team"]
+    assert "team" in daemon.cli("space", "list").stdout
+    r = daemon.cli("space", "create", "team", check=False)
+    assert r.returncode == 1 and "already exists" in r.stderr
+    r = daemon.cli("space", "create", "x", "--meta", "[1]", check=False)
+    assert r.returncode == 2 and "JSON object" in r.stderr
+    daemon.cli("space", "delete", "team")
+    assert os.listdir(daemon.mnt) == []
+    r = daemon.cli("space", "delete", "team", check=False)
+    assert r.returncode == 1 and "no learning space" in r.stderr
+
+
+def test_skill_import_export(daemon, space, tmp_path):
+    src = tmp_path / "social-contacts"
+    (src / "people").mkdir(parents=True)
+    (src / "SKILL.md").write_text("---\nname: social-contacts\ndescription: One file per "
+                                  "person the user mentions.\n---\n\n# Contacts\n")
+    (src / "people" / "alice-chen.md").write_text("# Alice Chen\n- Works at Acme\n")
+    daemon.cli("skill", "import", str(src), "--space", "alice")
+    mounted = daemon.mnt / "alice" / "social-contacts"
+    assert (mounted / "people" / "alice-chen.md").read_text() == "# Alice Chen\n- Works at Acme\n"
+    out = tmp_path / "out.zip"
+    daemon.cli("skill", "export", "social-contacts", "--space", "alice", "-o", str(out))
+    with zipfile.ZipFile(out) as zf:
+        names = sorted(zf.namelist())
+        assert names == ["social-contacts/SKILL.md", "social-contacts/people/alice-chen.md"]
+    # the exported ZIP imports into another space, with its junk-free layout
+    daemon.cli("space", "create", "bob")
+    daemon.cli("skill", "import", str(out), "--space", "bob")
+    assert (daemon.mnt / "bob" / "social-contacts" / "SKILL.md").read_bytes() == \
+        (mounted / "SKILL.md").read_bytes()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "notes.md").write_text("no SKILL.md here")
+    r = daemon.cli("skill", "import", str(bad), "--space", "alice", check=False)
+    assert r.returncode == 1 and "SKILL.md" in r.stderr
+
+
+def test_session_commands(daemon):
+    daemon.write_spool("alice/s1/1.jsonl", json.dumps({"role": "user", "content": "hello there"})
+                       + "\n")
+    wait_for(lambda: json.loads(daemon.cli("session", "list", "--json").stdout),
+             what="the session")
+    rows = json.loads(daemon.cli("session", "list", "--space", "alice", "--json").stdout)
+    assert len(rows) == 1 and rows[0]["name"] == "s1"
+    sid = rows[0]["id"]
+    shown = json.loads(daemon.cli("session", "show", sid, "--json").stdout)
+    assert [m["text"] for m in shown["messages"]] == ["hello there"]
+    assert "hello there" in daemon.cli("session", "show", sid).stdout
+    r = daemon.cli("session", "show", "nope", check=False)
+    assert r.returncode == 1 and "no session" in r.stderr
+
+
+def test_log_and_revert(daemon, space):
+    f = space / "user-general-facts" / "identity.md"
+    f.write_text("- Name is Gus\n")
+    f.write_text("- Name is Augustus\n")
+    f.unlink()
+    rows = json.loads(daemon.cli("log", str(f), "--json").stdout)
+    assert [(r["version"], r["author"], r["deleted"]) for r in rows] == [
+        (1, "fuse", False), (2, "fuse", False), (3, "fuse", True)]
+    assert "v2" in daemon.cli("log", str(f)).stdout
+    # reverting brings a deleted file back, as a new version
+    daemon.cli("revert", str(f), "1")
+    assert f.read_text() == "- Name is Gus\n"
+    daemon.cli("revert", "alice/user-general-facts/identity.md", "2")
+    assert f.read_text() == "- Name is Augustus\n"
+    rows = json.loads(daemon.cli("log", str(f), "--json").stdout)
+    assert [r["version"] for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[-1]["author"] == "cli" and "revert" in rows[-1]["reason"]
+    r = daemon.cli("revert", str(f), "3", check=False)
+    assert r.returncode == 1 and "deletion" in r.stderr
+    r = daemon.cli("revert", str(f), "99", check=False)
+    assert r.returncode == 1
+
+
+def test_status(daemon, space):
+    data = json.loads(daemon.cli("status", "--json").stdout)
+    assert data["mountpoint"] == str(daemon.mnt)
+    assert data["counts"]["spaces"] == 1 and data["counts"]["skills"] == 2
+    assert data["spool_backlog"] == 0 and data["db_bytes"] > 0
+    assert "mounted at" in daemon.cli("status").stdout
+
+
+def test_clear_error_when_daemon_is_not_running(tmp_path):
+    env = {**os.environ, "SKILLFS_HOME": str(tmp_path)}
+    r = subprocess.run([SKILLFS, "space", "list"], env=env, capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0
+    assert "daemon is not running" in r.stderr
+
+
+def test_mount_errors_are_clear(tmp_path):
+    env = {**os.environ, "SKILLFS_HOME": str(tmp_path / "h")}
+    r = subprocess.run([SKILLFS, "mount", str(tmp_path / "missing")], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+def test_read_only_bind_mount_of_one_space(daemon, space, tmp_path):
+    os.mkdir(daemon.mnt / "other")
+    (space / "daily-logs" / "today.md").write_text("entry\n")
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    run("mount", "--bind", str(space), str(sandbox))
+    try:
+        run("mount", "-o", "remount,ro,bind", str(sandbox))
+        assert sorted(os.listdir(sandbox)) == ["daily-logs", "user-general-facts"]
+        assert (sandbox / "daily-logs" / "today.md").read_text() == "entry\n"
+        assert "entry" in run("grep", "-r", "entry", str(sandbox)).stdout
+        for action in (lambda: open(sandbox / "daily-logs" / "today.md", "a"),
+                       lambda: open(sandbox / "daily-logs" / "new.md", "w"),
+                       lambda: os.mkdir(sandbox / "new-skill"),
+                       lambda: os.unlink(sandbox / "daily-logs" / "today.md")):
+            with pytest.raises(OSError) as e:
+                action()
+            assert e.value.errno == errno.EROFS
+        # nothing outside the space is reachable from inside
+        assert not (sandbox / ".." / "other").resolve().is_relative_to(daemon.mnt)
+        # the learner's (here: the API's) edits show up inside the sandbox
+        r = daemon.api("PUT", "/skillfs/v1/files", params={"path": "alice/daily-logs/today.md"},
+                       content=b"entry\nsecond\n")
+        assert r.status_code == 200
+        assert (sandbox / "daily-logs" / "today.md").read_text() == "entry\nsecond\n"
+    finally:
+        run("umount", str(sandbox), check=False)
