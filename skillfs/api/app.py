@@ -15,16 +15,18 @@ def build_app(daemon) -> FastAPI:
     app = FastAPI(title="skillfs", version="1", docs_url=None, redoc_url=None)
     app.state.daemon = daemon
     app.include_router(control.router)
+
+    @app.exception_handler(SkillfsError)
+    async def skillfs_error(request: Request, exc: SkillfsError):
+        return JSONResponse({"error": exc.message}, status_code=exc.http_status)
+
+    # After the handler above: the Acontext API wraps it for its own paths.
     try:
         from . import acontext
     except ImportError:
         acontext = None
     if acontext is not None:
         acontext.install(app)
-
-    @app.exception_handler(SkillfsError)
-    async def skillfs_error(request: Request, exc: SkillfsError):
-        return JSONResponse({"error": exc.message}, status_code=exc.http_status)
 
     return app
 
@@ -37,12 +39,17 @@ class BearerAuth:
         self.tokens = [t.encode() for t in tokens]
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
+        # Routes that carry their own proof (signed download URLs) need no token.
+        exempt = getattr(getattr(self.app, "state", None), "auth_exempt", None)
+        if scope["type"] == "http" and not (exempt and exempt(scope)):
             header = dict(scope.get("headers") or []).get(b"authorization", b"")
             token = header[7:] if header[:7].lower() == b"bearer " else b""
             if not token or not any(hmac.compare_digest(token, t) for t in self.tokens):
-                response = JSONResponse({"error": "missing or wrong bearer token"},
-                                        status_code=401,
+                body = {"error": "missing or wrong bearer token"}
+                if scope.get("path", "").startswith("/api/v1/"):
+                    # The Acontext SDK reads "code" and "msg".
+                    body = {"code": 401, "msg": "unauthorized", **body}
+                response = JSONResponse(body, status_code=401,
                                         headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)
                 return
