@@ -187,6 +187,34 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+@main.command("import-tree")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="DuckDB file.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True))
+def import_tree(src: Path, db, config_file):
+    """Bulk-import a folder laid out like the mount (SPACE/SKILL/...) while no daemon runs."""
+    from .daemon import DbLock, StartupError
+    from .errors import SkillfsError
+    from .store import Store
+
+    cfg = configmod.load(config_file, db=db)
+    cfg.db.parent.mkdir(parents=True, exist_ok=True)
+    lock = DbLock(cfg.db)
+    try:
+        lock.acquire()
+        store = Store(str(cfg.db), max_file_size=cfg.max_file_size)
+        t0 = time.monotonic()
+        counts = store.import_tree(str(src))
+        store.close()
+    except (StartupError, SkillfsError) as e:
+        raise click.ClickException(e.message) from None
+    finally:
+        lock.release()
+    click.echo(f"imported {counts['spaces']} spaces, {counts['skills']} skills, "
+               f"{counts['files']} files ({counts['bytes'] / 1e6:.1f} MB) into {cfg.db} "
+               f"in {time.monotonic() - t0:.1f} s")
+
+
 # -- status --------------------------------------------------------------------------------
 
 

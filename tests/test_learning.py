@@ -214,10 +214,6 @@ def test_one_writer_per_space_spaces_in_parallel(make_daemon):
 # ---------------------------------------------------------------------------------------
 # failures, retry, concurrent edits, wait
 
-def has_learn_cli(d) -> bool:
-    return d.cli("learn", "--help", check=False).returncode == 0
-
-
 @pytest.mark.parametrize("failure", ["malformed", "http500", "timeout"])
 def test_failures_then_retry(make_daemon, failure):
     with LLMServer() as srv:
@@ -238,8 +234,6 @@ def test_failures_then_retry(make_daemon, failure):
         assert reason in st["learning_error"]
         # retries happened before giving up
         assert len(srv.requests_offering("insert_task")) >= 2
-        if not has_learn_cli(d):
-            pytest.skip("`skillfs learn retry` is not available in this build yet")
         srv._rules.clear()
         gus_script(srv)
         d.cli("learn", "retry", sid)
