@@ -1211,6 +1211,71 @@ class Store:
                 "UPDATE learning SET status = ?, error = ?, learned_seq = ?, updated_ns = ? "
                 "WHERE session_id = ?", [status, error, learned_seq, t, session_id]))
 
+    # -- bulk import (daemon not running) ------------------------------------------------
+
+    def import_tree(self, src: str, author: str = "cli", progress=None) -> dict[str, int]:
+        """Import a directory laid out like the mount (SPACE/SKILL/files) in a few large
+        transactions. Synchronous: for use before the daemon starts, not inside it."""
+        import os
+        from pathlib import Path
+
+        root = Path(src)
+        t = now_ns()
+        counts = {"spaces": 0, "skills": 0, "files": 0, "bytes": 0}
+        space_rows, skill_rows, link_rows, dir_rows, file_rows, version_rows = ([] for _ in range(6))
+        for space_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            space = self.tree.space_names.get(space_dir.name)
+            if space is None:
+                names.check_space_name(space_dir.name)
+                space = Space(str(uuid.uuid4()), space_dir.name, None, {}, t, t)
+                space_rows.append([space.id, space.name, None, _json({}), t, t])
+                self.tree.add_space(space)
+                counts["spaces"] += 1
+            for skill_dir in sorted(p for p in space_dir.iterdir() if p.is_dir()):
+                if skill_dir.name in space.skills:
+                    raise Exists(f"{space.name}/{skill_dir.name} already exists")
+                md_path = skill_dir / SKILL_MD
+                if not md_path.is_file():
+                    raise Invalid(f"{skill_dir} has no SKILL.md")
+                parsed = skillmd.parse(md_path.read_bytes(), skill_dir.name)
+                skill = Skill(str(uuid.uuid4()), parsed.name, parsed.description, {}, t, t)
+                self.tree.add_skill(skill)
+                self.tree.link_skill(space, skill, t)
+                skill_rows.append([skill.id, skill.name, skill.description, _json({}), t, t])
+                link_rows.append([space.id, skill.id, t])
+                counts["skills"] += 1
+                for dirpath, dirnames, filenames in os.walk(skill_dir):
+                    dirnames.sort()
+                    rel_dir = os.path.relpath(dirpath, skill_dir)
+                    if rel_dir != ".":
+                        dir_rows.append([skill.id, rel_dir, t])
+                    for fname in sorted(filenames):
+                        rel = fname if rel_dir == "." else f"{rel_dir}/{fname}"
+                        names.check_rel_path(rel)
+                        data = (Path(dirpath) / fname).read_bytes()
+                        self._check_size(data)
+                        node = FileNode(self._alloc_file_id(), skill.id, rel, 1, len(data),
+                                        sha256(data), t, t)
+                        file_rows.append([node.id, skill.id, rel, 1, False, t])
+                        version_rows.append([node.id, 1, rel, data, node.sha256, len(data),
+                                             author, "import", None, None, t, False])
+                        self.tree.add_file(node)
+                        counts["files"] += 1
+                        counts["bytes"] += len(data)
+                if progress is not None:
+                    progress(counts)
+
+        def sql(con):
+            _insert_many(con, "spaces", 6, space_rows)
+            _insert_many(con, "skills", 6, skill_rows)
+            _insert_many(con, "space_skills", 3, link_rows)
+            _insert_many(con, "skill_dirs", 3, dir_rows)
+            _insert_many(con, "files", 6, file_rows)
+            _insert_many(con, "file_versions", 12, version_rows)
+        self._tx(sql)
+        self.con.execute("CHECKPOINT")
+        return counts
+
     # -- status ------------------------------------------------------------------------
 
     async def counts(self) -> dict[str, int]:
