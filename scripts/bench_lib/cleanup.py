@@ -26,6 +26,9 @@ def discard(fn) -> None:
 
 
 def run_all() -> None:
+    # A second Ctrl-C must not cut the unmounting short.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     while _stack:
         fn = _stack.pop()
         try:
@@ -36,9 +39,12 @@ def run_all() -> None:
 
 def _on_signal(signum, frame):
     # Becomes an exception in the main thread, so finally-blocks unwind.
+    print(f"\nbench: {signal.Signals(signum).name}; unmounting", file=sys.stderr)
     raise SystemExit(128 + signum)
 
 
 def install_signal_handlers() -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
+    # Started in the background by a shell, Python inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -78,7 +78,7 @@ def _wait_gone(paths: list[Path], spool: Path, deadline: float) -> None:
         time.sleep(0.0005)
 
 
-def spool_ingestion(system, space: str, total_msgs: int = 20_000, singles: int = 30) -> dict:
+def spool_ingestion(system, space: str, total_msgs: int, one_msg_files: int, singles: int) -> dict:
     """Messages per second for files of 1, 100 and 10,000 messages, until every
     file is committed and deleted; then single small file to commit, p50/p99.
 
@@ -90,7 +90,8 @@ def spool_ingestion(system, space: str, total_msgs: int = 20_000, singles: int =
     fig: dict = {}
     for size in SPOOL_SIZES:
         session = f"bench-{size}-{uuid.uuid4().hex[:8]}"
-        n_files = max(1, total_msgs // size) if size > 1 else min(total_msgs, 2000)
+        # Files of one message are slow to ingest by nature: fewer of them.
+        n_files = max(1, total_msgs // size) if size > 1 else one_msg_files
         # Write every file first in a staging dir beside the spool (same file
         # system), then rename them in, so writing speed does not limit the figure.
         stage = system.state / f"stage-{session}"
@@ -121,7 +122,7 @@ def spool_ingestion(system, space: str, total_msgs: int = 20_000, singles: int =
     return fig
 
 
-def edit_to_visible(system, corpus, rel_path: str, runs: int = 30) -> dict:
+def edit_to_visible(system, corpus, rel_path: str, runs: int) -> dict:
     """A change committed through the control API (PUT /files) until another
     process's `cat` shows it, p50/p99.
 
@@ -162,14 +163,15 @@ def learning_overhead(system, space: str) -> dict:
     raise NotWired("needs the learning pipeline and a scripted model")
 
 
-def run_all(system, corpus) -> tuple[dict, dict]:
+def run_all(system, corpus, s) -> tuple[dict, dict]:
     """Returns (figures, {figure group: reason it was not measured})."""
     fig: dict = {}
     skipped: dict = {}
     space = corpus.spaces[0]
     steps = [
-        ("spool ingestion", lambda: spool_ingestion(system, space)),
-        ("edit to visible", lambda: edit_to_visible(system, corpus, corpus.files[1])),
+        ("spool ingestion", lambda: spool_ingestion(system, space, s.spool_msgs, s.spool_one_msg_files,
+                                                    s.spool_singles)),
+        ("edit to visible", lambda: edit_to_visible(system, corpus, corpus.files[1], s.edit_runs)),
         ("learning overhead", lambda: learning_overhead(system, space)),
     ]
     for name, fn in steps:

@@ -50,6 +50,12 @@ class Settings:
     orc_passes: int
     orc_files: int
     drop_caches: bool = True
+    # Daemon-only figures (daemon_figures.py).
+    daemon_sizes: str = "all"  # "all" corpus sizes, or "first" only
+    spool_msgs: int = 20_000
+    spool_one_msg_files: int = 2000
+    spool_singles: int = 50
+    edit_runs: int = 100
     warnings: list[str] = field(default_factory=list)
 
 

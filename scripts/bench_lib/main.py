@@ -64,6 +64,9 @@ def meta(args, s: figures.Settings) -> dict:
         "cat_samples": s.cat_samples,
         "orc_files": s.orc_files,
         "orc_passes": s.orc_passes,
+        "daemon_figures": {"sizes": s.daemon_sizes, "spool_msgs": s.spool_msgs,
+                           "spool_one_msg_files": s.spool_one_msg_files,
+                           "spool_singles": s.spool_singles, "edit_runs": s.edit_runs},
         "warnings": s.warnings,
     }
 
@@ -92,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         orc_files=500 if args.quick else 2000,
         drop_caches=not args.no_drop_caches,
     )
+    if args.quick:
+        # Ingestion and edit latency hardly depend on the corpus size.
+        s.daemon_sizes = "first"
+        s.spool_one_msg_files = 300
+        s.spool_singles = 20
+        s.edit_runs = 30
     out = args.out.resolve()
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -151,10 +160,10 @@ def _run(args, sizes, s, out: Path, logs: Path, started: float) -> int:
                 entry["extra_entries"] = runner.extra_entries
                 for chk in runner.checks:
                     print(f"bench: {sysm.name} WRONG OUTPUT: {chk}", file=sys.stderr)
-                if isinstance(sysm, systems.Skillfs):
+                if isinstance(sysm, systems.Skillfs) and (s.daemon_sizes == "all" or size == sizes[0]):
                     sysm.mount()
                     try:
-                        dfig, dskip = daemon_figures.run_all(sysm, c)
+                        dfig, dskip = daemon_figures.run_all(sysm, c, s)
                     finally:
                         sysm.unmount()
                     entry["figures"].update(dfig)

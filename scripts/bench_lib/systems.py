@@ -9,6 +9,7 @@ mount or a server process behind.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,9 +44,22 @@ def rss_kb(pid: int | None) -> int | None:
     return None
 
 
+def is_mounted(path: Path) -> bool:
+    """From the mount table: os.path.ismount says False for a dead server's mount."""
+    want = os.path.abspath(path)
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            where = line.split()[1]
+            if "\\" in where:
+                where = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), where)
+            if where == want:
+                return True
+    return False
+
+
 def force_unmount(path: Path) -> None:
     """Unmount whatever is at path; lazily if a plain unmount is refused."""
-    if not os.path.ismount(path):
+    if not is_mounted(path):
         return
     for cmd in (["fusermount3", "-u", str(path)], ["umount", str(path)], ["umount", "-l", str(path)]):
         if subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
@@ -135,6 +149,7 @@ class _Subprocess(System):
     def mount(self) -> float:
         self.mnt.mkdir(parents=True, exist_ok=True)
         log = open(self.logdir / f"{self.name}-{self.corpus.n_files}.log", "ab")
+        cleanup.push(self.unmount)
         t0 = time.perf_counter()
         # Own session: Ctrl-C reaches the harness only, which then unmounts in order.
         self.proc = subprocess.Popen(
@@ -142,18 +157,21 @@ class _Subprocess(System):
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
         )
         log.close()
-        cleanup.push(self.unmount)
         _wait_mounted(self.mnt, lambda: self.proc.poll() is None, time.monotonic() + MOUNT_TIMEOUT)
         self.root = self.mnt
         return time.perf_counter() - t0
 
     def unmount(self) -> None:
-        cleanup.discard(self.unmount)
-        force_unmount(self.mnt)
+        force_unmount(self.mnt)  # the server then exits by itself
         if self.proc is not None:
             _stop_process(self.proc)
             self.proc = None
+        # Interrupted before the server had mounted: it may have mounted
+        # since, and been stopped with its mount left behind.
+        force_unmount(self.mnt)
         self.root = None
+        # Only now: an interrupt above leaves the undo step in place.
+        cleanup.discard(self.unmount)
 
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
@@ -310,9 +328,8 @@ class Skillfs(System):
         return took
 
     def unmount(self) -> None:
-        cleanup.discard(self.unmount)
         pid = self.pid()
-        if os.path.ismount(self.mnt):
+        if is_mounted(self.mnt):
             try:
                 r = self._run("umount", str(self.mnt), timeout=60)
                 self._log("umount", r)
@@ -326,6 +343,7 @@ class Skillfs(System):
         if pid and _alive(pid):
             os.kill(pid, signal.SIGKILL)
         self.root = None
+        cleanup.discard(self.unmount)
 
     def pid(self) -> int | None:
         try:
@@ -356,6 +374,10 @@ class Skillfs(System):
 
     def finish(self) -> None:
         if self.state is not None:
+            # Keep the daemon's own log beside the bench logs.
+            log = self.state / "skillfs.log"
+            if log.exists():
+                shutil.copy(log, self.logdir / f"skillfs-{self.corpus.n_files}-daemon.log")
             shutil.rmtree(self.state, ignore_errors=True)
             self.state = None
 
