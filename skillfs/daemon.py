@@ -17,7 +17,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import pyfuse3
+from . import noflush  # noqa: F401  (before pyfuse3)
+
+import pyfuse3  # noqa: E402
 import trio
 
 from .config import Config

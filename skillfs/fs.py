@@ -13,7 +13,9 @@ import logging
 import os
 import stat
 
-import pyfuse3
+from . import noflush  # before pyfuse3: see skillfs/noflush.py
+
+import pyfuse3  # noqa: E402
 
 from .errors import SkillfsError
 from .skillmd import render
@@ -332,7 +334,10 @@ class SkillFS(pyfuse3.Operations):
             # Readers get the current version at each read, never a snapshot from open():
             # a page read from a snapshot after an invalidation would stay stale in the
             # kernel's cache.
-            return pyfuse3.FileInfo(fh=self._open_handle(node, b"", False), keep_cache=True)
+            fh = self._open_handle(node, b"", False)
+            if noflush.ACTIVE:
+                fh |= noflush.BIT  # a reader's close() needs no FLUSH round trip
+            return pyfuse3.FileInfo(fh=fh, keep_cache=True)
         truncate = bool(flags & os.O_TRUNC)
         data = b"" if truncate else await self._call(self.store.content(node))
         fh = self._open_handle(node, bytearray(data), True)

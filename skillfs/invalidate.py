@@ -12,7 +12,9 @@ import logging
 import queue
 import threading
 
-import pyfuse3
+from . import noflush  # noqa: F401  (before pyfuse3)
+
+import pyfuse3  # noqa: E402
 import trio
 
 log = logging.getLogger(__name__)

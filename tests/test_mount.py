@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import subprocess
@@ -120,9 +121,7 @@ def test_editor_save_pattern_keeps_one_new_version(daemon, space):
     os.unlink(backup)
     assert f.read_text() == "v2\n"
     assert sorted(os.listdir(space / "daily-logs")) == ["SKILL.md", "notes.md"]
-    log = daemon.cli("log", str(f), "--json").stdout
-    import json
-    rows = json.loads(log)
+    rows = json.loads(daemon.cli("log", str(f), "--json").stdout)
     assert [r["version"] for r in rows] == [1, 2]
     assert all(r["path"] == "notes.md" for r in rows)
 
@@ -282,3 +281,15 @@ def test_changes_from_api_are_visible_without_stale_reads(daemon, space):
 def _api_write(daemon, path, body):
     r = daemon.api("PUT", "/skillfs/v1/files", params={"path": path}, content=body.encode())
     assert r.status_code == 200, r.text
+
+
+def test_readers_close_without_a_flush_round_trip(daemon, space):
+    """Read-only opens are answered with FOPEN_NOFLUSH; writers still get errors at close."""
+    status = json.loads(daemon.cli("status", "--json").stdout)
+    assert status["noflush"] is True, "skillfs._noflush was not built or not loaded"
+    before = status["noflush_opens"]
+    for _ in range(5):
+        run("cat", str(space / "daily-logs" / "SKILL.md"))
+    after = json.loads(daemon.cli("status", "--json").stdout)["noflush_opens"]
+    assert after - before >= 5
+    assert _close_error(space / "daily-logs" / "SKILL.md", b"not front matter") == errno.EINVAL

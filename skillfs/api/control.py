@@ -9,6 +9,7 @@ import trio
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel
 
+from .. import noflush
 from ..errors import Invalid, NotFound
 from ..skillzip import read_skill_zip, write_skill_zip
 from ..store import Store
@@ -54,7 +55,8 @@ async def status(request: Request):
     return {"pid": os.getpid(), "mountpoint": str(d.mountpoint), "db": store.db_path,
             "db_bytes": db_size, "spool": str(d.config.spool),
             "spool_backlog": d.spool_backlog(), "counts": counts,
-            "learner": d.learner_backend, "uptime_s": round(time.time() - d.started_at, 3)}
+            "learner": d.learner_backend, "uptime_s": round(time.time() - d.started_at, 3),
+            "noflush": noflush.ACTIVE, "noflush_opens": noflush.replies()}
 
 
 class SpaceIn(BaseModel):
