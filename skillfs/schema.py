@@ -15,7 +15,8 @@ MIGRATIONS: list[list[str]] = [
             created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
         """CREATE TABLE skills (
             id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, description VARCHAR NOT NULL,
-            meta VARCHAR, created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
+            meta VARCHAR, created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL,
+            "user" VARCHAR)""",
         """CREATE TABLE space_skills (
             space_id VARCHAR NOT NULL, skill_id VARCHAR NOT NULL, created_ns BIGINT NOT NULL)""",
         """CREATE TABLE skill_dirs (
@@ -35,7 +36,7 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE messages (
             session_id VARCHAR NOT NULL, seq BIGINT NOT NULL, role VARCHAR NOT NULL,
             format VARCHAR NOT NULL, body VARCHAR NOT NULL, original VARCHAR,
-            task_id VARCHAR, source VARCHAR, created_ns BIGINT NOT NULL)""",
+            task_id VARCHAR, source VARCHAR, created_ns BIGINT NOT NULL, meta VARCHAR)""",
         """CREATE TABLE tasks (
             id VARCHAR PRIMARY KEY, session_id VARCHAR NOT NULL, ord INTEGER NOT NULL,
             description VARCHAR NOT NULL, status VARCHAR NOT NULL, progress VARCHAR,

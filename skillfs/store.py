@@ -114,6 +114,7 @@ class StoredMessage:
     original: Any
     task_id: str | None
     created_ns: int
+    meta: dict = field(default_factory=dict)
 
     def to_message(self):
         from .messages import Message
@@ -159,6 +160,8 @@ _TASK_COLS = ("id, session_id, ord, description, status, progress, preferences, 
               "last_seq, learned, created_ns, updated_ns")
 _LEARNING_COLS = "session_id, space_id, status, error, learned_seq, created_ns, updated_ns"
 _SESSION_COLS = 'id, name, "user", space_id, configs, ended, created_ns, updated_ns'
+# session_id, seq, role, format, body, original, task_id, source, created_ns, meta
+_MESSAGE_NCOLS = 10
 
 
 def _task(row) -> TaskRow:
@@ -257,10 +260,10 @@ class Store:
         for sid, name, user, meta, c, u in con.execute(
                 'SELECT id, name, "user", meta, created_ns, updated_ns FROM spaces').fetchall():
             tree.add_space(Space(sid, name, user, _unjson(meta, {}), c, u))
-        for kid, name, desc, meta, c, u in con.execute(
-                "SELECT id, name, description, meta, created_ns, updated_ns FROM skills"
+        for kid, name, desc, meta, c, u, user in con.execute(
+                'SELECT id, name, description, meta, created_ns, updated_ns, "user" FROM skills'
         ).fetchall():
-            tree.add_skill(Skill(kid, name, desc, _unjson(meta, {}), c, u))
+            tree.add_skill(Skill(kid, name, desc, _unjson(meta, {}), c, u, user=user))
         for space_id, skill_id, c in con.execute(
                 "SELECT space_id, skill_id, created_ns FROM space_skills ORDER BY created_ns"
         ).fetchall():
@@ -295,13 +298,19 @@ class Store:
             raise NotFound(f"no skill {skill_id!r}")
         return skill
 
-    def _plan_space(self, name: str, user: str | None, meta: dict | None,
-                    author: str) -> tuple[Space, list[tuple[Skill, FileNode, bytes]]]:
+    def _plan_space(self, name: str, user: str | None, meta: dict | None, author: str,
+                    space_id: str | None = None
+                    ) -> tuple[Space, list[tuple[Skill, FileNode, bytes]]]:
         names.check_space_name(name)
+        if space_id is not None:
+            if not _is_uuid(space_id):
+                raise Invalid(f"space id {space_id!r} is not a UUID (lower-case, with hyphens)")
+            if space_id in self.tree.spaces:
+                raise Exists(f"a learning space with id {space_id} already exists")
         if name in self.tree.space_names:
             raise Exists(f"a learning space named {name!r} already exists")
         t = now_ns()
-        space = Space(str(uuid.uuid4()), name, user, dict(meta or {}), t, t)
+        space = Space(space_id or str(uuid.uuid4()), name, user, dict(meta or {}), t, t)
         defaults = []
         for skill_name in skillmd.DEFAULT_SKILLS:
             text = skillmd.default_skill(skill_name)
@@ -335,9 +344,9 @@ class Store:
     def _sql_new_skill(con, skill: Skill, node: FileNode, content: bytes, author: str,
                        reason: str, session_id: str | None = None,
                        task_id: str | None = None) -> None:
-        con.execute("INSERT INTO skills VALUES (?,?,?,?,?,?)",
+        con.execute("INSERT INTO skills VALUES (?,?,?,?,?,?,?)",
                     [skill.id, skill.name, skill.description, _json(skill.meta),
-                     skill.created_ns, skill.updated_ns])
+                     skill.created_ns, skill.updated_ns, skill.user])
         Store._sql_new_file(con, node, content, author, reason, session_id, task_id)
 
     @staticmethod
@@ -363,9 +372,11 @@ class Store:
             self.tree.link_skill(space, skill, space.created_ns)
 
     async def create_space(self, name: str, user: str | None = None, meta: dict | None = None,
-                           author: str = "api") -> Space:
+                           author: str = "api", space_id: str | None = None) -> Space:
+        """`space_id` (a UUID) lets the caller pick the id, e.g. to derive the name from it;
+        Exists if a space already has that id or name."""
         async with self._lock:
-            space, skills = self._plan_space(name, user, meta, author)
+            space, skills = self._plan_space(name, user, meta, author, space_id)
             await self._write(lambda con: self._sql_space(con, space, skills, author))
             self._apply_space(space, skills)
         await self._tell_kernel([("inode", 1, True)], author)
@@ -414,7 +425,8 @@ class Store:
     async def create_skill(self, skill_md: str | bytes, files: dict[str, bytes] | None = None,
                            *, space_id: str | None = None, author: str = "api",
                            reason: str = "create skill", session_id: str | None = None,
-                           task_id: str | None = None) -> Skill:
+                           task_id: str | None = None, meta: dict | None = None,
+                           user: str | None = None) -> Skill:
         content = skill_md.encode() if isinstance(skill_md, str) else skill_md
         parsed = skillmd.parse(content)
         files = dict(files or {})
@@ -429,6 +441,7 @@ class Store:
                 raise Exists(f"space {space.name!r} already has a skill named {parsed.name!r}")
             t = now_ns()
             skill, node, _ = self._plan_skill(parsed.name, content, t)
+            skill.meta, skill.user = dict(meta or {}), user
             others = []
             for path in sorted(files):
                 data = files[path]
@@ -937,13 +950,20 @@ class Store:
     # -- sessions and messages ------------------------------------------------------------
 
     async def create_session(self, user: str | None = None, configs: dict | None = None,
-                             space_id: str | None = None, name: str | None = None) -> SessionRow:
+                             space_id: str | None = None, name: str | None = None,
+                             session_id: str | None = None) -> SessionRow:
+        """`session_id` (a UUID) lets the caller pick the id; Exists if it is taken."""
+        if session_id is not None and not _is_uuid(session_id):
+            raise Invalid(f"session id {session_id!r} is not a UUID (lower-case, with hyphens)")
         space = self.space(space_id) if space_id else None
         t = now_ns()
-        row = SessionRow(str(uuid.uuid4()), name, user, space.id if space else None,
-                         dict(configs or {}), False, t, t)
+        row = SessionRow(session_id or str(uuid.uuid4()), name, user,
+                         space.id if space else None, dict(configs or {}), False, t, t)
 
         def sql(con):
+            if session_id is not None and con.execute(
+                    "SELECT 1 FROM sessions WHERE id = ?", [session_id]).fetchone():
+                raise Exists(f"a session with id {session_id} already exists")
             self._sql_session(con, row)
             if space is not None:
                 self._sql_learning(con, row.id, space.id, t)
@@ -986,14 +1006,29 @@ class Store:
             sql + " ORDER BY created_ns", args).fetchall())
         return [_session(r) for r in rows]
 
-    async def update_session_configs(self, session_id: str, configs: dict) -> SessionRow:
-        row = await self.get_session(session_id)
-        row.configs = {**row.configs, **configs}
-        row.updated_ns = now_ns()
-        await self._write(lambda con: con.execute(
-            "UPDATE sessions SET configs = ?, updated_ns = ? WHERE id = ?",
-            [_json(row.configs), row.updated_ns, session_id]))
-        return row
+    async def update_session_configs(self, session_id: str, configs: dict,
+                                     replace: bool = False) -> SessionRow:
+        """Replace a session's configs with `configs` (replace=True), or merge them in, where
+        a key whose new value is None is removed. Read and write are one transaction."""
+        t = now_ns()
+
+        def sql(con):
+            row = con.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?",
+                              [session_id]).fetchone()
+            if row is None:
+                raise NotFound(f"no session {session_id!r}")
+            session = _session(row)
+            if replace:
+                session.configs = dict(configs)
+            else:
+                merged = {**session.configs, **configs}
+                session.configs = {k: v for k, v in merged.items()
+                                   if not (k in configs and configs[k] is None)}
+            session.updated_ns = t
+            con.execute("UPDATE sessions SET configs = ?, updated_ns = ? WHERE id = ?",
+                        [_json(session.configs), t, session_id])
+            return session
+        return await self._write(sql)
 
     async def delete_session(self, session_id: str) -> None:
         await self.get_session(session_id)
@@ -1006,46 +1041,68 @@ class Store:
         self._session_seq.pop(session_id, None)
         self._emit(StoreEvent("session_deleted", session_id))
 
-    async def attach_session(self, session_id: str, space_id: str) -> LearningRow:
-        """Make a session learn into a space; Conflict if it learns into another one."""
-        space = self.space(space_id)
+    async def attach_session(self, session_id: str, space_id: str,
+                             strict: bool = False) -> LearningRow:
+        """Make a session learn into a space; Conflict if it learns into another one. With
+        `strict`, Conflict too if it learns into this very space already (a session is
+        attached once; of two concurrent strict attaches, one wins)."""
         async with self._lock:
-            session = await self.get_session(session_id)
-            if session.space_id is not None and session.space_id != space.id:
-                raise Conflict(f"session {session_id} already learns into another space")
-            existing = await self.get_learning(session_id)
-            if existing is not None:
-                if existing.space_id == space.id:
-                    return existing
-                raise Conflict(f"session {session_id} already learns into another space")
+            space = self.space(space_id)
             t = now_ns()
 
             def sql(con):
+                # Checked in the transaction: a session deleted meanwhile is not attached.
+                row = con.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?",
+                                  [session_id]).fetchone()
+                if row is None:
+                    raise NotFound(f"no session {session_id!r}")
+                session = _session(row)
+                found = con.execute(f"SELECT {_LEARNING_COLS} FROM learning "
+                                    "WHERE session_id = ?", [session_id]).fetchone()
+                existing = LearningRow(*found) if found else None
+                if strict and (existing is not None or session.space_id is not None):
+                    same = (existing.space_id if existing else session.space_id) == space.id
+                    raise Conflict(f"session {session_id} already learns into "
+                                   f"{'this' if same else 'another'} space")
+                if session.space_id not in (None, space.id) or (
+                        existing is not None and existing.space_id != space.id):
+                    raise Conflict(f"session {session_id} already learns into another space")
+                if existing is not None:
+                    return existing
                 con.execute("UPDATE sessions SET space_id = ?, updated_ns = ? WHERE id = ?",
                             [space.id, t, session_id])
                 self._sql_learning(con, session_id, space.id, t)
-            await self._write(sql)
+                return None
+            existing = await self._write(sql)
+            if existing is not None:
+                return existing
         self._emit(StoreEvent("attached", session_id, space.id))
         return LearningRow(session_id, space.id, "pending", None, -1, t, t)
 
     def _message_rows(self, session_id: str, messages: Iterable, source: str | None,
-                      t: int) -> list[list]:
+                      t: int, metas: Sequence[dict | None] | None = None) -> list[list]:
+        """Rows for the messages table, in its column order (_MESSAGE_NCOLS columns)."""
         seq = self._session_seq.get(session_id, -1)
         rows = []
-        for m in messages:
+        for i, m in enumerate(messages):
             seq += 1
             body = m.model_dump(mode="json", exclude={"original"})
+            meta = metas[i] if metas is not None else None
             rows.append([session_id, seq, m.role, m.format, _json(body), _json(m.original),
-                         None, source, t])
+                         None, source, t, _json(meta) if meta else None])
         return rows
 
     async def add_messages(self, session_id: str, messages: Sequence, author: str = "api",
-                           source: str | None = None) -> list[int]:
+                           source: str | None = None,
+                           metas: Sequence[dict | None] | None = None) -> list[int]:
+        """Append messages; `metas` (one dict or None per message) is kept with each."""
+        if metas is not None and len(metas) != len(messages):
+            raise Invalid(f"{len(metas)} metas for {len(messages)} messages")
         session = await self.get_session(session_id)
         async with self._lock:
             t = now_ns()
-            rows = self._message_rows(session_id, messages, source or author, t)
-            await self._write(lambda con: _insert_many(con, "messages", 9, rows))
+            rows = self._message_rows(session_id, messages, source or author, t, metas)
+            await self._write(lambda con: _insert_many(con, "messages", _MESSAGE_NCOLS, rows))
             if rows:
                 self._session_seq[session_id] = rows[-1][1]
         if rows:
@@ -1063,15 +1120,15 @@ class Store:
 
     async def get_messages(self, session_id: str, after_seq: int = -1,
                            limit: int | None = None) -> list[StoredMessage]:
-        sql = ("SELECT session_id, seq, role, format, body, original, task_id, created_ns "
-               "FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq")
+        sql = ("SELECT session_id, seq, role, format, body, original, task_id, created_ns, "
+               "meta FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq")
         args: list = [session_id, after_seq]
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
         rows = await self._db(lambda: self.con.execute(sql, args).fetchall())
         return [StoredMessage(r[0], r[1], r[2], r[3], json.loads(r[4]), _unjson(r[5]), r[6],
-                              r[7]) for r in rows]
+                              r[7], _unjson(r[8], {})) for r in rows]
 
     def last_seq(self, session_id: str) -> int:
         return self._session_seq.get(session_id, -1)
@@ -1128,7 +1185,7 @@ class Store:
                                       [session.id]).fetchone()
                     if not has:
                         self._sql_learning(con, session.id, space.id, t)
-                _insert_many(con, "messages", 9, rows)
+                _insert_many(con, "messages", _MESSAGE_NCOLS, rows)
                 if ended:
                     con.execute("UPDATE sessions SET ended = true, updated_ns = ? WHERE id = ?",
                                 [t, session.id])
@@ -1241,7 +1298,8 @@ class Store:
                 skill = Skill(str(uuid.uuid4()), parsed.name, parsed.description, {}, t, t)
                 self.tree.add_skill(skill)
                 self.tree.link_skill(space, skill, t)
-                skill_rows.append([skill.id, skill.name, skill.description, _json({}), t, t])
+                skill_rows.append([skill.id, skill.name, skill.description, _json({}), t, t,
+                                   None])
                 link_rows.append([space.id, skill.id, t])
                 counts["skills"] += 1
                 for dirpath, dirnames, filenames in os.walk(skill_dir):
@@ -1267,7 +1325,7 @@ class Store:
 
         def sql(con):
             _insert_many(con, "spaces", 6, space_rows)
-            _insert_many(con, "skills", 6, skill_rows)
+            _insert_many(con, "skills", 7, skill_rows)
             _insert_many(con, "space_skills", 3, link_rows)
             _insert_many(con, "skill_dirs", 3, dir_rows)
             _insert_many(con, "files", 6, file_rows)

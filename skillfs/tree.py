@@ -54,6 +54,7 @@ class Skill:
     children: dict[str, dict[str, FileNode | None]] = field(default_factory=lambda: {"": {}})
     dir_mtime: dict[str, int] = field(default_factory=dict)
     spaces: set[str] = field(default_factory=set)
+    user: str | None = None
 
     def add_dir(self, path: str, now_ns: int) -> list[str]:
         """Add folder `path` and its missing parents; return the folders that were new."""

@@ -13,9 +13,11 @@ import io
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -357,6 +359,282 @@ def test_meta_name_names_the_folder(api, client):
     # meta updates do not rename the folder
     client.learning_spaces.update(space.id, meta={"name": "renamed"})
     assert (api.mnt / name).is_dir() and not (api.mnt / "renamed").exists()
+
+
+def test_space_folder_is_named_from_the_id_at_once(api, client):
+    """A space created without a meta name appears under its id-derived folder only: no
+    other name is ever listed in the mount, not even for a moment."""
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.update(os.listdir(api.mnt))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        spaces = [client.learning_spaces.create() for _ in range(10)]
+    finally:
+        done.set()
+        watcher.join()
+    assert all((api.mnt / folder(s.id)).is_dir() for s in spaces)
+    assert not {n for n in seen if n.startswith("space-new-")}
+
+
+def test_sessions_use_uuid(api, client):
+    wanted = str(uuid.uuid4())
+    session = client.sessions.create(use_uuid=wanted, user="dora", configs={"a": 1})
+    assert session.id == wanted and session.configs == {"a": 1}
+    assert client.sessions.get_configs(wanted).id == wanted
+    expect(409, client.sessions.create, use_uuid=wanted)
+    expect(409, client.sessions.create, use_uuid=wanted.upper())  # the same UUID
+    expect(400, client.sessions.create, use_uuid="not-a-uuid")
+    other = str(uuid.uuid4())
+    assert client.sessions.create(use_uuid=other.upper()).id == other
+    # a session with a chosen id is like any other: it learns and keeps messages
+    space = client.learning_spaces.create()
+    assert client.learning_spaces.learn(space.id, session_id=wanted).session_id == wanted
+    client.sessions.store_message(wanted, blob={"role": "user", "content": "hi"})
+    assert [m["content"] for m in client.sessions.get_messages(wanted).items] == ["hi"]
+    client.sessions.delete(wanted)
+    # deleted, the id is free again
+    assert client.sessions.create(use_uuid=wanted).id == wanted
+
+
+def test_session_configs_replace_and_merge(api, client):
+    session = client.sessions.create(configs={"agent": "bot", "mode": "fast", "n": 1})
+    # PUT replaces: keys not given are gone
+    client.sessions.update_configs(session.id, configs={"agent": "bot2", "deep": {"k": [1]}})
+    assert client.sessions.get_configs(session.id).configs == {"agent": "bot2",
+                                                               "deep": {"k": [1]}}
+    # PATCH merges; a null removes the key (and removing a missing key is no error)
+    assert client.sessions.patch_configs(
+        session.id, configs={"deep": None, "gone": None, "x": 2}) == {"agent": "bot2", "x": 2}
+    assert client.sessions.get_configs(session.id).configs == {"agent": "bot2", "x": 2}
+    assert client.sessions.patch_configs(session.id, configs={}) == {"agent": "bot2", "x": 2}
+    # a removed key is not there for the config filter either
+    mark = uuid.uuid4().hex
+    client.sessions.patch_configs(session.id, configs={"mark": mark})
+    assert [s.id for s in client.sessions.list(filter_by_configs={"mark": mark}).items] == [
+        session.id]
+    client.sessions.patch_configs(session.id, configs={"mark": None})
+    assert client.sessions.list(filter_by_configs={"mark": mark}).items == []
+    # PUT with an empty object clears everything
+    client.sessions.update_configs(session.id, configs={})
+    assert client.sessions.get_configs(session.id).configs == {}
+    expect(404, client.sessions.update_configs, str(uuid.uuid4()), configs={"a": 1})
+    expect(404, client.sessions.patch_configs, str(uuid.uuid4()), configs={"a": 1})
+
+
+def test_message_meta_round_trip(api, client):
+    session = client.sessions.create()
+    m1 = {"source": "web", "n": 1, "nested": {"tags": ["a", "b"]}, "text": "caf\u00e9"}
+    a = client.sessions.store_message(session.id, blob={"role": "user", "content": "hi"},
+                                      meta=m1)
+    assert a.meta == m1
+    b = client.sessions.store_message(session.id,
+                                      blob={"role": "assistant", "content": "hello"})
+    assert b.meta == {}
+    # one stored message that is several OpenAI messages (a tool result and a text)
+    c = client.sessions.store_message(session.id, format="anthropic", meta={"m": 3}, blob={
+        "role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": "42"},
+            {"type": "text", "text": "and then?"}]})
+    assert c.meta == {"m": 3}
+    got = client.sessions.get_messages(session.id)
+    assert len(got.items) == len(got.ids) == len(got.metas) == 4
+    assert got.metas == [m1, {}, {"m": 3}, {"m": 3}]
+    assert got.ids[2] == got.ids[3] == c.id
+    as_ac = client.sessions.get_messages(session.id, format="acontext")
+    assert [m["meta"] for m in as_ac.items] == as_ac.metas == [m1, {}, {"m": 3}]
+    as_an = client.sessions.get_messages(session.id, format="anthropic")
+    assert as_an.metas == [m1, {}, {"m": 3}]
+    newest = client.sessions.get_messages(session.id, format="acontext", limit=1,
+                                          time_desc=True)
+    assert newest.metas == [{"m": 3}] and newest.items[0]["meta"] == {"m": 3}
+    # bad meta is refused, and nothing is stored
+    r = api.api("POST", f"/api/v1/session/{session.id}/messages",
+                json={"blob": {"role": "user", "content": "x"}, "meta": [1]})
+    assert r.status_code == 400
+    assert len(client.sessions.get_messages(session.id, format="acontext").items) == 3
+
+
+def test_skill_meta_and_user(api, client):
+    user = f"carol-{uuid.uuid4().hex[:6]}"
+    meta = {"team": "infra", "tags": ["deploy"], "level": 2}
+    name = f"owned-{uuid.uuid4().hex[:6]}"
+    skill = client.skills.create(file=FileUpload(filename="s.zip", content=zip_of({
+        "SKILL.md": f"---\nname: {name}\ndescription: Owned.\n---\n".encode()})),
+        user=user, meta=meta)
+    space = client.learning_spaces.create(user=user)
+    assert skill.meta == meta and skill.user_id == space.user_id is not None
+    got = client.skills.get(skill.id)
+    assert (got.meta, got.user_id) == (meta, skill.user_id)
+    client.learning_spaces.include_skill(space.id, skill_id=skill.id)
+    listed = {s.id: s for s in client.learning_spaces.list_skills(space.id)}
+    assert listed[skill.id].meta == meta and listed[skill.id].user_id == skill.user_id
+    # the default skills have neither
+    assert all(s.meta is None and s.user_id is None
+               for s in listed.values() if s.id != skill.id)
+    # a user filter finds the user's skills only
+    assert [s.name for s in client.skills.list_catalog(user=user).items] == [name]
+    assert client.skills.list_catalog(user=f"nobody-{uuid.uuid4().hex}").items == []
+    assert user in {u.identifier for u in client.users.list().items}
+    assert client.users.get_resources(user).counts.skills_count == 1
+    # without user or meta
+    plain = client.skills.create(file=FileUpload(filename="p.zip", content=zip_of({
+        "SKILL.md": f"---\nname: plain-{uuid.uuid4().hex[:6]}\ndescription: P.\n---\n"
+                    .encode()})))
+    assert plain.meta is None and plain.user_id is None
+    r = api.api("POST", "/api/v1/agent_skills", data={"meta": "[1]"},
+                files={"file": ("s.zip", zip_of({"SKILL.md": b"---\nname: m\ndescription: M.\n---\n"}))})
+    assert r.status_code == 400
+    # deleting the user deletes the user's own skills (and spaces, and sessions)
+    client.users.delete(user)
+    expect(404, client.skills.get, skill.id)
+    expect(404, client.learning_spaces.get, space.id)
+    assert client.skills.get(plain.id).id == plain.id
+    expect(404, client.users.delete, user)
+
+
+def test_concurrent_learns_one_wins(api):
+    """Two learn requests for one session at the same time: exactly one 201, one 409,
+    whether they name the same space or two spaces."""
+    with AcontextClient(api_key=TOKEN, base_url=api.base_url) as setup:
+        a, b = setup.learning_spaces.create(), setup.learning_spaces.create()
+        rounds = [(a.id, a.id)] * 8 + [(a.id, b.id)] * 4
+        sessions = [setup.sessions.create().id for _ in rounds]
+    clients = [AcontextClient(api_key=TOKEN, base_url=api.base_url) for _ in range(2)]
+    try:
+        for c in clients:  # connections open before the race
+            c.ping()
+        for (first, second), session_id in zip(rounds, sessions):
+            barrier = threading.Barrier(2)
+
+            def attempt(c, space_id):
+                barrier.wait()
+                try:
+                    c.learning_spaces.learn(space_id, session_id=session_id)
+                    return 201, space_id
+                except APIError as e:
+                    return e.status_code, space_id
+
+            with ThreadPoolExecutor(2) as pool:
+                results = list(pool.map(attempt, clients, (first, second)))
+            assert sorted(status for status, _ in results) == [201, 409], results
+            winner = next(space_id for status, space_id in results if status == 201)
+            with AcontextClient(api_key=TOKEN, base_url=api.base_url) as check:
+                assert check.learning_spaces.get_session(winner, session_id=session_id
+                                                         ).session_id == session_id
+                where = [s for s in {a.id, b.id}
+                         if session_id in {r.session_id
+                                           for r in check.learning_spaces.list_sessions(s)}]
+                assert where == [winner]
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_store_features_behind_the_api(tmp_path):
+    """The store calls the API relies on, on a store of its own (no daemon)."""
+    import duckdb
+    import trio
+
+    from skillfs.errors import Conflict, Exists, Invalid
+    from skillfs.messages import normalize
+    from skillfs.store import Store
+
+    db = str(tmp_path / "t.duckdb")
+
+    async def main(store: Store) -> dict:
+        ids: dict = {}
+        sid = str(uuid.uuid4())
+        space = await store.create_space("space-" + sid[:8], space_id=sid)
+        assert space.id == sid and store.tree.space_names["space-" + sid[:8]] is space
+        with pytest.raises(Exists):
+            await store.create_space("another", space_id=sid)
+        with pytest.raises(Exists):
+            await store.create_space("space-" + sid[:8], space_id=str(uuid.uuid4()))
+        with pytest.raises(Invalid):
+            await store.create_space("bad-id", space_id="not-a-uuid")
+        assert "another" not in store.tree.space_names
+
+        chosen = str(uuid.uuid4())
+        row = await store.create_session(session_id=chosen, configs={"a": 1, "b": 2})
+        assert row.id == chosen
+        with pytest.raises(Exists):
+            await store.create_session(session_id=chosen)
+        with pytest.raises(Invalid):
+            await store.create_session(session_id="nope")
+        row = await store.update_session_configs(chosen, {"b": None, "c": 3})
+        assert row.configs == {"a": 1, "c": 3}
+        row = await store.update_session_configs(chosen, {"z": None, "y": [1]}, replace=True)
+        assert row.configs == {"z": None, "y": [1]}  # replace keeps what it is given
+        row = await store.update_session_configs(chosen, {"z": None})
+        assert (await store.get_session(chosen)).configs == row.configs == {"y": [1]}
+        ids["session"] = chosen
+
+        seqs = await store.add_messages(chosen, [normalize({"role": "user", "content": "a"}),
+                                                 normalize({"role": "user", "content": "b"})],
+                                        metas=[{"k": "v"}, None])
+        assert seqs == [0, 1]
+        with pytest.raises(Invalid):
+            await store.add_messages(chosen, [normalize({"role": "user", "content": "c"})],
+                                     metas=[])
+
+        skill = await store.create_skill("---\nname: owned\ndescription: O.\n---\n",
+                                         meta={"team": "x"}, user="carol")
+        assert (skill.meta, skill.user) == ({"team": "x"}, "carol")
+        ids["skill"] = skill.id
+
+        # strict attach: once only, even into the same space
+        other = await store.create_space("other")
+        await store.attach_session(chosen, sid, strict=True)
+        with pytest.raises(Conflict, match="this space"):
+            await store.attach_session(chosen, sid, strict=True)
+        with pytest.raises(Conflict, match="another space"):
+            await store.attach_session(chosen, other.id, strict=True)
+        assert (await store.attach_session(chosen, sid)).space_id == sid  # lenient: same
+        s2 = (await store.create_session()).id
+        results = []
+
+        async def try_attach(space_id):
+            try:
+                await store.attach_session(s2, space_id, strict=True)
+                results.append("ok")
+            except Conflict:
+                results.append("conflict")
+        async with trio.open_nursery() as n:
+            for space_id in (sid, sid, other.id):
+                n.start_soon(try_attach, space_id)
+        assert sorted(results) == ["conflict", "conflict", "ok"]
+        return ids
+
+    store = Store(db)
+    try:
+        ids = trio.run(main, store)
+    finally:
+        store.close()
+
+    # what was stored is there after a restart, and nulls were never stored
+    store = Store(db)
+    try:
+        async def reread():
+            return await store.get_messages(ids["session"])
+        stored = trio.run(reread)
+        assert [m.meta for m in stored] == [{"k": "v"}, {}]
+        skill = store.tree.skills[ids["skill"]]
+        assert (skill.meta, skill.user) == ({"team": "x"}, "carol")
+    finally:
+        store.close()
+    con = duckdb.connect(db, read_only=True)
+    try:
+        configs = con.execute("SELECT configs FROM sessions WHERE id = ?",
+                              [ids["session"]]).fetchone()[0]
+        assert json.loads(configs) == {"y": [1]}
+    finally:
+        con.close()
 
 
 def test_mount_changes_are_seen_by_the_api(api, client, tmp_path):

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from .. import names
-from ..errors import Conflict, Invalid, NotFound, SkillfsError
+from ..errors import Conflict, Exists, Invalid, NotFound, SkillfsError
 from ..messages import FORMATS, Message, normalize
 from ..skillzip import read_skill_zip
 from ..store import LearningRow, Store, StoredMessage
@@ -191,7 +191,7 @@ def _files(skill) -> list:
 
 
 def skill_json(skill, index: bool = True) -> dict:
-    out = {"id": skill.id, "user_id": None, "name": skill.name,
+    out = {"id": skill.id, "user_id": _user_id(skill.user), "name": skill.name,
            "description": skill.description, "disk_id": _derived("disk", skill.id),
            "meta": skill.meta or None,
            "created_at": _iso(skill.created_ns), "updated_at": _iso(skill.updated_ns)}
@@ -200,14 +200,9 @@ def skill_json(skill, index: bool = True) -> dict:
     return out
 
 
-def _configs(configs: dict) -> dict:
-    # A key set to null is a removed key: the store merges configs and cannot drop keys.
-    return {k: v for k, v in configs.items() if v is not None}
-
-
 def session_json(store: Store, row) -> dict:
     return {"id": row.id, "project_id": _project_id(store), "user_id": _user_id(row.user),
-            "disable_task_tracking": False, "configs": _configs(row.configs),
+            "disable_task_tracking": False, "configs": row.configs,
             "created_at": _iso(row.created_ns), "updated_at": _iso(row.updated_ns)}
 
 
@@ -285,13 +280,12 @@ def _anthropic(m: Message) -> dict:
     return {"role": "user", "content": blocks or [{"type": "text", "text": m.text}]}
 
 
-def message_json(sm: StoredMessage, meta: dict | None = None,
-                 learned_seq: int = -1) -> dict:
+def message_json(sm: StoredMessage, learned_seq: int = -1) -> dict:
     m = sm.to_message()
     mid = _message_id(sm.session_id, sm.seq)
     return {"id": mid, "session_id": sm.session_id,
             "parent_id": _message_id(sm.session_id, sm.seq - 1) if sm.seq > 0 else None,
-            "role": "user" if m.role == "tool" else m.role, "meta": meta or {},
+            "role": "user" if m.role == "tool" else m.role, "meta": sm.meta or {},
             "parts": _acontext_parts(sm, m), "task_id": sm.task_id,
             "session_task_process_status": "completed" if sm.seq <= learned_seq else "pending",
             "created_at": _iso(sm.created_ns), "updated_at": _iso(sm.created_ns)}
@@ -403,17 +397,19 @@ async def create_space(request: Request, body: SpaceIn | None = None):
     store = _store(request)
     body = body or SpaceIn()
     _utf8(body.model_dump(), "body")
+    space_id = str(uuid.uuid4())
     name = _wanted_name(store, body.meta)
-    if name is not None:
-        space = await store.create_space(name, body.user, body.meta, author="api")
-    else:
-        # The store picks the id, so the id-derived name is given right after creation.
-        space = await store.create_space(_free_name(store, f"space-new-{uuid.uuid4().hex}"),
-                                         body.user, body.meta, author="api")
-        space = await store.update_space(
-            space.id, name=_free_name(store, f"space-{space.id.replace('-', '')[:8]}"),
-            author="api")
-    return ok(space_json(space), 201)
+    for _ in range(8):
+        if name is None:
+            name = _free_name(store, f"space-{space_id.replace('-', '')[:8]}")
+        try:
+            space = await store.create_space(name, body.user, body.meta, author="api",
+                                             space_id=space_id)
+            return ok(space_json(space), 201)
+        except Exists:
+            # the name was taken in between (by the mount, the spool or another request)
+            name = None
+    raise Conflict("could not find a free folder name for the learning space")
 
 
 @router.get("/learning_spaces")
@@ -457,14 +453,12 @@ async def learn(request: Request, space_id: uuid.UUID, body: LearnIn):
     store = _store(request)
     space = _space(store, space_id)
     session = await _session(store, body.session_id)
-    existing = await store.get_learning(session.id)
-    if existing is not None or session.space_id is not None:
-        where = "this" if (existing and existing.space_id == space.id) else "another"
-        raise Conflict(f"session already learned by {where} space")
-    await store.attach_session(session.id, space.id)
-    row = await store.get_learning(session.id)
-    if row is None:  # deleted in between
-        raise NotFound("session not found")
+    # strict: a session that learns into any space already (this one too) is a 409, and
+    # of two concurrent requests for the same session exactly one gets the 201.
+    try:
+        row = await store.attach_session(session.id, space.id, strict=True)
+    except NotFound:  # deleted in between
+        raise NotFound("session not found") from None
     return ok(record_json(request, row), 201)
 
 
@@ -522,13 +516,12 @@ async def create_session(request: Request, body: SessionIn | None = None):
     store = _store(request)
     body = body or SessionIn()
     _utf8(body.model_dump(mode="json"), "body")
-    if body.use_uuid is not None:
-        try:
-            await store.get_session(str(body.use_uuid))
-        except NotFound:
-            raise BadRequest("use_uuid is not supported by skillfs: let it pick the id") from None
-        raise Conflict("session with this UUID already exists")
-    row = await store.create_session(user=body.user, configs=body.configs)
+    session_id = str(body.use_uuid) if body.use_uuid is not None else None
+    try:
+        row = await store.create_session(user=body.user, configs=body.configs,
+                                         session_id=session_id)
+    except Exists:
+        raise Conflict("session with this UUID already exists") from None
     return ok(session_json(store, row), 201)
 
 
@@ -540,7 +533,7 @@ async def list_sessions(request: Request, user: str | None = None,
     want = _json_object(filter_by_configs, "filter_by_configs")
     rows = await store.list_sessions(user=user or None)
     if want:
-        rows = [r for r in rows if _contains(_configs(r.configs), want)]
+        rows = [r for r in rows if _contains(r.configs, want)]
     items, more, nxt = _page(rows, lambda r: (r.created_ns, r.id), limit, cursor, time_desc)
     return ok(_paged([session_json(store, r) for r in items], more, nxt))
 
@@ -562,10 +555,7 @@ async def get_configs(request: Request, session_id: uuid.UUID):
 async def replace_configs(request: Request, session_id: uuid.UUID, body: ConfigsIn):
     store = _store(request)
     row = await _session(store, session_id)
-    new = _utf8(body.configs, "configs")
-    # Replace = merge the new keys and null out the old ones (read as absent).
-    await store.update_session_configs(
-        row.id, {**{k: None for k in row.configs if k not in new}, **new})
+    await store.update_session_configs(row.id, _utf8(body.configs, "configs"), replace=True)
     return ok()
 
 
@@ -573,8 +563,9 @@ async def replace_configs(request: Request, session_id: uuid.UUID, body: Configs
 async def patch_configs(request: Request, session_id: uuid.UUID, body: ConfigsIn):
     store = _store(request)
     row = await _session(store, session_id)
+    # merged; a key given as null is removed
     row = await store.update_session_configs(row.id, _utf8(body.configs, "configs"))
-    return ok({"configs": _configs(row.configs)})
+    return ok({"configs": row.configs})
 
 
 _MESSAGE_BODY = {
@@ -622,10 +613,9 @@ async def store_message(request: Request, session_id: uuid.UUID):
     message = normalize(body.blob, body.format)
     if not message.text and not message.tool_calls and message.role != "tool":
         raise BadRequest("message must contain at least one part")
-    [seq] = await store.add_messages(session.id, [message], author="api")
+    [seq] = await store.add_messages(session.id, [message], author="api", metas=[body.meta])
     [stored] = await store.get_messages(session.id, after_seq=seq - 1, limit=1)
-    # Per-message meta is echoed but not kept: the store has nowhere to put it.
-    return ok(message_json(stored, body.meta), 201)
+    return ok(message_json(stored), 201)
 
 
 @router.get("/session/{session_id}/messages")
@@ -640,13 +630,14 @@ async def get_messages(request: Request, session_id: uuid.UUID, format: str = "o
     learned = learning.learned_seq if learning else -1
     rows = await store.get_messages(session.id)
     page, more, nxt = _page(rows, lambda m: (m.seq, ""), limit, cursor, time_desc)
-    items, ids = [], []
+    items, ids, metas = [], [], []
     for sm in page:
         for item in _in_format(sm, format, learned):
             items.append(item)
             ids.append(_message_id(sm.session_id, sm.seq))
+            metas.append(sm.meta or {})
     tokens = sum(len(json.dumps(i, ensure_ascii=False)) for i in items) // 4
-    data = {**_paged(items, more, nxt), "ids": ids, "metas": [{} for _ in ids],
+    data = {**_paged(items, more, nxt), "ids": ids, "metas": metas,
             "this_time_tokens": tokens}
     if ids:
         data["edit_at_message_id"] = ids[-1]
@@ -672,10 +663,12 @@ async def flush(request: Request, session_id: uuid.UUID):
 async def create_skill(request: Request, file: UploadFile = File(...),
                        user: str | None = Form(None), meta: str | None = Form(None)):
     store = _store(request)
-    _json_object(meta, "meta")  # checked; skills keep no user or meta (see README)
+    meta_obj = _json_object(meta, "meta")
+    _utf8(user, "user")
     data = await file.read()
     skill_md, files = read_skill_zip(data, store.max_file_size)
-    skill = await store.create_skill(skill_md, files, author="api", reason="upload")
+    skill = await store.create_skill(skill_md, files, author="api", reason="upload",
+                                     meta=meta_obj, user=user or None)
     return ok(skill_json(skill), 201)
 
 
@@ -684,8 +677,9 @@ async def list_skills(request: Request, user: str | None = None,
                       limit: int = Query(20, ge=1, le=MAX_LIMIT), cursor: str | None = None,
                       time_desc: bool = False):
     store = _store(request)
-    # Skills belong to no user in skillfs, so a user filter matches none.
-    rows = [] if user else list(store.tree.skills.values())
+    rows = list(store.tree.skills.values())
+    if user:
+        rows = [s for s in rows if s.user == user]
     items, more, nxt = _page(rows, lambda s: (s.created_ns, s.id), limit, cursor, time_desc)
     return ok(_paged([skill_json(s, index=False) for s in items], more, nxt))
 
@@ -778,6 +772,7 @@ async def download_zip(request: Request, skill_id: uuid.UUID):
 async def _users(store: Store) -> dict[str, list[int]]:
     seen: dict[str, list[int]] = {}
     rows = [(s.user, s.created_ns, s.updated_ns) for s in store.tree.spaces.values()]
+    rows += [(s.user, s.created_ns, s.updated_ns) for s in store.tree.skills.values()]
     rows += [(r.user, r.created_ns, r.updated_ns) for r in await store.list_sessions()]
     for user, c, u in rows:
         if user:
@@ -799,14 +794,16 @@ async def list_users(request: Request, limit: int | None = Query(None, ge=0, le=
 async def user_resources(request: Request, identifier: str):
     store = _store(request)
     sessions = await store.list_sessions(user=identifier)
-    # Skills and disks have no owner in skillfs.
+    skills = [s for s in store.tree.skills.values() if s.user == identifier]
+    # skillfs has no disks.
     return ok({"counts": {"sessions_count": len(sessions), "disks_count": 0,
-                          "skills_count": 0}})
+                          "skills_count": len(skills)}})
 
 
 @router.delete("/user/{identifier}")
 async def delete_user(request: Request, identifier: str):
-    """Delete the user's learning spaces and sessions (skills stay, as with a space)."""
+    """Delete the user's learning spaces, sessions and skills. The skills in the user's
+    spaces stay unless they are the user's own (deleting a space never deletes skills)."""
     store = _store(request)
     if identifier not in await _users(store):
         raise NotFound("user not found")
@@ -814,6 +811,11 @@ async def delete_user(request: Request, identifier: str):
         await store.delete_space(space.id, author="api")
     for row in await store.list_sessions(user=identifier):
         await store.delete_session(row.id)
+    for skill in [s for s in store.tree.skills.values() if s.user == identifier]:
+        try:
+            await store.delete_skill(skill.id, author="api")
+        except NotFound:  # deleted in between
+            pass
     return ok()
 
 
