@@ -2,15 +2,14 @@
 latency, learning overhead.
 
 They run against a mounted Skillfs system (see systems.Skillfs) after the
-file-system figures. Each returns {key: {"value": ..., ...}} or raises
-NotWired with the reason, which the report prints instead of a number.
+file-system figures. Each returns {key: {"value": ..., ...}}; an exception
+becomes a "failed: ..." note in the report instead of a number.
 
-State (see the note on each function):
-- spool_ingestion: written against the spool contract of DESIGN §3; to be
-  checked against the daemon once it ingests.
+- spool_ingestion: the spool contract of DESIGN §3 (write .tmp, rename in,
+  wait until the daemon has committed and deleted the file).
 - edit_to_visible: through the control API's PUT /files.
-- learning_overhead: needs the learning pipeline and a scripted zero-latency
-  model; not wired until the learning issue lands.
+- learning_overhead: with the offline rules learner (no model time); the
+  variant with a scripted zero-latency OpenAI-compatible model is still to add.
 """
 
 from __future__ import annotations
@@ -36,12 +35,8 @@ DAEMON_FIGURES: dict[str, tuple[str, str]] = {
     "spool_commit_p99": ("single small spool file to commit p99", "ms"),
     "edit_visible_p50": ("edit via API to visible in cat p50", "ms"),
     "edit_visible_p99": ("edit via API to visible in cat p99", "ms"),
-    "learning_overhead": ("learning overhead beyond model time", "ms"),
+    "learning_overhead": ("learning: session end to daily log visible, rules learner p50", "ms"),
 }
-
-
-class NotWired(Exception):
-    """The daemon does not offer what this figure needs yet."""
 
 
 def _message(i: int) -> bytes:
@@ -152,15 +147,64 @@ def edit_to_visible(system, corpus, rel_path: str, runs: int) -> dict:
             "edit_visible_p99": {"value": pct(lat, 0.99), "runs": len(lat)}}
 
 
-def learning_overhead(system, space: str) -> dict:
-    """Session end to files written, with a scripted zero-latency model, minus
-    model time.
+def learning_overhead(system, runs: int) -> dict:
+    """Session end to files written, with no model time at all: the daemon's
+    offline rules learner, which runs the same pipeline (buffer, tasks, write
+    skills) without a model. Measured from the moment the session's spool file
+    (messages and {"event": "end"}) is renamed into place until its daily-log
+    entry can be read through the mount.
 
-    To complete when the learning issue lands: start the daemon with the
-    scripted model, drop a session's messages and {"event": "end"} in the
-    spool, and time until the learner's files appear in the mount.
+    Still to add: the same with the openai learner against a scripted,
+    zero-latency OpenAI-compatible server, minus the time spent in that server.
     """
-    raise NotWired("needs the learning pipeline and a scripted model")
+    system.unmount()
+    system.mount(learner="rules")
+    space = f"bench-learn-{uuid.uuid4().hex[:6]}"
+    with system.api() as api:
+        # A space made through the store starts with its daily-logs skill.
+        r = api.post("/spaces", json={"name": space})
+        if r.status_code >= 400:
+            raise RuntimeError(f"POST /spaces: HTTP {r.status_code} {r.text[:300]}")
+    logs = system.root / space / "daily-logs"
+    lat = []
+    for i in range(runs):
+        marker = f"build{uuid.uuid4().hex[:8]}"
+        records = [
+            {"role": "user", "content": f"Please deploy the payment service {marker} to staging."},
+            {"role": "assistant", "content": f"Deployed the payment service {marker} to staging; "
+                                             "all health checks passed."},
+            {"role": "user", "content": "Thanks, that worked."},
+            {"event": "end"},
+        ]
+        d = system.spool / space / f"bench-learn-{i}"
+        d.mkdir(parents=True)
+        tmp = d / "000001.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        t0 = time.perf_counter()
+        os.rename(tmp, d / "000001.jsonl")
+        deadline = time.monotonic() + 60
+        while not _shows(logs, marker.encode()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no daily-log entry for session {i} after 60 s")
+            time.sleep(0.002)
+        lat.append((time.perf_counter() - t0) * 1000)
+    return {"learning_overhead": {"value": pct(lat, 0.5), "runs": len(lat),
+                                  "samples": [round(x, 1) for x in lat],
+                                  "learner": "rules (no model)"}}
+
+
+def _shows(folder: Path, marker: bytes) -> bool:
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return False
+    for n in names:
+        try:
+            if marker in (folder / n).read_bytes():
+                return True
+        except (FileNotFoundError, IsADirectoryError):
+            pass
+    return False
 
 
 def run_all(system, corpus, s) -> tuple[dict, dict]:
@@ -172,13 +216,11 @@ def run_all(system, corpus, s) -> tuple[dict, dict]:
         ("spool ingestion", lambda: spool_ingestion(system, space, s.spool_msgs, s.spool_one_msg_files,
                                                     s.spool_singles)),
         ("edit to visible", lambda: edit_to_visible(system, corpus, corpus.files[1], s.edit_runs)),
-        ("learning overhead", lambda: learning_overhead(system, space)),
+        ("learning overhead", lambda: learning_overhead(system, s.learn_runs)),
     ]
     for name, fn in steps:
         try:
             fig.update(fn())
-        except NotWired as e:
-            skipped[name] = f"not wired: {e}"
         except Exception as e:  # a daemon bug must not lose the other figures
             skipped[name] = f"failed: {type(e).__name__}: {e}"
     return fig, skipped

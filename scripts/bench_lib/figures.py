@@ -56,6 +56,7 @@ class Settings:
     spool_one_msg_files: int = 2000
     spool_singles: int = 50
     edit_runs: int = 100
+    learn_runs: int = 10
     warnings: list[str] = field(default_factory=list)
 
 

@@ -310,14 +310,14 @@ class Skillfs(System):
         with open(self.logdir / f"skillfs-{self.corpus.n_files}.log", "a") as f:
             f.write(f"$ skillfs {what} -> {r.returncode}\n{r.stdout}{r.stderr}\n")
 
-    def mount(self) -> float:
+    def mount(self, learner: str = "off") -> float:
         self.mnt.mkdir(parents=True, exist_ok=True)
         cleanup.push(self.unmount)
         t0 = time.perf_counter()
-        # The learner would compete for the 2 CPUs with the figures; its own
-        # overhead is a separate figure.
+        # The learner is off by default: it would compete for the 2 CPUs with
+        # the figures; its own overhead is a separate figure.
         r = self._run("mount", str(self.mnt), "--db", str(self.db), "--spool", str(self.spool),
-                      "--learner", "off")
+                      "--learner", learner)
         self._log("mount", r)
         if r.returncode != 0:
             raise RuntimeError(f"skillfs mount failed: {(r.stderr or r.stdout).strip()[-500:]}")
