@@ -540,17 +540,49 @@ class Store:
         key = (node.id, node.version)
         data = self.cache.get(key)
         if data is None:
-            data = await self._db(self._read_version, node.id, node.version)
-            self.cache.put(key, data)
+            # Whoever reads one file of a folder (grep, find -exec, an agent) usually reads
+            # the rest: fetch the folder's uncached files in the same query.
+            keys = [key] + self._uncached_siblings(node)
+            found = await self._db(self._read_versions, keys)
+            for k, content in found.items():
+                self.cache.put(k, content)
+            data = found.get(key)
+            if data is None:
+                raise NotFound(f"file {node.id} has no version {node.version}")
         return data
 
-    def _read_version(self, file_id: int, version: int) -> bytes:
-        row = self.con.execute(
-            "SELECT content FROM file_versions WHERE file_id = ? AND version = ?",
-            [file_id, version]).fetchone()
-        if row is None:
-            raise NotFound(f"file {file_id} has no version {version}")
-        return bytes(row[0]) if row[0] is not None else b""
+    _PREFETCH_FILES = 256
+
+    def _uncached_siblings(self, node: FileNode) -> list[tuple[int, int]]:
+        skill = self.tree.skills.get(node.skill_id)
+        if skill is None:
+            return []
+        budget = self.cache.max_bytes // 8
+        out = []
+        for sib in skill.children.get(node.path.rpartition("/")[0], {}).values():
+            if sib is None or sib is node or not sib.version:
+                continue
+            k = (sib.id, sib.version)
+            if self.cache.get(k, touch=False) is not None:
+                continue
+            budget -= sib.size
+            if budget < 0 or len(out) >= self._PREFETCH_FILES:
+                break
+            out.append(k)
+        return out
+
+    def _read_versions(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        if len(keys) == 1:
+            rows = self.con.execute(
+                "SELECT file_id, version, content FROM file_versions "
+                "WHERE file_id = ? AND version = ?", list(keys[0])).fetchall()
+        else:
+            values = ",".join(["(?,?)"] * len(keys))
+            rows = self.con.execute(
+                "SELECT v.file_id, v.version, v.content FROM file_versions v "
+                f"SEMI JOIN (VALUES {values}) k(f, n) ON v.file_id = k.f AND v.version = k.n",
+                [x for k in keys for x in k]).fetchall()
+        return {(f, n): bytes(c) if c is not None else b"" for f, n, c in rows}
 
     async def write_file(self, skill_id: str, path: str, content: bytes, *, author: str,
                          reason: str = "", session_id: str | None = None,

@@ -290,9 +290,9 @@ class ContentCache:
         self.bytes = 0
         self._data: OrderedDict[tuple[int, int], bytes] = OrderedDict()
 
-    def get(self, key: tuple[int, int]) -> bytes | None:
+    def get(self, key: tuple[int, int], touch: bool = True) -> bytes | None:
         data = self._data.get(key)
-        if data is not None:
+        if data is not None and touch:
             self._data.move_to_end(key)
         return data
 
