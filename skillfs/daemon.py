@@ -201,10 +201,8 @@ class Daemon:
             log.info("skillfs stopped")
 
     def _start_learner(self, store: Store) -> None:
-        try:
-            from .learner import Learner, choose_backend
-        except ImportError:
-            return
+        from .learner import Learner, choose_backend
+
         backend = choose_backend(self.config.learner)
         self.learner_backend = backend
         if backend == "off":

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ..errors import SkillfsError
-from . import control
+from . import acontext, control
 
 
 def build_app(daemon) -> FastAPI:
@@ -21,12 +21,7 @@ def build_app(daemon) -> FastAPI:
         return JSONResponse({"error": exc.message}, status_code=exc.http_status)
 
     # After the handler above: the Acontext API wraps it for its own paths.
-    try:
-        from . import acontext
-    except ImportError:
-        acontext = None
-    if acontext is not None:
-        acontext.install(app)
+    acontext.install(app)
 
     return app
 
