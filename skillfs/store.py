@@ -27,6 +27,7 @@ import trio
 from . import names, skillmd
 from .errors import (Conflict, Exists, Forbidden, Invalid, NotEmpty, NotFound, SkillfsError,
                      StaleVersion, TooBig)
+from .messages import Control
 from .schema import migrate
 from .tree import ContentCache, FileNode, Skill, Space, Tree
 
@@ -35,9 +36,6 @@ log = logging.getLogger(__name__)
 AUTHORS = ("fuse", "api", "spool", "learner", "cli")
 DEFAULT_MAX_FILE_SIZE = 1 << 20
 SKILL_MD = "SKILL.md"
-# Rows per INSERT statement: DuckDB runs one multi-row statement far faster than many
-# single-row ones.
-_INSERT_CHUNK = 256
 
 
 def now_ns() -> int:
@@ -174,13 +172,25 @@ def _session(row) -> SessionRow:
                       row[7])
 
 
+_column_types: dict[str, list[str]] = {}
+
+
 def _insert_many(con: duckdb.DuckDBPyConnection, table: str, ncols: int,
                  rows: Sequence[Sequence[Any]]) -> None:
-    one = "(" + ",".join("?" * ncols) + ")"
-    for i in range(0, len(rows), _INSERT_CHUNK):
-        chunk = rows[i:i + _INSERT_CHUNK]
-        params = [v for row in chunk for v in row]
-        con.execute(f"INSERT INTO {table} VALUES " + ",".join([one] * len(chunk)), params)
+    """Insert rows as one list per column: DuckDB converts each list in one call, about ten
+    times faster than binding every value of a multi-row VALUES."""
+    if not rows:
+        return
+    types = _column_types.get(table)
+    if types is None:
+        types = _column_types[table] = [t for (t,) in con.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_name = ? "
+            "ORDER BY ordinal_position", [table]).fetchall()]
+    if len(types) != ncols:
+        raise RuntimeError(f"{table} has {len(types)} columns, not {ncols}")
+    columns = [list(c) for c in zip(*rows)]
+    select = ", ".join(f"unnest(?::{t}[])" for t in types)
+    con.execute(f"INSERT INTO {table} SELECT * FROM (SELECT {select})", columns)
 
 
 class Store:
@@ -1183,8 +1193,8 @@ class Store:
         """Commit a spool file's messages, control events and ledger row in one transaction.
         A missing space is created; a missing session is created and attached to it."""
         names.check_component(session_name)
-        messages = [r for r in records if not hasattr(r, "event")]
-        events = [r.event for r in records if hasattr(r, "event")]
+        messages = [r for r in records if not isinstance(r, Control)]
+        events = [r.event for r in records if isinstance(r, Control)]
         async with self._lock:
             t = now_ns()
             space = self.tree.space_names.get(space_name)
