@@ -65,6 +65,9 @@ class Message(BaseModel):
     name: str | None = None
     format: Format
     original: dict[str, Any]
+    # The original's JSON text when it came as one spool line: stored as it is, which saves
+    # encoding it again.
+    raw: str | None = Field(default=None, exclude=True, repr=False)
 
     def to_openai(self) -> dict[str, Any]:
         """This message as one OpenAI chat message."""

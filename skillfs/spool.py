@@ -175,7 +175,10 @@ def parse_spool_bytes(
             text = _decode_utf8(raw, n)
             if not text.strip():
                 continue
-            records.append(parse_record(_loads(text, n), n))
+            record = parse_record(_loads(text, n), n)
+            if isinstance(record, Message):
+                record.raw = text.strip()
+            records.append(record)
     else:
         text = _decode_utf8(data)
         if text.strip():

@@ -1128,9 +1128,14 @@ class Store:
         rows = []
         for i, m in enumerate(messages):
             seq += 1
-            body = m.model_dump(mode="json", exclude={"original"})
+            # By hand: model_dump costs more than everything else per message here.
+            body = {"role": m.role, "text": m.text,
+                    "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments}
+                                   for c in m.tool_calls],
+                    "tool_call_id": m.tool_call_id, "name": m.name, "format": m.format}
             meta = metas[i] if metas is not None else None
-            rows.append([session_id, seq, m.role, m.format, _json(body), _json(m.original),
+            rows.append([session_id, seq, m.role, m.format, _json(body),
+                         m.raw if m.raw is not None else _json(m.original),
                          None, source, t, _json(meta) if meta else None])
         return rows
 
