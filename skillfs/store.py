@@ -582,17 +582,18 @@ class Store:
         return out
 
     def _read_versions(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        if len(keys) == 1:
-            rows = self.con.execute(
-                "SELECT file_id, version, content FROM file_versions "
-                "WHERE file_id = ? AND version = ?", list(keys[0])).fetchall()
-        else:
-            values = ",".join(["(?,?)"] * len(keys))
-            rows = self.con.execute(
-                "SELECT v.file_id, v.version, v.content FROM file_versions v "
-                f"SEMI JOIN (VALUES {values}) k(f, n) ON v.file_id = k.f AND v.version = k.n",
-                [x for k in keys for x in k]).fetchall()
-        return {(f, n): bytes(c) if c is not None else b"" for f, n, c in rows}
+        # A filter (not a join) lets DuckDB skip row groups by file id and read content only
+        # for matching rows: a join reads every row's content.
+        ids = sorted({f for f, _ in keys})
+        marks = ",".join("?" * len(ids))
+        rows = self.con.execute(
+            "SELECT file_id, version, content FROM file_versions "
+            f"WHERE file_id BETWEEN ? AND ? AND file_id IN ({marks}) "
+            f"AND version IN ({','.join('?' * len({n for _, n in keys}))})",
+            [ids[0], ids[-1], *ids, *sorted({n for _, n in keys})]).fetchall()
+        wanted = set(keys)
+        return {(f, n): bytes(c) if c is not None else b"" for f, n, c in rows
+                if (f, n) in wanted}
 
     async def write_file(self, skill_id: str, path: str, content: bytes, *, author: str,
                          reason: str = "", session_id: str | None = None,
