@@ -29,6 +29,8 @@ class LearnerConfig(BaseModel):
     retries: int = 3
     buffer_messages: int = 16
     idle_seconds: float = 8.0
+    # seconds a space's writer waits before it starts, so close lessons share one run
+    write_delay: float = 0.0
 
 
 class Config(BaseModel):

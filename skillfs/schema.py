@@ -46,6 +46,13 @@ MIGRATIONS: list[list[str]] = [
             session_id VARCHAR PRIMARY KEY, space_id VARCHAR NOT NULL, status VARCHAR NOT NULL,
             error VARCHAR, learned_seq BIGINT NOT NULL DEFAULT -1,
             created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
+        # a distilled lesson waiting for (or done by) its space's skill writer; task_id is
+        # NULL for facts stated outside any task; payload is the lesson as JSON
+        """CREATE TABLE lessons (
+            id VARCHAR PRIMARY KEY, session_id VARCHAR NOT NULL, space_id VARCHAR NOT NULL,
+            task_id VARCHAR, ord INTEGER NOT NULL, payload VARCHAR NOT NULL,
+            status VARCHAR NOT NULL, error VARCHAR,
+            created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
         """CREATE TABLE spool_ledger (
             path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL, file_key VARCHAR,
             messages INTEGER NOT NULL, at_ns BIGINT NOT NULL)""",

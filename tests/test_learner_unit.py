@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from llm_server import Delay, HTTPError, LLMServer, call, calls, offers, text  # noqa: E402
+from llm_server import (Delay, HTTPError, LLMServer, both, call, calls, mentions,  # noqa: E402
+                        offers, text)
 from pydantic import BaseModel  # noqa: E402
 
 from skillfs.learner import core, rules  # noqa: E402
@@ -574,3 +576,293 @@ def test_lessons_arriving_during_a_run_join_it(store):
         assert len(writes) == 3  # one run: think, finish (more arrived), finish
         assert "more lessons arrived" in json.dumps(writes[-1]["messages"][-1])
         assert "Uses vim" in json.dumps(writes[-1]["messages"][-1])
+
+
+# ---------------------------------------------------------------------------------------
+# lessons kept in the store until they are written
+
+def _lesson_row(session_id, space_id, task_id=None, **payload):
+    from skillfs.store import LessonRow
+    return LessonRow(str(uuid.uuid4()), session_id, space_id, task_id,
+                     {"kind": "facts", **payload})
+
+
+def test_store_lessons(tmp_path):
+    from skillfs.errors import Invalid, NotFound
+    from skillfs.store import TaskRow
+
+    path = str(tmp_path / "l.duckdb")
+    store = Store(path)
+
+    async def main():
+        sp, row = await _session(store, "s", [("user", "My name is Gus")] * 6)
+        other_sp, other = await _session(store, "t")
+        task = TaskRow("task-1", row.id, 1, "Deploy", "success", first_seq=0, last_seq=3)
+        a = _lesson_row(row.id, sp.id, "task-1", facts=["Deployed"], n=1)
+        b = _lesson_row(row.id, sp.id, None, facts=["Name is Gus"])
+        c = _lesson_row(other.id, other_sp.id, None, facts=["Uses vim"])
+        # lessons, their task and how far the messages are learned: one transaction
+        await store.save_lessons(row.id, [a, b], tasks=[task], learned_seq=5)
+        await store.save_lessons(other.id, [c])
+        assert (await store.get_learning(row.id)).learned_seq == 5
+        assert [(t.id, t.learned) for t in await store.list_tasks(row.id)] == [("task-1", False)]
+        got = await store.list_lessons(session_id=row.id)
+        assert [(x.id, x.task_id, x.payload, x.status, x.error) for x in got] == [
+            (a.id, "task-1", {"kind": "facts", "facts": ["Deployed"], "n": 1}, "queued", None),
+            (b.id, None, {"kind": "facts", "facts": ["Name is Gus"]}, "queued", None)]
+        assert all(x.space_id == sp.id and x.created_ns and x.updated_ns for x in got)
+        assert [x.id for x in await store.unwritten_lessons()] == [a.id, b.id, c.id]
+        assert [x.id for x in await store.unwritten_lessons(space_id=other_sp.id)] == [c.id]
+        assert [x.id for x in await store.unwritten_lessons(session_id=other.id)] == [c.id]
+
+        # written: the lesson and its task in one transaction
+        assert await store.mark_lessons([a.id], "written") == 1
+        assert [t.learned for t in await store.list_tasks(row.id)] == [True]
+        assert [x.id for x in await store.unwritten_lessons(session_id=row.id)] == [b.id]
+        # failed keeps the reason; a written lesson stays written
+        assert await store.mark_lessons([a.id, b.id], "failed", "HTTP 500") == 1
+        st = {x.id: (x.status, x.error) for x in await store.list_lessons(session_id=row.id)}
+        assert st == {a.id: ("written", None), b.id: ("failed", "HTTP 500")}
+        assert [x.id for x in await store.unwritten_lessons(session_id=row.id)] == [b.id]
+        assert [x.id for x in await store.list_lessons(status="failed")] == [b.id]
+        assert await store.mark_lessons([b.id], "queued") == 1
+        assert [(x.status, x.error) for x in await store.list_lessons(status="queued",
+                                                                      session_id=row.id)] \
+            == [("queued", None)]
+        assert await store.mark_lessons([], "written") == 0
+        with pytest.raises(Invalid):
+            await store.mark_lessons([b.id], "done")
+
+        # all or nothing: a batch that cannot be kept leaves no task, lesson or progress
+        d = _lesson_row(row.id, sp.id, "task-2")
+        task2 = TaskRow("task-2", row.id, 2, "Roll back", "failed")
+        with pytest.raises(Exception):
+            await store.save_lessons(row.id, [d, d], tasks=[task2], learned_seq=6)
+        assert (await store.get_learning(row.id)).learned_seq == 5
+        assert [t.id for t in await store.list_tasks(row.id)] == ["task-1"]
+        assert len(await store.list_lessons(session_id=row.id)) == 2
+        with pytest.raises(Invalid):
+            await store.save_lessons(row.id, [c])  # another session's lesson
+        loose = await store.create_session()  # learns into no space
+        with pytest.raises(NotFound):
+            await store.save_lessons(loose.id, [_lesson_row(loose.id, sp.id)])
+        assert await store.list_lessons(session_id=loose.id) == []
+        return row, other, other_sp
+
+    row, other, other_sp = trio.run(main)
+    store.close()
+    # kept across a restart
+    store = Store(path)
+
+    async def after():
+        assert [x.status for x in await store.list_lessons(session_id=row.id)] == [
+            "written", "queued"]
+        await store.delete_session(row.id)
+        assert await store.list_lessons(session_id=row.id) == []
+        await store.delete_space(other_sp.id)
+        assert await store.list_lessons() == []
+
+    trio.run(after)
+    store.close()
+
+
+def test_lesson_payload_round_trip():
+    rt = rules.analyze(_deploy_messages(), final=True)[0][1]
+    facts = [rules.Fact("identity", "Name is Gus", 3), rules.Fact("tools", "Uses vim", 4)]
+    at = datetime(2025, 6, 15, 16, 0).astimezone()
+    for lesson in (
+        Lesson("sess", "t1", "failure", rt.description, rt.status, at,
+               preferences=["Prefers blue-green deployments"], rule_task=rt),
+        Lesson("sess", None, "preferences", "", None, at, facts=facts,
+               fields={"facts": [f.text for f in facts]}),
+        Lesson("sess", "t2", "success", "Deploy", "success", at,
+               fields={"goal": "g", "key_decisions": ["a", "b"], "pattern": ""}),
+    ):
+        payload = json.loads(json.dumps(lesson.payload()))
+        back = Lesson.from_payload(lesson.id, "sess", lesson.task_id, payload)
+        assert back == lesson
+        assert back.describe(1) == lesson.describe(1)
+
+
+def test_learner_rules_resumes_after_crash_mid_write(tmp_path, monkeypatch):
+    """The daemon dies while the writer is half way through a batch: after a restart each
+    daily-log entry and each fact is in the files exactly once, and nothing is missing."""
+    path = str(tmp_path / "c.duckdb")
+    real = core.write_with_rules
+    reached = trio.Event()
+
+    async def dies_half_way(store_, space_id, lessons):
+        # the first lesson is written, then the process "dies" before the batch is done
+        await real(store_, space_id, lessons[:1])
+        reached.set()
+        await trio.sleep_forever()
+
+    store = Store(path)
+    monkeypatch.setattr(core, "write_with_rules", dies_half_way)
+
+    async def first():
+        learner = _learner(store)
+        async with trio.open_nursery() as n:
+            await n.start(learner.run)
+            _, row = await _session(store, "s", DEPLOY + [("user", "My name is Gus")])
+            await store.mark_session(row.id, "end")
+            with trio.fail_after(10):
+                await reached.wait()
+            n.cancel_scope.cancel()
+        return row
+
+    row = trio.run(first)
+    assert [x.status for x in trio.run(store.list_lessons)] == ["queued"] * 3
+    assert trio.run(store.get_learning, row.id).status == "writing"
+    store.close()
+    monkeypatch.setattr(core, "write_with_rules", real)
+    store = Store(path)
+
+    async def second():
+        learner = _learner(store)
+        async with trio.open_nursery() as n:
+            await n.start(learner.run)
+            assert await learner.wait(row.id, 10) == "completed"
+            n.cancel_scope.cancel()
+        day = datetime.now().strftime("%Y-%m-%d")
+        log = await _read(store, "s", "daily-logs", f"{day}.md")
+        assert log.count("Task: Deploy API v2 to staging\n") == 1
+        assert log.count("Task: Roll back staging after the test failure\n") == 1
+        assert log.count("## [") == 2
+        ident = await _read(store, "s", "user-general-facts", "identity.md")
+        assert ident == "# Identity\n\n- Name is Gus\n"
+        prefs = await _read(store, "s", "user-general-facts", "preferences.md")
+        assert prefs == "# Preferences\n\n- Prefers blue-green deployments\n"
+        assert [x.status for x in await store.list_lessons()] == ["written"] * 3
+        assert [t.learned for t in await store.list_tasks(row.id)] == [True, True]
+        assert (await store.get_learning(row.id)).status == "completed"
+
+    trio.run(second)
+    store.close()
+
+
+def test_learner_openai_resumes_after_crash_mid_distill(tmp_path):
+    """Killed while the second of two tasks is distilled: after a restart only that task is
+    distilled again; the first task's lesson and the stated fact come from the store."""
+    path = str(tmp_path / "m.duckdb")
+    with LLMServer() as srv:
+        srv.add(call("insert_task", description="Deploy API v2 to staging", status="success",
+                     first_message=0, last_message=1),
+                call("insert_task", description="Roll back staging", status="failed",
+                     first_message=2, last_message=3),
+                call("record_preference", preference="Name is Gus"), call("finish"),
+                when=offers("insert_task"))
+        deploy = both(offers("skip"), mentions("Task: Deploy API v2 to staging"))
+        rollback = both(offers("skip"), mentions("Task: Roll back staging"))
+        srv.add(call("report_success", goal="deploy", approach="blue-green"), when=deploy)
+        # the second distillation hangs: the process dies during it
+        srv.add(Delay(30, call("skip", reason="late")),
+                call("report_failure", goal="roll back", failure_point="script timed out"),
+                when=rollback)
+        srv.add(call("create_file", skill="user-general-facts", path="identity.md",
+                     content="# Identity\n\n- Name is Gus\n", result=1),
+                call("create_file", skill="daily-logs", path="2025-06-15.md",
+                     content="# 2025-06-15\n\n## Deploy\n\n## Roll back\n", result=2),
+                call("finish"), when=offers("create_file"))
+        cfg = dict(backend="openai", llm=LLMConfig(base_url=srv.base_url, api_key="k",
+                                                   backoff=0.01))
+        store = Store(path)
+
+        async def first():
+            learner = _learner(store, **cfg)
+            async with trio.open_nursery() as n:
+                await n.start(learner.run)
+                _, row = await _session(store, "s", DEPLOY)
+                await store.mark_session(row.id, "end")
+                with trio.fail_after(10):
+                    while not [r for r in srv.requests if rollback(r)]:
+                        await trio.sleep(0.02)
+                n.cancel_scope.cancel()
+            return row
+
+        row = trio.run(first)
+        kept = trio.run(store.list_lessons)
+        assert [(x.payload["kind"], x.status) for x in kept] == [
+            ("preferences", "queued"), ("success", "queued")]
+        store.close()
+        store = Store(path)
+
+        async def second():
+            learner = _learner(store, **cfg)
+            async with trio.open_nursery() as n:
+                await n.start(learner.run)
+                assert await learner.wait(row.id, 10) == "completed"
+                n.cancel_scope.cancel()
+            assert [x.payload["kind"] for x in await store.list_lessons()] == [
+                "preferences", "success", "failure"]
+            assert {x.status for x in await store.list_lessons()} == {"written"}
+            assert [t.learned for t in await store.list_tasks(row.id)] == [True, True]
+            assert "Gus" in await _read(store, "s", "user-general-facts", "identity.md")
+
+        trio.run(second)
+        store.close()
+        assert srv.pending() == 0
+        # extracted once (four turns); the first task distilled once, the second again
+        assert len(srv.requests_offering("insert_task")) == 4
+        assert len([r for r in srv.requests if deploy(r)]) == 1
+        assert len([r for r in srv.requests if rollback(r)]) == 2
+        # the stored lessons are written at once; the redone one joins them when it is ready
+        writes = srv.requests_offering("create_file")
+        first = writes[0]["messages"][1]["content"]
+        assert "R1 — stated by the user" in first and "facts: Name is Gus" in first
+        assert "R2 — task: Deploy API v2 to staging" in first and "approach: blue-green" in first
+        assert "R3 — task: Roll back staging" in json.dumps(writes[-1]["messages"],
+                                                            ensure_ascii=False)
+        assert "failure point: script timed out" in json.dumps(writes[-1]["messages"])
+        assert json.dumps(writes[-1]["messages"]).count("Roll back staging") == 1
+
+
+def test_failed_lessons_survive_a_restart_and_retry(tmp_path):
+    """A session whose writing failed keeps its lessons across a restart; `retry` writes
+    them without learning the messages again."""
+    path = str(tmp_path / "f.duckdb")
+    with LLMServer() as srv:
+        srv.add(call("record_preference", preference="Name is Gus"), call("finish"),
+                when=offers("insert_task"))
+        srv.add(HTTPError(500), when=offers("create_file"))
+        cfg = dict(backend="openai", llm=LLMConfig(base_url=srv.base_url, api_key="k",
+                                                   backoff=0.01, retries=0))
+        store = Store(path)
+
+        async def first():
+            learner = _learner(store, **cfg)
+            async with trio.open_nursery() as n:
+                await n.start(learner.run)
+                _, row = await _session(store, "s", [("user", "My name is Gus")])
+                await store.mark_session(row.id, "end")
+                assert await learner.wait(row.id, 10) == "failed"
+                n.cancel_scope.cancel()
+            return row
+
+        row = trio.run(first)
+        [kept] = trio.run(store.list_lessons)
+        assert kept.status == "failed" and "HTTP 500" in kept.error
+        store.close()
+        srv.add(call("create_file", skill="user-general-facts", path="identity.md",
+                     content="# Identity\n\n- Name is Gus\n"), call("finish"),
+                when=offers("create_file"))
+        store = Store(path)
+
+        async def second():
+            learner = _learner(store, **cfg)
+            async with trio.open_nursery() as n:
+                await n.start(learner.run)
+                # still failed after the restart: nothing is retried until asked
+                assert await learner.wait(row.id, 0.5) == "failed"
+                assert len(srv.requests_offering("create_file")) == 1
+                await learner.retry(row.id)
+                assert await learner.wait(row.id, 10) == "completed"
+                n.cancel_scope.cancel()
+            assert [x.status for x in await store.list_lessons()] == ["written"]
+            assert await _read(store, "s", "user-general-facts", "identity.md") == \
+                "# Identity\n\n- Name is Gus\n"
+
+        trio.run(second)
+        store.close()
+        assert len(srv.requests_offering("insert_task")) == 2  # extracted once (two turns)
+        assert srv.pending() == 0

@@ -21,14 +21,19 @@ TERMINAL = ("completed", "failed")
 
 def learning_daemon(make_daemon, backend: str, srv: LLMServer | None = None, **learner):
     d = make_daemon("--learner", backend, start=False)
+    learner_config(d, srv, **learner)
+    d.start()
+    return d
+
+
+def learner_config(d, srv: LLMServer | None = None, **learner) -> None:
+    """The daemon's [learner] settings (read when it starts)."""
     settings = {"idle_seconds": 0.5, **learner}
     if srv is not None:
         settings.update(base_url=srv.base_url, api_key="test-key")
     d.home.mkdir(parents=True, exist_ok=True)
     lines = ["[learner]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     (d.home / "config.toml").write_text("\n".join(lines) + "\n")
-    d.start()
-    return d
 
 
 def spool(d, space: str, session: str, records: list[dict], name: str = "001.jsonl") -> None:
@@ -295,3 +300,81 @@ def test_wait_returns_after_files_are_written(make_daemon):
         assert "writing" in seen
         r = d.cli("learn", "wait", sid, "--timeout", "10")
         assert "completed" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# a crash between distillation and writing: nothing lost, nothing written twice
+
+def test_rules_kill9_between_distill_and_write(make_daemon):
+    # the space's writer waits a minute before it starts: the lessons are distilled and
+    # queued, and the daemon dies before any file is written
+    d = learning_daemon(make_daemon, "rules", write_delay=60)
+    spool(d, "alice", "deploy", DEPLOY)
+    sid = session_id(d, "alice", "deploy")
+    wait_for(lambda: learning(d, sid)["learning_status"] == "queued", timeout=30,
+             what="the lessons to be queued")
+    day_file = d.mnt / "alice" / "daily-logs" / f"{today()}.md"
+    assert not day_file.exists()
+    d.kill9()
+    learner_config(d)
+    d.start()
+    assert wait_learned(d, sid)["learning_status"] == "completed"
+    log = day_file.read_text()
+    assert log.count("Task: Deploy API v2 to staging\n- **Outcome**: success") == 1
+    assert log.count("Task: Roll back staging after the test failure\n- **Outcome**: failed") == 1
+    assert log.count("## [") == 2
+    # the facts were stated in messages learned before the crash: they come from the store
+    facts = d.mnt / "alice" / "user-general-facts"
+    assert (facts / "preferences.md").read_text().count("blue-green") == 1
+    assert (facts / "rules.md").read_text().count("DB migrations") == 1
+    # a second restart changes nothing
+    d.restart()
+    assert wait_learned(d, sid)["learning_status"] == "completed"
+    assert day_file.read_text() == log
+
+
+def test_model_kill9_while_writing_resumes_without_redoing_work(make_daemon):
+    with LLMServer() as srv:
+        d = learning_daemon(make_daemon, "openai", srv)
+        srv.add(call("insert_task", description="Deploy API v2 to staging", status="success",
+                     first_message=0, last_message=3),
+                call("record_preference", preference="Prefers blue-green deployments"),
+                call("finish"), when=offers("insert_task"))
+        srv.add(call("report_success", goal="Deploy API v2", approach="Blue-green deploy"),
+                when=offers("report_success"))
+        day = today()
+        # the first writer run hangs on its first model call; the daemon is killed in it
+        srv.add(Delay(30, call("finish")), when=offers("create_file"))
+        srv.add(call("create_file", skill="daily-logs", path=f"{day}.md", result=2,
+                     content=f"# {day}\n\n## [14:30] Task: Deploy API v2 to staging\n"
+                             "- **Outcome**: success\n"),
+                call("create_file", skill="user-general-facts", path="deploy-preferences.md",
+                     content="# Deploy Preferences\n\n- Prefers blue-green deployments\n",
+                     result=1),
+                call("finish"), when=offers("create_file"))
+        spool(d, "alice", "deploy", DEPLOY[:4] + [{"event": "end"}])
+        sid = session_id(d, "alice", "deploy")
+        wait_for(lambda: srv.requests_offering("create_file"), timeout=30,
+                 what="the writer to start")
+        assert learning(d, sid)["learning_status"] == "writing"
+        # extraction took three turns (insert, record, finish), distillation one
+        before = [len(srv.requests_offering(t)) for t in ("insert_task", "report_success")]
+        assert before == [3, 1]
+        d.kill9()
+        d.start()
+        assert wait_learned(d, sid)["learning_status"] == "completed"
+        log = (d.mnt / "alice" / "daily-logs" / f"{day}.md").read_text()
+        assert log.count("Task: Deploy API v2 to staging") == 1
+        prefs = d.mnt / "alice" / "user-general-facts" / "deploy-preferences.md"
+        assert prefs.read_text().count("blue-green") == 1
+        # the lessons came from the store: no second extraction or distillation
+        assert [len(srv.requests_offering(t)) for t in ("insert_task", "report_success")] \
+            == before
+        writes = srv.requests_offering("create_file")
+        assert len(writes) == 4  # the hung call, then create, create, finish
+        again = writes[1]["messages"][1]["content"]
+        assert writes[0]["messages"][1]["content"] == again
+        assert "R1 — stated by the user" in again and "Prefers blue-green deployments" in again
+        assert "R2 — task: Deploy API v2 to staging" in again
+        assert "approach: Blue-green deploy" in again
+        assert srv.pending() == 0

@@ -47,6 +47,9 @@ class LearnerConfig:
     parallel_sessions: int = 4
     # messages before the new ones shown to the model as context
     context_messages: int = 6
+    # a space's writer waits this long (seconds) before it starts, so that lessons which
+    # arrive close together are written in one run
+    write_delay: float = 0.0
 
     @classmethod
     def from_env(cls, backend: str | None = None, **llm: Any) -> "LearnerConfig":
@@ -76,7 +79,8 @@ class _Session:
     queued: int = 0
     writing: int = 0
     error: str | None = None
-    inflight: set[str] = field(default_factory=set)  # task ids handed to the writer
+    # task ids handed to the writer (queued, being written, or failed and kept for a retry)
+    inflight: set[str] = field(default_factory=set)
     failed_lessons: list[Lesson] = field(default_factory=list)
     published: str | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
@@ -124,7 +128,7 @@ def _settings(config: Any, backend: str | None) -> LearnerConfig:
                                  retries=getattr(config, "retries", None))
         cfg = LearnerConfig(backend=choose_backend(config), llm=llm)  # type: ignore[arg-type]
         for name in ("buffer_messages", "idle_seconds", "extract_turns", "distill_turns",
-                     "write_turns"):
+                     "write_turns", "write_delay"):
             value = getattr(config, name, None)
             if value is not None:
                 setattr(cfg, name, value)
@@ -320,6 +324,39 @@ class Learner:
         for s in list(self._sessions.values()):
             if not s.loaded:
                 await self._load(s)
+        await self._recover_lessons()
+
+    async def _recover_lessons(self) -> None:
+        """Lessons kept in the store but not written when the daemon stopped are written now
+        (never distilled again, so each is written once). A failed session's failed lessons
+        wait for its retry, as they did before."""
+        by_session: dict[str, list[Any]] = {}
+        for row in await self.store.unwritten_lessons():
+            by_session.setdefault(row.session_id, []).append(row)
+        for sid, rows in by_session.items():
+            s = self._session(sid)
+            if not s.loaded:
+                await self._load(s)
+            if not s.loaded or s.space_id is None:
+                continue
+            queued: list[Lesson] = []
+            for row in rows:
+                try:
+                    lesson = Lesson.from_payload(row.id, row.session_id, row.task_id, row.payload)
+                except Exception as e:
+                    log.error("lesson %s of session %s cannot be read: %s", row.id, sid, e)
+                    await self.store.mark_lessons([row.id], "failed", f"unreadable lesson: {e}")
+                    continue
+                if row.status == "failed" and s.error is not None:
+                    s.failed_lessons.append(lesson)
+                    if lesson.task_id:
+                        s.inflight.add(lesson.task_id)
+                else:
+                    queued.append(lesson)
+            if queued:
+                log.info("session %s: %d lesson(s) not written before the stop; writing them",
+                         sid, len(queued))
+                self._enqueue(s, queued)
 
     # -- scheduling --------------------------------------------------------------------
 
@@ -372,25 +409,35 @@ class Learner:
     async def _process(self, s: _Session) -> None:
         final, s.final = s.final or s.ended, False
         s.retry = False
+        # lessons kept in the store by this run, in order
+        kept: list[Lesson] = []
+        stopped = False
         try:
-            async with self._limit:
-                await self._publish(s)
-                if self.config.backend == "rules":
-                    lessons = await self._learn_rules(s, final)
-                else:
-                    lessons = await self._learn_llm(s, final)
-            if lessons:
-                self._enqueue(s, lessons)
-        except trio.Cancelled:
-            raise
-        except Exception as e:
-            log.warning("learning session %s failed: %s", s.id, e, exc_info=True)
-            s.error = f"{s.phase or 'learning'} failed: {e}"
+            try:
+                async with self._limit:
+                    await self._publish(s)
+                    if self.config.backend == "rules":
+                        await self._learn_rules(s, final, kept)
+                    else:
+                        await self._learn_llm(s, final, kept)
+            except trio.Cancelled:
+                stopped = True
+                raise
+            except Exception as e:
+                log.warning("learning session %s failed: %s", s.id, e, exc_info=True)
+                s.error = f"{s.phase or 'learning'} failed: {e}"
+            # what was kept is written even when a later step failed: it is not learned again
+            if kept:
+                self._enqueue(s, kept)
         finally:
             s.busy = False
             s.phase = ""
-            with trio.CancelScope(shield=True):
-                await self._publish(s)
+            # Stopped half way (the daemon is shutting down): the stored status stays the
+            # phase it was in, so the next start finishes the work; published now, it could
+            # read "completed" with finished tasks not yet distilled.
+            if not stopped:
+                with trio.CancelScope(shield=True):
+                    await self._publish(s)
             self._kick()
 
     async def _phase(self, s: _Session, phase: str) -> None:
@@ -402,32 +449,43 @@ class Learner:
                      list(r.preferences), r.first_seq, r.last_seq, r.learned)
                 for r in await self.store.list_tasks(s.id)]
 
-    async def _save(self, s: _Session, tasks: list[Task]) -> None:
-        from ..store import TaskRow
-        for t in tasks:
-            if t.dirty:
-                await self.store.save_task(TaskRow(
-                    t.id, s.id, t.ord, t.description, t.status, t.progress, t.preferences,
-                    t.first_seq, t.last_seq, t.learned))
-                t.dirty = False
+    async def _keep(self, s: _Session, kept: list[Lesson], lessons: list[Lesson],
+                    tasks: list[Task] | None = None, high: int | None = None) -> None:
+        """Store new lessons, the tasks that changed and how far the messages are learned
+        (`high`), in one transaction, before the writer is given the lessons: from then on
+        a crash loses none of them and repeats none of this work."""
+        from ..store import LessonRow, TaskRow
+        dirty = [t for t in tasks or [] if t.dirty]
+        advance = high is not None and high > s.learned_seq
+        if not lessons and not dirty and not advance:
+            return
+        assert s.space_id is not None
+        await self.store.save_lessons(
+            s.id, [LessonRow(l.id, s.id, s.space_id, l.task_id, l.payload()) for l in lessons],
+            tasks=[TaskRow(t.id, s.id, t.ord, t.description, t.status, t.progress,
+                           t.preferences, t.first_seq, t.last_seq, t.learned) for t in dirty],
+            learned_seq=high if advance else None)
+        for t in dirty:
+            t.dirty = False
+        if advance:
+            assert high is not None
+            s.learned_seq = high
+        kept.extend(lessons)
 
     async def _messages(self, s: _Session, after: int, upto: int | None = None) -> list[Msg]:
         rows = await self.store.get_messages(s.id, after_seq=after)
         msgs = [from_stored(r) for r in rows]
         return [m for m in msgs if upto is None or m.seq <= upto]
 
-    async def _advance(self, s: _Session, high: int) -> None:
-        if high > s.learned_seq:
-            await self.store.set_learning(s.id, self._status(s), None, learned_seq=high)
-            s.learned_seq = high
-
-    async def _learn_rules(self, s: _Session, final: bool) -> list[Lesson]:
+    async def _learn_rules(self, s: _Session, final: bool, kept: list[Lesson]) -> None:
         await self._phase(s, "extracting")
+        # taken before the tasks are read: a task written since is learned in what is read
+        taken = set(s.inflight)
         tasks = await self._tasks(s)
         high = self.store.last_seq(s.id)
         # re-read from the start of the oldest task still open: its outcome may be known now
         open_starts = [t.first_seq for t in tasks
-                       if not t.learned and t.first_seq is not None and t.id not in s.inflight]
+                       if not t.learned and t.first_seq is not None and t.id not in taken]
         start = min(open_starts + [s.learned_seq + 1])
         msgs = await self._messages(s, start - 1, high)
         found, facts = rules.analyze(msgs, final)
@@ -439,7 +497,7 @@ class Learner:
         await self._phase(s, "distilling")
         for rt in found:
             t = by_first.get(rt.seq)
-            if t is not None and (t.learned or t.id in s.inflight):
+            if t is not None and (t.learned or t.id in taken):
                 continue
             if t is None:
                 t = Task(str(uuid.uuid4()), next_ord, rt.description)
@@ -458,15 +516,16 @@ class Learner:
         if facts:
             lessons.append(Lesson(s.id, None, "preferences", "", None, now, facts=facts,
                                   fields={"facts": [f.text for f in facts]}))
-        await self._save(s, tasks)
-        await self._advance(s, high)
-        return lessons
+        await self._keep(s, kept, lessons, tasks, high)
 
-    async def _learn_llm(self, s: _Session, final: bool) -> list[Lesson]:
+    async def _learn_llm(self, s: _Session, final: bool, kept: list[Lesson]) -> None:
         assert self.llm is not None
+        taken = set(s.inflight)
         tasks = await self._tasks(s)
+        for t in tasks:
+            if t.id in taken:
+                t.learned = True  # its lesson is with the writer: the task cannot change now
         high = self.store.last_seq(s.id)
-        lessons: list[Lesson] = []
         now = datetime.now().astimezone()
         new = await self._messages(s, s.learned_seq, high)
         open_tasks = [t for t in tasks if not t.learned and not t.finished]
@@ -479,12 +538,12 @@ class Learner:
                 context = earlier
             ex = await extract_tasks(self.llm, tasks, new, final=final, context=context,
                                      max_turns=self.config.extract_turns)
-            await self._save(s, tasks)
-            await self._advance(s, high)
+            prefs = []
             if ex.preferences:
-                lessons.append(Lesson(s.id, None, "preferences", "", None, now,
-                                      fields={"facts": ex.preferences}))
-        todo = [t for t in tasks if t.finished and not t.learned and t.id not in s.inflight]
+                prefs.append(Lesson(s.id, None, "preferences", "", None, now,
+                                    fields={"facts": ex.preferences}))
+            await self._keep(s, kept, prefs, tasks, high)
+        todo = [t for t in tasks if t.finished and not t.learned and t.id not in taken]
         if todo:
             await self._phase(s, "distilling")
         for t in todo:
@@ -493,9 +552,9 @@ class Learner:
                 msgs = await self._messages(s, t.first_seq - 1,
                                             t.last_seq if t.last_seq is not None else t.first_seq)
             at = next((m.at for m in reversed(msgs) if m.at), None) or now
-            lessons.append(await distill_task(self.llm, s.id, t, msgs, at,
-                                              max_turns=self.config.distill_turns))
-        return lessons
+            lesson = await distill_task(self.llm, s.id, t, msgs, at,
+                                        max_turns=self.config.distill_turns)
+            await self._keep(s, kept, [lesson])
 
     # -- one space: the writer -----------------------------------------------------------
 
@@ -525,6 +584,8 @@ class Learner:
     async def _write_space(self, space_id: str) -> None:
         sp = self._spaces[space_id]
         try:
+            if self.config.write_delay > 0:
+                await trio.sleep(self.config.write_delay)
             while sp.queue:
                 batch = self._take(sp)
                 await self._write_batch(space_id, sp, batch)
@@ -548,12 +609,18 @@ class Learner:
                 await write_with_agent(self.llm, self.store, space_id, batch,
                                        take_more=lambda: self._take(sp),
                                        max_turns=self.config.write_turns)
-            await self._mark_learned(batch)
+            # the lessons and their tasks are done in one transaction; a crash before it
+            # writes them again (the edits are redone against the files as they are then)
+            await self.store.mark_lessons([l.id for l in batch], "written")
         except trio.Cancelled:
             raise
         except Exception as e:
             log.warning("writing skills for space %s failed: %s", space_id, e, exc_info=True)
             error = f"writing failed: {e}"
+            try:
+                await self.store.mark_lessons([l.id for l in batch], "failed", error)
+            except Exception:
+                log.exception("cannot record that lessons of space %s failed", space_id)
         for lesson in batch:
             s = self._sessions.get(lesson.session_id)
             if s is None:
@@ -569,21 +636,3 @@ class Learner:
                 with trio.CancelScope(shield=True):
                     await self._publish(self._sessions[sid])
         self._kick()
-
-    async def _mark_learned(self, batch: list[Lesson]) -> None:
-        from ..store import TaskRow
-        by_session: dict[str, set[str]] = {}
-        for lesson in batch:
-            if lesson.task_id:
-                by_session.setdefault(lesson.session_id, set()).add(lesson.task_id)
-        for sid, ids in by_session.items():
-            try:
-                rows = await self.store.list_tasks(sid)
-            except NotFound:
-                continue
-            for r in rows:
-                if r.id in ids and not r.learned:
-                    r.learned = True
-                    await self.store.save_task(TaskRow(
-                        r.id, r.session_id, r.ord, r.description, r.status, r.progress,
-                        r.preferences, r.first_seq, r.last_seq, True, r.created_ns))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from . import rules
 from .extract import Task, prompt
 from .llm import LLM, Tool, run_tools
 from .view import Msg, render
@@ -28,6 +30,33 @@ class Lesson:
     # the rules learner passes what it derived itself (RuleTask, facts)
     rule_task: Any = None
     facts: list[Any] = field(default_factory=list)
+    # its row in the store's lessons table
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def payload(self) -> dict[str, Any]:
+        """Everything the writer needs, as JSON-ready data (kept in the store)."""
+        rule_task = None
+        if self.rule_task is not None:
+            rule_task = asdict(self.rule_task)
+            at = rule_task["finished_at"]
+            rule_task["finished_at"] = at.isoformat() if at is not None else None
+        return {"kind": self.kind, "task": self.task, "outcome": self.outcome,
+                "at": self.at.isoformat(), "fields": self.fields,
+                "preferences": self.preferences, "rule_task": rule_task,
+                "facts": [asdict(f) for f in self.facts]}
+
+    @classmethod
+    def from_payload(cls, id: str, session_id: str, task_id: str | None,
+                     payload: dict[str, Any]) -> "Lesson":
+        rule_task = payload.get("rule_task")
+        if rule_task is not None:
+            at = rule_task.get("finished_at")
+            rule_task = rules.RuleTask(**{
+                **rule_task, "finished_at": datetime.fromisoformat(at) if at else None})
+        return cls(session_id, task_id, payload["kind"], payload["task"], payload["outcome"],
+                   datetime.fromisoformat(payload["at"]), dict(payload.get("fields") or {}),
+                   list(payload.get("preferences") or []), rule_task,
+                   [rules.Fact(**f) for f in payload.get("facts") or []], id=id)
 
     def describe(self, n: int) -> str:
         head = f"R{n}"
