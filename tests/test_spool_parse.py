@@ -482,3 +482,18 @@ def test_vanished_retry_is_forgotten(tmp_path):
 
     trio.run(main)
     assert store.calls == [] and ing._retry == {}
+
+
+def test_plain_messages_take_the_fast_path_with_the_same_result():
+    from skillfs.messages import Message, normalize
+    for obj in ({"role": "user", "content": "Deploy API v2"},
+                {"role": "assistant", "content": ""},
+                {"role": "system", "content": "be brief\nand kind"}):
+        fast = normalize(obj)
+        slow = Message(role=obj["role"], text=obj["content"], format="openai", original=obj)
+        assert fast.model_dump() == slow.model_dump()
+        assert normalize(obj, "openai").model_dump() == slow.model_dump()
+        assert Message.model_validate(fast.model_dump()).model_dump() == slow.model_dump()
+    # anything else still gets the full checks
+    with pytest.raises(InvalidMessage):
+        normalize({"role": "robot", "content": "beep"})
