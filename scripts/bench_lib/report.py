@@ -77,7 +77,7 @@ def targets(result: dict) -> list[tuple[str, str, str]]:
     row("100,000 files: mount ready < 3 s", f"{m:.2f} s" if m else "—", (m < 3) if m else None)
     row("100,000 files: RSS < 300 MB", f"{r:.0f} MB" if r else "—", (r < 300) if r else None)
     g_big, g_small = get(big, "skillfs", "grep_all_warm"), get(small, "skillfs", "grep_all_warm")
-    if g_big and g_small:
+    if g_big and g_small and small != big:
         per = (g_big / big) / (g_small / small)
         row("100,000 files: grep -r linear in files (per-file cost vs smallest, ≤ 1.5×)", f"{per:.2f}×", per <= 1.5)
     else:
