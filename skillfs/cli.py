@@ -202,7 +202,8 @@ def import_tree(src: Path, db, config_file):
     lock = DbLock(cfg.db)
     try:
         lock.acquire()
-        store = Store(str(cfg.db), max_file_size=cfg.max_file_size)
+        # a bulk load wants DuckDB's default memory; the daemon's limit is for serving
+        store = Store(str(cfg.db), max_file_size=cfg.max_file_size, duckdb_memory=None)
         t0 = time.monotonic()
         counts = store.import_tree(str(src))
         store.close()

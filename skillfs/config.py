@@ -40,7 +40,8 @@ class Config(BaseModel):
     socket: Path | None = None
     log_file: Path | None = None
     max_file_size: int = 1 << 20
-    cache_bytes: int = 64 << 20
+    cache_bytes: int = 32 << 20  # file contents kept in memory (the kernel caches too)
+    duckdb_memory: str = "64MB"  # DuckDB's buffer pool; it spills to disk beyond this
     allow_other: bool = True
     listen: str | None = None  # "127.0.0.1:PORT" for the HTTP API over TCP
     tokens: list[str] = Field(default_factory=list)  # bearer tokens accepted on TCP

@@ -152,7 +152,8 @@ class Daemon:
         c = self.config
         try:
             self.store = store = Store(str(c.db), max_file_size=c.max_file_size,
-                                       cache_bytes=c.cache_bytes)
+                                       cache_bytes=c.cache_bytes,
+                                       duckdb_memory=c.duckdb_memory)
         except SkillfsError as e:
             raise StartupError(e.message) from None
         fs = SkillFS(store)

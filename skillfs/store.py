@@ -222,7 +222,7 @@ def _insert_many(con: duckdb.DuckDBPyConnection, table: str, ncols: int,
 
 class Store:
     def __init__(self, db_path: str, *, max_file_size: int = DEFAULT_MAX_FILE_SIZE,
-                 cache_bytes: int = 64 << 20) -> None:
+                 cache_bytes: int = 32 << 20, duckdb_memory: str | None = "64MB") -> None:
         self.db_path = str(db_path)
         self.max_file_size = max_file_size
         self.tree = Tree()
@@ -232,7 +232,10 @@ class Store:
         self._limiter = trio.CapacityLimiter(1)
         self._lock = trio.Lock()
         try:
-            self.con = duckdb.connect(self.db_path)
+            # DuckDB's default buffer pool is most of the machine's memory; reads are served
+            # from the tree and the content cache, so it needs little.
+            config = {"memory_limit": duckdb_memory} if duckdb_memory else {}
+            self.con = duckdb.connect(self.db_path, config=config)
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise SkillfsError(
