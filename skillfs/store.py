@@ -181,7 +181,6 @@ _LESSON_COLS = ("id, session_id, space_id, task_id, ord, payload, status, error,
                 "updated_ns")
 _SESSION_COLS = 'id, name, "user", space_id, configs, ended, created_ns, updated_ns'
 # session_id, seq, role, format, body, original, task_id, source, created_ns, meta
-_MESSAGE_NCOLS = 10
 
 
 def _task(row) -> TaskRow:
@@ -218,6 +217,41 @@ def _insert_many(con: duckdb.DuckDBPyConnection, table: str, ncols: int,
     columns = [list(c) for c in zip(*rows)]
     select = ", ".join(f"unnest(?::{t}[])" for t in types)
     con.execute(f"INSERT INTO {table} SELECT * FROM (SELECT {select})", columns)
+
+
+@dataclass
+class _MessageBatch:
+    """Messages to insert, a list per column. DuckDB builds each stored body (the normalised
+    message as JSON) itself: encoding it in Python was the largest cost per message."""
+
+    session_id: str
+    source: str | None
+    t: int
+    seqs: list[int]
+    roles: list[str]
+    formats: list[str]
+    texts: list[str]
+    tool_calls: list[str]
+    tool_call_ids: list[str | None]
+    names: list[str | None]
+    originals: list[str]
+    metas: list[str | None]
+
+    _SQL = (
+        "INSERT INTO messages (session_id, seq, role, format, body, original, task_id, "
+        "source, created_ns, meta) "
+        "SELECT ?, s, r, f, json_object('role', r, 'text', x, 'tool_calls', json(c), "
+        "'tool_call_id', i, 'name', n, 'format', f)::VARCHAR, o, NULL, ?, ?, m FROM ("
+        "SELECT unnest(?::BIGINT[]) s, unnest(?::VARCHAR[]) r, unnest(?::VARCHAR[]) f, "
+        "unnest(?::VARCHAR[]) x, unnest(?::VARCHAR[]) c, unnest(?::VARCHAR[]) i, "
+        "unnest(?::VARCHAR[]) n, unnest(?::VARCHAR[]) o, unnest(?::VARCHAR[]) m)")
+
+    def insert(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self.seqs:
+            con.execute(self._SQL, [self.session_id, self.source, self.t, self.seqs,
+                                    self.roles, self.formats, self.texts, self.tool_calls,
+                                    self.tool_call_ids, self.names, self.originals,
+                                    self.metas])
 
 
 class Store:
@@ -1154,23 +1188,19 @@ class Store:
         self._emit(StoreEvent("attached", session_id, space.id))
         return LearningRow(session_id, space.id, "pending", None, -1, t, t)
 
-    def _message_rows(self, session_id: str, messages: Iterable, source: str | None,
-                      t: int, metas: Sequence[dict | None] | None = None) -> list[list]:
-        """Rows for the messages table, in its column order (_MESSAGE_NCOLS columns)."""
-        seq = self._session_seq.get(session_id, -1)
-        rows = []
-        for i, m in enumerate(messages):
-            seq += 1
-            # By hand: model_dump costs more than everything else per message here.
-            body = {"role": m.role, "text": m.text,
-                    "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments}
-                                   for c in m.tool_calls],
-                    "tool_call_id": m.tool_call_id, "name": m.name, "format": m.format}
-            meta = metas[i] if metas is not None else None
-            rows.append([session_id, seq, m.role, m.format, _json(body),
-                         m.raw if m.raw is not None else _json(m.original),
-                         None, source, t, _json(meta) if meta else None])
-        return rows
+    def _message_batch(self, session_id: str, messages: Sequence, source: str | None,
+                       t: int, metas: Sequence[dict | None] | None = None) -> "_MessageBatch":
+        first = self._session_seq.get(session_id, -1) + 1
+        return _MessageBatch(
+            session_id, source, t, list(range(first, first + len(messages))),
+            [m.role for m in messages], [m.format for m in messages],
+            [m.text for m in messages],
+            [_json([{"id": c.id, "name": c.name, "arguments": c.arguments}
+                    for c in m.tool_calls]) if m.tool_calls else "[]" for m in messages],
+            [m.tool_call_id for m in messages], [m.name for m in messages],
+            [m.raw if m.raw is not None else _json(m.original) for m in messages],
+            [_json(meta) if meta else None for meta in metas] if metas is not None
+            else [None] * len(messages))
 
     async def add_messages(self, session_id: str, messages: Sequence, author: str = "api",
                            source: str | None = None,
@@ -1181,13 +1211,13 @@ class Store:
         session = await self.get_session(session_id)
         async with self._lock:
             t = now_ns()
-            rows = self._message_rows(session_id, messages, source or author, t, metas)
-            await self._write(lambda con: _insert_many(con, "messages", _MESSAGE_NCOLS, rows))
-            if rows:
-                self._session_seq[session_id] = rows[-1][1]
-        if rows:
-            self._emit(StoreEvent("messages", session_id, session.space_id, len(rows)))
-        return [r[1] for r in rows]
+            batch = self._message_batch(session_id, messages, source or author, t, metas)
+            await self._write(batch.insert)
+            if batch.seqs:
+                self._session_seq[session_id] = batch.seqs[-1]
+        if batch.seqs:
+            self._emit(StoreEvent("messages", session_id, session.space_id, len(batch.seqs)))
+        return batch.seqs
 
     async def mark_session(self, session_id: str, event: str) -> None:
         """Record a control event ('end' or 'flush') for a session and tell subscribers."""
@@ -1250,7 +1280,7 @@ class Store:
                 raise Conflict(f"session {session_name!r} learns into another space")
             attach = session.space_id is None
             ended = "end" in events
-            rows = self._message_rows(session.id, messages, "spool", t)
+            batch = self._message_batch(session.id, messages, "spool", t)
 
             def sql(con):
                 if new_space is not None:
@@ -1265,26 +1295,26 @@ class Store:
                                       [session.id]).fetchone()
                     if not has:
                         self._sql_learning(con, session.id, space.id, t)
-                _insert_many(con, "messages", _MESSAGE_NCOLS, rows)
+                batch.insert(con)
                 if ended:
                     con.execute("UPDATE sessions SET ended = true, updated_ns = ? WHERE id = ?",
                                 [t, session.id])
                 con.execute("INSERT INTO spool_ledger VALUES (?,?,?,?,?)",
-                            [rel_path, digest, file_key, len(rows), t])
+                            [rel_path, digest, file_key, len(batch.seqs), t])
             await self._write(sql)
             if new_space is not None:
                 self._apply_space(*new_space)
-            if rows:
-                self._session_seq[session.id] = rows[-1][1]
+            if batch.seqs:
+                self._session_seq[session.id] = batch.seqs[-1]
         if new_space is not None:
             await self._tell_kernel([("inode", 1, True)], "spool")
         if new_session is not None or attach:
             self._emit(StoreEvent("attached", session.id, space.id))
-        if rows:
-            self._emit(StoreEvent("messages", session.id, space.id, len(rows)))
+        if batch.seqs:
+            self._emit(StoreEvent("messages", session.id, space.id, len(batch.seqs)))
         for event in events:
             self._emit(StoreEvent(event, session.id, space.id))
-        return IngestResult(space.id, session.id, len(rows), events)
+        return IngestResult(space.id, session.id, len(batch.seqs), events)
 
     def _find_session(self, space_id: str, name: str) -> SessionRow | None:
         row = self.con.execute(
