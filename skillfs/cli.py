@@ -153,7 +153,7 @@ def _run_foreground(cfg, mountpoint: Path, debug: bool, ready_fd: int | None) ->
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait.")
 def umount(mountpoint: Path, timeout: float) -> None:
     """Unmount MOUNTPOINT and wait for its daemon to exit."""
-    from .daemon import mount_state, unmount
+    from .daemon import daemon_pid, mount_state, unmount
 
     state = mount_state(mountpoint)
     if state == "stale":
@@ -162,10 +162,7 @@ def umount(mountpoint: Path, timeout: float) -> None:
         return
     if state != "mounted":
         raise click.ClickException(f"{mountpoint} is not mounted")
-    try:
-        pid = int(os.getxattr(mountpoint, "user.skillfs.pid"))
-    except OSError:
-        pid = None
+    pid = daemon_pid(mountpoint)
     if pid is None:
         if not unmount(mountpoint):
             raise click.ClickException(f"could not unmount {mountpoint}")

@@ -30,21 +30,41 @@ from .store import Store
 
 log = logging.getLogger("skillfs")
 
+FSNAME_PREFIX = "skillfs:"  # the mount's source is "skillfs:<database path>"
+
 
 class StartupError(SkillfsError):
     pass
 
 
-def _listed_mounts() -> set[str]:
+def _mount_entries() -> list[tuple[str, str]]:
+    """(source, mountpoint) of every mount, unescaped."""
+    out = []
     with open("/proc/self/mounts") as f:
-        # fields are octal-escaped (a space is \040)
-        return {line.split()[1].encode().decode("unicode_escape") for line in f}
+        for line in f:
+            fields = line.split()
+            out.append(tuple(x.encode().decode("unicode_escape") for x in fields[:2]))
+    return out
+
+
+def daemon_pid(mountpoint: Path) -> int | None:
+    """The pid of the daemon serving `mountpoint`: its mount source names the database, and
+    the database's lock file names the daemon."""
+    target = os.path.abspath(mountpoint)
+    for source, where in _mount_entries():
+        if where == target and source.startswith(FSNAME_PREFIX):
+            try:
+                text = Path(source[len(FSNAME_PREFIX):] + ".lock").read_text().strip()
+                return int(text) if text else None
+            except (OSError, ValueError):
+                return None
+    return None
 
 
 def mount_state(path: Path) -> str:
     """'free', 'mounted', 'stale' (a dead FUSE daemon's mount) or 'missing'."""
     path = Path(os.path.abspath(path))
-    if str(path) not in _listed_mounts():
+    if str(path) not in {where for _, where in _mount_entries()}:
         return "free" if path.exists() else "missing"
     try:
         # statfs always reaches the daemon; stat may be answered from the kernel's cache
@@ -164,7 +184,7 @@ class Daemon:
         mounted = False
         try:
             pyfuse3.init(fs, str(self.mountpoint),
-                         mount_options(f"skillfs:{c.db}", c.allow_other))
+                         mount_options(f"{FSNAME_PREFIX}{c.db}", c.allow_other))
             mounted = True
             invalidator.start()
             store.kernel = invalidator

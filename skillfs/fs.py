@@ -424,15 +424,8 @@ class SkillFS(pyfuse3.Operations):
         if handle.node.version == 0:
             await self.store.drop_reserved(handle.node)
 
-    # The root answers a few attributes so `skillfs umount` can find the daemon behind a
-    # mount point whatever its socket or data directory.
-    async def getxattr(self, inode, name, ctx):
-        if inode == ROOT_INO and name == b"user.skillfs.pid":
-            return str(os.getpid()).encode()
-        raise _err(pyfuse3.ENOATTR)
-
-    async def listxattr(self, inode, ctx):
-        return [b"user.skillfs.pid"] if inode == ROOT_INO else []
+    # getxattr/listxattr are left unimplemented on purpose: the first ENOSYS makes the kernel
+    # stop asking, and ls -l otherwise asks for ACLs of every file.
 
 
 def mount_options(fsname: str, allow_other: bool) -> set[str]:

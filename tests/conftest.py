@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from skillfs.daemon import daemon_pid
+
 SKILLFS = str(Path(sys.executable).with_name("skillfs"))
 
 
@@ -62,7 +64,8 @@ class Daemon:
             tail = log.read_text()[-3000:] if log.exists() else ""
             raise AssertionError(f"skillfs mount failed ({r.returncode}): {r.stderr}\n{tail}")
         assert is_mounted(self.mnt), "skillfs mount returned but nothing is mounted"
-        self.pid = int(os.getxattr(self.mnt, "user.skillfs.pid"))
+        self.pid = daemon_pid(self.mnt)
+        assert self.pid, "no daemon pid for the mount"
 
     def stop(self) -> None:
         r = self.cli("umount", str(self.mnt), check=False)

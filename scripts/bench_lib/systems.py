@@ -346,10 +346,11 @@ class Skillfs(System):
         cleanup.discard(self.unmount)
 
     def pid(self) -> int | None:
-        try:
-            return int(os.getxattr(self.mnt, "user.skillfs.pid"))
-        except (OSError, ValueError):
-            pass
+        from skillfs.daemon import daemon_pid
+
+        pid = daemon_pid(self.mnt)
+        if pid:
+            return pid
         # Fallback: the detached daemon's arguments name this mountpoint.
         want = str(self.mnt).encode()
         me = os.getpid()
