@@ -199,6 +199,7 @@ class Daemon:
                 nursery.start_soon(self.spool.run)
                 if self.learner is not None:
                     await nursery.start(self.learner.run)
+                nursery.start_soon(self._preload)
                 log.info("skillfs ready: %s mounted at %s", c.db, self.mountpoint)
                 sd_notify("READY=1")
                 if on_ready is not None:
@@ -230,6 +231,11 @@ class Daemon:
             return
         self.learner = Learner(store, self.config.learner, backend=backend)
         store.subscribe(self.learner.on_store_event)
+
+    async def _preload(self) -> None:
+        t0 = time.monotonic()
+        n = await self.store.preload()
+        log.info("preloaded %d files into the content cache in %.2f s", n, time.monotonic() - t0)
 
     async def _fuse_main(self) -> None:
         await pyfuse3.main()

@@ -628,6 +628,35 @@ class Store:
 
     _PREFETCH_FILES = 256
 
+    async def preload(self) -> int:
+        """Fill the content cache with current file contents, folder by folder, while it has
+        room: a fresh mount then answers its first reads without DuckDB. Returns the number
+        of files loaded."""
+        room = self.cache.max_bytes - self.cache.bytes
+        loaded = 0
+        keys: list[tuple[int, int]] = []
+        for node in list(self.tree.file_ids.values()):
+            if not node.version or self.cache.get((node.id, node.version), touch=False):
+                continue
+            room -= node.size
+            if room < 0:
+                break
+            keys.append((node.id, node.version))
+            if len(keys) == self._PREFETCH_FILES:
+                loaded += await self._preload_chunk(keys)
+                keys = []
+        if keys:
+            loaded += await self._preload_chunk(keys)
+        return loaded
+
+    async def _preload_chunk(self, keys: list[tuple[int, int]]) -> int:
+        found = await self._db(self._read_versions, keys)
+        for k, content in found.items():
+            # Not over anything read meanwhile: that is fresher and wanted more.
+            if self.cache.get(k, touch=False) is None:
+                self.cache.put(k, content)
+        return len(found)
+
     def _uncached_siblings(self, node: FileNode) -> list[tuple[int, int]]:
         skill = self.tree.skills.get(node.skill_id)
         if skill is None:
