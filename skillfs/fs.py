@@ -185,9 +185,7 @@ class SkillFS(pyfuse3.Operations):
                 self._lookups[ino] = left
                 continue
             self._lookups.pop(ino, None)
-            obj = self.tree.inodes.get(ino)
-            if isinstance(obj, FileNode) and obj.deleted:
-                del self.tree.inodes[ino]
+            self.tree.release_inode(ino)
 
     async def statfs(self, ctx):
         s = pyfuse3.StatvfsData()

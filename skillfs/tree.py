@@ -176,6 +176,12 @@ class Tree:
         if old:
             self.inodes[old] = gone
 
+    def release_inode(self, ino: int) -> None:
+        """The kernel forgot `ino`: a deleted file's number can go (numbers are not reused)."""
+        obj = self.inodes.get(ino)
+        if isinstance(obj, FileNode) and obj.deleted:
+            del self.inodes[ino]
+
     def known_dir_inos(self, skill: Skill, path: str) -> list[tuple[Space, int]]:
         """Folder inodes the kernel may have been given for `path` of `skill`."""
         out = []
