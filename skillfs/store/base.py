@@ -1,0 +1,139 @@
+"""The store's core: the DuckDB connection, its worker thread, loading the tree, telling
+the kernel and subscribers what changed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+import trio
+
+from ..errors import SkillfsError
+from ..schema import migrate
+from ..tree import ContentCache, FileNode, Skill, Space, Tree
+from .rows import DEFAULT_MAX_FILE_SIZE, Kernel, StoreEvent, _unjson
+
+log = logging.getLogger("skillfs.store")
+
+
+class StoreBase:
+    def __init__(self, db_path: str, *, max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+                 cache_bytes: int = 32 << 20, duckdb_memory: str | None = "64MB") -> None:
+        self.db_path = str(db_path)
+        self.max_file_size = max_file_size
+        self.tree = Tree()
+        self.cache = ContentCache(cache_bytes)
+        self.kernel: Kernel | None = None
+        self._subscribers: list[Callable[[StoreEvent], None]] = []
+        self._limiter = trio.CapacityLimiter(1)
+        self._lock = trio.Lock()
+        try:
+            # DuckDB's default buffer pool is most of the machine's memory; reads are served
+            # from the tree and the content cache, so it needs little.
+            config = {"memory_limit": duckdb_memory} if duckdb_memory else {}
+            self.con = duckdb.connect(self.db_path, config=config)
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise SkillfsError(
+                    f"{self.db_path} is in use by another process (is a skillfs daemon already "
+                    "running on it?)") from None
+            raise
+        migrate(self.con)
+        self._next_file_id = 1
+        self._session_seq: dict[str, int] = {}
+        self._load()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def subscribe(self, callback: Callable[[StoreEvent], None]) -> None:
+        self._subscribers.append(callback)
+
+    def _emit(self, event: StoreEvent) -> None:
+        for cb in self._subscribers:
+            try:
+                cb(event)
+            except Exception:
+                log.exception("store subscriber failed on %s", event)
+    # -- plumbing ----------------------------------------------------------------------
+
+    async def _db(self, fn: Callable, *args):
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    def _tx(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]):
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            result = fn(con)
+            con.execute("COMMIT")
+            return result
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    async def _write(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]):
+        return await self._db(self._tx, fn)
+
+    async def _tell_kernel(self, items: list[tuple], author: str) -> None:
+        # Changes that came through the kernel are already known to it; the rest must be
+        # visible to readers once the call that made them returns.
+        if items and self.kernel is not None:
+            await self.kernel.invalidate(items, wait=author != "fuse")
+
+    def _dir_items(self, skill: Skill, path: str, name: str | None = None) -> list[tuple]:
+        items: list[tuple] = []
+        for _space, ino in self.tree.known_dir_inos(skill, path):
+            if name is not None:
+                items.append(("entry", ino, name))
+            items.append(("inode", ino, True))
+        return items
+
+    # -- loading -----------------------------------------------------------------------
+
+    def _load(self) -> None:
+        con, tree = self.con, self.tree
+        for sid, name, user, meta, c, u in con.execute(
+                'SELECT id, name, "user", meta, created_ns, updated_ns FROM spaces').fetchall():
+            tree.add_space(Space(sid, name, user, _unjson(meta, {}), c, u))
+        for kid, name, desc, meta, c, u, user in con.execute(
+                'SELECT id, name, description, meta, created_ns, updated_ns, "user" FROM skills'
+        ).fetchall():
+            tree.add_skill(Skill(kid, name, desc, _unjson(meta, {}), c, u, user=user))
+        for space_id, skill_id, c in con.execute(
+                "SELECT space_id, skill_id, created_ns FROM space_skills ORDER BY created_ns"
+        ).fetchall():
+            tree.link_skill(tree.spaces[space_id], tree.skills[skill_id], c)
+        for skill_id, path, c in con.execute(
+                "SELECT skill_id, path, created_ns FROM skill_dirs").fetchall():
+            tree.skills[skill_id].add_dir(path, c)
+        rows = con.execute(
+            "SELECT f.id, f.skill_id, f.path, f.version, v.size, v.sha256, v.at_ns, "
+            "f.created_ns FROM files f JOIN file_versions v "
+            "ON v.file_id = f.id AND v.version = f.version WHERE NOT f.deleted").fetchall()
+        for fid, skill_id, path, version, size, digest, at, created in rows:
+            tree.add_file(FileNode(fid, skill_id, path, version, size, digest, at, created))
+        self._next_file_id = (con.execute("SELECT max(id) FROM files").fetchone()[0] or 0) + 1
+        self._session_seq = dict(con.execute(
+            "SELECT session_id, max(seq) FROM messages GROUP BY session_id").fetchall())
+        for space in tree.spaces.values():
+            for skill in space.skills.values():
+                space.updated_ns = max(space.updated_ns, skill.updated_ns)
+
+    # -- status ------------------------------------------------------------------------
+
+    async def counts(self) -> dict[str, int]:
+        def q():
+            out = {}
+            for table in ("sessions", "messages", "tasks", "file_versions", "spool_ledger"):
+                out[table] = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            return out
+        out = await self._db(q)
+        out["spaces"] = len(self.tree.spaces)
+        out["skills"] = len(self.tree.skills)
+        out["files"] = len(self.tree.file_ids)
+        return out
+
+    async def checkpoint(self) -> None:
+        await self._db(lambda: self.con.execute("CHECKPOINT"))

@@ -1,0 +1,579 @@
+"""Files inside skills: every change a version; moves, folders, history, bulk import."""
+
+from __future__ import annotations
+
+import uuid
+
+from .. import names, skillmd
+from ..errors import (
+    Exists,
+    Forbidden,
+    Invalid,
+    NotEmpty,
+    NotFound,
+    StaleVersion,
+    TooBig,
+)
+from ..tree import FileNode, Skill, Space
+from .rows import SKILL_MD, FileContent, VersionRow, _insert_many, _json, now_ns, sha256
+
+
+class FilesMixin:
+    # -- files -------------------------------------------------------------------------
+
+    def _check_size(self, content: bytes) -> None:
+        if len(content) > self.max_file_size:
+            raise TooBig(f"file is {len(content)} bytes; the limit is {self.max_file_size}")
+
+    def _check_skill_md(self, skill: Skill, path: str, content: bytes) -> str | None:
+        """Validate a SKILL.md write; return the new description, if it is one."""
+        if path != SKILL_MD:
+            return None
+        return skillmd.parse(content, skill.name).description
+
+    async def read_file(self, skill_id: str, path: str) -> FileContent:
+        node = self.skill(skill_id).files.get(path)
+        if node is None:
+            raise NotFound(f"no file {path!r} in skill {self.skill(skill_id).name!r}")
+        return FileContent(await self.content(node), node.version, node.sha256, node.path)
+
+    async def content(self, node: FileNode) -> bytes:
+        if node.version == 0:
+            return b""
+        key = (node.id, node.version)
+        data = self.cache.get(key)
+        if data is None:
+            # Whoever reads one file of a folder (grep, find -exec, an agent) usually reads
+            # the rest: fetch the folder's uncached files in the same query.
+            keys = [key] + self._uncached_siblings(node)
+            found = await self._db(self._read_versions, keys)
+            for k, content in found.items():
+                self.cache.put(k, content)
+            data = found.get(key)
+            if data is None:
+                raise NotFound(f"file {node.id} has no version {node.version}")
+        return data
+
+    _PREFETCH_FILES = 256
+
+    async def preload(self) -> int:
+        """Fill the content cache with current file contents, folder by folder, while it has
+        room: a fresh mount then answers its first reads without DuckDB. Returns the number
+        of files loaded."""
+        room = self.cache.max_bytes - self.cache.bytes
+        loaded = 0
+        keys: list[tuple[int, int]] = []
+        for node in list(self.tree.file_ids.values()):
+            if not node.version or self.cache.get((node.id, node.version), touch=False):
+                continue
+            room -= node.size
+            if room < 0:
+                break
+            keys.append((node.id, node.version))
+            if len(keys) == self._PREFETCH_FILES:
+                loaded += await self._preload_chunk(keys)
+                keys = []
+        if keys:
+            loaded += await self._preload_chunk(keys)
+        return loaded
+
+    async def _preload_chunk(self, keys: list[tuple[int, int]]) -> int:
+        found = await self._db(self._read_versions, keys)
+        for k, content in found.items():
+            # Not over anything read meanwhile: that is fresher and wanted more.
+            if self.cache.get(k, touch=False) is None:
+                self.cache.put(k, content)
+        return len(found)
+
+    def _uncached_siblings(self, node: FileNode) -> list[tuple[int, int]]:
+        skill = self.tree.skills.get(node.skill_id)
+        if skill is None:
+            return []
+        budget = self.cache.max_bytes // 8
+        out = []
+        for sib in skill.children.get(node.path.rpartition("/")[0], {}).values():
+            if sib is None or sib is node or not sib.version:
+                continue
+            k = (sib.id, sib.version)
+            if self.cache.get(k, touch=False) is not None:
+                continue
+            budget -= sib.size
+            if budget < 0 or len(out) >= self._PREFETCH_FILES:
+                break
+            out.append(k)
+        return out
+
+    def _read_versions(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        # A filter (not a join) lets DuckDB skip row groups by file id and read content only
+        # for matching rows: a join reads every row's content.
+        ids = sorted({f for f, _ in keys})
+        marks = ",".join("?" * len(ids))
+        rows = self.con.execute(
+            "SELECT file_id, version, content FROM file_versions "
+            f"WHERE file_id BETWEEN ? AND ? AND file_id IN ({marks}) "
+            f"AND version IN ({','.join('?' * len({n for _, n in keys}))})",
+            [ids[0], ids[-1], *ids, *sorted({n for _, n in keys})]).fetchall()
+        wanted = set(keys)
+        return {(f, n): bytes(c) if c is not None else b"" for f, n, c in rows
+                if (f, n) in wanted}
+
+    async def write_file(self, skill_id: str, path: str, content: bytes, *, author: str,
+                         reason: str = "", session_id: str | None = None,
+                         task_id: str | None = None,
+                         expect_version: int | None = None) -> FileNode:
+        """Create or replace a file as a new version."""
+        names.check_rel_path(path)
+        self._check_size(content)
+        async with self._lock:
+            skill = self.skill(skill_id)
+            node, items = await self._write_locked(skill, path, content, author, reason,
+                                                   session_id, task_id, expect_version)
+        await self._tell_kernel(items, author)
+        return node
+
+    async def _write_locked(self, skill: Skill, path: str, content: bytes, author: str,
+                            reason: str, session_id: str | None, task_id: str | None,
+                            expect_version: int | None) -> tuple[FileNode, list[tuple]]:
+        new_desc = self._check_skill_md(skill, path, content)
+        node = skill.files.get(path)
+        current = node.version if node else 0
+        reserved = node if node is not None and node.version == 0 else None
+        if reserved is not None:
+            node = None
+        if expect_version is not None and expect_version != current:
+            if expect_version == 0:
+                raise Exists(f"{path!r} already exists in skill {skill.name!r}")
+            raise StaleVersion(f"{path!r} is at version {current}, not {expect_version}")
+        self._check_path_free(skill, path, node)
+        t = now_ns()
+        digest = sha256(content)
+        if node is None:
+            new = FileNode(reserved.id if reserved else self._alloc_file_id(), skill.id, path, 1,
+                           len(content), digest, t, t)
+
+            new_dirs = [d for d in self._parents(path) if d not in skill.children]
+
+            def sql(con):
+                self._sql_new_file(con, new, content, author, reason, session_id, task_id)
+                # Folders a file implies are kept, as a real filesystem keeps them.
+                for d in new_dirs:
+                    con.execute("INSERT INTO skill_dirs VALUES (?,?,?)", [skill.id, d, t])
+                if new_desc is not None:
+                    con.execute("UPDATE skills SET description = ?, updated_ns = ? WHERE id = ?",
+                                [new_desc, t, skill.id])
+        else:
+            new = FileNode(node.id, skill.id, path, node.version + 1, len(content), digest, t,
+                           node.ctime_ns)
+
+            def sql(con):
+                con.execute("UPDATE files SET version = ? WHERE id = ?", [new.version, new.id])
+                self._sql_version(con, new, content, author, reason, session_id, task_id, False)
+                if new_desc is not None:
+                    con.execute("UPDATE skills SET description = ?, updated_ns = ? WHERE id = ?",
+                                [new_desc, t, skill.id])
+        await self._write(sql)
+        items: list[tuple] = []
+        if reserved is not None:
+            reserved.version, reserved.size, reserved.sha256, reserved.mtime_ns = (
+                1, new.size, new.sha256, t)
+            new = reserved
+            if new.ino:
+                items.append(("inode", new.ino, False))
+        elif node is None:
+            parent = path.rpartition("/")[0]
+            self.tree.add_file(new)
+            items += self._dir_items(skill, parent)
+            for d in new_dirs:
+                items += self._dir_items(skill, d.rpartition("/")[0])
+        else:
+            # Keep the inode: the kernel knows this file by it.
+            node.version, node.size, node.sha256, node.mtime_ns = (
+                new.version, new.size, new.sha256, new.mtime_ns)
+            new = node
+            if new.ino:
+                items.append(("inode", new.ino, False))
+        self.cache.put((new.id, new.version), content)
+        if new_desc is not None:
+            skill.description = new_desc
+        skill.updated_ns = t
+        return new, items
+
+    @staticmethod
+    def _parents(path: str) -> list[str]:
+        parts = path.split("/")[:-1]
+        return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+    def _check_path_free(self, skill: Skill, path: str, node: FileNode | None) -> None:
+        if node is None and path in skill.children:
+            raise Exists(f"{path!r} is a folder")
+        for parent in self._parents(path):
+            if parent in skill.files:
+                raise Invalid(f"{parent!r} is a file, not a folder")
+
+    def _sql_delete_version(self, con, node: FileNode, t: int, author: str, reason: str,
+                            session_id: str | None, task_id: str | None) -> None:
+        gone = FileNode(node.id, node.skill_id, node.path, node.version + 1, 0, sha256(b""), t,
+                        node.ctime_ns)
+        con.execute("UPDATE files SET version = ?, deleted = true WHERE id = ?",
+                    [gone.version, node.id])
+        self._sql_version(con, gone, None, author, reason, session_id, task_id, True)
+
+    async def reserve_file(self, skill_id: str, path: str) -> FileNode:
+        """Make an empty file visible in the tree before its first version is committed
+        (a file created through the mount exists from `create` until its first close)."""
+        names.check_rel_path(path)
+        async with self._lock:
+            skill = self.skill(skill_id)
+            if path in skill.files:
+                raise Exists(f"{path!r} already exists")
+            self._check_path_free(skill, path, None)
+            if path.rpartition("/")[0] not in skill.children:
+                raise NotFound(f"no folder for {path!r}")
+            t = now_ns()
+            node = FileNode(self._alloc_file_id(), skill.id, path, 0, 0, sha256(b""), t, t)
+            self.tree.add_file(node)
+            return node
+
+    async def drop_reserved(self, node: FileNode) -> None:
+        """Forget a created file whose first version never committed (its writer failed).
+        The kernel is told before this returns, so the writer's close() is followed by a
+        name that is gone."""
+        if node.version != 0 or node.deleted:
+            return
+        skill = self.tree.skills[node.skill_id]
+        self.tree.remove_file(node, now_ns())
+        parent, _, name = node.path.rpartition("/")
+        if self.kernel is not None:
+            await self.kernel.invalidate(self._dir_items(skill, parent, name), wait=True)
+
+    async def delete_file(self, skill_id: str, path: str, *, author: str, reason: str = "delete",
+                          session_id: str | None = None, task_id: str | None = None,
+                          expect_version: int | None = None) -> None:
+        async with self._lock:
+            skill = self.skill(skill_id)
+            node = skill.files.get(path)
+            if node is None:
+                raise NotFound(f"no file {path!r} in skill {skill.name!r}")
+            if path == SKILL_MD:
+                raise Forbidden("SKILL.md cannot be deleted; delete the skill instead")
+            if expect_version is not None and expect_version != node.version:
+                raise StaleVersion(f"{path!r} is at version {node.version}, not {expect_version}")
+            t = now_ns()
+            if node.version:  # a reserved file (version 0) was never written to the database
+                await self._write(lambda con: self._sql_delete_version(
+                    con, node, t, author, reason, session_id, task_id))
+            self.tree.remove_file(node, t)
+            skill.updated_ns = t
+            parent, _, name = path.rpartition("/")
+            items = self._dir_items(skill, parent, name)
+        await self._tell_kernel(items, author)
+
+    async def move_file(self, skill_id: str, old: str, new: str, *, author: str,
+                        reason: str = "", session_id: str | None = None,
+                        task_id: str | None = None, replace: bool = True) -> FileNode:
+        """Rename a file inside a skill. Over an existing file, the target keeps its history
+        and gains the source's content as a new version (an editor's save); the source is
+        recorded as deleted."""
+        names.check_rel_path(new)
+        async with self._lock:
+            skill = self.skill(skill_id)
+            node = skill.files.get(old)
+            if node is None:
+                raise NotFound(f"no file {old!r} in skill {skill.name!r}")
+            if old == new:
+                return node
+            if SKILL_MD in (old,):
+                raise Forbidden("SKILL.md cannot be renamed")
+            target = skill.files.get(new)
+            if node.version == 0 and target is None:
+                # Not committed yet: only the tree knows it.
+                self._check_path_free(skill, new, None)
+                self.tree.remove_file(node, now_ns())
+                node.deleted, node.path = False, new
+                self.tree.add_file(node)
+                return node
+            if target is not None and not replace:
+                raise Exists(f"{new!r} already exists")
+            self._check_path_free(skill, new, target)
+            reason = reason or f"rename {old} -> {new}"
+            if target is not None:
+                content = await self.content(node)
+                new_desc = self._check_skill_md(skill, new, content)
+                t = now_ns()
+                digest = node.sha256
+                upd = FileNode(target.id, skill.id, new, target.version + 1, node.size, digest,
+                               t, target.ctime_ns)
+
+                def sql(con):
+                    con.execute("UPDATE files SET version = ? WHERE id = ?",
+                                [upd.version, upd.id])
+                    self._sql_version(con, upd, content, author, reason, session_id, task_id,
+                                      False)
+                    self._sql_delete_version(con, node, t, author, reason, session_id, task_id)
+                    if new_desc is not None:
+                        con.execute("UPDATE skills SET description = ? WHERE id = ?",
+                                    [new_desc, skill.id])
+                await self._write(sql)
+                self.tree.remove_file(node, t)
+                self.tree.take_inode(target, node)
+                target.version, target.size, target.sha256, target.mtime_ns = (
+                    upd.version, upd.size, upd.sha256, t)
+                self.cache.put((target.id, target.version), content)
+                if new_desc is not None:
+                    skill.description = new_desc
+                result = target
+                items = [("inode", target.ino, False)] if target.ino else []
+            else:
+                if new == SKILL_MD:
+                    self._check_skill_md(skill, new, await self.content(node))
+                t = now_ns()
+                content = await self.content(node)
+                moved = FileNode(node.id, skill.id, new, node.version + 1, node.size,
+                                 node.sha256, t, node.ctime_ns)
+
+                def sql(con):
+                    con.execute("UPDATE files SET version = ?, path = ? WHERE id = ?",
+                                [moved.version, new, node.id])
+                    self._sql_version(con, moved, content, author, reason, session_id, task_id,
+                                      False)
+                await self._write(sql)
+                self.tree.remove_file(node, t)
+                node.deleted = False
+                node.path, node.version, node.mtime_ns = new, moved.version, t
+                self.tree.add_file(node)
+                self.cache.put((node.id, node.version), content)
+                result = node
+                items = []
+            skill.updated_ns = t
+            op, _, oname = old.rpartition("/")
+            np_, _, nname = new.rpartition("/")
+            items += self._dir_items(skill, op, oname) + self._dir_items(skill, np_, nname)
+        await self._tell_kernel(items, author)
+        return result
+
+    async def make_dir(self, skill_id: str, path: str, author: str = "api") -> None:
+        names.check_rel_path(path)
+        async with self._lock:
+            skill = self.skill(skill_id)
+            if path in skill.children or path in skill.files:
+                raise Exists(f"{path!r} already exists")
+            self._check_path_free(skill, path + "/x", None)
+            t = now_ns()
+            await self._write(lambda con: con.execute(
+                "INSERT INTO skill_dirs VALUES (?,?,?)", [skill.id, path, t]))
+            skill.add_dir(path, t)
+            items = self._dir_items(skill, path.rpartition("/")[0])
+        await self._tell_kernel(items, author)
+
+    async def remove_dir(self, skill_id: str, path: str, author: str = "api") -> None:
+        async with self._lock:
+            skill = self.skill(skill_id)
+            if path not in skill.children or not path:
+                raise NotFound(f"no folder {path!r}")
+            if skill.children[path]:
+                raise NotEmpty(f"folder {path!r} is not empty")
+            await self._write(lambda con: con.execute(
+                "DELETE FROM skill_dirs WHERE skill_id = ? AND path = ?", [skill.id, path]))
+            parent, _, name = path.rpartition("/")
+            items = self._dir_items(skill, parent, name)
+            skill.remove_dir(path, now_ns())
+            for space_id in skill.spaces:
+                self.tree.forget_dir(space_id, skill.id, path)
+        await self._tell_kernel(items, author)
+
+    async def move_dir(self, skill_id: str, old: str, new: str, author: str = "api") -> None:
+        """Rename a sub-folder of a skill with everything in it."""
+        names.check_rel_path(new)
+        async with self._lock:
+            skill = self.skill(skill_id)
+            if old not in skill.children or not old:
+                raise NotFound(f"no folder {old!r}")
+            if new in skill.files:
+                raise Exists(f"{new!r} is a file")
+            if new in skill.children and skill.children[new]:
+                raise NotEmpty(f"folder {new!r} is not empty")
+            if (new + "/").startswith(old + "/"):
+                raise Invalid("cannot move a folder into itself")
+            t = now_ns()
+            moved_files = [n for p, n in skill.files.items() if p.startswith(old + "/")]
+            moved_dirs = [d for d in skill.children if d == old or d.startswith(old + "/")]
+            contents = {n.id: await self.content(n) for n in moved_files}
+
+            def sql(con):
+                for d in moved_dirs:
+                    con.execute("DELETE FROM skill_dirs WHERE skill_id = ? AND path = ?",
+                                [skill.id, d])
+                    con.execute("INSERT INTO skill_dirs VALUES (?,?,?)",
+                                [skill.id, new + d[len(old):], t])
+                if new in skill.children:
+                    con.execute("DELETE FROM skill_dirs WHERE skill_id = ? AND path = ?",
+                                [skill.id, new])
+                for n in moved_files:
+                    moved = FileNode(n.id, skill.id, new + n.path[len(old):], n.version + 1,
+                                     n.size, n.sha256, t, n.ctime_ns)
+                    con.execute("UPDATE files SET version = ?, path = ? WHERE id = ?",
+                                [moved.version, moved.path, n.id])
+                    self._sql_version(con, moved, contents[n.id], author,
+                                      f"rename {old} -> {new}", None, None, False)
+            await self._write(sql)
+            op, _, oname = old.rpartition("/")
+            np_, _, nname = new.rpartition("/")
+            items = self._dir_items(skill, op, oname) + self._dir_items(skill, np_, nname)
+            for n in moved_files:
+                self.tree.remove_file(n, t)
+            for d in sorted(moved_dirs, reverse=True):
+                skill.remove_dir(d, t)
+            if new in skill.children:
+                skill.remove_dir(new, t)
+                for space_id in skill.spaces:
+                    self.tree.forget_dir(space_id, skill.id, new)
+            self.tree.rename_dirs(skill, old, new)
+            for d in sorted(moved_dirs):
+                skill.add_dir(new + d[len(old):], t)
+            for n in moved_files:
+                n.deleted = False
+                n.path, n.version, n.mtime_ns = new + n.path[len(old):], n.version + 1, t
+                self.tree.add_file(n)
+                self.cache.put((n.id, n.version), contents[n.id])
+        await self._tell_kernel(items, author)
+
+    def _find_file_id(self, skill: Skill, path: str) -> int:
+        node = skill.files.get(path)
+        if node is not None:
+            return node.id
+        row = self.con.execute(
+            "SELECT id FROM files WHERE skill_id = ? AND path = ? ORDER BY id DESC LIMIT 1",
+            [skill.id, path]).fetchone()
+        if row is None:
+            row = self.con.execute(
+                "SELECT file_id FROM file_versions v JOIN files f ON f.id = v.file_id "
+                "WHERE f.skill_id = ? AND v.path = ? ORDER BY v.at_ns DESC LIMIT 1",
+                [skill.id, path]).fetchone()
+        if row is None:
+            raise NotFound(f"{path!r} has no history in skill {skill.name!r}")
+        return row[0]
+
+    async def file_log(self, skill_id: str, path: str) -> list[VersionRow]:
+        """All versions of the file at `path` (or of the last file that had that path)."""
+        skill = self.skill(skill_id)
+
+        def q():
+            fid = self._find_file_id(skill, path)
+            return self.con.execute(
+                "SELECT version, path, sha256, size, author, reason, session_id, task_id, "
+                "at_ns, deleted FROM file_versions WHERE file_id = ? ORDER BY version",
+                [fid]).fetchall()
+        return [VersionRow(*r) for r in await self._db(q)]
+
+    async def revert_file(self, skill_id: str, path: str, version: int,
+                          author: str = "cli") -> FileNode:
+        """Make an old version current again, as a new version (history is kept)."""
+        skill = self.skill(skill_id)
+
+        def q():
+            fid = self._find_file_id(skill, path)
+            return fid, self.con.execute(
+                "SELECT content, deleted FROM file_versions WHERE file_id = ? AND version = ?",
+                [fid, version]).fetchone()
+        fid, row = await self._db(q)
+        if row is None:
+            raise NotFound(f"{path!r} has no version {version}")
+        if row[1]:
+            raise Invalid(f"version {version} of {path!r} is a deletion")
+        content = bytes(row[0] or b"")
+        node = skill.files.get(path)
+        if node is not None:
+            return await self.write_file(skill_id, path, content, author=author,
+                                         reason=f"revert to version {version}")
+        return await self._undelete(skill, fid, path, content, version, author)
+
+    async def _undelete(self, skill: Skill, fid: int, path: str, content: bytes, version: int,
+                        author: str) -> FileNode:
+        self._check_size(content)
+        async with self._lock:
+            if path in skill.files:
+                raise Exists(f"{path!r} exists again")
+            self._check_path_free(skill, path, None)
+            last = await self._db(lambda: self.con.execute(
+                "SELECT version, created_ns FROM files WHERE id = ?", [fid]).fetchone())
+            t = now_ns()
+            node = FileNode(fid, skill.id, path, last[0] + 1, len(content), sha256(content), t,
+                            last[1])
+
+            def sql(con):
+                con.execute("UPDATE files SET version = ?, path = ?, deleted = false "
+                            "WHERE id = ?", [node.version, path, fid])
+                self._sql_version(con, node, content, author, f"revert to version {version}",
+                                  None, None, False)
+            await self._write(sql)
+            self.tree.add_file(node)
+            self.cache.put((node.id, node.version), content)
+            items = self._dir_items(skill, path.rpartition("/")[0])
+        await self._tell_kernel(items, author)
+        return node
+
+    # -- bulk import (daemon not running) ------------------------------------------------
+
+    def import_tree(self, src: str, author: str = "cli", progress=None) -> dict[str, int]:
+        """Import a directory laid out like the mount (SPACE/SKILL/files) in a few large
+        transactions. Synchronous: for use before the daemon starts, not inside it."""
+        import os
+        from pathlib import Path
+
+        root = Path(src)
+        t = now_ns()
+        counts = {"spaces": 0, "skills": 0, "files": 0, "bytes": 0}
+        space_rows, skill_rows, link_rows, dir_rows, file_rows, version_rows = ([] for _ in range(6))
+        for space_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            space = self.tree.space_names.get(space_dir.name)
+            if space is None:
+                names.check_space_name(space_dir.name)
+                space = Space(str(uuid.uuid4()), space_dir.name, None, {}, t, t)
+                space_rows.append([space.id, space.name, None, _json({}), t, t])
+                self.tree.add_space(space)
+                counts["spaces"] += 1
+            for skill_dir in sorted(p for p in space_dir.iterdir() if p.is_dir()):
+                if skill_dir.name in space.skills:
+                    raise Exists(f"{space.name}/{skill_dir.name} already exists")
+                md_path = skill_dir / SKILL_MD
+                if not md_path.is_file():
+                    raise Invalid(f"{skill_dir} has no SKILL.md")
+                parsed = skillmd.parse(md_path.read_bytes(), skill_dir.name)
+                skill = Skill(str(uuid.uuid4()), parsed.name, parsed.description, {}, t, t)
+                self.tree.add_skill(skill)
+                self.tree.link_skill(space, skill, t)
+                skill_rows.append([skill.id, skill.name, skill.description, _json({}), t, t,
+                                   None])
+                link_rows.append([space.id, skill.id, t])
+                counts["skills"] += 1
+                for dirpath, dirnames, filenames in os.walk(skill_dir):
+                    dirnames.sort()
+                    rel_dir = os.path.relpath(dirpath, skill_dir)
+                    if rel_dir != ".":
+                        dir_rows.append([skill.id, rel_dir, t])
+                    for fname in sorted(filenames):
+                        rel = fname if rel_dir == "." else f"{rel_dir}/{fname}"
+                        names.check_rel_path(rel)
+                        data = (Path(dirpath) / fname).read_bytes()
+                        self._check_size(data)
+                        node = FileNode(self._alloc_file_id(), skill.id, rel, 1, len(data),
+                                        sha256(data), t, t)
+                        file_rows.append([node.id, skill.id, rel, 1, False, t])
+                        version_rows.append([node.id, 1, rel, data, node.sha256, len(data),
+                                             author, "import", None, None, t, False])
+                        self.tree.add_file(node)
+                        counts["files"] += 1
+                        counts["bytes"] += len(data)
+                if progress is not None:
+                    progress(counts)
+
+        def sql(con):
+            _insert_many(con, "spaces", 6, space_rows)
+            _insert_many(con, "skills", 7, skill_rows)
+            _insert_many(con, "space_skills", 3, link_rows)
+            _insert_many(con, "skill_dirs", 3, dir_rows)
+            _insert_many(con, "files", 6, file_rows)
+            _insert_many(con, "file_versions", 12, version_rows)
+        self._tx(sql)
+        self.con.execute("CHECKPOINT")
+        return counts

@@ -1,0 +1,245 @@
+"""What the store hands out (rows, events) and how Python values map to DuckDB rows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import duckdb
+
+AUTHORS = ("fuse", "api", "spool", "learner", "cli")
+DEFAULT_MAX_FILE_SIZE = 1 << 20
+SKILL_MD = "SKILL.md"
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _json(obj: Any) -> str | None:
+    return None if obj is None else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _unjson(text: str | None, default: Any = None) -> Any:
+    return default if text is None else json.loads(text)
+
+
+class Kernel(Protocol):
+    """What the store needs from the mount: a way to make the kernel drop cached state."""
+
+    async def invalidate(self, items: list[tuple], wait: bool) -> None: ...
+
+
+@dataclass
+class StoreEvent:
+    kind: str  # "messages" | "end" | "flush" | "attached" | "session_deleted"
+    session_id: str
+    space_id: str | None = None
+    count: int = 0
+
+
+@dataclass
+class FileContent:
+    content: bytes
+    version: int
+    sha256: str
+    path: str
+
+
+@dataclass
+class VersionRow:
+    version: int
+    path: str
+    sha256: str
+    size: int
+    author: str
+    reason: str | None
+    session_id: str | None
+    task_id: str | None
+    at_ns: int
+    deleted: bool
+
+
+@dataclass
+class SessionRow:
+    id: str
+    name: str | None
+    user: str | None
+    space_id: str | None
+    configs: dict
+    ended: bool
+    created_ns: int
+    updated_ns: int
+
+
+@dataclass
+class StoredMessage:
+    session_id: str
+    seq: int
+    role: str
+    format: str
+    body: dict
+    original: Any
+    task_id: str | None
+    created_ns: int
+    meta: dict = field(default_factory=dict)
+
+    def to_message(self):
+        from .messages import Message
+        return Message.model_validate({**self.body, "original": self.original})
+
+
+@dataclass
+class TaskRow:
+    id: str
+    session_id: str
+    ord: int
+    description: str
+    status: str
+    progress: list = field(default_factory=list)
+    preferences: list = field(default_factory=list)
+    first_seq: int | None = None
+    last_seq: int | None = None
+    learned: bool = False
+    created_ns: int = 0
+    updated_ns: int = 0
+
+
+@dataclass
+class LearningRow:
+    session_id: str
+    space_id: str
+    status: str
+    error: str | None
+    learned_seq: int
+    created_ns: int
+    updated_ns: int
+
+
+LESSON_STATUSES = ("queued", "written", "failed")
+
+
+@dataclass
+class LessonRow:
+    """A distilled lesson kept until its space's skill writer has written it. `task_id` is
+    None for facts stated outside any task; `payload` is the lesson itself (the learner's)."""
+
+    id: str
+    session_id: str
+    space_id: str
+    task_id: str | None
+    payload: dict
+    status: str = "queued"  # queued | written | failed
+    error: str | None = None
+    ord: int = 0
+    created_ns: int = 0
+    updated_ns: int = 0
+
+
+@dataclass
+class IngestResult:
+    space_id: str
+    session_id: str
+    messages: int
+    events: list[str]
+
+
+_TASK_COLS = ("id, session_id, ord, description, status, progress, preferences, first_seq, "
+              "last_seq, learned, created_ns, updated_ns")
+_LEARNING_COLS = "session_id, space_id, status, error, learned_seq, created_ns, updated_ns"
+_LESSON_COLS = ("id, session_id, space_id, task_id, ord, payload, status, error, created_ns, "
+                "updated_ns")
+_SESSION_COLS = 'id, name, "user", space_id, configs, ended, created_ns, updated_ns'
+# session_id, seq, role, format, body, original, task_id, source, created_ns, meta
+
+
+def _task(row) -> TaskRow:
+    return TaskRow(row[0], row[1], row[2], row[3], row[4], _unjson(row[5], []),
+                   _unjson(row[6], []), row[7], row[8], row[9], row[10], row[11])
+
+
+def _lesson(row) -> LessonRow:
+    return LessonRow(row[0], row[1], row[2], row[3], json.loads(row[5]), row[6], row[7],
+                     row[4], row[8], row[9])
+
+
+def _session(row) -> SessionRow:
+    return SessionRow(row[0], row[1], row[2], row[3], _unjson(row[4], {}), row[5], row[6],
+                      row[7])
+
+
+_column_types: dict[str, list[str]] = {}
+
+
+def _insert_many(con: duckdb.DuckDBPyConnection, table: str, ncols: int,
+                 rows: Sequence[Sequence[Any]]) -> None:
+    """Insert rows as one list per column: DuckDB converts each list in one call, about ten
+    times faster than binding every value of a multi-row VALUES."""
+    if not rows:
+        return
+    types = _column_types.get(table)
+    if types is None:
+        types = _column_types[table] = [t for (t,) in con.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_name = ? "
+            "ORDER BY ordinal_position", [table]).fetchall()]
+    if len(types) != ncols:
+        raise RuntimeError(f"{table} has {len(types)} columns, not {ncols}")
+    columns = [list(c) for c in zip(*rows)]
+    select = ", ".join(f"unnest(?::{t}[])" for t in types)
+    con.execute(f"INSERT INTO {table} SELECT * FROM (SELECT {select})", columns)
+
+
+@dataclass
+class _MessageBatch:
+    """Messages to insert, a list per column. DuckDB builds each stored body (the normalised
+    message as JSON) itself: encoding it in Python was the largest cost per message."""
+
+    session_id: str
+    source: str | None
+    t: int
+    seqs: list[int]
+    roles: list[str]
+    formats: list[str]
+    texts: list[str]
+    tool_calls: list[str]
+    tool_call_ids: list[str | None]
+    names: list[str | None]
+    originals: list[str]
+    metas: list[str | None]
+
+    _SQL = (
+        "INSERT INTO messages (session_id, seq, role, format, body, original, task_id, "
+        "source, created_ns, meta) "
+        "SELECT ?, s, r, f, json_object('role', r, 'text', x, 'tool_calls', json(c), "
+        "'tool_call_id', i, 'name', n, 'format', f)::VARCHAR, o, NULL, ?, ?, m FROM ("
+        "SELECT unnest(?::BIGINT[]) s, unnest(?::VARCHAR[]) r, unnest(?::VARCHAR[]) f, "
+        "unnest(?::VARCHAR[]) x, unnest(?::VARCHAR[]) c, unnest(?::VARCHAR[]) i, "
+        "unnest(?::VARCHAR[]) n, unnest(?::VARCHAR[]) o, unnest(?::VARCHAR[]) m)")
+
+    def insert(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self.seqs:
+            con.execute(self._SQL, [self.session_id, self.source, self.t, self.seqs,
+                                    self.roles, self.formats, self.texts, self.tool_calls,
+                                    self.tool_call_ids, self.names, self.originals,
+                                    self.metas])
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+__all__ = ["AUTHORS", "DEFAULT_MAX_FILE_SIZE", "SKILL_MD", "LESSON_STATUSES", "Kernel",
+           "StoreEvent", "FileContent", "VersionRow", "SessionRow", "StoredMessage", "TaskRow",
+           "LearningRow", "LessonRow", "IngestResult", "now_ns", "sha256"]

@@ -1,0 +1,295 @@
+"""Sessions, their messages, and exactly-once spool ingestion."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+
+from .. import names
+from ..errors import Conflict, Exists, Invalid, NotFound
+from ..messages import Control
+from .rows import (
+    _LEARNING_COLS,
+    _SESSION_COLS,
+    IngestResult,
+    LearningRow,
+    SessionRow,
+    StoredMessage,
+    StoreEvent,
+    _is_uuid,
+    _json,
+    _MessageBatch,
+    _session,
+    _unjson,
+    now_ns,
+)
+
+
+class SessionsMixin:
+    # -- sessions and messages ------------------------------------------------------------
+
+    async def create_session(self, user: str | None = None, configs: dict | None = None,
+                             space_id: str | None = None, name: str | None = None,
+                             session_id: str | None = None) -> SessionRow:
+        """`session_id` (a UUID) lets the caller pick the id; Exists if it is taken."""
+        if session_id is not None and not _is_uuid(session_id):
+            raise Invalid(f"session id {session_id!r} is not a UUID (lower-case, with hyphens)")
+        space = self.space(space_id) if space_id else None
+        t = now_ns()
+        row = SessionRow(session_id or str(uuid.uuid4()), name, user,
+                         space.id if space else None, dict(configs or {}), False, t, t)
+
+        def sql(con):
+            if session_id is not None and con.execute(
+                    "SELECT 1 FROM sessions WHERE id = ?", [session_id]).fetchone():
+                raise Exists(f"a session with id {session_id} already exists")
+            self._sql_session(con, row)
+            if space is not None:
+                self._sql_learning(con, row.id, space.id, t)
+        await self._write(sql)
+        if space is not None:
+            self._emit(StoreEvent("attached", row.id, space.id))
+        return row
+
+    @staticmethod
+    def _sql_session(con, row: SessionRow) -> None:
+        con.execute(f"INSERT INTO sessions ({_SESSION_COLS}) VALUES (?,?,?,?,?,?,?,?)",
+                    [row.id, row.name, row.user, row.space_id, _json(row.configs), row.ended,
+                     row.created_ns, row.updated_ns])
+
+    @staticmethod
+    def _sql_learning(con, session_id: str, space_id: str, t: int) -> None:
+        con.execute(f"INSERT INTO learning ({_LEARNING_COLS}) VALUES (?,?,'pending',NULL,-1,?,?)",
+                    [session_id, space_id, t, t])
+
+    async def get_session(self, session_id: str) -> SessionRow:
+        row = await self._db(lambda: self.con.execute(
+            f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?", [session_id]).fetchone())
+        if row is None:
+            raise NotFound(f"no session {session_id!r}")
+        return _session(row)
+
+    async def list_sessions(self, space_id: str | None = None,
+                            user: str | None = None) -> list[SessionRow]:
+        where, args = [], []
+        if space_id is not None:
+            where.append("space_id = ?")
+            args.append(self.space(space_id).id)
+        if user is not None:
+            where.append('"user" = ?')
+            args.append(user)
+        sql = f"SELECT {_SESSION_COLS} FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = await self._db(lambda: self.con.execute(
+            sql + " ORDER BY created_ns", args).fetchall())
+        return [_session(r) for r in rows]
+
+    async def update_session_configs(self, session_id: str, configs: dict,
+                                     replace: bool = False) -> SessionRow:
+        """Replace a session's configs with `configs` (replace=True), or merge them in, where
+        a key whose new value is None is removed. Read and write are one transaction."""
+        t = now_ns()
+
+        def sql(con):
+            row = con.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?",
+                              [session_id]).fetchone()
+            if row is None:
+                raise NotFound(f"no session {session_id!r}")
+            session = _session(row)
+            if replace:
+                session.configs = dict(configs)
+            else:
+                merged = {**session.configs, **configs}
+                session.configs = {k: v for k, v in merged.items()
+                                   if not (k in configs and configs[k] is None)}
+            session.updated_ns = t
+            con.execute("UPDATE sessions SET configs = ?, updated_ns = ? WHERE id = ?",
+                        [_json(session.configs), t, session_id])
+            return session
+        return await self._write(sql)
+
+    async def delete_session(self, session_id: str) -> None:
+        await self.get_session(session_id)
+
+        def sql(con):
+            for table, col in (("messages", "session_id"), ("tasks", "session_id"),
+                               ("lessons", "session_id"), ("learning", "session_id"),
+                               ("sessions", "id")):
+                con.execute(f"DELETE FROM {table} WHERE {col} = ?", [session_id])
+        await self._write(sql)
+        self._session_seq.pop(session_id, None)
+        self._emit(StoreEvent("session_deleted", session_id))
+
+    async def attach_session(self, session_id: str, space_id: str,
+                             strict: bool = False) -> LearningRow:
+        """Make a session learn into a space; Conflict if it learns into another one. With
+        `strict`, Conflict too if it learns into this very space already (a session is
+        attached once; of two concurrent strict attaches, one wins)."""
+        async with self._lock:
+            space = self.space(space_id)
+            t = now_ns()
+
+            def sql(con):
+                # Checked in the transaction: a session deleted meanwhile is not attached.
+                row = con.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?",
+                                  [session_id]).fetchone()
+                if row is None:
+                    raise NotFound(f"no session {session_id!r}")
+                session = _session(row)
+                found = con.execute(f"SELECT {_LEARNING_COLS} FROM learning "
+                                    "WHERE session_id = ?", [session_id]).fetchone()
+                existing = LearningRow(*found) if found else None
+                if strict and (existing is not None or session.space_id is not None):
+                    same = (existing.space_id if existing else session.space_id) == space.id
+                    raise Conflict(f"session {session_id} already learns into "
+                                   f"{'this' if same else 'another'} space")
+                if session.space_id not in (None, space.id) or (
+                        existing is not None and existing.space_id != space.id):
+                    raise Conflict(f"session {session_id} already learns into another space")
+                if existing is not None:
+                    return existing
+                con.execute("UPDATE sessions SET space_id = ?, updated_ns = ? WHERE id = ?",
+                            [space.id, t, session_id])
+                self._sql_learning(con, session_id, space.id, t)
+                return None
+            existing = await self._write(sql)
+            if existing is not None:
+                return existing
+        self._emit(StoreEvent("attached", session_id, space.id))
+        return LearningRow(session_id, space.id, "pending", None, -1, t, t)
+
+    def _message_batch(self, session_id: str, messages: Sequence, source: str | None,
+                       t: int, metas: Sequence[dict | None] | None = None) -> "_MessageBatch":
+        first = self._session_seq.get(session_id, -1) + 1
+        return _MessageBatch(
+            session_id, source, t, list(range(first, first + len(messages))),
+            [m.role for m in messages], [m.format for m in messages],
+            [m.text for m in messages],
+            [_json([{"id": c.id, "name": c.name, "arguments": c.arguments}
+                    for c in m.tool_calls]) if m.tool_calls else "[]" for m in messages],
+            [m.tool_call_id for m in messages], [m.name for m in messages],
+            [m.raw if m.raw is not None else _json(m.original) for m in messages],
+            [_json(meta) if meta else None for meta in metas] if metas is not None
+            else [None] * len(messages))
+
+    async def add_messages(self, session_id: str, messages: Sequence, author: str = "api",
+                           source: str | None = None,
+                           metas: Sequence[dict | None] | None = None) -> list[int]:
+        """Append messages; `metas` (one dict or None per message) is kept with each."""
+        if metas is not None and len(metas) != len(messages):
+            raise Invalid(f"{len(metas)} metas for {len(messages)} messages")
+        session = await self.get_session(session_id)
+        async with self._lock:
+            t = now_ns()
+            batch = self._message_batch(session_id, messages, source or author, t, metas)
+            await self._write(batch.insert)
+            if batch.seqs:
+                self._session_seq[session_id] = batch.seqs[-1]
+        if batch.seqs:
+            self._emit(StoreEvent("messages", session_id, session.space_id, len(batch.seqs)))
+        return batch.seqs
+
+    async def mark_session(self, session_id: str, event: str) -> None:
+        """Record a control event ('end' or 'flush') for a session and tell subscribers."""
+        session = await self.get_session(session_id)
+        if event == "end":
+            await self._write(lambda con: con.execute(
+                "UPDATE sessions SET ended = true, updated_ns = ? WHERE id = ?",
+                [now_ns(), session_id]))
+        self._emit(StoreEvent(event, session_id, session.space_id))
+
+    async def get_messages(self, session_id: str, after_seq: int = -1,
+                           limit: int | None = None) -> list[StoredMessage]:
+        sql = ("SELECT session_id, seq, role, format, body, original, task_id, created_ns, "
+               "meta FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq")
+        args: list = [session_id, after_seq]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        rows = await self._db(lambda: self.con.execute(sql, args).fetchall())
+        return [StoredMessage(r[0], r[1], r[2], r[3], json.loads(r[4]), _unjson(r[5]), r[6],
+                              r[7], _unjson(r[8], {})) for r in rows]
+
+    def last_seq(self, session_id: str) -> int:
+        return self._session_seq.get(session_id, -1)
+
+    # -- spool -------------------------------------------------------------------------
+
+    async def spool_seen(self, rel_path: str, digest: str, file_key: str | None = None) -> bool:
+        """Whether this very file was committed already. `file_key` (device, inode, mtime)
+        tells a file left behind by a crash from a new file that happens to have the same
+        name and content."""
+        row = await self._db(lambda: self.con.execute(
+            "SELECT 1 FROM spool_ledger WHERE path = ? AND sha256 = ? "
+            "AND file_key IS NOT DISTINCT FROM ? LIMIT 1", [rel_path, digest, file_key]
+        ).fetchone())
+        return row is not None
+
+    async def ingest_spool_file(self, space_name: str, session_name: str, rel_path: str,
+                                digest: str, records: Sequence,
+                                file_key: str | None = None) -> IngestResult:
+        """Commit a spool file's messages, control events and ledger row in one transaction.
+        A missing space is created; a missing session is created and attached to it."""
+        names.check_component(session_name)
+        messages = [r for r in records if not isinstance(r, Control)]
+        events = [r.event for r in records if isinstance(r, Control)]
+        async with self._lock:
+            t = now_ns()
+            space = self.tree.space_names.get(space_name)
+            new_space = None
+            if space is None:
+                new_space = self._plan_space(space_name, None, None, "spool")
+                space = new_space[0]
+            session = await self._db(self._find_session, space.id, session_name)
+            new_session = None
+            if session is None:
+                session = new_session = SessionRow(
+                    str(uuid.uuid4()) if not _is_uuid(session_name) else session_name,
+                    session_name, None, space.id, {}, False, t, t)
+            elif session.space_id not in (None, space.id):
+                raise Conflict(f"session {session_name!r} learns into another space")
+            attach = session.space_id is None
+            ended = "end" in events
+            batch = self._message_batch(session.id, messages, "spool", t)
+
+            def sql(con):
+                if new_space is not None:
+                    self._sql_space(con, *new_space, "spool")
+                if new_session is not None:
+                    self._sql_session(con, new_session)
+                elif attach:
+                    con.execute("UPDATE sessions SET space_id = ? WHERE id = ?",
+                                [space.id, session.id])
+                if new_session is not None or attach:
+                    has = con.execute("SELECT 1 FROM learning WHERE session_id = ?",
+                                      [session.id]).fetchone()
+                    if not has:
+                        self._sql_learning(con, session.id, space.id, t)
+                batch.insert(con)
+                if ended:
+                    con.execute("UPDATE sessions SET ended = true, updated_ns = ? WHERE id = ?",
+                                [t, session.id])
+                con.execute("INSERT INTO spool_ledger VALUES (?,?,?,?,?)",
+                            [rel_path, digest, file_key, len(batch.seqs), t])
+            await self._write(sql)
+            if new_space is not None:
+                self._apply_space(*new_space)
+            if batch.seqs:
+                self._session_seq[session.id] = batch.seqs[-1]
+        if new_space is not None:
+            await self._tell_kernel([("inode", 1, True)], "spool")
+        if new_session is not None or attach:
+            self._emit(StoreEvent("attached", session.id, space.id))
+        if batch.seqs:
+            self._emit(StoreEvent("messages", session.id, space.id, len(batch.seqs)))
+        for event in events:
+            self._emit(StoreEvent(event, session.id, space.id))
+        return IngestResult(space.id, session.id, len(batch.seqs), events)
+
+    def _find_session(self, space_id: str, name: str) -> SessionRow | None:
+        row = self.con.execute(
+            f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ? OR (name = ? AND space_id = ?) "
+            "ORDER BY (id = ?) DESC LIMIT 1", [name, name, space_id, name]).fetchone()
+        return _session(row) if row else None

@@ -1,0 +1,245 @@
+"""Learning spaces and skills."""
+
+from __future__ import annotations
+
+import uuid
+
+from .. import names, skillmd
+from ..errors import Exists, Invalid, NotFound
+from ..tree import FileNode, Skill, Space
+from .rows import SKILL_MD, _is_uuid, _json, now_ns, sha256
+
+
+class SpacesMixin:
+    # -- spaces ------------------------------------------------------------------------
+
+    def space(self, id_or_name: str) -> Space:
+        space = self.tree.spaces.get(id_or_name) or self.tree.space_names.get(id_or_name)
+        if space is None:
+            raise NotFound(f"no learning space {id_or_name!r}")
+        return space
+
+    def skill(self, skill_id: str) -> Skill:
+        skill = self.tree.skills.get(skill_id)
+        if skill is None:
+            raise NotFound(f"no skill {skill_id!r}")
+        return skill
+
+    def _plan_space(self, name: str, user: str | None, meta: dict | None, author: str,
+                    space_id: str | None = None
+                    ) -> tuple[Space, list[tuple[Skill, FileNode, bytes]]]:
+        names.check_space_name(name)
+        if space_id is not None:
+            if not _is_uuid(space_id):
+                raise Invalid(f"space id {space_id!r} is not a UUID (lower-case, with hyphens)")
+            if space_id in self.tree.spaces:
+                raise Exists(f"a learning space with id {space_id} already exists")
+        if name in self.tree.space_names:
+            raise Exists(f"a learning space named {name!r} already exists")
+        t = now_ns()
+        space = Space(space_id or str(uuid.uuid4()), name, user, dict(meta or {}), t, t)
+        defaults = []
+        for skill_name in skillmd.DEFAULT_SKILLS:
+            text = skillmd.default_skill(skill_name)
+            defaults.append(self._plan_skill(skill_name, text.encode(), t))
+        return space, defaults
+
+    def _plan_skill(self, name: str, content: bytes, t: int) -> tuple[Skill, FileNode, bytes]:
+        parsed = skillmd.parse(content, name)
+        skill = Skill(str(uuid.uuid4()), name, parsed.description, {}, t, t)
+        node = FileNode(self._alloc_file_id(), skill.id, SKILL_MD, 1, len(content),
+                        sha256(content), t, t)
+        return skill, node, content
+
+    def _alloc_file_id(self) -> int:
+        fid = self._next_file_id
+        self._next_file_id += 1
+        return fid
+
+    @staticmethod
+    def _sql_space(con, space: Space, skills: list[tuple[Skill, FileNode, bytes]],
+                   author: str) -> None:
+        con.execute("INSERT INTO spaces VALUES (?,?,?,?,?,?)",
+                    [space.id, space.name, space.user, _json(space.meta), space.created_ns,
+                     space.updated_ns])
+        for skill, node, content in skills:
+            SpacesMixin._sql_new_skill(con, skill, node, content, author, "default skill")
+            con.execute("INSERT INTO space_skills VALUES (?,?,?)",
+                        [space.id, skill.id, space.created_ns])
+
+    @staticmethod
+    def _sql_new_skill(con, skill: Skill, node: FileNode, content: bytes, author: str,
+                       reason: str, session_id: str | None = None,
+                       task_id: str | None = None) -> None:
+        con.execute("INSERT INTO skills VALUES (?,?,?,?,?,?,?)",
+                    [skill.id, skill.name, skill.description, _json(skill.meta),
+                     skill.created_ns, skill.updated_ns, skill.user])
+        SpacesMixin._sql_new_file(con, node, content, author, reason, session_id, task_id)
+
+    @staticmethod
+    def _sql_new_file(con, node: FileNode, content: bytes, author: str, reason: str,
+                      session_id: str | None = None, task_id: str | None = None) -> None:
+        con.execute("INSERT INTO files VALUES (?,?,?,?,false,?)",
+                    [node.id, node.skill_id, node.path, node.version, node.ctime_ns])
+        SpacesMixin._sql_version(con, node, content, author, reason, session_id, task_id, False)
+
+    @staticmethod
+    def _sql_version(con, node: FileNode, content: bytes | None, author: str, reason: str,
+                     session_id: str | None, task_id: str | None, deleted: bool) -> None:
+        con.execute("INSERT INTO file_versions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [node.id, node.version, node.path, content, node.sha256, node.size,
+                     author, reason, session_id, task_id, node.mtime_ns, deleted])
+
+    def _apply_space(self, space: Space, skills: list[tuple[Skill, FileNode, bytes]]) -> None:
+        self.tree.add_space(space)
+        for skill, node, content in skills:
+            self.tree.add_skill(skill)
+            self.tree.add_file(node)
+            self.cache.put((node.id, node.version), content)
+            self.tree.link_skill(space, skill, space.created_ns)
+
+    async def create_space(self, name: str, user: str | None = None, meta: dict | None = None,
+                           author: str = "api", space_id: str | None = None) -> Space:
+        """`space_id` (a UUID) lets the caller pick the id, e.g. to derive the name from it;
+        Exists if a space already has that id or name."""
+        async with self._lock:
+            space, skills = self._plan_space(name, user, meta, author, space_id)
+            await self._write(lambda con: self._sql_space(con, space, skills, author))
+            self._apply_space(space, skills)
+        await self._tell_kernel([("inode", 1, True)], author)
+        return space
+
+    async def update_space(self, space_id: str, *, meta: dict | None = None,
+                           name: str | None = None, author: str = "api") -> Space:
+        async with self._lock:
+            space = self.space(space_id)
+            new_meta = {**space.meta, **(meta or {})}
+            new_name = space.name
+            if name is not None and name != space.name:
+                names.check_space_name(name)
+                if name in self.tree.space_names:
+                    raise Exists(f"a learning space named {name!r} already exists")
+                new_name = name
+            t = now_ns()
+            await self._write(lambda con: con.execute(
+                "UPDATE spaces SET meta = ?, name = ?, updated_ns = ? WHERE id = ?",
+                [_json(new_meta), new_name, t, space.id]))
+            old_name = space.name
+            space.meta, space.updated_ns = new_meta, t
+            if new_name != old_name:
+                self.tree.rename_space(space, new_name, t)
+        if new_name != old_name:
+            await self._tell_kernel([("entry", 1, old_name), ("inode", 1, True)], author)
+        return space
+
+    async def delete_space(self, space_id: str, author: str = "api") -> None:
+        """Delete a space; its skills and sessions stay (sessions are detached)."""
+        async with self._lock:
+            space = self.space(space_id)
+
+            def sql(con):
+                con.execute("DELETE FROM space_skills WHERE space_id = ?", [space.id])
+                con.execute("DELETE FROM spaces WHERE id = ?", [space.id])
+                con.execute("UPDATE sessions SET space_id = NULL WHERE space_id = ?",
+                            [space.id])
+                con.execute("DELETE FROM learning WHERE space_id = ?", [space.id])
+                con.execute("DELETE FROM lessons WHERE space_id = ?", [space.id])
+            await self._write(sql)
+            self.tree.remove_space(space, now_ns())
+        await self._tell_kernel([("entry", 1, space.name), ("inode", 1, True)], author)
+
+    # -- skills ------------------------------------------------------------------------
+
+    async def create_skill(self, skill_md: str | bytes, files: dict[str, bytes] | None = None,
+                           *, space_id: str | None = None, author: str = "api",
+                           reason: str = "create skill", session_id: str | None = None,
+                           task_id: str | None = None, meta: dict | None = None,
+                           user: str | None = None) -> Skill:
+        content = skill_md.encode() if isinstance(skill_md, str) else skill_md
+        parsed = skillmd.parse(content)
+        files = dict(files or {})
+        files.pop(SKILL_MD, None)
+        for path, data in files.items():
+            names.check_rel_path(path)
+            self._check_size(data)
+        self._check_size(content)
+        async with self._lock:
+            space = self.space(space_id) if space_id else None
+            if space is not None and parsed.name in space.skills:
+                raise Exists(f"space {space.name!r} already has a skill named {parsed.name!r}")
+            t = now_ns()
+            skill, node, _ = self._plan_skill(parsed.name, content, t)
+            skill.meta, skill.user = dict(meta or {}), user
+            others = []
+            for path in sorted(files):
+                data = files[path]
+                others.append((FileNode(self._alloc_file_id(), skill.id, path, 1, len(data),
+                                        sha256(data), t, t), data))
+
+            def sql(con):
+                self._sql_new_skill(con, skill, node, content, author, reason, session_id,
+                                    task_id)
+                for other, data in others:
+                    self._sql_new_file(con, other, data, author, reason, session_id, task_id)
+                if space is not None:
+                    con.execute("INSERT INTO space_skills VALUES (?,?,?)", [space.id, skill.id, t])
+            await self._write(sql)
+            self.tree.add_skill(skill)
+            for n, data in [(node, content)] + others:
+                self.tree.add_file(n)
+                self.cache.put((n.id, n.version), data)
+            items = []
+            if space is not None:
+                self.tree.link_skill(space, skill, t)
+                items = [("inode", self.tree.space_ino(space), True)]
+        await self._tell_kernel(items, author)
+        return skill
+
+    async def include_skill(self, space_id: str, skill_id: str, author: str = "api") -> None:
+        async with self._lock:
+            space, skill = self.space(space_id), self.skill(skill_id)
+            if skill.id in {s.id for s in space.skills.values()}:
+                raise Exists(f"skill {skill.name!r} is already in space {space.name!r}")
+            if skill.name in space.skills:
+                raise Exists(f"space {space.name!r} already has a skill named {skill.name!r}")
+            t = now_ns()
+            await self._write(lambda con: con.execute(
+                "INSERT INTO space_skills VALUES (?,?,?)", [space.id, skill.id, t]))
+            self.tree.link_skill(space, skill, t)
+        await self._tell_kernel([("inode", self.tree.space_ino(space), True)], author)
+
+    async def exclude_skill(self, space_id: str, skill_id: str, author: str = "api") -> bool:
+        """Remove a skill from a space (the skill itself stays); False if it was not there."""
+        async with self._lock:
+            space, skill = self.space(space_id), self.skill(skill_id)
+            if space.skills.get(skill.name) is not skill:
+                return False
+            await self._write(lambda con: con.execute(
+                "DELETE FROM space_skills WHERE space_id = ? AND skill_id = ?",
+                [space.id, skill.id]))
+            self.tree.unlink_skill(space, skill)
+            space.updated_ns = now_ns()
+        ino = self.tree.space_ino(space)
+        await self._tell_kernel([("entry", ino, skill.name), ("inode", ino, True)], author)
+        return True
+
+    async def delete_skill(self, skill_id: str, author: str = "api") -> None:
+        """Delete a skill everywhere. Its file history is kept (files are marked deleted)."""
+        skill = self.skill(skill_id)
+        for space_id in list(skill.spaces):
+            await self.exclude_skill(space_id, skill_id, author)
+        async with self._lock:
+            t = now_ns()
+            nodes = list(skill.files.values())
+
+            def sql(con):
+                for node in nodes:
+                    self._sql_delete_version(con, node, t, author, "delete skill", None, None)
+                con.execute("DELETE FROM skills WHERE id = ?", [skill.id])
+            await self._write(sql)
+            for node in nodes:
+                self.tree.remove_file(node, t)
+            del self.tree.skills[skill.id]
+
+    def list_space_skills(self, space_id: str) -> list[Skill]:
+        return sorted(self.space(space_id).skills.values(), key=lambda s: s.created_ns)
