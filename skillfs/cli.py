@@ -70,6 +70,8 @@ def main(ctx: click.Context, socket: str | None) -> None:
 @click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="DuckDB file.")
 @click.option("--spool", type=click.Path(file_okay=False, path_type=Path), help="Spool dir.")
+@click.option("--socket", "socket_opt", type=click.Path(dir_okay=False, path_type=Path),
+              help="Control socket (default under the data directory).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
               help="TOML config file (default $SKILLFS_HOME/config.toml).")
 @click.option("--foreground", is_flag=True, help="Stay attached and log to stderr.")
@@ -81,13 +83,14 @@ def main(ctx: click.Context, socket: str | None) -> None:
 @click.option("--debug", is_flag=True, help="Verbose logging.")
 @click.option("--ready-fd", type=int, hidden=True)
 @click.pass_context
-def mount(ctx, mountpoint, db, spool, config_file, foreground, listen, tokens, learner, model,
-          max_file_size, debug, ready_fd):
+def mount(ctx, mountpoint, db, spool, socket_opt, config_file, foreground, listen, tokens,
+          learner, model, max_file_size, debug, ready_fd):
     """Start the daemon and mount every learning space at MOUNTPOINT."""
     tokens = list(tokens) or None
     if tokens is None and os.environ.get("SKILLFS_TOKEN"):
         tokens = [os.environ["SKILLFS_TOKEN"]]
-    cfg = configmod.load(config_file, db=db, spool=spool, socket=ctx.obj.get("socket"),
+    cfg = configmod.load(config_file, db=db, spool=spool,
+                         socket=socket_opt or ctx.obj.get("socket"),
                          listen=listen, tokens=tokens, max_file_size=max_file_size,
                          learner_backend=learner, learner_model=model)
     if cfg.listen and not cfg.tokens:

@@ -146,3 +146,19 @@ def test_read_only_bind_mount_of_one_space(daemon, space, tmp_path):
         assert (sandbox / "daily-logs" / "today.md").read_text() == "entry\nsecond\n"
     finally:
         run("umount", str(sandbox), check=False)
+
+
+def test_explicit_db_spool_and_socket_paths(make_daemon, tmp_path):
+    d = make_daemon(start=False)
+    db, spool, sock = tmp_path / "x" / "m.duckdb", tmp_path / "sp", tmp_path / "ctl.sock"
+    d.args = ["--learner", "off", "--db", str(db), "--spool", str(spool), "--socket", str(sock)]
+    d.start()
+    assert db.exists() and spool.is_dir() and sock.exists()
+    assert not (d.home / "skillfs.duckdb").exists()
+    r = d.cli("--socket", str(sock), "space", "create", "elsewhere")
+    assert "created space elsewhere" in r.stdout
+    assert os.listdir(d.mnt) == ["elsewhere"]
+    # without the socket the CLI looks in the default place and says the daemon is not there
+    r = d.cli("space", "list", check=False)
+    assert r.returncode == 1 and "not running" in r.stderr
+    d.stop()
