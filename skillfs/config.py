@@ -41,7 +41,7 @@ class Config(BaseModel):
     log_file: Path | None = None
     max_file_size: int = 1 << 20
     cache_bytes: int = 32 << 20  # file contents kept in memory (the kernel caches too)
-    duckdb_memory: str = "64MB"  # DuckDB's buffer pool; it spills to disk beyond this
+    duckdb_memory: str = "32MB"  # DuckDB's buffer pool; it spills to disk beyond this
     allow_other: bool = True
     listen: str | None = None  # "127.0.0.1:PORT" for the HTTP API over TCP
     tokens: list[str] = Field(default_factory=list)  # bearer tokens accepted on TCP

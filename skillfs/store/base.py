@@ -20,7 +20,7 @@ log = logging.getLogger("skillfs.store")
 
 class StoreBase:
     def __init__(self, db_path: str, *, max_file_size: int = DEFAULT_MAX_FILE_SIZE,
-                 cache_bytes: int = 32 << 20, duckdb_memory: str | None = "64MB") -> None:
+                 cache_bytes: int = 32 << 20, duckdb_memory: str | None = "32MB") -> None:
         self.db_path = str(db_path)
         self.max_file_size = max_file_size
         self.tree = Tree()
@@ -108,12 +108,17 @@ class StoreBase:
         for skill_id, path, c in con.execute(
                 "SELECT skill_id, path, created_ns FROM skill_dirs").fetchall():
             tree.skills[skill_id].add_dir(path, c)
-        rows = con.execute(
+        cur = con.execute(
             "SELECT f.id, f.skill_id, f.path, f.version, v.size, v.sha256, v.at_ns, "
             "f.created_ns FROM files f JOIN file_versions v "
-            "ON v.file_id = f.id AND v.version = f.version WHERE NOT f.deleted").fetchall()
-        for fid, skill_id, path, version, size, digest, at, created in rows:
-            tree.add_file(FileNode(fid, skill_id, path, version, size, digest, at, created))
+            "ON v.file_id = f.id AND v.version = f.version WHERE NOT f.deleted")
+        skills = tree.skills
+        # In chunks: all rows at once would double the memory the tree needs, for a moment.
+        while rows := cur.fetchmany(8192):
+            for fid, skill_id, path, version, size, digest, at, created in rows:
+                # the skill's own id string, not a copy per file (~9 MB at 100,000 files)
+                tree.add_file(FileNode(fid, skills[skill_id].id, path, version, size, digest,
+                                       at, created))
         self._next_file_id = (con.execute("SELECT max(id) FROM files").fetchone()[0] or 0) + 1
         self._session_seq = dict(con.execute(
             "SELECT session_id, max(seq) FROM messages GROUP BY session_id").fetchall())
