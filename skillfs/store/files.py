@@ -45,7 +45,7 @@ class FilesMixin:
         if data is None:
             # Whoever reads one file of a folder (grep, find -exec, an agent) usually reads
             # the rest: fetch the folder's uncached files in the same query.
-            keys = [key] + self._uncached_siblings(node)
+            keys = [key] + self._uncached_neighbours(node)
             found = await self._db(self._read_versions, keys)
             for k, content in found.items():
                 self.cache.put(k, content)
@@ -54,7 +54,7 @@ class FilesMixin:
                 raise NotFound(f"file {node.id} has no version {node.version}")
         return data
 
-    _PREFETCH_FILES = 256
+    _PREFETCH_FILES = 128
 
     async def preload(self) -> int:
         """Fill the content cache with current file contents, folder by folder, while it has
@@ -85,22 +85,35 @@ class FilesMixin:
                 self.cache.put(k, content)
         return len(found)
 
-    def _uncached_siblings(self, node: FileNode) -> list[tuple[int, int]]:
+    def _uncached_neighbours(self, node: FileNode) -> list[tuple[int, int]]:
+        """Uncached files likely read next: the rest of the folder, then the files created
+        after this one (a tree walk meets them next: ids follow creation order)."""
         skill = self.tree.skills.get(node.skill_id)
         if skill is None:
             return []
         budget = self.cache.max_bytes // 8
-        out = []
-        for sib in skill.children.get(node.path.rpartition("/")[0], {}).values():
-            if sib is None or sib is node or not sib.version:
-                continue
-            k = (sib.id, sib.version)
+        out: list[tuple[int, int]] = []
+
+        def take(other: FileNode | None) -> bool:
+            nonlocal budget
+            if other is None or other is node or not other.version:
+                return True
+            k = (other.id, other.version)
             if self.cache.get(k, touch=False) is not None:
-                continue
-            budget -= sib.size
+                return True
+            budget -= other.size
             if budget < 0 or len(out) >= self._PREFETCH_FILES:
-                break
+                return False
             out.append(k)
+            return True
+
+        for sib in skill.children.get(node.path.rpartition("/")[0], {}).values():
+            if not take(sib):
+                return out
+        files = self.tree.file_ids
+        for fid in range(node.id + 1, node.id + 1 + self._PREFETCH_FILES):
+            if not take(files.get(fid)):
+                break
         return out
 
     def _read_versions(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
