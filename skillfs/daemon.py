@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -176,6 +177,9 @@ class Daemon:
                                        duckdb_memory=c.duckdb_memory)
         except SkillfsError as e:
             raise StartupError(e.message) from None
+        # The tree is long-lived: keep the cyclic collector from walking it again and again
+        # (hundreds of thousands of objects at 100,000 files).
+        gc.freeze()
         fs = SkillFS(store)
         invalidator = KernelInvalidator()
         app = build_app(self)

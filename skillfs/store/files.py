@@ -46,6 +46,7 @@ class FilesMixin:
             # Whoever reads one file of a folder (grep, find -exec, an agent) usually reads
             # the rest: fetch the folder's uncached files in the same query.
             keys = [key] + self._uncached_neighbours(node)
+            self._fetched_upto = max(k[0] for k in keys)
             found = await self._db(self._read_versions, keys)
             for k, content in found.items():
                 self.cache.put(k, content)
@@ -55,6 +56,7 @@ class FilesMixin:
         return data
 
     _PREFETCH_FILES = 128
+    _fetched_upto = -10  # the highest file id the last cold read fetched
 
     async def preload(self) -> int:
         """Fill the content cache with current file contents, folder by folder, while it has
@@ -110,10 +112,13 @@ class FilesMixin:
         for sib in skill.children.get(node.path.rpartition("/")[0], {}).values():
             if not take(sib):
                 return out
-        files = self.tree.file_ids
-        for fid in range(node.id + 1, node.id + 1 + self._PREFETCH_FILES):
-            if not take(files.get(fid)):
-                break
+        # Only a walk gets more: a miss just past what the previous miss fetched. A reader
+        # picking files here and there would pay for files it never reads.
+        if self._fetched_upto < node.id <= self._fetched_upto + 2:
+            files = self.tree.file_ids
+            for fid in range(node.id + 1, node.id + 1 + self._PREFETCH_FILES):
+                if not take(files.get(fid)):
+                    break
         return out
 
     def _read_versions(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
