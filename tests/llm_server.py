@@ -114,6 +114,9 @@ class LLMServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out as two writes; with Nagle on, the second waits for
+            # the client's delayed ACK (~40 ms a call).
+            disable_nagle_algorithm = True
 
             def log_message(self, *a: Any) -> None:  # keep test output quiet
                 pass
