@@ -8,12 +8,15 @@ becomes a "failed: ..." note in the report instead of a number.
 - spool_ingestion: the spool contract of DESIGN §3 (write .tmp, rename in,
   wait until the daemon has committed and deleted the file).
 - edit_to_visible: through the control API's PUT /files.
-- learning_overhead: with the offline rules learner (no model time); the
-  variant with a scripted zero-latency OpenAI-compatible model is still to add.
+- learning_overhead: with the offline rules learner (no model time).
+- learning_model_overhead: with the openai learner against the bench's own
+  scripted, zero-latency OpenAI-compatible server (scripted_model.py), minus
+  the time that server spent answering.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -22,7 +25,9 @@ import time
 import uuid
 from pathlib import Path
 
+from . import cleanup
 from .figures import pct
+from .scripted_model import ScriptedModel
 
 SPOOL_SIZES = (1, 100, 10_000)
 SPOOL_TIMEOUT = 120.0
@@ -36,6 +41,12 @@ DAEMON_FIGURES: dict[str, tuple[str, str]] = {
     "edit_visible_p50": ("edit via API to visible in cat p50", "ms"),
     "edit_visible_p99": ("edit via API to visible in cat p99", "ms"),
     "learning_overhead": ("learning: session end to daily log visible, rules learner p50", "ms"),
+    "learning_model_p50": (("learning: session end to daily log visible, scripted model, "
+                            "beyond model time p50"), "ms"),
+    "learning_model_p99": (("learning: session end to daily log visible, scripted model, "
+                            "beyond model time p99"), "ms"),
+    "learning_model_calls": ("learning: model calls per session (scripted model)", "calls"),
+    "learning_model_per_call": ("learning: overhead per model call before the entry is visible p50", "ms"),
 }
 
 
@@ -154,13 +165,14 @@ def learning_overhead(system, runs: int) -> dict:
     (messages and {"event": "end"}) is renamed into place until its daily-log
     entry can be read through the mount.
 
-    Still to add: the same with the openai learner against a scripted,
-    zero-latency OpenAI-compatible server, minus the time spent in that server.
+    learning_model_overhead() measures the same with the openai learner and a
+    scripted model.
     """
     system.unmount()
     system.mount(learner="rules")
     space = f"bench-learn-{uuid.uuid4().hex[:6]}"
     with system.api() as api:
+        backlog = _wait_learner_idle(api)
         # A space made through the store starts with its daily-logs skill.
         r = api.post("/spaces", json={"name": space})
         if r.status_code >= 400:
@@ -190,7 +202,205 @@ def learning_overhead(system, runs: int) -> dict:
         lat.append((time.perf_counter() - t0) * 1000)
     return {"learning_overhead": {"value": pct(lat, 0.5), "runs": len(lat),
                                   "samples": [round(x, 1) for x in lat],
+                                  "backlog_s": round(backlog, 2),
                                   "learner": "rules (no model)"}}
+
+
+LEARN_TIMEOUT = 60.0
+BACKLOG_TIMEOUT = 300.0
+
+
+def _wait_learner_idle(api) -> float:
+    """Wait until no session is left to learn; return the seconds it took.
+
+    The spool figures ran with the learner off, so their sessions (tens of
+    thousands of messages) are learned as soon as a learner starts; they take
+    the learner's parallel slots, and a session measured meanwhile would wait
+    behind them. The learning figures measure an idle learner instead.
+    """
+    t0 = time.monotonic()
+    while True:
+        r = api.get("/learning")
+        if r.status_code >= 400:
+            raise RuntimeError(f"GET /learning: HTTP {r.status_code} {r.text[:300]}")
+        busy = [row for row in r.json() if row.get("status") not in ("completed", "failed")]
+        if not busy:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > BACKLOG_TIMEOUT:
+            raise RuntimeError(f"{len(busy)} session(s) still learning after {BACKLOG_TIMEOUT:.0f} s "
+                               f"(e.g. {busy[0]})")
+        time.sleep(0.05)
+
+
+def _session_records(marker: str) -> list[dict]:
+    return [
+        {"role": "user", "content": f"Please deploy the payment service {marker} to staging."},
+        {"role": "assistant", "content": f"Deployed the payment service {marker} to staging; "
+                                         "all health checks passed."},
+        {"role": "user", "content": "Thanks, that worked."},
+        {"event": "end"},
+    ]
+
+
+def _learning_state(api, space: str, name: str) -> tuple[str | None, str | None]:
+    r = api.get("/sessions", params={"space": space})
+    if r.status_code >= 400:
+        raise RuntimeError(f"GET /sessions: HTTP {r.status_code} {r.text[:300]}")
+    for row in r.json():
+        if row.get("name") == name:
+            return row.get("learning_status"), row.get("learning_error")
+    return None, None
+
+
+def learning_model_overhead(system, runs: int) -> dict:
+    """Session end to daily-log entry visible, with the openai learner talking to
+    a scripted OpenAI-compatible server that answers at once (scripted_model.py),
+    minus the time that server spent on the requests (its own handling time,
+    from taking a request to having written the answer).
+
+    Per session: extraction inserts one task (insert_task) and finishes,
+    distillation reports a success, the writer appends a daily-logs entry
+    (append_to_file) and finishes: 5 model calls. The day's daily-logs file is
+    created through the API first, so every session appends to an existing file
+    (the writer's path when a day's file exists). The clock starts at the rename of
+    the session's spool file (messages and {"event": "end"}) and stops when the
+    entry can be read through the mount from this process; model time is the part
+    of each request's handling that falls inside that window. The writer's
+    `finish` may come before or after the entry is visible, so "overhead per
+    call" divides by the calls that started before it. Before the next session, this
+    one must have been reported completed by the control API, so sessions never
+    overlap. One session before the measured ones warms the daemon's model client
+    (its connection, lazy imports); it is reported apart as `first_session_ms`.
+    """
+    model = ScriptedModel().start()
+    cleanup.push(model.stop)
+    try:
+        system.unmount()
+        cfg = system.state / "bench-learner.toml"
+        cfg.write_text(
+            "[learner]\n"
+            'backend = "openai"\n'
+            f"base_url = {json.dumps(model.base_url)}\n"
+            'api_key = "bench-scripted"\n'
+            'model = "bench-scripted"\n'
+            # a failure must show at once, not after retries with backoff
+            "retries = 0\n"
+            "timeout = 10.0\n")
+        system.mount(learner="openai", config=cfg)
+        return _learning_model_runs(system, model, runs)
+    finally:
+        # The daemon first (it may still be talking to the model), then the model.
+        system.unmount()
+        model.stop()
+        cleanup.discard(model.stop)
+
+
+def _learning_model_runs(system, model: ScriptedModel, runs: int) -> dict:
+    space = f"bench-model-{uuid.uuid4().hex[:6]}"
+    day = time.strftime("%Y-%m-%d")
+    with system.api() as api:
+        backlog = _wait_learner_idle(api)
+        r = api.post("/spaces", json={"name": space})
+        if r.status_code >= 400:
+            raise RuntimeError(f"POST /spaces: HTTP {r.status_code} {r.text[:300]}")
+        r = api.put("/files", params={"path": f"{space}/daily-logs/{day}.md"},
+                    content=f"# {day}\n".encode(),
+                    headers={"Content-Type": "application/octet-stream"})
+        if r.status_code >= 400:
+            raise RuntimeError(f"PUT /files (the day's log): HTTP {r.status_code} {r.text[:300]}")
+        logs = system.root / space / "daily-logs"
+        samples: list[dict] = []
+        for i in range(runs + 1):  # the first one warms up
+            samples.append(_one_model_session(system, model, api, space, logs, i))
+    first, measured = samples[0], samples[1:]
+    over = [x["overhead_ms"] for x in measured]
+    per_call = [x["overhead_ms"] / x["calls_before_visible"] for x in measured]
+    calls = [x["calls"] for x in measured]
+    detail = {
+        "runs": len(measured),
+        "samples": [round(x, 1) for x in over],
+        "first_session_ms": round(first["overhead_ms"], 1),
+        "backlog_s": round(backlog, 2),
+        "wall_p50_ms": round(pct([x["wall_ms"] for x in measured], 0.5), 2),
+        "model_p50_ms": round(pct([x["model_ms"] for x in measured], 0.5), 3),
+        # where the overhead goes, p50 over sessions
+        "to_first_call_p50_ms": round(pct([x["to_first_call_ms"] for x in measured], 0.5), 2),
+        "between_calls_p50_ms": round(pct([x["between_calls_ms"] for x in measured], 0.5), 2),
+        "last_answer_to_visible_p50_ms": round(pct([x["last_answer_to_visible_ms"] for x in measured], 0.5), 2),
+        # each gap between one answer and the next request (the daemon's own work)
+        "between_calls_by_step_p50_ms": {
+            k: round(pct([x["steps_ms"][k] for x in measured if k in x["steps_ms"]], 0.5), 2)
+            for k in measured[-1]["steps_ms"]},
+        "calls_by_stage": measured[-1]["stages"],
+        "learner": "openai, scripted zero-latency model",
+    }
+    return {
+        "learning_model_p50": {"value": pct(over, 0.5), **detail},
+        "learning_model_p99": {"value": pct(over, 0.99), "runs": len(over)},
+        "learning_model_calls": {"value": pct(calls, 0.5), "runs": len(calls),
+                                 "min": min(calls), "max": max(calls),
+                                 "before_visible_p50": pct([x["calls_before_visible"] for x in measured], 0.5)},
+        "learning_model_per_call": {"value": pct(per_call, 0.5), "runs": len(per_call),
+                                    "p99": pct(per_call, 0.99)},
+    }
+
+
+def _one_model_session(system, model: ScriptedModel, api, space: str, logs: Path, i: int) -> dict:
+    marker = f"lrn{uuid.uuid4().hex[:10]}"
+    name = f"bench-model-{i}"
+    d = system.spool / space / name
+    d.mkdir(parents=True)
+    tmp = d / "000001.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in _session_records(marker)))
+    errors_before = len(model.errors)
+    t0 = time.perf_counter()
+    os.rename(tmp, d / "000001.jsonl")
+    deadline = time.monotonic() + LEARN_TIMEOUT
+    while not _shows(logs, marker.encode()):
+        if len(model.errors) > errors_before:
+            raise RuntimeError(f"session {i}: the scripted model refused a request: "
+                               f"{model.errors[errors_before]}")
+        if time.monotonic() > deadline:
+            state = _learning_state(api, space, name)
+            raise RuntimeError(f"no daily-log entry for session {i} after {LEARN_TIMEOUT:.0f} s "
+                               f"(learning status {state[0]}, error {state[1]})")
+        time.sleep(0.001)
+    t1 = time.perf_counter()
+    # Not timed: wait until the learner is done with the session, so the next one
+    # starts alone (the writer's finish is usually answered after the entry shows).
+    while True:
+        status, error = _learning_state(api, space, name)
+        if status == "completed":
+            break
+        if status == "failed":
+            raise RuntimeError(f"session {i}: learning failed after the entry was written: {error}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"session {i}: learning status still {status} after {LEARN_TIMEOUT:.0f} s")
+        time.sleep(0.005)
+    mine = sorted((c for c in model.snapshot() if marker in c.markers), key=lambda c: c.received)
+    if not mine:
+        raise RuntimeError(f"session {i}: the daily-log entry appeared but the model was never asked")
+    # Model time: the part of each request's handling inside [t0, t1].
+    model_s = sum(max(0.0, min(c.answered, t1) - max(c.received, t0)) for c in mine)
+    before = [c for c in mine if c.received < t1]
+    steps = {f"{a.stage}:{a.tool} -> {b.stage}:{b.tool}": max(0.0, b.received - a.answered) * 1000
+             for a, b in itertools.pairwise(before)}
+    gaps = sum(steps.values()) / 1000
+    stages: dict[str, int] = {}
+    for c in mine:
+        stages[f"{c.stage}:{c.tool}"] = stages.get(f"{c.stage}:{c.tool}", 0) + 1
+    return {
+        "wall_ms": (t1 - t0) * 1000,
+        "model_ms": model_s * 1000,
+        "overhead_ms": (t1 - t0 - model_s) * 1000,
+        "calls": len(mine),
+        "calls_before_visible": max(1, len(before)),
+        "to_first_call_ms": (mine[0].received - t0) * 1000,
+        "between_calls_ms": gaps * 1000,
+        "steps_ms": steps,
+        "last_answer_to_visible_ms": (t1 - max(c.answered for c in before)) * 1000 if before else 0.0,
+        "stages": stages,
+    }
 
 
 def _shows(folder: Path, marker: bytes) -> bool:
@@ -217,6 +427,8 @@ def run_all(system, corpus, s) -> tuple[dict, dict]:
                                                     s.spool_singles)),
         ("edit to visible", lambda: edit_to_visible(system, corpus, corpus.files[1], s.edit_runs)),
         ("learning overhead", lambda: learning_overhead(system, s.learn_runs)),
+        ("learning overhead, scripted model",
+         lambda: learning_model_overhead(system, s.learn_model_runs)),
     ]
     for name, fn in steps:
         try:

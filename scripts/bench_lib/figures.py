@@ -57,6 +57,7 @@ class Settings:
     spool_singles: int = 50
     edit_runs: int = 100
     learn_runs: int = 10
+    learn_model_runs: int = 20
     warnings: list[str] = field(default_factory=list)
 
 

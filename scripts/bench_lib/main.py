@@ -67,7 +67,7 @@ def meta(args, s: figures.Settings) -> dict:
         "daemon_figures": {"sizes": s.daemon_sizes, "spool_msgs": s.spool_msgs,
                            "spool_one_msg_files": s.spool_one_msg_files,
                            "spool_singles": s.spool_singles, "edit_runs": s.edit_runs,
-                           "learn_runs": s.learn_runs},
+                           "learn_runs": s.learn_runs, "learn_model_runs": s.learn_model_runs},
         "warnings": s.warnings,
     }
 
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         s.spool_singles = 20
         s.edit_runs = 30
         s.learn_runs = 5
+        s.learn_model_runs = 10
     out = args.out.resolve()
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)

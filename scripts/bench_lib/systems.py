@@ -248,6 +248,9 @@ class Skillfs(System):
         if self.state is not None:
             env["SKILLFS_HOME"] = str(self.state)
             env["SKILLFS_SOCKET"] = str(self.socket)
+        # A model on loopback (the scripted one) must never go through an HTTP proxy.
+        for k in ("NO_PROXY", "no_proxy"):
+            env[k] = ",".join(x for x in (env.get(k), "127.0.0.1", "localhost") if x)
         return env
 
     def _run(self, *args: str, timeout: float = MOUNT_TIMEOUT) -> subprocess.CompletedProcess:
@@ -310,14 +313,17 @@ class Skillfs(System):
         with open(self.logdir / f"skillfs-{self.corpus.n_files}.log", "a") as f:
             f.write(f"$ skillfs {what} -> {r.returncode}\n{r.stdout}{r.stderr}\n")
 
-    def mount(self, learner: str = "off") -> float:
+    def mount(self, learner: str = "off", config: Path | None = None) -> float:
+        """`config`: a TOML file for `--config` (the learning figures point the
+        openai learner at the bench's scripted model with one)."""
         self.mnt.mkdir(parents=True, exist_ok=True)
         cleanup.push(self.unmount)
         t0 = time.perf_counter()
         # The learner is off by default: it would compete for the 2 CPUs with
         # the figures; its own overhead is a separate figure.
+        extra = ["--config", str(config)] if config is not None else []
         r = self._run("mount", str(self.mnt), "--db", str(self.db), "--spool", str(self.spool),
-                      "--learner", learner)
+                      "--learner", learner, *extra)
         self._log("mount", r)
         if r.returncode != 0:
             raise RuntimeError(f"skillfs mount failed: {(r.stderr or r.stdout).strip()[-500:]}")
