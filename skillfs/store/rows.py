@@ -94,7 +94,7 @@ class StoredMessage:
     meta: dict = field(default_factory=dict)
 
     def to_message(self):
-        from .messages import Message
+        from ..messages import Message
         return Message.model_validate({**self.body, "original": self.original})
 
 
