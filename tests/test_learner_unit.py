@@ -4,6 +4,7 @@ OpenAI-compatible server, the writer's guards, and the Learner on a real Store (
 from __future__ import annotations
 
 import json
+import re
 import sys
 import uuid
 from datetime import datetime
@@ -811,8 +812,9 @@ def test_learner_openai_resumes_after_crash_mid_distill(tmp_path):
         first = writes[0]["messages"][1]["content"]
         assert "R1 — stated by the user" in first and "facts: Name is Gus" in first
         assert "R2 — task: Deploy API v2 to staging" in first and "approach: blue-green" in first
-        assert "R3 — task: Roll back staging" in json.dumps(writes[-1]["messages"],
-                                                            ensure_ascii=False)
+        # it joins the first run or comes in one of its own, depending on timing
+        assert re.search(r"R\d — task: Roll back staging",
+                         json.dumps(writes[-1]["messages"], ensure_ascii=False))
         assert "failure point: script timed out" in json.dumps(writes[-1]["messages"])
         assert json.dumps(writes[-1]["messages"]).count("Roll back staging") == 1
 

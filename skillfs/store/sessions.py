@@ -64,8 +64,12 @@ class SessionsMixin:
                     [session_id, space_id, t, t])
 
     async def get_session(self, session_id: str) -> SessionRow:
-        row = await self._db(lambda: self.con.execute(
-            f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?", [session_id]).fetchone())
+        return await self._db(self._session_row, self.con, session_id)
+
+    @staticmethod
+    def _session_row(con, session_id: str) -> SessionRow:
+        row = con.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?",
+                          [session_id]).fetchone()
         if row is None:
             raise NotFound(f"no session {session_id!r}")
         return _session(row)
@@ -93,11 +97,7 @@ class SessionsMixin:
         t = now_ns()
 
         def sql(con):
-            row = con.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?",
-                              [session_id]).fetchone()
-            if row is None:
-                raise NotFound(f"no session {session_id!r}")
-            session = _session(row)
+            session = self._session_row(con, session_id)
             if replace:
                 session.configs = dict(configs)
             else:
@@ -133,11 +133,7 @@ class SessionsMixin:
 
             def sql(con):
                 # Checked in the transaction: a session deleted meanwhile is not attached.
-                row = con.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?",
-                                  [session_id]).fetchone()
-                if row is None:
-                    raise NotFound(f"no session {session_id!r}")
-                session = _session(row)
+                session = self._session_row(con, session_id)
                 found = con.execute(f"SELECT {_LEARNING_COLS} FROM learning "
                                     "WHERE session_id = ?", [session_id]).fetchone()
                 existing = LearningRow(*found) if found else None
