@@ -300,7 +300,7 @@ class FilesMixin:
                 raise NotFound(f"no file {old!r} in skill {skill.name!r}")
             if old == new:
                 return node
-            if SKILL_MD in (old,):
+            if old == SKILL_MD:
                 raise Forbidden("SKILL.md cannot be renamed")
             target = skill.files.get(new)
             if node.version == 0 and target is None:
@@ -342,10 +342,9 @@ class FilesMixin:
                 result = target
                 items = [("inode", target.ino, False)] if target.ino else []
             else:
-                if new == SKILL_MD:
-                    self._check_skill_md(skill, new, await self.content(node))
-                t = now_ns()
                 content = await self.content(node)
+                self._check_skill_md(skill, new, content)
+                t = now_ns()
                 moved = FileNode(node.id, skill.id, new, node.version + 1, node.size,
                                  node.sha256, t, node.ctime_ns)
 

@@ -18,6 +18,7 @@ from .rows import (
     _lesson,
     _task,
     now_ns,
+    where,
 )
 
 
@@ -58,13 +59,9 @@ class LearningMixin:
         return LearningRow(*row) if row else None
 
     async def list_learning(self, space_id: str | None = None) -> list[LearningRow]:
-        sql = f"SELECT {_LEARNING_COLS} FROM learning"
-        args = []
-        if space_id is not None:
-            sql += " WHERE space_id = ?"
-            args.append(self.space(space_id).id)
-        rows = await self._db(lambda: self.con.execute(sql + " ORDER BY created_ns",
-                                                       args).fetchall())
+        cond, args = where(space_id=self.space(space_id).id if space_id is not None else None)
+        rows = await self._db(lambda: self.con.execute(
+            f"SELECT {_LEARNING_COLS} FROM learning{cond} ORDER BY created_ns", args).fetchall())
         return [LearningRow(*r) for r in rows]
 
     async def set_learning(self, session_id: str, status: str, error: str | None = None,
@@ -146,22 +143,10 @@ class LearningMixin:
                            status: str | Sequence[str] | None = None) -> list[LessonRow]:
         """Lessons in the order they were kept, optionally of one session, one space and/or
         with the given status(es)."""
-        where, args = [], []
-        if session_id is not None:
-            where.append("session_id = ?")
-            args.append(session_id)
-        if space_id is not None:
-            where.append("space_id = ?")
-            args.append(space_id)
-        if status is not None:
-            wanted = [status] if isinstance(status, str) else list(status)
-            where.append(f"status IN ({','.join('?' * len(wanted))})")
-            args.extend(wanted)
-        sql = f"SELECT {_LESSON_COLS} FROM lessons"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        cond, args = where(session_id=session_id, space_id=space_id,
+                           status=[status] if isinstance(status, str) else status)
         rows = await self._db(lambda: self.con.execute(
-            sql + " ORDER BY created_ns, ord", args).fetchall())
+            f"SELECT {_LESSON_COLS} FROM lessons{cond} ORDER BY created_ns, ord", args).fetchall())
         return [_lesson(r) for r in rows]
 
     async def unwritten_lessons(self, *, session_id: str | None = None,

@@ -177,6 +177,22 @@ def _session(row) -> SessionRow:
                       row[7])
 
 
+def where(**columns: Any) -> tuple[str, list]:
+    """`" WHERE a = ? AND b IN (?,?)"` and its arguments, for the columns whose value is not
+    None (a list or tuple means any of its values)."""
+    clauses, args = [], []
+    for col, value in columns.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            clauses.append(f'"{col}" IN ({",".join("?" * len(value))})')
+            args.extend(value)
+        else:
+            clauses.append(f'"{col}" = ?')
+            args.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
 _column_types: dict[str, list[str]] = {}
 
 

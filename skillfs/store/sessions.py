@@ -23,6 +23,7 @@ from .rows import (
     _session,
     _unjson,
     now_ns,
+    where,
 )
 
 
@@ -76,18 +77,10 @@ class SessionsMixin:
 
     async def list_sessions(self, space_id: str | None = None,
                             user: str | None = None) -> list[SessionRow]:
-        where, args = [], []
-        if space_id is not None:
-            where.append("space_id = ?")
-            args.append(self.space(space_id).id)
-        if user is not None:
-            where.append('"user" = ?')
-            args.append(user)
-        sql = f"SELECT {_SESSION_COLS} FROM sessions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        cond, args = where(space_id=self.space(space_id).id if space_id is not None else None,
+                           user=user)
         rows = await self._db(lambda: self.con.execute(
-            sql + " ORDER BY created_ns", args).fetchall())
+            f"SELECT {_SESSION_COLS} FROM sessions{cond} ORDER BY created_ns", args).fetchall())
         return [_session(r) for r in rows]
 
     async def update_session_configs(self, session_id: str, configs: dict,
