@@ -63,3 +63,19 @@ class StaleVersion(SkillfsError):
 
     errno = errno.EAGAIN
     http_status = 409
+
+
+class StorageFull(SkillfsError):
+    """The disk under the database (or its spill directory) is full. Nothing was changed;
+    the same call can succeed once space is freed."""
+
+    errno = errno.ENOSPC
+    http_status = 507
+
+
+class Unavailable(SkillfsError):
+    """The database cannot take changes right now (it failed and is being reopened, or it
+    is out of memory). Reads served from memory still work."""
+
+    errno = errno.EIO
+    http_status = 503
