@@ -868,3 +868,38 @@ def test_failed_lessons_survive_a_restart_and_retry(tmp_path):
         store.close()
         assert len(srv.requests_offering("insert_task")) == 2  # extracted once (two turns)
         assert srv.pending() == 0
+
+
+def test_daily_log_continues_in_parts_at_the_size_cap(tmp_path):
+    """A busy day fills its log to the cap; learning goes on in 2026-..-2.md, never fails."""
+    store = Store(str(tmp_path / "cap.duckdb"), max_file_size=1500)
+
+    async def main():
+        learner = _learner(store)
+        async with trio.open_nursery() as n:
+            await n.start(learner.run)
+            for i in range(12):
+                _, row = await _session(store, "s", [
+                    ("user", f"Deploy service number {i} to staging"),
+                    ("assistant", f"Deployed service number {i} to staging; health checks pass.")])
+                await store.mark_session(row.id, "end")
+                assert await learner.wait(row.id, 10) == "completed"
+            n.cancel_scope.cancel()
+        day = datetime.now().strftime("%Y-%m-%d")
+        skill = _skill(store, "s", "daily-logs")
+        parts = [rules.daily_log_name(day, n) for n in range(1, 20)
+                 if rules.daily_log_name(day, n) in skill.files]
+        assert len(parts) >= 2 and len(parts) == len([p for p in skill.files if day in p])
+        text = ""
+        for p in parts:
+            part = await _read(store, "s", "daily-logs", p)
+            assert len(part.encode()) <= 1500
+            text += part
+        assert (await _read(store, "s", "daily-logs", f"{day}-2.md")).startswith(
+            f"# {day} (part 2)\n\n## [")
+        for i in range(12):
+            assert text.count(f"Task: Deploy service number {i} to staging\n") == 1
+    try:
+        trio.run(main)
+    finally:
+        store.close()

@@ -412,11 +412,17 @@ def daily_entry(task: RuleTask, at: datetime) -> str:
     )
 
 
-def add_daily_entry(existing: str | None, day: str, entry: str) -> str | None:
+def daily_log_name(day: str, part: int = 1) -> str:
+    """`2026-11-22.md`, then `2026-11-22-2.md`, ... once a part reaches the size cap."""
+    return f"{day}.md" if part == 1 else f"{day}-{part}.md"
+
+
+def add_daily_entry(existing: str | None, day: str, entry: str, part: int = 1) -> str | None:
     """The day's file with `entry` appended; None if an entry with that heading is there."""
     heading = entry.splitlines()[0]
     if existing is None or not existing.strip():
-        return f"# {day}\n\n{entry}"
+        title = day if part == 1 else f"{day} (part {part})"
+        return f"# {title}\n\n{entry}"
     if any(line.strip() == heading for line in existing.splitlines()):
         return None
     return existing.rstrip("\n") + "\n\n" + entry

@@ -110,7 +110,11 @@ class Edits:
                 if version == 0:
                     continue  # created meanwhile: redo against its text
                 raise
-            except (Invalid, TooBig, Forbidden) as e:
+            except TooBig as e:
+                raise ToolError(f"{e.message}: {skill.name}/{path} is full; continue in a new "
+                                "file as the skill's SKILL.md says (a daily log goes on in "
+                                "YYYY-MM-DD-2.md, -3.md, ...)") from None
+            except (Invalid, Forbidden) as e:
                 raise ToolError(e.message) from None
             self.seen.pop((skill.name, path), None)
             self.edits += 1
@@ -348,10 +352,8 @@ async def write_with_rules(store: Any, space_id: str, lessons: list[Lesson]) -> 
         who = edits.attribution(i)
         daily = skills.get(DAILY)
         if lesson.rule_task is not None and daily is not None:
-            day = f"{lesson.at:%Y-%m-%d}"
             entry = rules.daily_entry(lesson.rule_task, lesson.at)
-            await _rules_edit(edits, daily, f"{day}.md",
-                              lambda old, d=day, e=entry: rules.add_daily_entry(old, d, e), who)
+            await _add_daily_entry(edits, daily, f"{lesson.at:%Y-%m-%d}", entry, who)
         facts_skill = skills.get(FACTS)
         if lesson.facts and facts_skill is not None:
             by_topic: dict[str, list[rules.Fact]] = {}
@@ -361,6 +363,34 @@ async def write_with_rules(store: Any, space_id: str, lessons: list[Lesson]) -> 
                 await _rules_edit(edits, facts_skill, f"{topic}.md",
                                   lambda old, t=topic, fs=facts: rules.merge_facts(old, t, fs), who)
     return edits
+
+
+async def _add_daily_entry(edits: Edits, skill: Any, day: str, entry: str,
+                           who: dict[str, Any]) -> None:
+    """Append `entry` to the day's last part, or start the next part when the entry would
+    take that part past the file size cap (a busy day must not stop learning)."""
+    part = 1
+    while True:
+        try:
+            fc = await edits.store.read_file(skill.id, rules.daily_log_name(day, part))
+        except NotFound:
+            break
+        if rules.add_daily_entry(fc.content.decode("utf-8", "replace"), day, entry) is None:
+            return  # already written (a run repeated after a crash)
+        part += 1
+    if part > 1:
+        full = False
+
+        def append_if_fits(old: str | None) -> str | None:
+            nonlocal full
+            new = rules.add_daily_entry(old, day, entry)
+            full = new is not None and len(new.encode()) > edits.store.max_file_size
+            return None if full else new
+        await _rules_edit(edits, skill, rules.daily_log_name(day, part - 1), append_if_fits, who)
+        if not full:
+            return
+    await _rules_edit(edits, skill, rules.daily_log_name(day, part),
+                      lambda old: rules.add_daily_entry(old, day, entry, part=part), who)
 
 
 async def _rules_edit(edits: Edits, skill: Any, path: str,
