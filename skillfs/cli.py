@@ -80,18 +80,26 @@ def main(ctx: click.Context, socket: str | None) -> None:
 @click.option("--learner", type=click.Choice(["openai", "rules", "off"]), help="Learner.")
 @click.option("--model", help="Model name for the openai learner.")
 @click.option("--max-file-size", type=int, help="Largest file in bytes (default 1 MiB).")
+@click.option("--allow-other", is_flag=True, default=None,
+              help="Let other users read the mount (members of --mount-group; modes are "
+                   "checked by the kernel). Without it the mount is private to its owner.")
+@click.option("--mount-group", help="Group (name or gid) that may read the mount with "
+                                    "--allow-other (default: the daemon's group).")
 @click.option("--debug", is_flag=True, help="Verbose logging.")
 @click.option("--ready-fd", type=int, hidden=True)
 @click.pass_context
 def mount(ctx, mountpoint, db, spool, socket_opt, config_file, foreground, listen, tokens,
-          learner, model, max_file_size, debug, ready_fd):
+          learner, model, max_file_size, allow_other, mount_group, debug, ready_fd):
     """Start the daemon and mount every learning space at MOUNTPOINT."""
+    # Everything the daemon creates (database, log, spool folders) is its user's alone.
+    os.umask(0o077)
     tokens = list(tokens) or None
     if tokens is None and os.environ.get("SKILLFS_TOKEN"):
         tokens = [os.environ["SKILLFS_TOKEN"]]
     cfg = configmod.load(config_file, db=db, spool=spool,
                          socket=socket_opt or ctx.obj.get("socket"),
                          listen=listen, tokens=tokens, max_file_size=max_file_size,
+                         allow_other=allow_other, mount_group=mount_group,
                          learner_backend=learner, learner_model=model)
     if cfg.listen and not cfg.tokens:
         raise click.ClickException("--listen needs at least one --token (or SKILLFS_TOKEN)")

@@ -42,7 +42,13 @@ class Config(BaseModel):
     max_file_size: int = 1 << 20
     cache_bytes: int = 32 << 20  # file contents kept in memory (the kernel caches too)
     duckdb_memory: str = "32MB"  # DuckDB's buffer pool; it spills to disk beyond this
-    allow_other: bool = True
+    # The mount is private to the daemon's user. allow_other lets other users in, with the
+    # kernel checking modes (default_permissions): the owner reads and writes, members of
+    # mount_group (a name or gid; default the daemon's group) read, or also write with
+    # group_write; everyone else nothing.
+    allow_other: bool = False
+    mount_group: str | None = None
+    group_write: bool = False
     listen: str | None = None  # "127.0.0.1:PORT" for the HTTP API over TCP
     tokens: list[str] = Field(default_factory=list)  # bearer tokens accepted on TCP
     learner: LearnerConfig = Field(default_factory=LearnerConfig)

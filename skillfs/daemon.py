@@ -100,6 +100,30 @@ def sd_notify(message: str) -> None:
         s.sendall(message.encode())
 
 
+def _group_id(group: str | None) -> int | None:
+    if group is None:
+        return None
+    if group.isdigit():
+        return int(group)
+    import grp
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise StartupError(f"mount_group {group!r}: no such group") from None
+
+
+def make_private(paths: list[Path]) -> None:
+    """Take group and other access away from files a daemon of an older skillfs (or a
+    permissive umask) left readable: the database holds every message and file."""
+    for p in paths:
+        try:
+            mode = os.stat(p, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            continue
+        if mode & 0o077 and not os.path.islink(p):
+            os.chmod(p, mode & 0o700)
+
+
 class DbLock:
     """An exclusive lock beside the database, naming the holder, so a second daemon can say
     who has it instead of failing deep inside DuckDB."""
@@ -109,7 +133,7 @@ class DbLock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -151,7 +175,8 @@ class Daemon:
         """Checks that need no event loop; raise StartupError with a clear message."""
         c = self.config
         for d in (c.home, c.db.parent, c.spool, c.socket.parent):
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private([c.db, Path(f"{c.db}.wal"), Path(f"{c.db}.lock"), c.log_file])
         state = mount_state(self.mountpoint)
         if state == "missing":
             raise StartupError(f"mountpoint {self.mountpoint} does not exist")
@@ -180,7 +205,8 @@ class Daemon:
         # The tree is long-lived: keep the cyclic collector from walking it again and again
         # (hundreds of thousands of objects at 100,000 files).
         gc.freeze()
-        fs = SkillFS(store)
+        fs = SkillFS(store, gid=_group_id(c.mount_group), shared=c.allow_other,
+                     group_write=c.group_write)
         invalidator = KernelInvalidator()
         app = build_app(self)
         self.spool = SpoolIngester(store, c.spool)

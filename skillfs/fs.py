@@ -52,12 +52,17 @@ class SkillFS(pyfuse3.Operations):
     enable_writeback_cache = False  # the store changes files behind the kernel's back
     enable_acl = False
 
-    def __init__(self, store: Store, *, uid: int | None = None, gid: int | None = None):
+    def __init__(self, store: Store, *, uid: int | None = None, gid: int | None = None,
+                 shared: bool = False, group_write: bool = False):
         super().__init__()
         self.store = store
         self.tree = store.tree
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
+        # Private: only the owner's bits. Shared (allow_other): the group reads, or writes too.
+        group = (0o60 if group_write else 0o40) if shared else 0
+        self.file_mode = 0o600 | group
+        self.dir_mode = 0o700 | group | (0o10 if shared else 0)
         self._handles: dict[int, _Handle] = {}
         self._next_fh = 1
         self._lookups: dict[int, int] = {}
@@ -102,7 +107,7 @@ class SkillFS(pyfuse3.Operations):
         a.st_gid = self.gid
         a.st_blksize = BLOCK
         if isinstance(obj, FileNode):
-            a.st_mode = stat.S_IFREG | 0o644
+            a.st_mode = stat.S_IFREG | self.file_mode
             a.st_nlink = 1
             writing = self._writing.get(obj.id)
             a.st_size = len(writing.data) if writing is not None else obj.size
@@ -110,7 +115,7 @@ class SkillFS(pyfuse3.Operations):
             a.st_mtime_ns = a.st_ctime_ns = obj.mtime_ns
             a.st_atime_ns = obj.mtime_ns
             return a
-        a.st_mode = stat.S_IFDIR | 0o755
+        a.st_mode = stat.S_IFDIR | self.dir_mode
         a.st_size = BLOCK
         a.st_blocks = BLOCK // 512
         if obj.space is None:
@@ -431,7 +436,8 @@ def mount_options(fsname: str, allow_other: bool) -> set[str]:
     opts.add(f"fsname={fsname}")
     opts.add("subtype=skillfs")
     if allow_other:
-        opts.add("allow_other")
+        # Other users get in only through the modes the mount reports, checked by the kernel.
+        opts.update({"allow_other", "default_permissions"})
     return opts
 
 
