@@ -85,11 +85,13 @@ def main(ctx: click.Context, socket: str | None) -> None:
                    "checked by the kernel). Without it the mount is private to its owner.")
 @click.option("--mount-group", help="Group (name or gid) that may read the mount with "
                                     "--allow-other (default: the daemon's group).")
+@click.option("--nonempty", is_flag=True,
+              help="Mount over a folder that is not empty (its files are hidden meanwhile).")
 @click.option("--debug", is_flag=True, help="Verbose logging.")
 @click.option("--ready-fd", type=int, hidden=True)
 @click.pass_context
 def mount(ctx, mountpoint, db, spool, socket_opt, config_file, foreground, listen, tokens,
-          learner, model, max_file_size, allow_other, mount_group, debug, ready_fd):
+          learner, model, max_file_size, allow_other, mount_group, nonempty, debug, ready_fd):
     """Start the daemon and mount every learning space at MOUNTPOINT."""
     # Everything the daemon creates (database, log, spool folders) is its user's alone.
     os.umask(0o077)
@@ -104,17 +106,19 @@ def mount(ctx, mountpoint, db, spool, socket_opt, config_file, foreground, liste
     if cfg.listen and not cfg.tokens:
         raise click.ClickException("--listen needs at least one --token (or SKILLFS_TOKEN)")
     if not foreground:
-        _detach(ctx, cfg)
+        _detach(ctx, cfg, mountpoint)
         return
-    _run_foreground(cfg, mountpoint, debug, ready_fd)
+    _run_foreground(cfg, mountpoint, debug, ready_fd, nonempty)
 
 
-def _detach(ctx: click.Context, cfg) -> None:
+def _detach(ctx: click.Context, cfg, mountpoint: Path) -> None:
     """Re-run ourselves in the foreground in a new session; return once it is ready."""
     cfg.home.mkdir(parents=True, exist_ok=True)
     read_fd, write_fd = os.pipe()
     args = [a for a in sys.argv[1:]]
-    cmd = [sys.executable, "-m", "skillfs.cli", *args, "--foreground",
+    # -P: the current folder is not put on the import path (started from the folder holding
+    # a clone named skillfs, that folder would be taken for the package).
+    cmd = [sys.executable, "-P", "-m", "skillfs.cli", *args, "--foreground",
            "--ready-fd", str(write_fd)]
     with open(cfg.log_file, "ab") as logf:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
@@ -123,14 +127,17 @@ def _detach(ctx: click.Context, cfg) -> None:
     with os.fdopen(read_fd, "rb") as r:
         msg = r.read().decode(errors="replace").strip()
     if msg == "ready":
-        click.echo(f"skillfs mounted (pid {proc.pid}); log: {cfg.log_file}")
+        click.echo(f"skillfs mounted at {mountpoint.resolve()} (pid {proc.pid})\n"
+                   f"  spool:    {cfg.spool}\n  socket:   {cfg.socket}\n"
+                   f"  database: {cfg.db}\n  log:      {cfg.log_file}")
         return
     proc.wait(timeout=10)
     raise click.ClickException(msg.removeprefix("error: ") or
                                f"the daemon exited with {proc.returncode}; see {cfg.log_file}")
 
 
-def _run_foreground(cfg, mountpoint: Path, debug: bool, ready_fd: int | None) -> None:
+def _run_foreground(cfg, mountpoint: Path, debug: bool, ready_fd: int | None,
+                    nonempty: bool = False) -> None:
     import trio
 
     from .daemon import Daemon, StartupError
@@ -147,7 +154,7 @@ def _run_foreground(cfg, mountpoint: Path, debug: bool, ready_fd: int | None) ->
             os.close(ready_fd)
             ready_fd = None
 
-    daemon = Daemon(cfg, mountpoint)
+    daemon = Daemon(cfg, mountpoint, nonempty=nonempty)
     try:
         daemon.prepare()
         trio.run(daemon.run, lambda: say("ready"))

@@ -125,11 +125,13 @@ def make_private(paths: list[Path]) -> None:
 
 
 class DbLock:
-    """An exclusive lock beside the database, naming the holder, so a second daemon can say
-    who has it instead of failing deep inside DuckDB."""
+    """An exclusive lock beside a resource only one daemon may use (the database, the control
+    socket, the spool), naming the holder, so a second daemon can say who has it instead of
+    failing deep inside DuckDB or silently taking over the first one's socket."""
 
-    def __init__(self, db: Path):
-        self.path = Path(str(db) + ".lock")
+    def __init__(self, resource: Path, lock_path: Path | None = None):
+        self.resource = resource
+        self.path = lock_path or Path(str(resource) + ".lock")
         self.fd: int | None = None
 
     def acquire(self) -> None:
@@ -140,7 +142,7 @@ class DbLock:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise StartupError(
-                f"another skillfs daemon (pid {holder}) is already using {self.path.name[:-5]}; "
+                f"another skillfs daemon (pid {holder}) is already using {self.resource}; "
                 "stop it first (skillfs umount MOUNTPOINT)") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -153,8 +155,9 @@ class DbLock:
 
 
 class Daemon:
-    def __init__(self, config: Config, mountpoint: Path):
+    def __init__(self, config: Config, mountpoint: Path, nonempty: bool = False):
         self.config = config
+        self.nonempty = nonempty
         self.mountpoint = Path(mountpoint).resolve()
         self.store: Store | None = None
         self.spool = None
@@ -162,7 +165,9 @@ class Daemon:
         self.learner_backend = "off"
         self.started_at = time.time()
         self._cancel: trio.CancelScope | None = None
-        self._lock = DbLock(config.db)
+        # The spool's lock is a dotfile inside it: the spool ignores dotfiles.
+        self._locks = [DbLock(config.db), DbLock(config.socket),
+                       DbLock(config.spool, config.spool / ".skillfs.lock")]
 
     def spool_backlog(self) -> int:
         return self.spool.backlog() if self.spool is not None else 0
@@ -189,7 +194,18 @@ class Daemon:
             raise StartupError(f"{self.mountpoint} is already a mount point")
         if not self.mountpoint.is_dir():
             raise StartupError(f"mountpoint {self.mountpoint} is not a directory")
-        self._lock.acquire()
+        if not self.nonempty and any(os.scandir(self.mountpoint)):
+            raise StartupError(f"mountpoint {self.mountpoint} is not empty: the mount would hide "
+                               "what is in it (empty it, or pass --nonempty)")
+        taken: list[DbLock] = []
+        try:
+            for lock in self._locks:
+                lock.acquire()
+                taken.append(lock)
+        except StartupError:
+            for lock in taken:
+                lock.release()
+            raise
 
     async def run(self, on_ready=None) -> None:
         from .api.app import BearerAuth, build_app
@@ -230,7 +246,8 @@ class Daemon:
                 if self.learner is not None:
                     await nursery.start(self.learner.run)
                 nursery.start_soon(self._preload)
-                log.info("skillfs ready: %s mounted at %s", c.db, self.mountpoint)
+                log.info("skillfs ready: mount %s, database %s, spool %s, socket %s",
+                         self.mountpoint, c.db, c.spool, c.socket)
                 sd_notify("READY=1")
                 if on_ready is not None:
                     on_ready()
@@ -249,7 +266,8 @@ class Daemon:
                 os.unlink(c.socket)
             except FileNotFoundError:
                 pass
-            self._lock.release()
+            for lock in self._locks:
+                lock.release()
             log.info("skillfs stopped")
 
     def _start_learner(self, store: Store) -> None:

@@ -162,3 +162,43 @@ def test_explicit_db_spool_and_socket_paths(make_daemon, tmp_path):
     r = d.cli("space", "list", check=False)
     assert r.returncode == 1 and "not running" in r.stderr
     d.stop()
+
+
+def test_mount_from_the_folder_holding_a_clone_named_skillfs(make_daemon, tmp_path):
+    """`git clone ... skillfs; skillfs mount mnt`: the clone's folder is not the package."""
+    d = make_daemon("--learner", "off", start=False)
+    parent = tmp_path / "parent"
+    (parent / "skillfs" / "daemon").mkdir(parents=True)
+    (parent / "skillfs" / "daemon" / "skillfs.service").write_text("[Unit]\n")
+    r = subprocess.run([SKILLFS, "mount", str(d.mnt), "--learner", "off"], cwd=parent,
+                       env=d.env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    from skillfs.daemon import daemon_pid
+    d.pid = daemon_pid(d.mnt)
+    assert f"spool:    {d.spool}" in r.stdout and f"socket:   {d.socket}" in r.stdout
+    log = (d.home / "skillfs.log").read_text()
+    assert f"spool {d.spool}" in log and f"database {d.db}" in log
+
+
+def test_second_daemon_on_the_same_data_directory_is_refused(make_daemon, tmp_path):
+    first = make_daemon("--learner", "off")
+    second = make_daemon("--learner", "off", "--db", str(tmp_path / "other.duckdb"),
+                         start=False, root=tmp_path / "second")
+    second.env["SKILLFS_HOME"] = str(first.home)
+    r = subprocess.run([SKILLFS, "mount", str(second.mnt), *second.args], env=second.env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert f"pid {first.pid}" in r.stderr and "skillfs.sock" in r.stderr
+    assert first.cli("status").returncode == 0  # the first one still answers on its socket
+
+
+def test_mounting_over_a_non_empty_folder_is_refused(make_daemon):
+    d = make_daemon("--learner", "off", start=False)
+    (d.mnt / "notes.txt").write_text("mine")
+    r = subprocess.run([SKILLFS, "mount", str(d.mnt), *d.args], env=d.env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "not empty" in r.stderr and "--nonempty" in r.stderr
+    d.start("--nonempty")
+    assert os.listdir(d.mnt) == []
+    d.stop()
+    assert (d.mnt / "notes.txt").read_text() == "mine"
