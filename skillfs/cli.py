@@ -46,6 +46,52 @@ def _client(ctx: click.Context) -> DaemonClient:
     return DaemonClient(configmod.socket_path(ctx.obj.get("socket")))
 
 
+def _set_socket(ctx: click.Context, _param, value):
+    if value:
+        ctx.ensure_object(dict)
+        ctx.find_root().obj["socket"] = value
+    return value
+
+
+# `skillfs log --socket S PATH` as well as `skillfs --socket S log PATH`.
+socket_option = click.option("--socket", expose_value=False, is_eager=True,
+                             callback=_set_socket, metavar="PATH",
+                             help="The daemon's control socket (also $SKILLFS_SOCKET).")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print the result as JSON instead of text.")
+
+
+class Group(click.Group):
+    """Every command of the group takes --socket after its name too."""
+
+    def command(self, *args, own_socket: bool = False, **kwargs):
+        wrap = super().command(*args, **kwargs)
+        return wrap if own_socket else (lambda f: wrap(socket_option(f)))
+
+    def group(self, *args, **kwargs):
+        kwargs.setdefault("cls", Group)
+        return super().group(*args, **kwargs)
+
+
+class VersionType(click.ParamType):
+    """A file version as `skillfs log` prints it (v3) or as a number (3)."""
+    name = "VERSION"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        digits = text[1:] if text[:1] in ("v", "V") else text
+        if not digits.isdigit() or int(digits) < 1:
+            self.fail(f"{value!r} is not a version (write v3 or 3)", param, ctx)
+        return int(digits)
+
+
+VERSION = VersionType()
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _emit(data, as_json: bool, render) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
@@ -53,7 +99,7 @@ def _emit(data, as_json: bool, render) -> None:
         render(data)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--socket", envvar="SKILLFS_SOCKET", help="The daemon's control socket.")
 @click.version_option(package_name="skillfs")
 @click.pass_context
@@ -66,7 +112,7 @@ def main(ctx: click.Context, socket: str | None) -> None:
 # -- mount / umount ------------------------------------------------------------------------
 
 
-@main.command()
+@main.command(own_socket=True)
 @click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="DuckDB file.")
 @click.option("--spool", type=click.Path(file_okay=False, path_type=Path), help="Spool dir.")
@@ -211,7 +257,8 @@ def _zombie(pid: int) -> bool:
 @main.command("import-tree")
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="DuckDB file.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
+              help="TOML config file (default $SKILLFS_HOME/config.toml).")
 def import_tree(src: Path, db, config_file):
     """Bulk-import a folder laid out like the mount (SPACE/SKILL/...) while no daemon runs."""
     from .daemon import DbLock, StartupError
@@ -241,7 +288,7 @@ def import_tree(src: Path, db, config_file):
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def status(ctx, as_json):
     """Counts, spool backlog, mount point and database size."""
@@ -251,11 +298,14 @@ def status(ctx, as_json):
         c = d["counts"]
         click.echo(f"mounted at   {d['mountpoint']} (pid {d['pid']}, up {d['uptime_s']:.0f} s)")
         click.echo(f"database     {d['db']} ({d['db_bytes'] / 1e6:.1f} MB)")
-        click.echo(f"spool        {d['spool']} ({d['spool_backlog']} files waiting)")
+        click.echo(f"spool        {d['spool']} ({_n(d['spool_backlog'], 'file')} waiting, "
+                   f"{d.get('spool_rejected', 0)} rejected in .rejected/)")
         click.echo(f"learner      {d['learner']}")
-        click.echo(f"spaces {c['spaces']}, skills {c['skills']}, files {c['files']} "
-                   f"({c['file_versions']} versions), sessions {c['sessions']}, "
-                   f"messages {c['messages']}, tasks {c['tasks']}")
+        click.echo(", ".join([_n(c["spaces"], "space"), _n(c["skills"], "skill"),
+                              _n(c["files"], "file")])
+                   + f" ({_n(c['file_versions'], 'version')}), "
+                   + ", ".join([_n(c["sessions"], "session"), _n(c["messages"], "message"),
+                                _n(c["tasks"], "task")]))
     _emit(data, as_json, render)
 
 
@@ -269,11 +319,12 @@ def space():
 
 @space.command("create")
 @click.argument("name")
-@click.option("--user")
-@click.option("--meta", help="JSON object.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--user", help="The user the space belongs to (free text, e.g. an email).")
+@click.option("--meta", help="Metadata as a JSON object, e.g. '{\"team\": \"ops\"}'.")
+@json_option
 @click.pass_context
 def space_create(ctx, name, user, meta, as_json):
+    """Create a learning space NAME with the two default skills."""
     try:
         meta_obj = json.loads(meta) if meta else None
     except json.JSONDecodeError as e:
@@ -286,15 +337,16 @@ def space_create(ctx, name, user, meta, as_json):
 
 
 @space.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def space_list(ctx, as_json):
+    """List learning spaces: name, id, skills, user."""
     data = _client(ctx).request("GET", "/spaces").json()
 
     def render(rows):
         for s in rows:
             user = f"  user={s['user']}" if s["user"] else ""
-            click.echo(f"{s['name']}\t{s['id']}\t{len(s['skills'])} skills{user}")
+            click.echo(f"{s['name']}\t{s['id']}\t{_n(len(s['skills']), 'skill')}{user}")
     _emit(data, as_json, render)
 
 
@@ -317,8 +369,8 @@ def skill():
 
 @skill.command("import")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--space", "space_name", required=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--space", "space_name", required=True, help="The space to add it to.")
+@json_option
 @click.pass_context
 def skill_import(ctx, path: Path, space_name, as_json):
     """Import a skill from a folder or a ZIP holding SKILL.md."""
@@ -338,8 +390,9 @@ def skill_import(ctx, path: Path, space_name, as_json):
 
 @skill.command("export")
 @click.argument("name")
-@click.option("--space", "space_name", required=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--space", "space_name", required=True, help="The space that holds it.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The ZIP to write (default NAME.zip).")
 @click.pass_context
 def skill_export(ctx, name, space_name, output):
     """Write a skill as a ZIP."""
@@ -358,14 +411,17 @@ def session():
 
 
 @session.command("list")
-@click.option("--space", "space_name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--space", "space_name", help="Only the sessions of this space.")
+@json_option
 @click.pass_context
 def session_list(ctx, space_name, as_json):
+    """List sessions: id, name (the spool folder), learning status."""
     params = {"space": space_name} if space_name else {}
     data = _client(ctx).request("GET", "/sessions", params=params).json()
 
     def render(rows):
+        if rows:
+            click.echo("ID\tNAME\tLEARNING")
         for s in rows:
             ended = "\tended" if s["ended"] else ""
             click.echo(f"{s['id']}\t{s['name'] or '-'}\t{s['learning_status'] or '-'}{ended}")
@@ -373,10 +429,11 @@ def session_list(ctx, space_name, as_json):
 
 
 @session.command("show")
-@click.argument("session_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.argument("session_id", metavar="SESSION")
+@json_option
 @click.pass_context
 def session_show(ctx, session_id, as_json):
+    """A session's messages and tasks (SESSION: its id or its name)."""
     data = _client(ctx).request("GET", f"/sessions/{session_id}").json()
 
     def render(d):
@@ -393,7 +450,7 @@ def session_show(ctx, session_id, as_json):
 
 
 @session.command("flush")
-@click.argument("session_id")
+@click.argument("session_id", metavar="SESSION")
 @click.pass_context
 def session_flush(ctx, session_id):
     """Learn from a session now instead of waiting for more messages."""
@@ -415,9 +472,9 @@ def _learning_line(r) -> str:
 
 
 @learn.command("status")
-@click.argument("session_id", required=False)
-@click.option("--space", "space_name")
-@click.option("--json", "as_json", is_flag=True)
+@click.argument("session_id", metavar="[SESSION]", required=False)
+@click.option("--space", "space_name", help="Only the sessions of this space.")
+@json_option
 @click.pass_context
 def learn_status(ctx, session_id, space_name, as_json):
     """Learning status of one session, or of all (of a space)."""
@@ -427,9 +484,9 @@ def learn_status(ctx, session_id, space_name, as_json):
 
 
 @learn.command("wait")
-@click.argument("session_id")
-@click.option("--timeout", default=120.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.argument("session_id", metavar="SESSION")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait at most.")
+@json_option
 @click.pass_context
 def learn_wait(ctx, session_id, timeout, as_json):
     """Wait until a session's learning completed or failed (exit 1 if failed or timed out)."""
@@ -444,7 +501,7 @@ def learn_wait(ctx, session_id, timeout, as_json):
 
 
 @learn.command("retry")
-@click.argument("session_id")
+@click.argument("session_id", metavar="SESSION")
 @click.pass_context
 def learn_retry(ctx, session_id):
     """Learn a failed session again from its stored messages."""
@@ -455,27 +512,34 @@ def learn_retry(ctx, session_id):
 # -- history -------------------------------------------------------------------------------
 
 
-def _mount_relative(ctx, path: str) -> str:
-    """Turn a path under the mount (or SPACE/SKILL/FILE) into SPACE/SKILL/FILE."""
-    status = _client(ctx).request("GET", "/status").json()
-    mnt = Path(status["mountpoint"])
+def _path_client(ctx, path: str) -> tuple[DaemonClient, str]:
+    """The daemon that serves `path` and the path as SPACE/SKILL/FILE. A path under a
+    skillfs mount leads to the daemon serving that mount (unless --socket or
+    $SKILLFS_SOCKET names one); SPACE/SKILL/FILE goes to the default daemon."""
+    from .mounts import daemon_for_path
+
+    found = None if ctx.find_root().obj.get("socket") else daemon_for_path(path)
+    client = DaemonClient(found[1]) if found else _client(ctx)
+    mnt = Path(client.request("GET", "/status").json()["mountpoint"])
+    if found and found[0] != mnt:
+        raise click.ClickException(f"the daemon at {found[1]} serves {mnt}, not {found[0]}")
     p = Path(os.path.abspath(path))
     try:
-        return str(p.relative_to(mnt))
+        return client, str(p.relative_to(mnt))
     except ValueError:
         if os.path.isabs(path):
             raise click.ClickException(f"{path} is not under the mount {mnt}") from None
-        return path
+        return client, path
 
 
 @main.command("log")
 @click.argument("path")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def log_cmd(ctx, path, as_json):
     """Versions of a file under the mount."""
-    rel = _mount_relative(ctx, path)
-    rows = _client(ctx).request("GET", "/files/log", params={"path": rel}).json()
+    client, rel = _path_client(ctx, path)
+    rows = client.request("GET", "/files/log", params={"path": rel}).json()
 
     def render(rows):
         for r in rows:
@@ -489,12 +553,12 @@ def log_cmd(ctx, path, as_json):
 
 @main.command()
 @click.argument("path")
-@click.argument("version", type=int)
+@click.argument("version", type=VERSION)
 @click.pass_context
 def revert(ctx, path, version):
     """Make VERSION of a file current again (as a new version)."""
-    rel = _mount_relative(ctx, path)
-    out = _client(ctx).request("POST", "/files/revert", json={"path": rel, "version": version})
+    client, rel = _path_client(ctx, path)
+    out = client.request("POST", "/files/revert", json={"path": rel, "version": version})
     click.echo(f"{path}: version {version} is current again as version {out.json()['version']}")
 
 

@@ -7,14 +7,12 @@ parent that detached us, and to systemd).
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import gc
 import logging
 import os
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,65 +25,14 @@ from .config import Config
 from .errors import SkillfsError
 from .fs import SkillFS, mount_options
 from .invalidate import KernelInvalidator
+from .mounts import FSNAME_PREFIX, daemon_pid, mount_state, unmount  # noqa: F401
 from .store import Store
 
 log = logging.getLogger("skillfs")
 
-FSNAME_PREFIX = "skillfs:"  # the mount's source is "skillfs:<database path>"
-
 
 class StartupError(SkillfsError):
     pass
-
-
-def _mount_entries() -> list[tuple[str, str]]:
-    """(source, mountpoint) of every mount, unescaped."""
-    out = []
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            fields = line.split()
-            out.append(tuple(x.encode().decode("unicode_escape") for x in fields[:2]))
-    return out
-
-
-def daemon_pid(mountpoint: Path) -> int | None:
-    """The pid of the daemon serving `mountpoint`: its mount source names the database, and
-    the database's lock file names the daemon."""
-    target = os.path.abspath(mountpoint)
-    for source, where in _mount_entries():
-        if where == target and source.startswith(FSNAME_PREFIX):
-            try:
-                text = Path(source[len(FSNAME_PREFIX):] + ".lock").read_text().strip()
-                return int(text) if text else None
-            except (OSError, ValueError):
-                return None
-    return None
-
-
-def mount_state(path: Path) -> str:
-    """'free', 'mounted', 'stale' (a dead FUSE daemon's mount) or 'missing'."""
-    path = Path(os.path.abspath(path))
-    if str(path) not in {where for _, where in _mount_entries()}:
-        return "free" if path.exists() else "missing"
-    try:
-        # statfs always reaches the daemon; stat may be answered from the kernel's cache
-        os.statvfs(path)
-    except OSError as e:
-        if e.errno == errno.ENOTCONN:
-            return "stale"
-        raise
-    return "mounted"
-
-
-def unmount(path: Path, lazy: bool = False) -> bool:
-    for cmd in (["fusermount3", "-u"] + (["-z"] if lazy else []) + [str(path)],
-                ["umount"] + (["-l"] if lazy else []) + [str(path)]):
-        try:
-            if subprocess.run(cmd, capture_output=True).returncode == 0:
-                return True
-        except FileNotFoundError:
-            continue
-    return False
 
 
 def sd_notify(message: str) -> None:
@@ -134,7 +81,7 @@ class DbLock:
         self.path = lock_path or Path(str(resource) + ".lock")
         self.fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, note: str = "") -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -145,7 +92,7 @@ class DbLock:
                 f"another skillfs daemon (pid {holder}) is already using {self.resource}; "
                 "stop it first (skillfs umount MOUNTPOINT)") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()}\n{note}\n".encode(), 0)
         self.fd = fd
 
     def release(self) -> None:
@@ -200,7 +147,8 @@ class Daemon:
         taken: list[DbLock] = []
         try:
             for lock in self._locks:
-                lock.acquire()
+                # the database's lock also tells clients which socket answers for the mount
+                lock.acquire(str(self.config.socket) if lock is self._locks[0] else "")
                 taken.append(lock)
         except StartupError:
             for lock in taken:

@@ -71,6 +71,16 @@ def test_session_commands(daemon):
     assert "hello there" in daemon.cli("session", "show", sid).stdout
     r = daemon.cli("session", "show", "nope", check=False)
     assert r.returncode == 1 and "no session" in r.stderr
+    # the spool folder's name works wherever a session is wanted
+    assert json.loads(daemon.cli("session", "show", "s1", "--json").stdout)["id"] == sid
+    daemon.cli("session", "flush", "s1")
+    assert daemon.cli("session", "list").stdout.splitlines()[0].split() == [
+        "ID", "NAME", "LEARNING"]
+    daemon.write_spool("bob/s1/1.jsonl", json.dumps({"role": "user", "content": "hi"}) + "\n")
+    wait_for(lambda: len(json.loads(daemon.cli("session", "list", "--json").stdout)) == 2,
+             what="the second session")
+    r = daemon.cli("session", "show", "s1", check=False)
+    assert r.returncode == 1 and "2 sessions are named 's1'" in r.stderr
 
 
 def test_log_and_revert(daemon, space):
@@ -94,6 +104,16 @@ def test_log_and_revert(daemon, space):
     assert r.returncode == 1 and "deletion" in r.stderr
     r = daemon.cli("revert", str(f), "99", check=False)
     assert r.returncode == 1
+    # versions as log prints them; options after the command; found from the mount path
+    # in a shell that knows nothing of the daemon's data directory
+    daemon.cli("revert", str(f), "v1", "--socket", str(daemon.socket))
+    assert f.read_text() == "- Name is Gus\n"
+    r = daemon.cli("revert", str(f), "vx", check=False)
+    assert r.returncode == 2 and "write v3 or 3" in r.stderr
+    bare = {k: v for k, v in daemon.env.items() if not k.startswith("SKILLFS_")}
+    r = subprocess.run([SKILLFS, "log", str(f)], env={**bare, "HOME": "/nonexistent"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "v6" in r.stdout, r.stderr
 
 
 def test_status(daemon, space):
@@ -101,7 +121,12 @@ def test_status(daemon, space):
     assert data["mountpoint"] == str(daemon.mnt)
     assert data["counts"]["spaces"] == 1 and data["counts"]["skills"] == 2
     assert data["spool_backlog"] == 0 and data["db_bytes"] > 0
-    assert "mounted at" in daemon.cli("status").stdout
+    out = daemon.cli("status").stdout
+    assert "mounted at" in out and "1 space, 2 skills" in out
+    daemon.write_spool("x/y/bad.jsonl", "not json\n")
+    wait_for(lambda: json.loads(daemon.cli("status", "--json").stdout)["spool_rejected"] == 1,
+             what="the rejected file to be counted")
+    assert "1 rejected" in daemon.cli("status").stdout
 
 
 def test_clear_error_when_daemon_is_not_running(tmp_path):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel
 
 from .. import noflush
-from ..errors import Invalid, NotFound
+from ..errors import Conflict, Invalid, NotFound
 from ..skillzip import read_skill_zip, write_skill_zip
 from ..store import Store
 
@@ -45,6 +45,15 @@ def session_json(row, learning=None) -> dict:
             "learning_error": learning.error if learning else None}
 
 
+def _rejected(spool) -> int:
+    """Spool files moved aside: each has a `.error.json` sidecar saying why."""
+    try:
+        return sum(1 for e in os.scandir(os.path.join(spool, ".rejected"))
+                   if e.name.endswith(".error.json"))
+    except OSError:
+        return 0
+
+
 @router.get("/status")
 async def status(request: Request):
     d = request.app.state.daemon
@@ -54,7 +63,8 @@ async def status(request: Request):
                   if os.path.exists(p))
     return {"pid": os.getpid(), "mountpoint": str(d.mountpoint), "db": store.db_path,
             "db_bytes": db_size, "spool": str(d.config.spool),
-            "spool_backlog": d.spool_backlog(), "counts": counts,
+            "spool_backlog": d.spool_backlog(), "spool_rejected": _rejected(d.config.spool),
+            "counts": counts,
             "learner": d.learner_backend, "uptime_s": round(time.time() - d.started_at, 3),
             "noflush": noflush.ACTIVE, "noflush_opens": noflush.replies()}
 
@@ -121,9 +131,25 @@ async def list_sessions(request: Request, space: str | None = None):
             for s in await store.list_sessions(space_id=space_id)]
 
 
-@router.get("/sessions/{session_id}")
-async def show_session(request: Request, session_id: str):
+async def _session_id(store: Store, ref: str) -> str:
+    """A session's id from its id or its name (the spool folder it came from)."""
+    try:
+        return (await store.get_session(ref)).id
+    except NotFound:
+        pass
+    found = [s for s in await store.list_sessions() if s.name == ref]
+    if not found:
+        raise NotFound(f"no session with id or name {ref!r}")
+    if len(found) > 1:
+        raise Conflict(f"{len(found)} sessions are named {ref!r}; use an id: "
+                       + ", ".join(s.id for s in found))
+    return found[0].id
+
+
+@router.get("/sessions/{session_ref}")
+async def show_session(request: Request, session_ref: str):
     store = _store(request)
+    session_id = await _session_id(store, session_ref)
     row = await store.get_session(session_id)
     out = session_json(row, await store.get_learning(session_id))
     out["messages"] = [{"seq": m.seq, "role": m.role, "format": m.format,
@@ -184,9 +210,11 @@ async def revert(request: Request, body: RevertIn):
     return {"path": body.path, "version": node.version, "size": node.size}
 
 
-@router.post("/sessions/{session_id}/flush")
-async def flush_session(request: Request, session_id: str):
-    await _store(request).mark_session(session_id, "flush")
+@router.post("/sessions/{session_ref}/flush")
+async def flush_session(request: Request, session_ref: str):
+    store = _store(request)
+    session_id = await _session_id(store, session_ref)
+    await store.mark_session(session_id, "flush")
     return {"flushed": session_id}
 
 
@@ -200,6 +228,7 @@ async def learning_status(request: Request, session: str | None = None,
                           space: str | None = None):
     store = _store(request)
     if session is not None:
+        session = await _session_id(store, session)
         row = await store.get_learning(session)
         if row is None:
             raise NotFound(f"session {session} is not learning into any space")
@@ -208,10 +237,11 @@ async def learning_status(request: Request, session: str | None = None,
     return [learning_json(r) for r in await store.list_learning(space_id)]
 
 
-@router.post("/learning/{session_id}/wait")
-async def learning_wait(request: Request, session_id: str, timeout: float = 120.0):
+@router.post("/learning/{session_ref}/wait")
+async def learning_wait(request: Request, session_ref: str, timeout: float = 120.0):
     d = request.app.state.daemon
     store = d.store
+    session_id = await _session_id(store, session_ref)
     if await store.get_learning(session_id) is None:
         raise NotFound(f"session {session_id} is not learning into any space")
     with trio.move_on_after(timeout):
@@ -226,11 +256,12 @@ async def learning_wait(request: Request, session_id: str, timeout: float = 120.
     return out
 
 
-@router.post("/learning/{session_id}/retry")
-async def learning_retry(request: Request, session_id: str):
+@router.post("/learning/{session_ref}/retry")
+async def learning_retry(request: Request, session_ref: str):
     d = request.app.state.daemon
     if d.learner is None:
         raise Invalid("the learner is off (start the daemon with --learner rules|openai)")
+    session_id = await _session_id(d.store, session_ref)
     await d.learner.retry(session_id)
     return learning_json(await d.store.get_learning(session_id))
 
