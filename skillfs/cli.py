@@ -287,12 +287,21 @@ def import_tree(src: Path, db, config_file):
 # -- status --------------------------------------------------------------------------------
 
 
+STATUS_PATHS = {"mount": "mountpoint", "spool": "spool", "db": "db", "socket": "socket",
+                "log": "log"}
+
+
 @main.command()
 @json_option
+@click.option("--path", "path_of", type=click.Choice(sorted(STATUS_PATHS)),
+              help="Print only where this is, e.g. spool=$(skillfs status --path spool).")
 @click.pass_context
-def status(ctx, as_json):
+def status(ctx, as_json, path_of):
     """Counts, spool backlog, mount point and database size."""
     data = _client(ctx).request("GET", "/status").json()
+    if path_of:
+        click.echo(data[STATUS_PATHS[path_of]])
+        return
 
     def render(d):
         c = d["counts"]

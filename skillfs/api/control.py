@@ -63,6 +63,7 @@ async def status(request: Request):
                   if os.path.exists(p))
     return {"pid": os.getpid(), "mountpoint": str(d.mountpoint), "db": store.db_path,
             "db_bytes": db_size, "spool": str(d.config.spool),
+            "socket": str(d.config.socket), "log": str(d.config.log_file),
             "spool_backlog": d.spool_backlog(), "spool_rejected": _rejected(d.config.spool),
             "counts": counts,
             "learner": d.learner_backend, "uptime_s": round(time.time() - d.started_at, 3),
@@ -241,6 +242,16 @@ async def learning_status(request: Request, session: str | None = None,
 async def learning_wait(request: Request, session_ref: str, timeout: float = 120.0):
     d = request.app.state.daemon
     store = d.store
+    # A session just dropped into the spool may not be ingested yet: wait for it too.
+    with trio.move_on_after(min(timeout, 10.0)):
+        while True:
+            try:
+                session_id = await _session_id(store, session_ref)
+                if await store.get_learning(session_id) is not None:
+                    break
+            except NotFound:
+                pass
+            await trio.sleep(0.1)
     session_id = await _session_id(store, session_ref)
     if await store.get_learning(session_id) is None:
         raise NotFound(f"session {session_id} is not learning into any space")
