@@ -518,6 +518,91 @@ def learn_retry(ctx, session_id):
     click.echo(_learning_line(row))
 
 
+# -- sandboxes -----------------------------------------------------------------------------
+
+
+@main.group()
+def sandbox():
+    """Bind one space into a sandbox's folder, and bind again after a restart."""
+
+
+def _daemon_home(ctx) -> tuple[Path, Path]:
+    data = _client(ctx).request("GET", "/status").json()
+    return Path(data["mountpoint"]), Path(data["home"])
+
+
+@sandbox.command("bind")
+@click.argument("space_name", metavar="SPACE")
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--ro", is_flag=True, help="Read-only: writes in the sandbox fail with EROFS.")
+@click.pass_context
+def sandbox_bind(ctx, space_name, directory, ro):
+    """Bind-mount SPACE at DIR and remember it (needs the right to mount, e.g. root)."""
+    from . import sandbox as sb
+
+    mnt, home = _daemon_home(ctx)
+    b = sb.Binding(space_name, os.path.abspath(directory), ro)
+    try:
+        done = sb.bind(mnt, b)
+    except sb.BindError as e:
+        raise click.ClickException(str(e)) from None
+    sb.save(home, [x for x in sb.load(home) if x.dir != b.dir] + [b])
+    click.echo(f"{b.dir}: {done} to {mnt / space_name}{' (read-only)' if ro else ''}")
+
+
+@sandbox.command("unbind")
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+def sandbox_unbind(ctx, directory):
+    """Unmount a sandbox's binding and forget it."""
+    from . import sandbox as sb
+
+    _, home = _daemon_home(ctx)
+    target = os.path.abspath(directory)
+    known = sb.load(home)
+    found = [b for b in known if b.dir == target]
+    if not found:
+        raise click.ClickException(f"{target} is not a recorded sandbox binding")
+    try:
+        sb.unbind(found[0])
+    except sb.BindError as e:
+        raise click.ClickException(str(e)) from None
+    sb.save(home, [b for b in known if b.dir != target])
+    click.echo(f"{target}: unbound")
+
+
+@sandbox.command("list")
+@json_option
+@click.pass_context
+def sandbox_list(ctx, as_json):
+    """Recorded bindings and whether each is live, dead (stale) or missing."""
+    from . import sandbox as sb
+
+    _, home = _daemon_home(ctx)
+    rows = [{"space": b.space, "dir": b.dir, "ro": b.ro, "state": sb.state(b.dir)}
+            for b in sb.load(home)]
+    _emit(rows, as_json, lambda rows: [click.echo(
+        f"{r['dir']}\t{r['space']}\t{'ro' if r['ro'] else 'rw'}\t{r['state']}") for r in rows])
+
+
+@sandbox.command("rebind")
+@click.pass_context
+def sandbox_rebind(ctx):
+    """Bind every recorded sandbox again (after the daemon restarted)."""
+    from . import sandbox as sb
+
+    mnt, home = _daemon_home(ctx)
+    failed = 0
+    for b in sb.load(home):
+        try:
+            click.echo(f"{b.dir}: {sb.bind(mnt, b)}")
+        except sb.BindError as e:
+            failed += 1
+            click.echo(f"{b.dir}: {e}", err=True)
+    if failed:
+        ctx.exit(1)
+
+
 # -- history -------------------------------------------------------------------------------
 
 

@@ -194,6 +194,7 @@ class Daemon:
                 if self.learner is not None:
                     await nursery.start(self.learner.run)
                 nursery.start_soon(self._preload)
+                nursery.start_soon(trio.to_thread.run_sync, self._rebind_sandboxes)
                 log.info("skillfs ready: mount %s, database %s, spool %s, socket %s",
                          self.mountpoint, c.db, c.spool, c.socket)
                 sd_notify("READY=1")
@@ -227,6 +228,18 @@ class Daemon:
             return
         self.learner = Learner(store, self.config.learner, backend=backend)
         store.subscribe(self.learner.on_store_event)
+
+    def _rebind_sandboxes(self) -> None:
+        """Bind-mounts made by `skillfs sandbox bind` died with the previous daemon: make
+        them again where this process may mount; say which it could not."""
+        from . import sandbox
+
+        for b in sandbox.load(self.config.home):
+            try:
+                log.info("sandbox %s: %s", b.dir, sandbox.bind(self.mountpoint, b))
+            except (sandbox.BindError, OSError) as e:
+                log.warning("sandbox %s not bound again (%s); run `skillfs sandbox rebind` as "
+                            "a user allowed to mount", b.dir, e)
 
     async def _preload(self) -> None:
         t0 = time.monotonic()

@@ -227,3 +227,38 @@ def test_mounting_over_a_non_empty_folder_is_refused(make_daemon):
     assert os.listdir(d.mnt) == []
     d.stop()
     assert (d.mnt / "notes.txt").read_text() == "mine"
+
+
+def test_sandbox_bind_survives_a_daemon_restart(daemon, space, tmp_path):
+    (space / "daily-logs" / "today.md").write_text("entry\n")
+    box = tmp_path / "box" / "skills"
+    out = daemon.cli("sandbox", "bind", "alice", str(box), "--ro").stdout
+    assert "bound" in out and "read-only" in out
+    try:
+        assert (box / "daily-logs" / "today.md").read_text() == "entry\n"
+        with pytest.raises(OSError) as e:
+            open(box / "daily-logs" / "new.md", "w")
+        assert e.value.errno == errno.EROFS
+        daemon.kill9()
+        with pytest.raises(OSError) as e:
+            os.listdir(box)
+        assert e.value.errno == errno.ENOTCONN
+        run("fusermount3", "-u", "-z", str(daemon.mnt))
+        # the daemon binds its recorded sandboxes again at start
+        daemon.start()
+        wait_for(lambda: "\tbound" in daemon.cli("sandbox", "list").stdout, what="the rebind")
+        assert (box / "daily-logs" / "today.md").read_text() == "entry\n"
+        with pytest.raises(OSError) as e:
+            open(box / "daily-logs" / "new.md", "w")
+        assert e.value.errno == errno.EROFS
+        # and by hand, for a binding that went missing
+        run("umount", str(box))
+        assert "\tfree" in daemon.cli("sandbox", "list").stdout
+        assert f"{box}: bound" in daemon.cli("sandbox", "rebind").stdout
+        assert sorted(os.listdir(box)) == ["daily-logs", "user-general-facts"]
+        daemon.cli("sandbox", "unbind", str(box))
+        assert daemon.cli("sandbox", "list").stdout == ""
+        r = daemon.cli("sandbox", "bind", "nope", str(box), check=False)
+        assert r.returncode == 1 and "no space 'nope'" in r.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(box)], capture_output=True)

@@ -64,6 +64,7 @@ async def status(request: Request):
     return {"pid": os.getpid(), "mountpoint": str(d.mountpoint), "db": store.db_path,
             "db_bytes": db_size, "spool": str(d.config.spool),
             "socket": str(d.config.socket), "log": str(d.config.log_file),
+            "home": str(d.config.home),
             "spool_backlog": d.spool_backlog(), "spool_rejected": _rejected(d.config.spool),
             "counts": counts,
             "learner": d.learner_backend, "uptime_s": round(time.time() - d.started_at, 3),
