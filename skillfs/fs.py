@@ -140,6 +140,8 @@ class SkillFS(pyfuse3.Operations):
         try:
             return await coro
         except SkillfsError as e:
+            # The caller sees only an errno: the log says why.
+            log.info("refused (%s): %s", errno.errorcode.get(e.errno, e.errno), e.message)
             raise _err(e.errno) from None
 
     # -- metadata ----------------------------------------------------------------------
@@ -236,6 +238,7 @@ class SkillFS(pyfuse3.Operations):
             try:
                 check_skill_name(text)
             except SkillfsError as e:
+                log.info("mkdir %s/%s refused: %s", ref.space.name, text, e.message)
                 raise _err(e.errno) from None
             template = render(text, f"Describe what the {text} skill holds and when to use it.",
                               f"# {text}\n\nWrite this skill's rules here.")

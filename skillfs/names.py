@@ -1,12 +1,18 @@
 """Rules for names: path components, skill names and relative file paths."""
 
 import re
+import unicodedata
 
 from .errors import Invalid, NameTooLong
 
 MAX_NAME_BYTES = 255
 MAX_SKILL_NAME = 64
+MAX_SPACE_NAME = 128
 _SKILL_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+# Like a skill name, with '.', '_' and '@' as separators too ("alice@example.com").
+_SPACE_NAME = re.compile(r"^[a-z0-9]+([-._@][a-z0-9]+)*$")
+SPACE_NAME_RULE = ("lowercase letters and digits, separated by single '-', '.', '_' or '@' "
+                   f"(at most {MAX_SPACE_NAME} characters), e.g. alice or team-ops")
 
 
 def check_component(name: str) -> str:
@@ -21,6 +27,10 @@ def check_component(name: str) -> str:
         name.encode("utf-8")
     except UnicodeEncodeError:
         raise Invalid(f"{name!r}: names must be valid UTF-8") from None
+    if not unicodedata.is_normalized("NFC", name):
+        # Two spellings of one name would make two entries that look the same.
+        raise Invalid(f"{name!r} is not in Unicode NFC form; write it as "
+                      f"{unicodedata.normalize('NFC', name)!r}")
     return name
 
 
@@ -38,8 +48,8 @@ def check_skill_name(name: str) -> str:
 
 def check_space_name(name: str) -> str:
     check_component(name)
-    if name.startswith("."):
-        raise Invalid(f"space name {name!r} may not start with '.'")
+    if len(name) > MAX_SPACE_NAME or not _SPACE_NAME.match(name):
+        raise Invalid(f"space name {name!r}: use {SPACE_NAME_RULE}")
     return name
 
 
@@ -53,10 +63,3 @@ def check_rel_path(path: str) -> str:
             raise Invalid(f"{path!r}: '..', '.' and empty components are not allowed")
         check_component(part)
     return path
-
-
-def slugify(text: str, max_len: int = MAX_SKILL_NAME) -> str:
-    """Turn free text into a valid skill-style name (kebab-case)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    slug = re.sub(r"-{2,}", "-", slug)[:max_len].strip("-")
-    return slug or "untitled"
