@@ -10,12 +10,13 @@ import trio
 from skillfs.errors import Invalid
 from skillfs.messages import Control, InvalidMessage, Message, detect_format, normalize
 from skillfs.spool import (
+    Rejected,
     SpoolIngester,
     SpoolReject,
     check_spool_path,
     file_sha256,
+    open_spool,
     parse_spool_bytes,
-    reject,
 )
 
 # --- messages ------------------------------------------------------------------------------
@@ -229,9 +230,12 @@ def test_check_spool_path():
 def test_reject_moves_and_explains(tmp_path):
     d = tmp_path / "sp" / "se"
     d.mkdir(parents=True)
+    root = open_spool(tmp_path)
+    session = root.open_folder("sp").open_folder("se")
     for i in range(2):
         (d / "a.jsonl").write_bytes(b"junk %d" % i)
-        dst = reject(tmp_path, d / "a.jsonl", SpoolReject(3, "role", "missing"))
+        dst = tmp_path / ".rejected" / Rejected(root).move(
+            session, "a.jsonl", SpoolReject(3, "role", "missing"))
         assert not (d / "a.jsonl").exists() and dst.read_bytes() == b"junk %d" % i
         side = json.loads(Path(str(dst) + ".error.json").read_text())
         assert side["path"] == "sp/se/a.jsonl" and (side["line"], side["field"]) == (3, "role")
@@ -376,7 +380,10 @@ def test_bad_session_name_is_rejected(tmp_path):
     assert [c[1] for c in store.calls] == ["se"]
     [(name, side)] = _sidecars(spool).items()
     assert side["field"] == "session" and "UTF-8" in side["reason"]
-    assert not os.listdir(bad)
+    assert side["path"] == "sp/\\xff" and name == "sp__\\xff"
+    # the folder went whole, under a name that is valid UTF-8
+    assert not os.path.lexists(bad)
+    assert os.listdir(spool / ".rejected" / name) == ["1.jsonl"]
 
 
 def test_watcher_picks_up_new_files_quickly(tmp_path):
@@ -458,7 +465,9 @@ def test_symlinks_and_fifos_are_rejected_not_read(tmp_path):
     assert store.texts("se") == ["real"]
     side = _sidecars(spool)
     assert {k: v["reason"] for k, v in side.items()} == {
-        "sp__se__2.jsonl": "not a regular file", "sp__se__3.jsonl": "not a regular file"}
+        "sp__se__2.jsonl": "a symbolic link (links are not followed)",
+        "sp__se__3.jsonl": "not a regular file (a FIFO, socket or device)"}
+    assert os.path.islink(spool / ".rejected" / "sp__se__2.jsonl"), "the link itself is moved"
     assert target.read_bytes() == _msg("via link")
 
 

@@ -15,7 +15,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -23,7 +23,7 @@ from ..errors import Invalid
 from ..messages import Control, InvalidMessage, Message, json_type, normalize
 from ..names import check_component, check_space_name
 
-Record = Union[Message, Control]
+Record = Message | Control
 
 SUFFIXES = (".jsonl", ".json")
 DEFAULT_MAX_LINE_BYTES = 1 << 20
@@ -288,7 +288,7 @@ def check_utf8_name(rel: str, field: str | None) -> None:
     try:
         rel.rsplit("/", 1)[-1].encode("utf-8")
     except UnicodeEncodeError:
-        raise SpoolReject(None, field, f"{shown(rel)!r}: the name is not valid UTF-8") from None
+        raise SpoolReject(None, field, f"'{shown(rel)}': the name is not valid UTF-8") from None
 
 
 def check_folder(rel: str) -> None:
@@ -308,7 +308,7 @@ def check_spool_path(rel: str) -> SpoolPath | None:
         return None
     parts = rel.split("/")
     if len(parts) != 3:
-        raise SpoolReject(None, None, f"{shown(rel)!r} is not <space>/<session>/<name>.jsonl|.json")
+        raise SpoolReject(None, None, f"'{shown(rel)}' is not <space>/<session>/<name>.jsonl|.json")
     space, session, name = parts
     check_folder(space)
     check_folder(f"{space}/{session}")
