@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 
 from skillfs.errors import Invalid
 from skillfs.messages import Control, InvalidMessage, Message, detect_format, normalize
@@ -254,12 +255,12 @@ class FakeStore:
         self.fail: list[Exception] = []  # raised, one per call, before committing
 
     async def spool_seen(self, rel_path, sha256, file_key=None):
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return (rel_path, sha256) in self.ledger
 
     async def ingest_spool_file(self, space_name, session_name, rel_path, sha256, records,
                                 file_key=None):
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         if self.fail:
             raise self.fail.pop(0)
         self.ledger.add((rel_path, sha256))
@@ -434,7 +435,7 @@ def test_run_retries_after_store_error(tmp_path):
     done = []
 
     async def on_ingested(info):
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         done.append(info.rel_path)
 
     ing = SpoolIngester(store, spool, on_ingested=on_ingested, retry_base=0.02)
@@ -506,3 +507,37 @@ def test_plain_messages_take_the_fast_path_with_the_same_result():
     # anything else still gets the full checks
     with pytest.raises(InvalidMessage):
         normalize({"role": "robot", "content": "beep"})
+
+
+# --- lone surrogates and big messages --------------------------------------------------------
+
+@pytest.mark.parametrize("data, suffix, line, field", [
+    (b'{"role": "user", "content": "a\\ud800b"}\n', ".jsonl", 1, "content"),
+    (_jsonl({"role": "user", "content": "ok"})
+     + b'{"role": "user", "content": [{"type": "text", "text": "\\udc00"}]}\n', ".jsonl", 2,
+     "content[0].text"),
+    (b'[{"role": "user", "content": "ok"},\n {"role": "user", "content": "x\\uDBFF"}]', ".json",
+     2, "[1].content"),
+    (b'{"role": "user", "content": "x", "meta": {"\\ud800": 1}}', ".json", 1, "meta.\\ud800"),
+])
+def test_lone_surrogates_are_rejected_with_line_and_field(data, suffix, line, field):
+    with pytest.raises(SpoolReject) as e:
+        parse_spool_bytes(data, suffix)
+    assert (e.value.line, e.value.field) == (line, field)
+    assert "surrogate" in e.value.reason
+    json.dumps(e.value.field).encode("utf-8")  # the sidecar can say it
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_fine():
+    [m] = parse_spool_bytes(b'{"role": "user", "content": "\\ud83d\\ude00 \\\\ud800"}\n', ".jsonl")
+    assert m.text == "\U0001f600 \\ud800"
+
+
+def test_one_message_over_the_message_cap_is_rejected_and_under_it_taken():
+    big = json.dumps({"role": "user", "content": "x" * (3 << 20)}).encode()
+    [m] = parse_spool_bytes(big, ".json")
+    assert len(m.text) == 3 << 20
+    with pytest.raises(SpoolReject, match="cap for one message"):
+        parse_spool_bytes(big, ".json", max_message_bytes=1 << 20)
+    many = json.dumps([{"role": "user", "content": "y" * 1000}] * 3000).encode()
+    assert len(parse_spool_bytes(many, ".json", max_message_bytes=1 << 20)) == 3000

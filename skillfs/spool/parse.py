@@ -68,20 +68,28 @@ def _no_constants(name: str) -> Any:
 _decoder = json.JSONDecoder(parse_constant=_no_constants)
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _lone_surrogate_field(obj: Any) -> str | None:
-    """The path (``content[0].text``) of the first string or key holding a lone surrogate."""
+    """The path (``content[0].text``) of the first string or key holding a lone surrogate;
+    "" for the value itself."""
     stack: list[tuple[str, Any]] = [("", obj)]
     while stack:
         at, value = stack.pop()
         if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return at or None
+            if not _is_unicode(value):
+                return at
         elif isinstance(value, dict):
             for key, item in value.items():
-                path = f"{at}.{key}" if at else key
-                if _lone_surrogate_field(key) is not None:
+                key_shown = key.encode("utf-8", "backslashreplace").decode("utf-8")
+                path = f"{at}.{key_shown}" if at else key_shown
+                if not _is_unicode(key):
                     return path
                 stack.append((path, item))
         elif isinstance(value, list):
@@ -99,7 +107,7 @@ def check_unicode(obj: Any, line: int | None, where: str | None = None) -> None:
     at = _lone_surrogate_field(obj)
     if at is None:
         return
-    field = f"{where}.{at}" if where else at
+    field = (f"{where}.{at}" if at else where) if where else at or None
     raise SpoolReject(line, field, "a lone surrogate escape (\\ud800-\\udfff without its pair) "
                                    "is not Unicode text")
 
