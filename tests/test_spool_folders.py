@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from skillfs.spool import Folder, Rejected, SpoolIngester, SpoolReject, open_spool
+from skillfs.spool.folders import Changed
 from skillfs.store import Store
 
 
@@ -213,3 +214,21 @@ def test_ingester_rejects_links_at_every_level_and_takes_the_rest(tmp_path, outs
         assert os.path.islink(spool / ".rejected" / name)
     _assert_private(spool)
     store.close()
+
+
+def test_entry_swapped_back_while_being_rejected_is_put_back(tmp_path, outside):
+    """The walker saw a link and decided to reject it; by the time it moves the name, the
+    writer has put its real folder back: the folder is returned, not rejected."""
+    spool = tmp_path / "spool"
+    _put(spool / "sp/se/1.jsonl", b"mine")
+    root = open_spool(spool)
+    space = root.open_folder("sp")
+    os.rename(spool / "sp/se", tmp_path / "parked")
+    os.symlink(outside, spool / "sp/se")
+    link = space.lstat("se")
+    os.unlink(spool / "sp/se")
+    os.rename(tmp_path / "parked", spool / "sp/se")
+    with pytest.raises(Changed):
+        Rejected(root).move(space, "se", SpoolReject(None, None, "a link"), link)
+    assert (spool / "sp/se/1.jsonl").read_bytes() == b"mine"
+    assert not _sidecars(spool)

@@ -16,6 +16,7 @@ existing one keeps the mode its owner chose.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import json
@@ -37,6 +38,29 @@ _READ_CHUNK = 1 << 20
 
 class Unstable(Exception):
     """The file changed while it was read: someone is writing it in place."""
+
+
+class Changed(Exception):
+    """The entry to reject was replaced by another under the same name while it was moved;
+    the other was put back for the next scan to judge."""
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(src: str, src_dir_fd: int, dst: str, dst_dir_fd: int) -> None:
+    """rename(2) relative to two folders that fails with EEXIST rather than replace `dst`."""
+    if _libc.renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst),
+                       _RENAME_NOREPLACE) == 0:
+        return
+    err = ctypes.get_errno()
+    if err not in (errno.EINVAL, errno.ENOSYS):
+        raise OSError(err, os.strerror(err), src)
+    # A file system without RENAME_NOREPLACE: check, then rename.
+    if _exists(dst, dst_dir_fd):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+    os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
 
 def file_key(st: os.stat_result) -> str:
@@ -74,10 +98,10 @@ class Folder:
     def names(self) -> list[str]:
         return sorted(os.listdir(self.fd))
 
-    def kind(self, name: str) -> str | None:
+    def lstat(self, name: str) -> os.stat_result | None:
         """What `name` is, without following it; None if it is gone."""
         try:
-            return kind_of(os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mode)
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
         except FileNotFoundError:
             return None
 
@@ -158,13 +182,27 @@ class Rejected:
             os.close(self._fd)
             self._fd = None
 
-    def move(self, folder: Folder, name: str, err: SpoolReject) -> str:
+    def move(self, folder: Folder, name: str, err: SpoolReject,
+             expect: os.stat_result | None = None) -> str:
         """Move `name` (whatever it is; a link is moved as the link) out of `folder` into
-        .rejected/ and write its sidecar. Returns the new name. The entry moves before the
-        sidecar is written, so a failure writing the sidecar never loses it."""
+        .rejected/ and write its sidecar; returns the new name. `expect` is the entry the
+        decision was about: if a writer swapped another in under its name meanwhile, that
+        one is put back (Changed). The entry moves before the sidecar is written, so a
+        failure writing the sidecar never loses it."""
         rel = folder.child(name)
+        if expect is None and (expect := folder.lstat(name)) is None:
+            raise FileNotFoundError(errno.ENOENT, "gone", shown(rel))
+        rejected = self._open()
         dest = self._free_name(_rejected_base(rel))
-        os.rename(name, dest, src_dir_fd=folder.fd, dst_dir_fd=self._open())
+        rename_noreplace(name, folder.fd, dest, rejected)
+        moved = os.stat(dest, dir_fd=rejected, follow_symlinks=False)
+        if (moved.st_dev, moved.st_ino) != (expect.st_dev, expect.st_ino):
+            try:
+                rename_noreplace(dest, rejected, name, folder.fd)
+                raise Changed()
+            except FileExistsError:
+                err = SpoolReject(err.line, err.field, f"{err.reason} (the entry was replaced "
+                                                       "while it was moved here)")
         body = {
             "path": shown(rel),
             "line": err.line,

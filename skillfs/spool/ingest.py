@@ -29,10 +29,12 @@ from ..errors import Conflict, Invalid, TooBig
 from .folders import (
     REJECTED_DIR,
     WHY_NOT,
+    Changed,
     Folder,
     Rejected,
     Unstable,
     file_key,
+    kind_of,
     open_spool,
 )
 from .parse import (
@@ -307,19 +309,25 @@ class SpoolIngester:
         if is_ignored(name):
             return None
         rel = parent.child(name)
+        st = await _thread(parent.lstat, name)
+        if st is None:
+            return None
         try:
-            kind = await _thread(parent.kind, name)
-            if kind is None:
-                return None
+            kind = kind_of(st.st_mode)
             if kind == "file":
                 check_spool_path(rel)  # raises: a file where a folder belongs
             if kind != "folder":
                 raise SpoolReject(None, None, WHY_NOT[kind])
             check_folder(rel)
+        except SpoolReject as e:
+            await self._reject(walk, parent, name, e, st)
+            return None
+        try:
             return await _thread(parent.open_folder, name)
         except FileNotFoundError:
             return None
         except SpoolReject as e:
+            # Swapped for something else since it was looked at: judge what is there now.
             await self._reject(walk, parent, name, e)
             return None
 
@@ -355,20 +363,21 @@ class SpoolIngester:
     async def _file(self, walk: _Pass, folder: Folder, name: str) -> bool:
         """Ingest, reject or drop one file. False: it stays for a retry (and holds back its
         session)."""
+        st = None
         try:
             sp = check_spool_path(folder.child(name))
             if sp is None:
                 return True
-            kind = await _thread(folder.kind, name)
-            if kind is None:
+            st = await _thread(folder.lstat, name)
+            if st is None:
                 return True
-            if kind != "file":
-                raise SpoolReject(None, None, WHY_NOT[kind])
+            if kind_of(st.st_mode) != "file":
+                raise SpoolReject(None, None, WHY_NOT[kind_of(st.st_mode)])
             data, st = await _thread(folder.read, name, self.max_file_bytes)
         except FileNotFoundError:
             return True  # gone (renamed away or already handled)
         except SpoolReject as e:
-            return await self._reject(walk, folder, name, e)
+            return await self._reject(walk, folder, name, e, st)
         except Unstable:
             log.info("spool: %s is still being written; will retry", shown(folder.child(name)))
             return await self._failed(walk, folder, name, "the file kept changing while read")
@@ -392,7 +401,7 @@ class SpoolIngester:
             except INPUT_ERRORS as e:
                 raise SpoolReject(None, None, getattr(e, "message", None) or str(e)) from None
         except SpoolReject as e:
-            return await self._reject(walk, folder, name, e)
+            return await self._reject(walk, folder, name, e, st)
         except Exception as e:
             log.exception("spool: the store failed on %s; will retry", sp.rel)
             return await self._failed(walk, folder, name, f"the store failed: {e}")
@@ -430,12 +439,13 @@ class SpoolIngester:
         return False
 
     async def _reject(self, walk: _Pass, folder: Folder, name: str, err: SpoolReject,
-                      last_resort: bool = False) -> bool:
+                      expect: os.stat_result | None = None, last_resort: bool = False) -> bool:
+        """Move the entry `expect` describes (what is there now if None) to .rejected/."""
         rel = folder.child(name)
         try:
-            await _thread(walk.rejected.move, folder, name, err)
-        except FileNotFoundError:
-            return True
+            await _thread(walk.rejected.move, folder, name, err, expect)
+        except (FileNotFoundError, Changed):
+            return True  # gone, or replaced by something the next scan judges
         except OSError as e:
             log.exception("spool: could not move %s to %s/", shown(rel), REJECTED_DIR)
             if last_resort:
