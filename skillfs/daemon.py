@@ -150,8 +150,10 @@ class Daemon:
     def prepare(self) -> None:
         """Checks that need no event loop; raise StartupError with a clear message."""
         c = self.config
-        for d in (c.home, c.db.parent, c.spool, c.socket.parent):
+        for d in (c.home, c.db.parent, c.socket.parent):
             d.mkdir(parents=True, exist_ok=True)
+        # Private when new; an existing spool keeps the mode its owner gave it.
+        os.makedirs(c.spool, mode=0o700, exist_ok=True)
         state = mount_state(self.mountpoint)
         if state == "missing":
             raise StartupError(f"mountpoint {self.mountpoint} does not exist")
