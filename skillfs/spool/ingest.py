@@ -56,7 +56,7 @@ log = logging.getLogger("skillfs.spool")
 
 RETRY_BASE = 1.0  # seconds before the second try; doubled for each further one
 RETRY_MAX = 30.0  # the longest wait between two tries
-RETRY_TRIES = 6  # tries before a file is rejected (about a minute of waiting in all)
+RETRY_TRIES = 6  # tries before a file is rejected: 1+2+4+8+16 s of waiting in all
 WATCH_RETRY_BASE = 0.2  # pause before watching again after the watcher failed
 
 # Store errors that say the input is wrong: retrying cannot help, so the file is rejected.
