@@ -191,7 +191,7 @@ def test_ingester_never_follows_a_folder_swapped_for_a_link(tmp_path, outside, m
     assert "SECRET from outside" not in texts
     name = "sp" if level == "space" else "sp__se"
     assert os.path.islink(spool / ".rejected" / name)
-    assert "not a folder" in _sidecars(spool)[name]["reason"]
+    assert "symbolic link" in _sidecars(spool)[name]["reason"]
     _assert_private(spool)
     store.close()
 

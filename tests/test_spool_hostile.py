@@ -154,14 +154,17 @@ def test_lone_surrogate_is_rejected_and_the_next_file_taken(daemon):
     assert_private(daemon)
 
 
-def test_a_3_mib_message_in_a_json_file_is_ingested(daemon):
-    text = "x" * (3 << 20)
-    daemon.write_spool("alice/big/001.json", json.dumps({"role": "user", "content": text}))
-    daemon.write_spool("alice/big/002.json", json.dumps([{"role": "user", "content": "small"}]))
-    wait_for(lambda: len(session_texts(daemon, "big")) == 2, timeout=30, what="the big message")
-    texts = session_texts(daemon, "big")
-    assert texts[0] == text and texts[1] == "small"
-    assert sidecars(daemon) == {}
+def test_3_mib_messages_in_json_files_are_ingested_and_bigger_ones_rejected(daemon):
+    texts = [c * (3 << 20) for c in "xyz"]
+    for i, text in enumerate(texts):
+        daemon.write_spool(f"alice/big/00{i}.json", json.dumps({"role": "user", "content": text}))
+    daemon.write_spool("alice/big/003.json", json.dumps({"role": "user", "content": "w" * (4 << 20)}))
+    daemon.write_spool("alice/big/004.json", json.dumps([{"role": "user", "content": "small"}]))
+    wait_for(lambda: len(session_texts(daemon, "big")) == 4, timeout=30, what="the big messages")
+    assert session_texts(daemon, "big") == [*texts, "small"]
+    [(name, info)] = sidecars(daemon).items()
+    assert name == "alice__big__003.json"
+    assert "over the 3211264-byte cap for one message" in info["reason"]
 
 
 def test_names_that_are_not_utf8_do_not_stop_the_watcher(daemon):

@@ -308,12 +308,26 @@ class SpoolIngester:
         """Open space or session folder `name`; reject it if it is anything else."""
         if is_ignored(name):
             return None
-        rel = parent.child(name)
         st = await _thread(parent.lstat, name)
-        if st is None:
-            return None
         try:
-            kind = kind_of(st.st_mode)
+            if st is None or await self._rejected_folder(walk, parent, name, st):
+                return None
+            return await _thread(parent.open_folder, name)
+        except FileNotFoundError:
+            return None
+        except SpoolReject:
+            # Swapped for something else since it was looked at: judge what is there now
+            # (or, if it is a folder again, at the next scan).
+            if (st := await _thread(parent.lstat, name)) is not None:
+                await self._rejected_folder(walk, parent, name, st)
+            return None
+
+    async def _rejected_folder(self, walk: _Pass, parent: Folder, name: str,
+                               st: os.stat_result) -> bool:
+        """Reject `name` (described by `st`) if it is no space or session folder."""
+        rel = parent.child(name)
+        kind = kind_of(st.st_mode)
+        try:
             if kind == "file":
                 check_spool_path(rel)  # raises: a file where a folder belongs
             if kind != "folder":
@@ -321,15 +335,8 @@ class SpoolIngester:
             check_folder(rel)
         except SpoolReject as e:
             await self._reject(walk, parent, name, e, st)
-            return None
-        try:
-            return await _thread(parent.open_folder, name)
-        except FileNotFoundError:
-            return None
-        except SpoolReject as e:
-            # Swapped for something else since it was looked at: judge what is there now.
-            await self._reject(walk, parent, name, e)
-            return None
+            return True
+        return False
 
     async def _session(self, walk: _Pass, space: Folder, name: str) -> None:
         """The files of one session, in name order; a file that must wait holds back the rest."""
