@@ -232,3 +232,41 @@ def test_entry_swapped_back_while_being_rejected_is_put_back(tmp_path, outside):
         Rejected(root).move(space, "se", SpoolReject(None, None, "a link"), link)
     assert (spool / "sp/se/1.jsonl").read_bytes() == b"mine"
     assert not _sidecars(spool)
+
+
+def test_hard_link_to_an_outside_file_is_rejected_unread(tmp_path, outside):
+    spool = tmp_path / "spool"
+    (spool / "sp/se").mkdir(parents=True)
+    os.link(outside / "victim.jsonl", spool / "sp/se/1.jsonl")
+    before = _snapshot(outside)
+    store = _store(tmp_path)
+    trio.run(SpoolIngester(store, spool).scan_once)
+    assert trio.run(_all_texts, store) == []
+    assert "hard links" in _sidecars(spool)["sp__se__1.jsonl"]["reason"]
+    assert _snapshot(outside) == before
+    store.close()
+
+
+def test_an_unexpected_error_in_one_session_folder_does_not_stop_the_others(
+        tmp_path, monkeypatch, caplog):
+    spool = tmp_path / "spool"
+    for session in ("a", "b", "c"):
+        _put(spool / "sp" / session / "1.jsonl", _jsonl({"role": "user", "content": session}))
+    real_open = Folder.open_folder
+    failures = []
+
+    def open_folder(folder: Folder, name: str) -> Folder:
+        if name == "b" and not failures:
+            failures.append(name)
+            raise RuntimeError("something nobody expected")
+        return real_open(folder, name)
+
+    monkeypatch.setattr(Folder, "open_folder", open_folder)
+    store = _store(tmp_path)
+    ing = SpoolIngester(store, spool)
+    trio.run(ing.scan_once)
+    assert sorted(trio.run(_all_texts, store)) == ["a", "c"]
+    assert "something nobody expected" in caplog.text and "Traceback" in caplog.text
+    trio.run(ing.scan_once)
+    assert sorted(trio.run(_all_texts, store)) == ["a", "b", "c"]
+    store.close()
