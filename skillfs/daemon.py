@@ -126,6 +126,8 @@ class Daemon:
     def prepare(self) -> None:
         """Checks that need no event loop; raise StartupError with a clear message."""
         c = self.config
+        # New folders are private; an existing one keeps the mode its owner gave it (a
+        # spool may be shared with a group of writers on purpose).
         for d in (c.home, c.db.parent, c.spool, c.socket.parent):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         make_private([c.db, Path(f"{c.db}.wal"), Path(f"{c.db}.lock"), c.log_file])

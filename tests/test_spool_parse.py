@@ -6,16 +6,18 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 
 from skillfs.errors import Invalid
 from skillfs.messages import Control, InvalidMessage, Message, detect_format, normalize
 from skillfs.spool import (
+    Rejected,
     SpoolIngester,
     SpoolReject,
     check_spool_path,
     file_sha256,
+    open_spool,
     parse_spool_bytes,
-    reject,
 )
 
 # --- messages ------------------------------------------------------------------------------
@@ -229,9 +231,12 @@ def test_check_spool_path():
 def test_reject_moves_and_explains(tmp_path):
     d = tmp_path / "sp" / "se"
     d.mkdir(parents=True)
+    root = open_spool(tmp_path)
+    session = root.open_folder("sp").open_folder("se")
     for i in range(2):
         (d / "a.jsonl").write_bytes(b"junk %d" % i)
-        dst = reject(tmp_path, d / "a.jsonl", SpoolReject(3, "role", "missing"))
+        dst = tmp_path / ".rejected" / Rejected(root).move(
+            session, "a.jsonl", SpoolReject(3, "role", "missing"))
         assert not (d / "a.jsonl").exists() and dst.read_bytes() == b"junk %d" % i
         side = json.loads(Path(str(dst) + ".error.json").read_text())
         assert side["path"] == "sp/se/a.jsonl" and (side["line"], side["field"]) == (3, "role")
@@ -250,12 +255,12 @@ class FakeStore:
         self.fail: list[Exception] = []  # raised, one per call, before committing
 
     async def spool_seen(self, rel_path, sha256, file_key=None):
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return (rel_path, sha256) in self.ledger
 
     async def ingest_spool_file(self, space_name, session_name, rel_path, sha256, records,
                                 file_key=None):
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         if self.fail:
             raise self.fail.pop(0)
         self.ledger.add((rel_path, sha256))
@@ -376,7 +381,10 @@ def test_bad_session_name_is_rejected(tmp_path):
     assert [c[1] for c in store.calls] == ["se"]
     [(name, side)] = _sidecars(spool).items()
     assert side["field"] == "session" and "UTF-8" in side["reason"]
-    assert not os.listdir(bad)
+    assert side["path"] == "sp/\\xff" and name == "sp__\\xff"
+    # the folder went whole, under a name that is valid UTF-8
+    assert not os.path.lexists(bad)
+    assert os.listdir(spool / ".rejected" / name) == ["1.jsonl"]
 
 
 def test_watcher_picks_up_new_files_quickly(tmp_path):
@@ -427,7 +435,7 @@ def test_run_retries_after_store_error(tmp_path):
     done = []
 
     async def on_ingested(info):
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         done.append(info.rel_path)
 
     ing = SpoolIngester(store, spool, on_ingested=on_ingested, retry_base=0.02)
@@ -458,7 +466,9 @@ def test_symlinks_and_fifos_are_rejected_not_read(tmp_path):
     assert store.texts("se") == ["real"]
     side = _sidecars(spool)
     assert {k: v["reason"] for k, v in side.items()} == {
-        "sp__se__2.jsonl": "not a regular file", "sp__se__3.jsonl": "not a regular file"}
+        "sp__se__2.jsonl": "a symbolic link (links are not followed)",
+        "sp__se__3.jsonl": "not a regular file (a FIFO, socket or device)"}
+    assert os.path.islink(spool / ".rejected" / "sp__se__2.jsonl"), "the link itself is moved"
     assert target.read_bytes() == _msg("via link")
 
 
@@ -497,3 +507,37 @@ def test_plain_messages_take_the_fast_path_with_the_same_result():
     # anything else still gets the full checks
     with pytest.raises(InvalidMessage):
         normalize({"role": "robot", "content": "beep"})
+
+
+# --- lone surrogates and big messages --------------------------------------------------------
+
+@pytest.mark.parametrize("data, suffix, line, field", [
+    (b'{"role": "user", "content": "a\\ud800b"}\n', ".jsonl", 1, "content"),
+    (_jsonl({"role": "user", "content": "ok"})
+     + b'{"role": "user", "content": [{"type": "text", "text": "\\udc00"}]}\n', ".jsonl", 2,
+     "content[0].text"),
+    (b'[{"role": "user", "content": "ok"},\n {"role": "user", "content": "x\\uDBFF"}]', ".json",
+     2, "[1].content"),
+    (b'{"role": "user", "content": "x", "meta": {"\\ud800": 1}}', ".json", 1, "meta.\\ud800"),
+])
+def test_lone_surrogates_are_rejected_with_line_and_field(data, suffix, line, field):
+    with pytest.raises(SpoolReject) as e:
+        parse_spool_bytes(data, suffix)
+    assert (e.value.line, e.value.field) == (line, field)
+    assert "surrogate" in e.value.reason
+    json.dumps(e.value.field).encode("utf-8")  # the sidecar can say it
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_fine():
+    [m] = parse_spool_bytes(b'{"role": "user", "content": "\\ud83d\\ude00 \\\\ud800"}\n', ".jsonl")
+    assert m.text == "\U0001f600 \\ud800"
+
+
+def test_one_message_over_the_message_cap_is_rejected_and_under_it_taken():
+    big = json.dumps({"role": "user", "content": "x" * (3 << 20)}).encode()
+    [m] = parse_spool_bytes(big, ".json")
+    assert len(m.text) == 3 << 20
+    with pytest.raises(SpoolReject, match="cap for one message"):
+        parse_spool_bytes(big, ".json", max_message_bytes=1 << 20)
+    many = json.dumps([{"role": "user", "content": "y" * 1000}] * 3000).encode()
+    assert len(parse_spool_bytes(many, ".json", max_message_bytes=1 << 20)) == 3000

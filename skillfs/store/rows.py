@@ -235,18 +235,29 @@ class _MessageBatch:
     _SQL = (
         "INSERT INTO messages (session_id, seq, role, format, body, original, task_id, "
         "source, created_ns, meta) "
-        "SELECT ?, s, r, f, json_object('role', r, 'text', x, 'tool_calls', json(c), "
-        "'tool_call_id', i, 'name', n, 'format', f)::VARCHAR, o, NULL, ?, ?, m FROM ("
+        "SELECT ?, s, r, f, CASE WHEN b IS NULL THEN json_object('role', r, 'text', x, "
+        "'tool_calls', json(c), 'tool_call_id', i, 'name', n, 'format', f)::VARCHAR ELSE b END, "
+        "o, NULL, ?, ?, m FROM ("
         "SELECT unnest(?::BIGINT[]) s, unnest(?::VARCHAR[]) r, unnest(?::VARCHAR[]) f, "
         "unnest(?::VARCHAR[]) x, unnest(?::VARCHAR[]) c, unnest(?::VARCHAR[]) i, "
-        "unnest(?::VARCHAR[]) n, unnest(?::VARCHAR[]) o, unnest(?::VARCHAR[]) m)")
+        "unnest(?::VARCHAR[]) n, unnest(?::VARCHAR[]) o, unnest(?::VARCHAR[]) m, "
+        "unnest(?::VARCHAR[]) b)")
+    # DuckDB's json_object needs about ten times its text in one allocation: a 3 MiB message
+    # did not fit its 32 MB buffer pool. Bodies of long texts are built here instead.
+    _LONG_TEXT = 256 << 10
+
+    def _long_bodies(self) -> list[str | None]:
+        return [_json({"role": r, "text": x, "tool_calls": json.loads(c), "tool_call_id": i,
+                       "name": n, "format": f}) if len(x) > self._LONG_TEXT else None
+                for r, x, c, i, n, f in zip(self.roles, self.texts, self.tool_calls,
+                                             self.tool_call_ids, self.names, self.formats)]
 
     def insert(self, con: duckdb.DuckDBPyConnection) -> None:
         if self.seqs:
             con.execute(self._SQL, [self.session_id, self.source, self.t, self.seqs,
                                     self.roles, self.formats, self.texts, self.tool_calls,
                                     self.tool_call_ids, self.names, self.originals,
-                                    self.metas])
+                                    self.metas, self._long_bodies()])
 
 
 def _is_uuid(text: str) -> bool:

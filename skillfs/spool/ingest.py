@@ -1,0 +1,475 @@
+"""Watching the spool and taking each file in exactly once, in order, without getting stuck.
+
+One worker does all ingestion, so files of a session go in name order and the store sees one
+spool transaction at a time. Exactly once: the store commits a file's records and a ledger
+row (path, sha256, file key) in one transaction, then the file is deleted; a file whose
+ledger row exists was committed before a crash and is only deleted.
+
+Never stuck: a file that fails for a reason other than its content (the database unavailable,
+a full disk, an unexpected error) is tried again after 1, 2, 4 ... seconds; after
+`RETRY_TRIES` tries it is rejected with the last reason, so it holds back the later files of
+its session for a bounded time. Each file, session folder and scan has its own error
+boundary: an error is logged with its traceback and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..errors import Conflict, Invalid, TooBig
+from .folders import (
+    REJECTED_DIR,
+    WHY_NOT,
+    Changed,
+    Folder,
+    Rejected,
+    Unstable,
+    file_key,
+    kind_of,
+    open_spool,
+)
+from .parse import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Record,
+    SpoolPath,
+    SpoolReject,
+    check_folder,
+    check_spool_path,
+    file_sha256,
+    is_ignored,
+    parse_spool_bytes,
+    shown,
+)
+
+log = logging.getLogger("skillfs.spool")
+
+RETRY_BASE = 1.0  # seconds before the second try; doubled for each further one
+RETRY_MAX = 30.0  # the longest wait between two tries
+RETRY_TRIES = 6  # tries before a file is rejected: 1+2+4+8+16 s of waiting in all
+WATCH_RETRY_BASE = 0.2  # pause before watching again after the watcher failed
+
+# Store errors that say the input is wrong: retrying cannot help, so the file is rejected.
+# (NameTooLong is an Invalid.)
+INPUT_ERRORS: tuple[type[Exception], ...] = (Invalid, Conflict, TooBig)
+
+_thread = trio.to_thread.run_sync
+
+
+@dataclass
+class IngestedFile:
+    space: str
+    session: str
+    rel_path: str
+    sha256: str
+    records: int
+    result: Any
+
+
+@dataclass
+class _Retry:
+    attempts: int = 0
+    due: float = 0.0  # trio.current_time()
+
+
+@dataclass
+class _Pass:
+    """One walk over some of the spool, holding the descriptors it walks from."""
+
+    root: Folder
+    rejected: Rejected
+    respect_backoff: bool
+    now: float
+    found: set[str] = field(default_factory=set)
+
+
+class SpoolIngester:
+    """Watches the spool and hands each file to the store exactly once.
+
+    `run` is for a trio nursery; `scan_once` is for tests and for callers that want the
+    spool drained now.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        spool_dir: str | os.PathLike,
+        on_ingested: Callable[[IngestedFile], Any] | None = None,
+        *,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        debounce_ms: int = 50,
+        step_ms: int = 10,
+        rescan_interval: float = 30.0,
+        retry_base: float = RETRY_BASE,
+        retry_max: float = RETRY_MAX,
+        retry_tries: int = RETRY_TRIES,
+    ):
+        self.store = store
+        self.spool_dir = Path(os.path.realpath(spool_dir))
+        self.on_ingested = on_ingested
+        self.max_line_bytes = max_line_bytes
+        self.max_file_bytes = max_file_bytes
+        self.max_message_bytes = max_message_bytes
+        self.debounce_ms = debounce_ms
+        self.step_ms = step_ms
+        # Safety net for lost notifications (inotify queue overflow, watch limits).
+        self.rescan_interval = rescan_interval
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.retry_tries = retry_tries
+        self.stats = {"ingested": 0, "duplicates": 0, "rejected": 0, "errors": 0}
+        self._pending: set[str] = set()
+        self._retry: dict[str, _Retry] = {}
+        # Given up on and not even movable to .rejected/: left in place, holding nothing back.
+        self._skipped: set[str] = set()
+        self._dirty: set[str] = set()
+        self._next_full = math.inf
+        self._wake = trio.Event()
+        self._lock = trio.Lock()
+
+    # --- public -------------------------------------------------------------------------
+
+    def backlog(self) -> int:
+        """Files seen in the spool and not yet ingested or rejected (including retries)."""
+        return len(self._pending | set(self._retry))
+
+    async def scan_once(self) -> None:
+        """Walk the whole spool and ingest everything there now, retries included."""
+        await self._process([""], respect_backoff=False)
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Initial scan, then watch; reports started once the backlog at start is handled."""
+        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch)
+            try:
+                await self._process([""], respect_backoff=True)
+            except Exception:
+                log.exception("spool: initial scan of %s failed", self.spool_dir)
+            # The watcher may have come up after the initial scan began; one more pass soon
+            # closes that window.
+            self._next_full = trio.current_time() + 1.0
+            task_status.started()
+            await self._worker()
+
+    # --- scheduling -----------------------------------------------------------------------
+
+    def _mark(self, root: str) -> None:
+        self._dirty.add(root)
+        self._wake.set()
+
+    def _next_wakeup(self) -> float:
+        return min([self._next_full, *(r.due for r in self._retry.values())])
+
+    async def _worker(self) -> None:
+        while True:
+            with trio.move_on_at(self._next_wakeup()):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            now = trio.current_time()
+            roots: set[str] = set(self._dirty)
+            self._dirty.clear()
+            if now >= self._next_full:
+                roots = {""}
+                self._next_full = now + self.rescan_interval
+            else:
+                # A due retry rescans its session so later files of it follow in order.
+                for rel, r in self._retry.items():
+                    if r.due <= now:
+                        roots.add("/".join(rel.split("/")[:2]))
+            if roots:
+                try:
+                    await self._process(sorted(roots), respect_backoff=True)
+                except Exception:
+                    # Never let one bad pass end the daemon's watcher.
+                    log.exception("spool: scan failed")
+                    self._next_full = min(self._next_full, trio.current_time() + self.retry_max)
+
+    def _watch_filter(self, _change: Any, path: str) -> bool:
+        rel = os.path.relpath(path, self.spool_dir)
+        return not rel.startswith("..") and rel != "." and not is_ignored(rel.replace(os.sep, "/"))
+
+    async def _watch(self) -> None:
+        from watchfiles import awatch
+
+        delay = WATCH_RETRY_BASE
+        while True:
+            stop = trio.Event()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._stop_on_cancel, stop)
+                    async for changes in awatch(
+                        self.spool_dir,
+                        watch_filter=self._watch_filter,
+                        debounce=self.debounce_ms,
+                        step=self.step_ms,
+                        stop_event=stop,
+                        force_polling=False,
+                    ):
+                        delay = WATCH_RETRY_BASE
+                        for _change, path in changes:
+                            rel = os.path.relpath(path, self.spool_dir).replace(os.sep, "/")
+                            self._mark("/".join(rel.split("/")[:2]))
+                    nursery.cancel_scope.cancel()
+            except Exception:
+                # E.g. a name that is not UTF-8 (the watcher cannot decode it), the inotify
+                # watch limit, the spool removed under us. A full scan rejects a bad name; the
+                # watcher comes back after a pause, and a second scan soon after it catches
+                # what arrived meanwhile.
+                log.exception("spool: watching %s failed; watching again in %.1fs",
+                              self.spool_dir, delay)
+                self._mark("")
+                await trio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+                self._next_full = min(self._next_full, trio.current_time() + 1.0)
+                try:
+                    os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+                except OSError:
+                    log.exception("spool: cannot create %s", self.spool_dir)
+
+    @staticmethod
+    async def _stop_on_cancel(stop: trio.Event) -> None:
+        # awatch's thread only notices cancellation through its stop event; without this a
+        # shutdown would wait for the watcher's timeout.
+        try:
+            await trio.sleep_forever()
+        finally:
+            stop.set()
+
+    # --- walking --------------------------------------------------------------------------
+
+    async def _process(self, roots: Iterable[str], respect_backoff: bool) -> None:
+        async with self._lock:
+            try:
+                root = await _thread(open_spool, self.spool_dir)
+            except OSError:
+                log.exception("spool: cannot open %s", self.spool_dir)
+                return
+            walk = _Pass(root, Rejected(root), respect_backoff, trio.current_time())
+            try:
+                for rel in roots:
+                    try:
+                        await self._scan(walk, rel)
+                    except Exception:
+                        log.exception("spool: scanning %s failed", shown(rel) or ".")
+            finally:
+                walk.rejected.close()
+                root.close()
+
+    async def _scan(self, walk: _Pass, root: str) -> None:
+        """Ingest what is under `root`: "" (everything), "space" or "space/session"."""
+        walk.found = set()
+        if root:
+            space, _, session = root.partition("/")
+            await self._space(walk, space, session or None)
+        else:
+            for name in await _thread(walk.root.names):
+                await self._space(walk, name, None)
+        self._forget_vanished(root, walk.found)
+
+    def _forget_vanished(self, root: str, found: set[str]) -> None:
+        """A scan knows everything under its root: forget what is no longer there (a stale
+        retry would keep the worker waking up for nothing)."""
+        def gone(rel: str) -> bool:
+            return (not root or rel == root or rel.startswith(root + "/")) and rel not in found
+
+        self._pending = {rel for rel in self._pending if not gone(rel)}
+        self._skipped = {rel for rel in self._skipped if not gone(rel)}
+        for rel in [rel for rel in self._retry if gone(rel)]:
+            del self._retry[rel]
+
+    async def _space(self, walk: _Pass, name: str, only_session: str | None) -> None:
+        folder = await self._enter(walk, walk.root, name)
+        if folder is None:
+            return
+        try:
+            names = [only_session] if only_session else await _thread(folder.names)
+            for session in names:
+                try:
+                    await self._session(walk, folder, session)
+                except Exception:
+                    log.exception("spool: session folder %s failed", shown(folder.child(session)))
+        finally:
+            folder.close()
+
+    async def _enter(self, walk: _Pass, parent: Folder, name: str) -> Folder | None:
+        """Open space or session folder `name`; reject it if it is anything else."""
+        if is_ignored(name):
+            return None
+        st = await _thread(parent.lstat, name)
+        try:
+            if st is None or await self._rejected_folder(walk, parent, name, st):
+                return None
+            return await _thread(parent.open_folder, name)
+        except FileNotFoundError:
+            return None
+        except SpoolReject:
+            # Swapped for something else since it was looked at: judge what is there now
+            # (or, if it is a folder again, at the next scan).
+            if (st := await _thread(parent.lstat, name)) is not None:
+                await self._rejected_folder(walk, parent, name, st)
+            return None
+
+    async def _rejected_folder(self, walk: _Pass, parent: Folder, name: str,
+                               st: os.stat_result) -> bool:
+        """Reject `name` (described by `st`) if it is no space or session folder."""
+        rel = parent.child(name)
+        kind = kind_of(st.st_mode)
+        try:
+            if kind == "file":
+                check_spool_path(rel)  # raises: a file where a folder belongs
+            if kind != "folder":
+                raise SpoolReject(None, None, WHY_NOT[kind])
+            check_folder(rel)
+        except SpoolReject as e:
+            await self._reject(walk, parent, name, e, st)
+            return True
+        return False
+
+    async def _session(self, walk: _Pass, space: Folder, name: str) -> None:
+        """The files of one session, in name order; a file that must wait holds back the rest."""
+        folder = await self._enter(walk, space, name)
+        if folder is None:
+            return
+        try:
+            names = [n for n in await _thread(folder.names) if not is_ignored(n)]
+            walk.found.update(folder.child(n) for n in names)
+            names = [n for n in names if folder.child(n) not in self._skipped]
+            self._pending.update(folder.child(n) for n in names)
+            for n in names:
+                rel = folder.child(n)
+                retry = self._retry.get(rel)
+                if retry and walk.respect_backoff and retry.due > walk.now:
+                    break
+                try:
+                    done = await self._file(walk, folder, n)
+                except Exception as e:
+                    log.exception("spool: unexpected error on %s", shown(rel))
+                    done = await self._failed(walk, folder, n, f"unexpected error: {e!r}")
+                if not done:
+                    break
+                self._pending.discard(rel)
+                self._retry.pop(rel, None)
+        finally:
+            folder.close()
+
+    # --- one file -------------------------------------------------------------------------
+
+    async def _file(self, walk: _Pass, folder: Folder, name: str) -> bool:
+        """Ingest, reject or drop one file. False: it stays for a retry (and holds back its
+        session)."""
+        st = None
+        try:
+            sp = check_spool_path(folder.child(name))
+            if sp is None:
+                return True
+            st = await _thread(folder.lstat, name)
+            if st is None:
+                return True
+            if kind_of(st.st_mode) != "file":
+                raise SpoolReject(None, None, WHY_NOT[kind_of(st.st_mode)])
+            data, st = await _thread(folder.read, name, self.max_file_bytes)
+        except FileNotFoundError:
+            return True  # gone (renamed away or already handled)
+        except SpoolReject as e:
+            return await self._reject(walk, folder, name, e, st)
+        except Unstable:
+            log.info("spool: %s is still being written; will retry", shown(folder.child(name)))
+            return await self._failed(walk, folder, name, "the file kept changing while read")
+        except OSError as e:
+            log.warning("spool: cannot read %s: %s; will retry", shown(folder.child(name)), e)
+            return await self._failed(walk, folder, name, f"cannot read it: {e}")
+        return await self._commit(walk, folder, name, sp, data, st)
+
+    async def _commit(self, walk: _Pass, folder: Folder, name: str, sp: SpoolPath,
+                      data: bytes, st: os.stat_result) -> bool:
+        sha, key = file_sha256(data), file_key(st)
+        try:
+            if await self.store.spool_seen(sp.rel, sha, key):
+                # Committed before a crash, not yet deleted.
+                self.stats["duplicates"] += 1
+                return await self._unlink(walk, folder, name, st)
+            try:
+                records = await _thread(self._parse, data, sp.suffix)
+                result = await self.store.ingest_spool_file(
+                    sp.space, sp.session, sp.rel, sha, records, file_key=key)
+            except INPUT_ERRORS as e:
+                raise SpoolReject(None, None, getattr(e, "message", None) or str(e)) from None
+        except SpoolReject as e:
+            return await self._reject(walk, folder, name, e, st)
+        except Exception as e:
+            log.exception("spool: the store failed on %s; will retry", sp.rel)
+            return await self._failed(walk, folder, name, f"the store failed: {e}")
+        self.stats["ingested"] += 1
+        ok = await self._unlink(walk, folder, name, st)
+        await self._notify(IngestedFile(sp.space, sp.session, sp.rel, sha, len(records), result))
+        # Committed either way: the ledger stops a re-ingest if the delete failed.
+        return ok
+
+    def _parse(self, data: bytes, suffix: str) -> list[Record]:
+        return parse_spool_bytes(
+            data, suffix, max_line_bytes=self.max_line_bytes, max_file_bytes=self.max_file_bytes,
+            max_message_bytes=self.max_message_bytes)
+
+    async def _unlink(self, walk: _Pass, folder: Folder, name: str, st: os.stat_result) -> bool:
+        try:
+            await _thread(folder.unlink_if_same, name, st)
+        except OSError as e:
+            log.exception("spool: could not delete %s", shown(folder.child(name)))
+            return await self._failed(walk, folder, name, f"cannot delete it: {e}")
+        return True
+
+    async def _failed(self, walk: _Pass, folder: Folder, name: str, reason: str) -> bool:
+        """A failure not caused by the file's content: try again later, up to a bound."""
+        rel = folder.child(name)
+        self.stats["errors"] += 1
+        retry = self._retry.setdefault(rel, _Retry())
+        retry.attempts += 1
+        if retry.attempts >= self.retry_tries:
+            why = SpoolReject(None, None, f"gave up after {retry.attempts} tries: {reason}")
+            return await self._reject(walk, folder, name, why, last_resort=True)
+        delay = min(self.retry_max, self.retry_base * 2 ** (retry.attempts - 1))
+        retry.due = trio.current_time() + delay
+        self._wake.set()
+        return False
+
+    async def _reject(self, walk: _Pass, folder: Folder, name: str, err: SpoolReject,
+                      expect: os.stat_result | None = None, last_resort: bool = False) -> bool:
+        """Move the entry `expect` describes (what is there now if None) to .rejected/."""
+        rel = folder.child(name)
+        try:
+            await _thread(walk.rejected.move, folder, name, err, expect)
+        except (FileNotFoundError, Changed):
+            return True  # gone, or replaced by something the next scan judges
+        except OSError as e:
+            log.exception("spool: could not move %s to %s/", shown(rel), REJECTED_DIR)
+            if last_resort:
+                log.error("spool: leaving %s where it is and going on without it", shown(rel))
+                self._skipped.add(rel)
+                return True
+            return await self._failed(walk, folder, name,
+                                      f"{err} (and moving it to {REJECTED_DIR}/ failed: {e})")
+        self.stats["rejected"] += 1
+        return True
+
+    async def _notify(self, info: IngestedFile) -> None:
+        if self.on_ingested is None:
+            return
+        try:
+            out = self.on_ingested(info)
+            if inspect.isawaitable(out):
+                await out
+        except Exception:
+            log.exception("spool: on_ingested callback failed for %s", info.rel_path)
