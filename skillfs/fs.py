@@ -267,7 +267,7 @@ class SkillFS(pyfuse3.Operations):
         fh = self.files.open_writer(node, truncate=False, append=bool(flags & os.O_APPEND),
                                     created=True)
         ino = self.tree.file_ino(node)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._entry(ino)
+        return self._writer_info(fh), self._entry(ino)
 
     async def unlink(self, parent_inode, name, ctx):
         ref = self._skill_dir(parent_inode)
@@ -291,10 +291,17 @@ class SkillFS(pyfuse3.Operations):
             fh = self.files.open_reader(node)
             if noflush.ACTIVE:
                 fh |= noflush.BIT
-        else:
-            fh = self.files.open_writer(node, truncate=bool(flags & os.O_TRUNC),
-                                        append=bool(flags & os.O_APPEND))
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+            return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        fh = self.files.open_writer(node, truncate=bool(flags & os.O_TRUNC),
+                                    append=bool(flags & os.O_APPEND))
+        return self._writer_info(fh)
+
+    @staticmethod
+    def _writer_info(fh: int) -> pyfuse3.FileInfo:
+        # Writes bypass the page cache (the kernel drops the pages they cover), so cached
+        # pages only ever come from whole READ replies: a reader cannot put together
+        # pages a writer left with pages read after the writer's next rewrite.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=True)
 
     async def read(self, fh, off, size):
         return await self.files.read(self.files.get(fh), off, size)
