@@ -22,11 +22,14 @@ the working copy is dropped: the file is its last committed version again, and a
 created through the mount that never committed disappears. Every writer open on it then
 gets the error at its next write, flush or fsync, as a failed writeback is reported.
 
-The kernel's page cache is per inode, like this state, and writes through the kernel keep
-it right by themselves. Whenever content changes behind the kernel's back (a refusal drops
-the working copy, an O_APPEND write lands past the offset the kernel sent) the kernel is
-told to forget the inode's pages and attributes. So read handles keep keep_cache=True and
-warm reads of a file stay in the kernel.
+The kernel's page cache is per inode, like this state. Writer handles are opened with
+direct_io: their writes bypass the cache and the kernel drops the pages they cover, so
+cached pages only ever come from READ replies, each cut from one state. (Pages a buffered
+writer filled, joined with a page read after its next rewrite, gave readers content nobody
+wrote.) Whenever content changes behind the kernel's back (a refusal drops the working
+copy, an O_APPEND write lands past the offset the kernel sent) the kernel is told to forget
+the inode's pages and attributes. So read handles keep keep_cache=True, and warm reads of
+a file nobody is writing stay in the kernel.
 """
 
 from __future__ import annotations
@@ -262,6 +265,7 @@ class OpenFiles:
                                             author="fuse", reason="write")
             except Exception as e:
                 await self._refuse(of, errno_for(e) or errno.EIO, wait=True)
+                await self.store.drop_reserved(node)  # only if never committed
                 raise
             of.base_version = node.version
 

@@ -191,7 +191,7 @@ def test_names_over_255_bytes_are_enametoolong(space):
         lambda: os.unlink(d / long),
         lambda: os.rmdir(d / long),
         lambda: os.rename(d / "short.md", d / long),
-        lambda: open(d / long, "w"),
+        lambda: os.open(d / long, os.O_WRONLY | os.O_CREAT),
         lambda: os.stat(space / long),
     ]
     for call in calls:
