@@ -60,8 +60,8 @@ class Refused(SkillfsError):
 class OpenFile:
     """The state of one file while any writer has it open."""
 
-    __slots__ = ("base_version", "commit_lock", "data", "dirty", "mtime_ns", "node", "writers",
-                 "written")
+    __slots__ = ("base_version", "changes", "commit_lock", "data", "dirty", "mtime_ns", "node",
+                 "writers", "written")
 
     def __init__(self, node: FileNode):
         self.node = node
@@ -69,11 +69,13 @@ class OpenFile:
         self.base_version = 0  # the committed version `data` started from
         self.dirty = False  # `data` differs from what is committed
         self.written = False  # bytes were written since the last commit
+        self.changes = 0  # counts changes, so a commit knows whether it caught them all
         self.mtime_ns = node.mtime_ns
         self.writers: set[Handle] = set()
         self.commit_lock = trio.Lock()  # commits of one file in order, each awaited
 
     def changed(self, written: bool) -> None:
+        self.changes += 1
         self.dirty = True
         self.written = self.written or written
         self.mtime_ns = time.time_ns()
@@ -258,8 +260,8 @@ class OpenFiles:
             node = of.node
             if not of.dirty or node.deleted:
                 return
-            content = bytes(of.data)
-            of.dirty = of.written = False
+            # Still pending while the store works: readers and getattr keep seeing it.
+            content, changes = bytes(of.data), of.changes
             try:
                 await self.store.write_file(node.skill_id, node.path, content,
                                             author="fuse", reason="write")
@@ -268,6 +270,8 @@ class OpenFiles:
                 await self.store.drop_reserved(node)  # only if never committed
                 raise
             of.base_version = node.version
+            if of.changes == changes:
+                of.dirty = of.written = False
 
     async def _refuse(self, of: OpenFile, code: int, *, wait: bool) -> None:
         """Drop the working copy: the file is its committed version again."""
