@@ -139,10 +139,7 @@ class SkillFS(pyfuse3.Operations):
         if fields.update_size:
             if not isinstance(obj, FileNode):
                 raise _err(errno.EISDIR)
-            handle = self.files.get(fh) if fh else None
-            if handle is not None and not handle.writable:
-                handle = None
-            await self.files.truncate(obj, attr.st_size, handle)
+            await self.files.truncate(obj, attr.st_size, fh)
         # Modes, owners and times are not stored: accepting them keeps cp -p, touch and
         # editors working.
         return self._attrs(inode, obj)

@@ -201,7 +201,11 @@ class OpenFiles:
             await self._forget_pages(of.node, wait=False)
         return len(buf)
 
-    async def truncate(self, node: FileNode, size: int, handle: Handle | None) -> None:
+    async def truncate(self, node: FileNode, size: int, fh: int | None) -> None:
+        """truncate(2) on a path (fh None) or ftruncate(2) on a handle."""
+        handle = self._handles.get(fh) if fh else None
+        if handle is not None and not handle.writable:
+            handle = None
         if size > self.store.max_file_size:
             raise TooBig(f"{size} bytes; the limit is {self.store.max_file_size}")
         if handle is not None and handle.error:
