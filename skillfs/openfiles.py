@@ -60,12 +60,13 @@ class Refused(SkillfsError):
 class OpenFile:
     """The state of one file while any writer has it open."""
 
-    __slots__ = ("base_version", "changes", "commit_lock", "data", "dirty", "mtime_ns", "node",
-                 "writers", "written")
+    __slots__ = ("base_version", "changes", "commit_lock", "data", "dirty", "loaded", "mtime_ns",
+                 "node", "writers", "written")
 
     def __init__(self, node: FileNode):
         self.node = node
-        self.data: bytearray | None = None  # the working copy, once loaded
+        self.data = bytearray()  # the working copy
+        self.loaded = False  # `data` was loaded (or made) since the last drop
         self.base_version = 0  # the committed version `data` started from
         self.dirty = False  # `data` differs from what is committed
         self.written = False  # bytes were written since the last commit
@@ -82,16 +83,21 @@ class OpenFile:
 
     def stale(self) -> bool:
         """Whether the working copy must be (re)loaded from the committed version."""
-        return self.data is None or (not self.dirty and self.base_version != self.node.version)
+        return not self.loaded or (not self.dirty and self.base_version != self.node.version)
+
+    def reset(self, data: bytes, version: int) -> None:
+        self.data, self.base_version, self.loaded = bytearray(data), version, True
+
+    def drop(self) -> None:
+        self.data, self.loaded, self.dirty, self.written = bytearray(), False, False, False
 
 
 class Handle:
-    __slots__ = ("append", "error", "file", "node", "writable")
+    __slots__ = ("append", "error", "file", "node")
 
     def __init__(self, node: FileNode, file: OpenFile | None, append: bool = False):
         self.node = node
         self.file = file  # None for a read-only handle
-        self.writable = file is not None
         self.append = append
         self.error = 0
 
@@ -128,7 +134,7 @@ class OpenFiles:
         handle = Handle(node, of, append)
         of.writers.add(handle)
         if created:
-            of.data, of.base_version = bytearray(), 0
+            of.reset(b"", 0)
             of.changed(written=False)  # a new file is committed even if nothing is written
         elif truncate:
             self._truncate_working(of)
@@ -137,7 +143,7 @@ class OpenFiles:
     def _truncate_working(self, of: OpenFile) -> None:
         if of.stale():
             # Nothing to keep: no need to load what is about to be dropped.
-            of.data, of.base_version = bytearray(), of.node.version
+            of.reset(b"", of.node.version)
         if of.data or of.node.size or of.dirty:
             del of.data[:]
             of.changed(written=False)
@@ -179,13 +185,15 @@ class OpenFiles:
             version = of.node.version
             content = await self.store.content(of.node)
             if of.stale() and of.node.version == version:
-                of.data, of.base_version = bytearray(content), version
+                of.reset(content, version)
         return of.data
 
     async def write(self, handle: Handle, off: int, buf: bytes) -> int:
+        of = handle.file
+        if of is None:
+            raise Refused(errno.EBADF)
         if handle.error:
             raise Refused(handle.error)
-        of = handle.file
         data = await self._working(of)
         at = len(data) if handle.append else off
         end = at + len(buf)
@@ -203,14 +211,13 @@ class OpenFiles:
 
     async def truncate(self, node: FileNode, size: int, fh: int | None) -> None:
         """truncate(2) on a path (fh None) or ftruncate(2) on a handle."""
-        handle = self._handles.get(fh) if fh else None
-        if handle is not None and not handle.writable:
-            handle = None
         if size > self.store.max_file_size:
             raise TooBig(f"{size} bytes; the limit is {self.store.max_file_size}")
-        if handle is not None and handle.error:
+        handle = self._handles.get(fh) if fh else None
+        of = handle.file if handle is not None else None
+        if handle is not None and of is not None and handle.error:
             raise Refused(handle.error)
-        of = handle.file if handle is not None else self._files.get(node.id)
+        of = of or self._files.get(node.id)
         if of is None:
             # truncate(2) on a path nobody is writing: a version of its own
             content = await self.store.content(node)
@@ -227,20 +234,20 @@ class OpenFiles:
 
     async def flush(self, handle: Handle, *, sync: bool) -> None:
         """A writer's close() (sync=False) or fsync (sync=True)."""
-        if not handle.writable:
+        of = handle.file
+        if of is None:
             return
         if handle.error:
             await self.store.drop_reserved(handle.node)  # only if never committed
             raise Refused(handle.error)
-        of = handle.file
         if of.written or (sync and of.dirty):
             await self._commit(of)
 
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)
-        if handle is None or not handle.writable:
+        of = handle.file if handle is not None else None
+        if of is None:
             return
-        of = handle.file
         of.writers.discard(handle)
         if of.writers:
             return
@@ -255,7 +262,7 @@ class OpenFiles:
         finally:
             if not of.writers and self._files.get(of.node.id) is of:  # nobody opened since
                 del self._files[of.node.id]
-                of.data = None
+                of.drop()
         if not of.writers:
             await self.store.drop_reserved(of.node)  # only if never committed
 
@@ -281,7 +288,7 @@ class OpenFiles:
         """Drop the working copy: the file is its committed version again."""
         for handle in of.writers:
             handle.error = code
-        of.data, of.dirty, of.written = None, False, False
+        of.drop()
         await self._forget_pages(of.node, wait=wait)
 
     async def _forget_pages(self, node: FileNode, *, wait: bool) -> None:
