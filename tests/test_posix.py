@@ -246,3 +246,25 @@ def test_warm_reads_of_an_untouched_file_stay_in_the_kernel(daemon, space):
         assert run("cat", str(f)).stdout.encode() == body
     spent = daemon_wchar() - before
     assert spent < len(body), f"the daemon wrote {spent} bytes for 50 warm reads"
+
+
+def test_append_handles_write_at_the_shared_end_whatever_offset_the_kernel_sent(tmp_path):
+    """Without the kernel: an O_APPEND write with a stale offset still lands at the end."""
+    from test_fuse_errors import _new_file, _read_all, _run, _skill_dir
+
+    async def scenario(fs, store):
+        ino = await _new_file(fs, await _skill_dir(fs, store), b"a.md", b"head\n")
+        a = (await fs.open(ino, os.O_WRONLY | os.O_APPEND, None)).fh
+        b = (await fs.open(ino, os.O_WRONLY | os.O_APPEND, None)).fh
+        await fs.write(a, 5, b"one\n")
+        await fs.write(b, 5, b"two\n")  # the size b's kernel view last had
+        assert (await fs.getattr(ino, None)).st_size == 13
+        assert await _read_all(fs, ino) == b"head\none\ntwo\n"
+        await fs.flush(a)
+        await fs.release(a)
+        await fs.release(b)
+        assert await _read_all(fs, ino) == b"head\none\ntwo\n"
+        node = fs.tree.inodes[ino]
+        assert [row.version for row in await store.file_log(node.skill_id, node.path)] == [1, 2]
+
+    _run(tmp_path, scenario)
