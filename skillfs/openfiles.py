@@ -13,7 +13,8 @@ When a version is committed (history holds what writers meant to write, not ever
 - at fsync, whatever is pending;
 - at the release of the last writer, whatever is still pending. A change made only by
   O_TRUNC, ftruncate or create waits until then: `cmd > file` (open O_TRUNC, dup2, close,
-  write, close) makes one version, not an empty one and then the real one.
+  write, close) makes one version, not an empty one and then the real one. Nobody waits
+  for a release, so a refusal there (`: > SKILL.md`) is only logged.
 A truncate(2) on a path with no writer open is a version of its own; with a writer open it
 changes the working copy and is committed with it.
 
@@ -26,10 +27,12 @@ The kernel's page cache is per inode, like this state. Writer handles are opened
 direct_io: their writes bypass the cache and the kernel drops the pages they cover, so
 cached pages only ever come from READ replies, each cut from one state. (Pages a buffered
 writer filled, joined with a page read after its next rewrite, gave readers content nobody
-wrote.) Whenever content changes behind the kernel's back (a refusal drops the working
-copy, an O_APPEND write lands past the offset the kernel sent) the kernel is told to forget
-the inode's pages and attributes. So read handles keep keep_cache=True, and warm reads of
-a file nobody is writing stay in the kernel.
+wrote.) The price: a writable shared mmap of a writer's handle is refused (ENODEV); a
+private one, or any mapping of a read-only handle, works. Whenever content changes behind
+the kernel's back (a refusal drops the working copy, an O_APPEND write lands past the
+offset the kernel sent) the kernel is told to forget the inode's pages and attributes. So
+read handles keep keep_cache=True, and warm reads of a file nobody writes stay in the
+kernel.
 """
 
 from __future__ import annotations
