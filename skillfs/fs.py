@@ -163,7 +163,7 @@ class SkillFS(pyfuse3.Operations):
         files = len(self.tree.file_ids)
         s.f_files = files + (1 << 20)
         s.f_ffree = s.f_favail = 1 << 20
-        s.f_namemax = 255
+        s.f_namemax = NAME_MAX
         return s
 
     # -- directories -------------------------------------------------------------------
