@@ -1,15 +1,14 @@
-"""FUSE requests in, tree reads and store calls out.
+"""FUSE requests in, tree reads, open-file state and store calls out.
 
 Reads are answered from the in-memory tree (and the content cache) without touching DuckDB
-in the common case. Writes are buffered per open file and committed as one version when the
-writer flushes, fsyncs or releases; errors from the commit (an invalid SKILL.md, say) reach
-the writer's close() through flush.
+in the common case. What open handles share, and when writes become versions, is kept in
+`skillfs.openfiles`; every handler sits behind `skillfs.boundary`, so no error ends the
+daemon.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 
@@ -17,15 +16,16 @@ from . import noflush  # before pyfuse3: see skillfs/noflush.py
 
 import pyfuse3  # noqa: E402
 
-from .errors import SkillfsError
+from .boundary import error_boundary
+from .names import check_skill_name
+from .openfiles import OpenFiles
 from .skillmd import render
 from .store import SKILL_MD, Store
 from .tree import ROOT_INO, DirRef, FileNode
 
-log = logging.getLogger(__name__)
-
 CACHE_TIMEOUT = 300.0
 BLOCK = 4096
+NAME_MAX = 255
 
 
 def _err(code: int) -> pyfuse3.FUSEError:
@@ -33,20 +33,12 @@ def _err(code: int) -> pyfuse3.FUSEError:
 
 
 def _name(raw: bytes) -> str:
+    if len(raw) > NAME_MAX:
+        raise _err(errno.ENAMETOOLONG)
     return raw.decode("utf-8", "surrogateescape")
 
 
-class _Handle:
-    __slots__ = ("node", "data", "writable", "dirty", "error")
-
-    def __init__(self, node: FileNode, data: bytes | bytearray, writable: bool):
-        self.node = node
-        self.data = data
-        self.writable = writable
-        self.dirty = False
-        self.error = 0  # once a write or commit failed, nothing of this handle is committed
-
-
+@error_boundary
 class SkillFS(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False  # the store changes files behind the kernel's back
@@ -63,12 +55,8 @@ class SkillFS(pyfuse3.Operations):
         group = (0o60 if group_write else 0o40) if shared else 0
         self.file_mode = 0o600 | group
         self.dir_mode = 0o700 | group | (0o10 if shared else 0)
-        self._handles: dict[int, _Handle] = {}
-        self._next_fh = 1
+        self.files = OpenFiles(store)
         self._lookups: dict[int, int] = {}
-        # file id -> the handle holding uncommitted writes: its size is the file's size
-        # until it commits, or the kernel would be told a stale one.
-        self._writing: dict[int, _Handle] = {}
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -109,11 +97,11 @@ class SkillFS(pyfuse3.Operations):
         if isinstance(obj, FileNode):
             a.st_mode = stat.S_IFREG | self.file_mode
             a.st_nlink = 1
-            writing = self._writing.get(obj.id)
-            a.st_size = len(writing.data) if writing is not None else obj.size
-            a.st_blocks = (obj.size + 511) // 512
-            a.st_mtime_ns = a.st_ctime_ns = obj.mtime_ns
-            a.st_atime_ns = obj.mtime_ns
+            # While writers hold uncommitted changes, their size: O_APPEND writes arrive at
+            # the offset the kernel believes is the end.
+            a.st_size = self.files.size(obj)
+            a.st_blocks = (a.st_size + 511) // 512
+            a.st_mtime_ns = a.st_ctime_ns = a.st_atime_ns = self.files.mtime_ns(obj)
             return a
         a.st_mode = stat.S_IFDIR | self.dir_mode
         a.st_size = BLOCK
@@ -136,14 +124,6 @@ class SkillFS(pyfuse3.Operations):
         self._lookups[ino] = self._lookups.get(ino, 0) + 1
         return self._attrs(ino, self.tree.inodes[ino])
 
-    async def _call(self, coro):
-        try:
-            return await coro
-        except SkillfsError as e:
-            # The caller sees only an errno: the log says why.
-            log.info("refused (%s): %s", errno.errorcode.get(e.errno, e.errno), e.message)
-            raise _err(e.errno) from None
-
     # -- metadata ----------------------------------------------------------------------
 
     async def lookup(self, parent_inode, name, ctx=None):
@@ -164,23 +144,7 @@ class SkillFS(pyfuse3.Operations):
         if fields.update_size:
             if not isinstance(obj, FileNode):
                 raise _err(errno.EISDIR)
-            size = attr.st_size
-            if size > self.store.max_file_size:
-                raise _err(errno.EFBIG)
-            handle = self._handles.get(fh) if fh else None
-            if handle is not None and handle.writable:
-                data = handle.data
-                if size < len(data):
-                    del data[size:]
-                else:
-                    data.extend(b"\0" * (size - len(data)))
-                self._dirty(handle)
-            else:
-                # truncate(2) on a path: a version of its own
-                content = await self.store.content(obj)
-                content = content[:size] + b"\0" * max(0, size - len(content))
-                await self._call(self.store.write_file(
-                    obj.skill_id, obj.path, content, author="fuse", reason="truncate"))
+            await self.files.truncate(obj, attr.st_size, fh)
         # Modes, owners and times are not stored: accepting them keeps cp -p, touch and
         # editors working.
         return self._attrs(inode, obj)
@@ -204,7 +168,7 @@ class SkillFS(pyfuse3.Operations):
         files = len(self.tree.file_ids)
         s.f_files = files + (1 << 20)
         s.f_ffree = s.f_favail = 1 << 20
-        s.f_namemax = 255
+        s.f_namemax = NAME_MAX
         return s
 
     # -- directories -------------------------------------------------------------------
@@ -231,22 +195,17 @@ class SkillFS(pyfuse3.Operations):
         ref = self._dir(parent_inode)
         text = _name(name)
         if ref.space is None:
-            space = await self._call(self.store.create_space(text, author="fuse"))
+            space = await self.store.create_space(text, author="fuse")
             return self._entry(self.tree.space_ino(space))
         if ref.skill is None:
-            from .names import check_skill_name
-            try:
-                check_skill_name(text)
-            except SkillfsError as e:
-                log.info("mkdir %s/%s refused: %s", ref.space.name, text, e.message)
-                raise _err(e.errno) from None
+            check_skill_name(text)
             template = render(text, f"Describe what the {text} skill holds and when to use it.",
                               f"# {text}\n\nWrite this skill's rules here.")
-            skill = await self._call(self.store.create_skill(
-                template, space_id=ref.space.id, author="fuse", reason="mkdir"))
+            skill = await self.store.create_skill(
+                template, space_id=ref.space.id, author="fuse", reason="mkdir")
             return self._entry(self.tree.dir_ino(ref.space, skill, ""))
         path = self._join(ref, text)
-        await self._call(self.store.make_dir(ref.skill.id, path, author="fuse"))
+        await self.store.make_dir(ref.skill.id, path, author="fuse")
         return self._entry(self.tree.dir_ino(ref.space, ref.skill, path))
 
     async def rmdir(self, parent_inode, name, ctx):
@@ -259,14 +218,14 @@ class SkillFS(pyfuse3.Operations):
             space = self.tree.space_names[text]
             if space.skills:
                 raise _err(errno.ENOTEMPTY)
-            await self._call(self.store.delete_space(space.id, author="fuse"))
+            await self.store.delete_space(space.id, author="fuse")
         elif ref.skill is None:
             raise _err(errno.ENOTEMPTY)  # a skill folder always holds its SKILL.md
         else:
             if isinstance(self.tree.inodes[ino], FileNode):
                 raise _err(errno.ENOTDIR)
-            await self._call(self.store.remove_dir(ref.skill.id, self._join(ref, text),
-                                                   author="fuse"))
+            await self.store.remove_dir(ref.skill.id, self._join(ref, text),
+                                                   author="fuse")
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         if flags & pyfuse3.RENAME_EXCHANGE:
@@ -283,7 +242,7 @@ class SkillFS(pyfuse3.Operations):
             space = self.tree.space_names[old]
             if dst is not None:
                 raise _err(errno.EEXIST if self.tree.space_names[new].skills else errno.ENOTEMPTY)
-            await self._call(self.store.update_space(space.id, name=new, author="fuse"))
+            await self.store.update_space(space.id, name=new, author="fuse")
             return
         if old_ref.skill is None or new_ref.skill is None:
             raise _err(errno.EPERM)  # skills keep their names; spaces move only at the top
@@ -295,22 +254,22 @@ class SkillFS(pyfuse3.Operations):
         if isinstance(src_obj, FileNode):
             if dst is not None and not isinstance(self.tree.inodes[dst], FileNode):
                 raise _err(errno.EISDIR)
-            await self._call(self.store.move_file(skill.id, old_path, new_path, author="fuse"))
+            await self.store.move_file(skill.id, old_path, new_path, author="fuse")
         else:
             if dst is not None and isinstance(self.tree.inodes[dst], FileNode):
                 raise _err(errno.ENOTDIR)
-            await self._call(self.store.move_dir(skill.id, old_path, new_path, author="fuse"))
+            await self.store.move_dir(skill.id, old_path, new_path, author="fuse")
 
     # -- files -------------------------------------------------------------------------
 
     async def create(self, parent_inode, name, mode, flags, ctx):
         ref = self._skill_dir(parent_inode)
         path = self._join(ref, _name(name))
-        node = await self._call(self.store.reserve_file(ref.skill.id, path))
-        fh = self._open_handle(node, bytearray(), True)
-        self._dirty(self._handles[fh])  # a new file is committed even if nothing is written
+        node = await self.store.reserve_file(ref.skill.id, path)
+        fh = self.files.open_writer(node, truncate=False, append=bool(flags & os.O_APPEND),
+                                    created=True)
         ino = self.tree.file_ino(node)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._entry(ino)
+        return self._writer_info(fh), self._entry(ino)
 
     async def unlink(self, parent_inode, name, ctx):
         ref = self._skill_dir(parent_inode)
@@ -320,14 +279,7 @@ class SkillFS(pyfuse3.Operations):
             raise _err(errno.ENOENT)
         if not isinstance(self.tree.inodes[ino], FileNode):
             raise _err(errno.EISDIR)
-        await self._call(self.store.delete_file(ref.skill.id, self._join(ref, text),
-                                                author="fuse"))
-
-    def _open_handle(self, node: FileNode, data, writable: bool) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
-        self._handles[fh] = _Handle(node, data, writable)
-        return fh
+        await self.store.delete_file(ref.skill.id, self._join(ref, text), author="fuse")
 
     async def open(self, inode, flags, ctx):
         node = self._obj(inode)
@@ -335,100 +287,38 @@ class SkillFS(pyfuse3.Operations):
             raise _err(errno.EISDIR)
         if node.deleted:
             raise _err(errno.ENOENT)
-        writable = (flags & os.O_ACCMODE) != os.O_RDONLY
-        if not writable:
-            # Readers get the current version at each read, never a snapshot from open():
-            # a page read from a snapshot after an invalidation would stay stale in the
-            # kernel's cache.
-            fh = self._open_handle(node, b"", False)
+        if (flags & os.O_ACCMODE) == os.O_RDONLY:
+            # A reader's close() needs no FLUSH round trip. Its cached pages stay right
+            # while others write: see skillfs/openfiles.py.
+            fh = self.files.open_reader(node)
             if noflush.ACTIVE:
-                fh |= noflush.BIT  # a reader's close() needs no FLUSH round trip
+                fh |= noflush.BIT
             return pyfuse3.FileInfo(fh=fh, keep_cache=True)
-        truncate = bool(flags & os.O_TRUNC)
-        data = b"" if truncate else await self._call(self.store.content(node))
-        fh = self._open_handle(node, bytearray(data), True)
-        if truncate and node.size:
-            self._dirty(self._handles[fh])
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        fh = self.files.open_writer(node, truncate=bool(flags & os.O_TRUNC),
+                                    append=bool(flags & os.O_APPEND))
+        return self._writer_info(fh)
+
+    @staticmethod
+    def _writer_info(fh: int) -> pyfuse3.FileInfo:
+        # Writes bypass the page cache (the kernel drops the pages they cover), so cached
+        # pages only ever come from whole READ replies: a reader cannot put together
+        # pages a writer left with pages read after the writer's next rewrite.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=True)
 
     async def read(self, fh, off, size):
-        handle = self._handles[fh]
-        if handle.writable:
-            return bytes(handle.data[off:off + size])
-        node = handle.node
-        while True:
-            version = node.version
-            data = self.store.cache.get((node.id, version))
-            if data is None:
-                data = await self._call(self.store.content(node))
-            # The store may have committed a newer version while we waited; answering with
-            # the old one after its invalidation would leave it cached.
-            if node.version == version:
-                return data[off:off + size]
+        return await self.files.read(self.files.get(fh), off, size)
 
     async def write(self, fh, off, buf):
-        handle = self._handles[fh]
-        end = off + len(buf)
-        if end > self.store.max_file_size:
-            handle.error = errno.EFBIG
-            raise _err(errno.EFBIG)
-        data = handle.data
-        if off > len(data):
-            data.extend(b"\0" * (off - len(data)))
-        data[off:end] = buf
-        self._dirty(handle)
-        return len(buf)
-
-    def _dirty(self, handle: _Handle) -> None:
-        handle.dirty = True
-        self._writing[handle.node.id] = handle
-
-    async def _commit(self, handle: _Handle) -> None:
-        if handle.error:
-            await self._forget_failed(handle.node)
-            raise _err(handle.error)
-        if not handle.dirty or handle.node.deleted:
-            return
-        handle.dirty = False
-        node = handle.node
-        if self._writing.get(node.id) is handle:
-            del self._writing[node.id]
-        try:
-            await self.store.write_file(node.skill_id, node.path, bytes(handle.data),
-                                        author="fuse", reason="write")
-        except SkillfsError as e:
-            handle.error = e.errno
-            await self._forget_failed(node)
-            raise _err(e.errno) from None
-
-    async def _forget_failed(self, node: FileNode) -> None:
-        if node.version == 0:
-            await self.store.drop_reserved(node)
-        elif node.ino and self.store.kernel is not None:
-            # The kernel cached what was written; the version it asked for was refused.
-            await self.store.kernel.invalidate([("inode", node.ino, False)], wait=False)
+        return await self.files.write(self.files.get(fh), off, buf)
 
     async def flush(self, fh):
-        handle = self._handles[fh]
-        if handle.writable:
-            await self._commit(handle)
+        await self.files.flush(self.files.get(fh), sync=False)
 
     async def fsync(self, fh, datasync):
-        await self.flush(fh)
+        await self.files.flush(self.files.get(fh), sync=True)
 
     async def release(self, fh):
-        handle = self._handles.pop(fh)
-        if not handle.writable:
-            return
-        if self._writing.get(handle.node.id) is handle and not handle.dirty:
-            del self._writing[handle.node.id]
-        try:
-            await self._commit(handle)
-        except pyfuse3.FUSEError as e:
-            log.info("write to %s refused at release: %s", handle.node.path,
-                     os.strerror(e.errno))
-        if handle.node.version == 0:
-            await self.store.drop_reserved(handle.node)
+        await self.files.release(fh)
 
     # getxattr/listxattr are left unimplemented on purpose: the first ENOSYS makes the kernel
     # stop asking, and ls -l otherwise asks for ACLs of every file.
