@@ -96,13 +96,17 @@ class OpenFile:
 
 
 class Handle:
-    __slots__ = ("append", "error", "file", "node")
+    __slots__ = ("append", "error", "file", "node", "seen", "snapshot")
 
     def __init__(self, node: FileNode, file: OpenFile | None, append: bool = False):
         self.node = node
         self.file = file  # None for a read-only handle
         self.append = append
         self.error = 0
+        # What a reader's read from offset 0 saw: the kernel splits one read(2) into several
+        # READs, and each must come from the same content.
+        self.snapshot: bytes | None = None
+        self.seen: tuple = ()
 
 
 class OpenFiles:
@@ -167,11 +171,26 @@ class OpenFiles:
         return of.mtime_ns if of is not None else node.mtime_ns
 
     async def read(self, handle: Handle, off: int, size: int) -> bytes:
-        node = handle.node
+        if handle.file is None and off and handle.snapshot is not None:
+            # The rest of a read that started at 0: the same content, even if it changed
+            # meanwhile. Pages of the old content must not outlive this reply in the cache.
+            if handle.seen != self._state(handle.node):
+                await self._forget_pages(handle.node, wait=False)
+            return handle.snapshot[off:off + size]
+        data, state = await self._current(handle.node)
+        if handle.file is None:
+            handle.snapshot, handle.seen = data, state
+        return data[off:off + size]
+
+    def _state(self, node: FileNode) -> tuple:
+        of = self.pending(node)
+        return ("pending", id(of), of.changes) if of is not None else ("version", node.version)
+
+    async def _current(self, node: FileNode) -> tuple[bytes, tuple]:
         while True:
             of = self.pending(node)
             if of is not None:
-                return bytes(of.data[off:off + size])
+                return bytes(of.data), self._state(node)
             version = node.version
             data = self.store.cache.get((node.id, version))
             if data is None:
@@ -179,7 +198,7 @@ class OpenFiles:
             # A commit (ours or the store's) may have landed while we waited; answering
             # with what it replaced after its invalidation would leave that cached.
             if node.version == version and self.pending(node) is None:
-                return data[off:off + size]
+                return data, ("version", version)
 
     # -- changes -----------------------------------------------------------------------
 
