@@ -45,6 +45,7 @@ class Config(BaseModel):
     allow_other: bool = True
     listen: str | None = None  # "127.0.0.1:PORT" for the HTTP API over TCP
     tokens: list[str] = Field(default_factory=list)  # bearer tokens accepted on TCP
+    max_request_bytes: int = 32 << 20  # larger HTTP request bodies get a 413
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
 
     def resolved(self) -> "Config":
