@@ -79,6 +79,17 @@ def load(path: str | os.PathLike | None = None, **overrides) -> Config:
     return Config.model_validate(data).resolved()
 
 
+def all_tokens(configured: list[str], token_file: Path | None = None) -> list[str]:
+    """The bearer tokens: the config's, $SKILLFS_TOKEN's and a token file's (one a line,
+    '#' comments). Never argv's: every local user can read /proc/PID/cmdline."""
+    tokens = list(configured)
+    tokens.append(os.environ.get("SKILLFS_TOKEN", "").strip())
+    if token_file is not None:
+        tokens += [line.strip() for line in Path(token_file).read_text().splitlines()
+                   if not line.lstrip().startswith("#")]
+    return list(dict.fromkeys(t for t in tokens if t))
+
+
 def socket_path(explicit: str | None = None) -> Path:
     """Where a client finds the daemon: --socket, $SKILLFS_SOCKET, the config, the default."""
     if explicit:

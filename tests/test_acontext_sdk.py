@@ -40,8 +40,11 @@ def free_port() -> int:
 
 def tcp_daemon(root: Path, *args: str) -> Daemon:
     port = free_port()
-    d = Daemon(root, ["--listen", f"127.0.0.1:{port}", "--token", TOKEN, *args])
+    token_file = root / "tokens"
+    d = Daemon(root, ["--listen", f"127.0.0.1:{port}", "--token-file", str(token_file),
+                      *args])
     d.home.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(f"# the SDK tests' token\n{TOKEN}\n")
     # a short idle time so wait_for_learning returns in about a second
     (d.home / "config.toml").write_text("[learner]\nidle_seconds = 0.3\n")
     d.start()
