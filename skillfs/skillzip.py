@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -45,11 +46,17 @@ def _is_junk(path: str) -> bool:
             or parts[-1].startswith("._"))
 
 
-def _open(data: bytes | BinaryIO) -> zipfile.ZipFile:
+def _open(data: bytes | BinaryIO, limits: ZipLimits) -> zipfile.ZipFile:
+    fp = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        return zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
+        # The entry count, from the end record, before zipfile builds an object for each
+        # entry (hundreds of thousands fit in a body under the cap).
+        end = zipfile._EndRecData(fp)
+        if end and end[zipfile._ECD_ENTRIES_TOTAL] > limits.max_files:
+            raise BadZip(f"ZIP holds more than {limits.max_files} entries")
+        return zipfile.ZipFile(fp)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, UnicodeDecodeError, ValueError,
-            EOFError, OSError) as e:
+            EOFError, OSError, struct.error) as e:
         raise BadZip(f"not a readable ZIP archive ({e})") from None
 
 
@@ -122,7 +129,7 @@ def read_skill_zip(data: bytes | BinaryIO, max_file_size: int
                    ) -> tuple[bytes, dict[str, bytes]]:
     """Return (SKILL.md, other files) from a ZIP. macOS and Windows junk is skipped."""
     limits = ZipLimits(max_file_size=max_file_size)
-    with _open(data) as zf:
+    with _open(data, limits) as zf:
         entries = [i for i in zf.infolist() if not i.is_dir() and not _is_junk(i.filename)]
         if len(entries) > limits.max_files:
             raise BadZip(f"ZIP holds more than {limits.max_files} files")

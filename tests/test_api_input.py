@@ -91,11 +91,14 @@ BAD_ZIPS = {
     "bad CRC": (bad_crc, 400, "CRC"),
     "encrypted": (encrypted, 400, "encrypted"),
     "method 99": (method_99, 400, "compression method 99"),
-    "size lies": (lying_size, 400, "notes.md" and "big.md"),
+    "size lies": (lying_size, 400, "big.md: Bad CRC-32"),
     "300 x 1 MiB zeros": (zeros_300, 400, "times its compressed size"),
     "300 x 1 MiB text": (text_300, 413, "inflates to more than"),
     "file and folder": (lambda: make_zip({"SKILL.md": SKILL_MD, "a": b"file",
                                           "a/b.md": b"in a folder"}), 409, "both as a file"),
+    "20,000 entries": (lambda: make_zip({"SKILL.md": SKILL_MD,
+                                         **{f"{i:x}": b"" for i in range(20_000)}},
+                                        zipfile.ZIP_STORED), 400, "more than 10000 entries"),
     "not a zip": (lambda: b"PK\x03\x04 not really", 400, "not a readable ZIP"),
 }
 
@@ -129,6 +132,7 @@ def test_bad_zips_are_refused_and_memory_stays_bounded(shared, kind):
         assert e.value.status_code == status and reason in str(e.value), e.value
         assert c.ping() == "pong"
     grown = (rss_kib(daemon.pid) - before) // 1024
+    print(f"{kind}: RSS {before // 1024} MiB, +{grown} MiB")
     assert grown < 150, f"the daemon grew by {grown} MiB on a {kind} ZIP"
     assert sorted(os.listdir(daemon.mnt / "alpha")) == ["daily-logs", "user-general-facts"]
 
