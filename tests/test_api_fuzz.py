@@ -63,7 +63,7 @@ def test_every_control_operation_with_bad_and_good_input(served):
     statuses: collections.Counter = collections.Counter()
     for op in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            @settings(max_examples=4, deadline=None, database=None, derandomize=True,
+            @settings(max_examples=3, deadline=None, database=None, derandomize=True,
                       suppress_health_check=list(HealthCheck))
             @given(case=op.as_strategy(generation_mode=mode))
             def probe(case):
@@ -110,10 +110,10 @@ def test_stateful_runs_find_no_server_errors(served):
 
     started = time.monotonic()
     seed = 0
-    while sum(statuses.values()) < 300 and time.monotonic() - started < 15:
+    while sum(statuses.values()) < 300 and time.monotonic() - started < 12:
         try:
             hypothesis.seed(seed)(Workflow).run(settings=settings(
-                max_examples=40, stateful_step_count=8, deadline=None, database=None,
+                max_examples=10, stateful_step_count=6, deadline=None, database=None,
                 phases=[Phase.generate], suppress_health_check=list(HealthCheck)))
         except Flaky:
             # The daemon keeps its state, so Hypothesis replaying a prefix can see other
