@@ -125,7 +125,7 @@ def test_stateful_runs_find_no_server_errors(served):
           f"{sorted(statuses.items())}\n{sorted(calls.items())}")
     assert not errors, "\n".join(errors)
     # the run reached the handlers, through both APIs, and chained calls
-    assert sum(statuses.values()) > 100 and \
-        sum(n for s, n in statuses.items() if 200 <= s < 300) > 20, statuses
+    assert sum(statuses.values()) > 60 and \
+        sum(n for s, n in statuses.items() if 200 <= s < 300) > 10, statuses
     assert any(k.split()[1].startswith("/skillfs/v1/") for k in calls), calls
     assert took < 30

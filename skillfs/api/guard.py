@@ -59,8 +59,9 @@ class RequestGuard:
             return
         started = False
         send_stamped = stamped(scope, send)
-        declared = _content_length(scope)
+        declared = _content_length(scope) if scope["type"] == "http" else None
         if self.max_body is not None and declared is not None and declared > self.max_body:
+            # Both APIs' clients find the reason: the SDK reads code/msg, the CLI "error".
             await _answer(send_stamped, 413, {
                 "code": 413, "msg": "request body too large",
                 "error": f"the body is {declared} bytes; the limit is {self.max_body}"})
