@@ -260,5 +260,19 @@ def test_one_space_cannot_reach_another_spaces_skills(shared):
             other = daemon.api(method, path, **kw)
             assert other.status_code == 404
             assert other.json()["error"] == r.json()["error"].replace(ref, unknown)
+    # a session learning into beta is not found through gamma
+    session = daemon.api("POST", "/api/v1/session", json={}).json()["data"]["id"]
+    beta_id = next(s["id"] for s in daemon.api("GET", "/skillfs/v1/spaces").json()
+                   if s["name"] == "beta")
+    assert daemon.api("POST", f"/api/v1/learning_spaces/{beta_id}/learn",
+                      json={"session_id": session}).status_code == 201
+    r = daemon.api("GET", "/skillfs/v1/learning", params={"session": session, "space": "gamma"})
+    assert r.status_code == 404 and "beta" not in r.text
+    spaces = daemon.api("GET", "/api/v1/learning_spaces").json()["data"]["items"]
+    for space_id in {s["id"] for s in spaces} - {beta_id}:
+        r = daemon.api("GET", f"/api/v1/learning_spaces/{space_id}/sessions/{session}")
+        assert r.status_code == 404, r.text
+    r = daemon.api("GET", "/skillfs/v1/learning", params={"session": session, "space": "beta"})
+    assert r.status_code == 200 and r.json()[0]["space_id"] == beta_id
     assert (daemon.mnt / "beta" / "secret" / "secret.md").read_bytes() == b"beta's secret\n"
     assert not (daemon.mnt / "gamma" / "secret").exists()

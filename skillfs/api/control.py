@@ -202,12 +202,13 @@ def learning_json(row) -> dict:
 async def learning_status(request: Request, session: str | None = None,
                           space: str | None = None):
     store = _store(request)
+    space_id = store.space(space).id if space else None
     if session is not None:
         row = await store.get_learning(session)
-        if row is None:
-            raise NotFound(f"session {session} is not learning into any space")
+        if row is None or space_id not in (None, row.space_id):
+            raise NotFound(f"session {session} is not learning into "
+                           f"{'space ' + repr(space) if space else 'any space'}")
         return [learning_json(row)]
-    space_id = store.space(space).id if space else None
     return [learning_json(r) for r in await store.list_learning(space_id)]
 
 
