@@ -99,6 +99,9 @@ BAD_ZIPS = {
     "20,000 entries": (lambda: make_zip({"SKILL.md": SKILL_MD,
                                          **{f"{i:x}": b"" for i in range(20_000)}},
                                         zipfile.ZIP_STORED), 400, "more than 10000 entries"),
+    "file over the cap": (lambda: make_zip({"SKILL.md": SKILL_MD,
+                                            "big.bin": os.urandom(MiB + 1)}),
+                          413, "big.bin: 1048577 bytes; the limit is 1048576"),
     "not a zip": (lambda: b"PK\x03\x04 not really", 400, "not a readable ZIP"),
 }
 
