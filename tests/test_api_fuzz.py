@@ -55,7 +55,7 @@ def served(tmp_path_factory):
 
 def test_every_control_operation_with_bad_and_good_input(served):
     """Acontext's operations get the same in test_acontext_sdk.py."""
-    d, root, auth, schema = served
+    _, root, auth, schema = served
     operations = [r.ok() for r in schema.include(path_regex=r"^/skillfs/v1/")
                   .get_all_operations()]
     assert len(operations) >= 15
@@ -83,7 +83,7 @@ def test_every_control_operation_with_bad_and_good_input(served):
 
 
 def test_stateful_runs_find_no_server_errors(served):
-    d, root, auth, schema = served
+    _, root, auth, schema = served
     errors: list[str] = []
     statuses: collections.Counter = collections.Counter()
     calls: collections.Counter = collections.Counter()

@@ -13,7 +13,6 @@ import zipfile
 
 import httpx
 import pytest
-
 from acontext import AcontextClient, FileUpload
 from acontext.errors import APIError
 
