@@ -23,6 +23,7 @@ _JUNK_DIRS = {"__MACOSX"}
 _JUNK_FILES = {".DS_Store", "Thumbs.db"}
 _METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 _CHUNK = 64 << 10
+_DIR_ENTRY_BYTES = 512  # generous for one directory entry: 46 bytes, a name, extra fields
 
 
 class BadZip(Invalid):
@@ -49,11 +50,15 @@ def _is_junk(path: str) -> bool:
 def _open(data: bytes | BinaryIO, limits: ZipLimits) -> zipfile.ZipFile:
     fp = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        # The entry count, from the end record, before zipfile builds an object for each
-        # entry (hundreds of thousands fit in a body under the cap).
+        # The end record's entry count and directory size, before zipfile builds an object
+        # for each entry (hundreds of thousands fit in a body under the cap). zipfile reads
+        # the whole directory whatever the count says, so its size is bounded too.
         end = zipfile._EndRecData(fp)
         if end and end[zipfile._ECD_ENTRIES_TOTAL] > limits.max_files:
             raise BadZip(f"ZIP holds more than {limits.max_files} entries")
+        if end and end[zipfile._ECD_SIZE] > limits.max_files * _DIR_ENTRY_BYTES:
+            raise BadZip(f"ZIP's directory is over {limits.max_files * _DIR_ENTRY_BYTES} "
+                         "bytes")
         return zipfile.ZipFile(fp)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, UnicodeDecodeError, ValueError,
             EOFError, OSError, struct.error) as e:
@@ -134,11 +139,11 @@ def read_skill_zip(data: bytes | BinaryIO, max_file_size: int
         if len(entries) > limits.max_files:
             raise BadZip(f"ZIP holds more than {limits.max_files} files")
         paths = _entry_paths(entries)
-        for info, path in zip(entries, paths):
+        for info, path in zip(entries, paths, strict=True):
             _check_entry(info, path, limits)
         files: dict[str, bytes] = {}
         budget = limits.max_total
-        for info, path in zip(entries, paths):
+        for info, path in zip(entries, paths, strict=True):
             files[path] = _inflate(zf, info, path, limits, budget)
             budget -= len(files[path])
     skill_md = files.pop("SKILL.md", None)

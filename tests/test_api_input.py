@@ -53,6 +53,14 @@ def patch_headers(data: bytes, name: bytes, **fields) -> bytes:
     return bytes(out)
 
 
+def patch_end_count(data: bytes, count: int) -> bytes:
+    """Rewrite the entry counts of the end of central directory record (APPNOTE 4.3.16)."""
+    out = bytearray(data)
+    at = out.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", out, at + 8, count, count)
+    return bytes(out)
+
+
 def bad_crc() -> bytes:
     data = make_zip({"SKILL.md": SKILL_MD, "notes.md": b"x" * 100}, zipfile.ZIP_STORED)
     return data.replace(b"x" * 100, b"y" * 100)
@@ -98,6 +106,12 @@ BAD_ZIPS = {
     "20,000 entries": (lambda: make_zip({"SKILL.md": SKILL_MD,
                                          **{f"{i:x}": b"" for i in range(20_000)}},
                                         zipfile.ZIP_STORED), 400, "more than 10000 entries"),
+    "20,000 entries, the end record says 1": (lambda: patch_end_count(make_zip(
+        {"SKILL.md": SKILL_MD, **{f"{i:x}": b"" for i in range(20_000)}},
+        zipfile.ZIP_STORED), 1), 400, "more than 10000 files"),
+    "60,000 long names, the end record says 1": (lambda: patch_end_count(make_zip(
+        {"SKILL.md": SKILL_MD, **{f"{i:060x}": b"" for i in range(60_000)}},
+        zipfile.ZIP_STORED), 1), 400, "directory is over"),
     "file over the cap": (lambda: make_zip({"SKILL.md": SKILL_MD,
                                             "big.bin": os.urandom(MiB + 1)}),
                           413, "big.bin: 1048577 bytes; the limit is 1048576"),
