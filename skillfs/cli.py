@@ -80,7 +80,7 @@ def main(ctx: click.Context, socket: str | None) -> None:
                                               path_type=Path),
               help="File of bearer tokens accepted on --listen, one a line "
                    "(also: $SKILLFS_TOKEN, tokens = [...] in the config).")
-@click.option("--token", "argv_token", hidden=True, expose_value=True)
+@click.option("--token", "argv_token", hidden=True)
 @click.option("--learner", type=click.Choice(["openai", "rules", "off"]), help="Learner.")
 @click.option("--model", help="Model name for the openai learner.")
 @click.option("--max-file-size", type=int, help="Largest file in bytes (default 1 MiB).")
