@@ -122,7 +122,11 @@ def main(ctx: click.Context, socket: str | None) -> None:
               help="TOML config file (default $SKILLFS_HOME/config.toml).")
 @click.option("--foreground", is_flag=True, help="Stay attached and log to stderr.")
 @click.option("--listen", help="Also serve the HTTP API on 127.0.0.1:PORT (bearer token).")
-@click.option("--token", "tokens", multiple=True, help="Bearer token accepted on --listen.")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, readable=True,
+                                              path_type=Path),
+              help="File of bearer tokens accepted on --listen, one a line "
+                   "(also: $SKILLFS_TOKEN, tokens = [...] in the config).")
+@click.option("--token", "argv_token", hidden=True)
 @click.option("--learner", type=click.Choice(["openai", "rules", "off"]), help="Learner.")
 @click.option("--model", help="Model name for the openai learner.")
 @click.option("--max-file-size", type=int, help="Largest file in bytes (default 1 MiB).")
@@ -136,21 +140,24 @@ def main(ctx: click.Context, socket: str | None) -> None:
 @click.option("--debug", is_flag=True, help="Verbose logging.")
 @click.option("--ready-fd", type=int, hidden=True)
 @click.pass_context
-def mount(ctx, mountpoint, db, spool, socket_opt, config_file, foreground, listen, tokens,
-          learner, model, max_file_size, allow_other, mount_group, nonempty, debug, ready_fd):
+def mount(ctx, mountpoint, db, spool, socket_opt, config_file, foreground, listen, token_file,
+          argv_token, learner, model, max_file_size, allow_other, mount_group, nonempty, debug,
+          ready_fd):
     """Start the daemon and mount every learning space at MOUNTPOINT."""
+    if argv_token is not None:
+        raise click.UsageError("--token would show the token to every local user (in "
+                               "/proc/PID/cmdline); use --token-file PATH or SKILLFS_TOKEN")
     # Everything the daemon creates (database, log, spool folders) is its user's alone.
     os.umask(0o077)
-    tokens = list(tokens) or None
-    if tokens is None and os.environ.get("SKILLFS_TOKEN"):
-        tokens = [os.environ["SKILLFS_TOKEN"]]
     cfg = configmod.load(config_file, db=db, spool=spool,
                          socket=socket_opt or ctx.obj.get("socket"),
-                         listen=listen, tokens=tokens, max_file_size=max_file_size,
+                         listen=listen, max_file_size=max_file_size,
                          allow_other=allow_other, mount_group=mount_group,
                          learner_backend=learner, learner_model=model)
+    cfg.tokens = configmod.all_tokens(cfg.tokens, token_file)
     if cfg.listen and not cfg.tokens:
-        raise click.ClickException("--listen needs at least one --token (or SKILLFS_TOKEN)")
+        raise click.ClickException("--listen needs a bearer token: --token-file PATH, "
+                                   "SKILLFS_TOKEN, or tokens = [...] in the config")
     if not foreground:
         _detach(ctx, cfg, mountpoint)
         return

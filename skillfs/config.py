@@ -51,6 +51,7 @@ class Config(BaseModel):
     group_write: bool = False
     listen: str | None = None  # "127.0.0.1:PORT" for the HTTP API over TCP
     tokens: list[str] = Field(default_factory=list)  # bearer tokens accepted on TCP
+    max_request_bytes: int = 32 << 20  # larger HTTP request bodies get a 413
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
 
     def resolved(self) -> "Config":
@@ -82,6 +83,17 @@ def load(path: str | os.PathLike | None = None, **overrides) -> Config:
     data.update({k: v for k, v in overrides.items() if v is not None})
     data["learner"] = learner
     return Config.model_validate(data).resolved()
+
+
+def all_tokens(configured: list[str], token_file: Path | None = None) -> list[str]:
+    """The bearer tokens: the config's, $SKILLFS_TOKEN's and a token file's (one a line,
+    '#' comments). Never argv's: every local user can read /proc/PID/cmdline."""
+    tokens = list(configured)
+    tokens.append(os.environ.get("SKILLFS_TOKEN", "").strip())
+    if token_file is not None:
+        tokens += [line.strip() for line in Path(token_file).read_text().splitlines()
+                   if not line.lstrip().startswith("#")]
+    return list(dict.fromkeys(t for t in tokens if t))
 
 
 def socket_path(explicit: str | None = None) -> Path:

@@ -40,8 +40,11 @@ def free_port() -> int:
 
 def tcp_daemon(root: Path, *args: str) -> Daemon:
     port = free_port()
-    d = Daemon(root, ["--listen", f"127.0.0.1:{port}", "--token", TOKEN, *args])
+    token_file = root / "tokens"
+    d = Daemon(root, ["--listen", f"127.0.0.1:{port}", "--token-file", str(token_file),
+                      *args])
     d.home.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(f"# the SDK tests' token\n{TOKEN}\n")
     # a short idle time so wait_for_learning returns in about a second
     (d.home / "config.toml").write_text("[learner]\nidle_seconds = 0.3\n")
     d.start()
@@ -744,7 +747,7 @@ def test_schemathesis_finds_no_server_errors(tmp_path):
         started = time.monotonic()
         for op in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                @settings(max_examples=4, deadline=None, database=None, derandomize=True,
+                @settings(max_examples=3, deadline=None, database=None, derandomize=True,
                           suppress_health_check=list(HealthCheck))
                 @given(case=op.as_strategy(generation_mode=mode))
                 def probe(case):
@@ -762,7 +765,7 @@ def test_schemathesis_finds_no_server_errors(tmp_path):
         # the run reached the handlers, not only the validation in front of them
         assert len(statuses) > 100 and sum(200 <= s < 300 for s in statuses) > 20, statuses
         print(sorted(collections.Counter(statuses).items()))
-        assert time.monotonic() - started < 120
+        assert time.monotonic() - started < 60
         wait_for(lambda: d.api("GET", "/skillfs/v1/status").status_code == 200,
                  what="the daemon to be alive after the run")
     finally:

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import trio
 from fastapi import APIRouter, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exception_handlers import (http_exception_handler,
                                         request_validation_exception_handler)
@@ -40,9 +41,10 @@ from ..errors import Conflict, Exists, Invalid, NotFound, SkillfsError
 from ..messages import FORMATS, Message, normalize
 from ..skillzip import read_skill_zip
 from ..store import LearningRow, Store, StoredMessage
+from .guard import TextCheckedRoute, check_json_size, request_id
 
 PREFIX = "/api/v1"
-router = APIRouter(prefix=PREFIX)
+router = APIRouter(prefix=PREFIX, route_class=TextCheckedRoute)
 
 # Namespace of every id skillfs derives rather than stores.
 _NS = uuid.uuid5(uuid.NAMESPACE_OID, "skillfs.acontext")
@@ -99,10 +101,13 @@ def ok(data: Any = None, status: int = 200, msg: str = "ok") -> JSONResponse:
 
 
 def error(status: int, msg: str, detail: str | None = None,
-          headers: dict[str, str] | None = None) -> JSONResponse:
+          headers: dict[str, str] | None = None, request: Request | None = None
+          ) -> JSONResponse:
     body: dict[str, Any] = {"code": status, "msg": msg}
     if detail:
         body["error"] = detail
+    if request is not None and status >= 500:
+        body["request_id"] = request_id(request.scope)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -587,6 +592,7 @@ async def _message_in(request: Request) -> MessageIn:
             payload = form.get("payload")
             if not isinstance(payload, str):
                 raise BadRequest("multipart message needs a 'payload' field (JSON text)")
+            check_json_size(len(payload.encode("utf-8", "surrogatepass")))
             body = MessageIn.model_validate_json(payload)
             # A part names its upload by file_field; the bytes are not kept (no blob store).
             for part in body.blob.get("parts") or []:
@@ -594,7 +600,9 @@ async def _message_in(request: Request) -> MessageIn:
                 if field and field not in form:
                     raise BadRequest(f"missing file {field}")
             return body
-        return MessageIn.model_validate_json(await request.body())
+        raw = await request.body()
+        check_json_size(len(raw))
+        return MessageIn.model_validate_json(raw)
     except ValidationError as e:
         raise BadRequest("parameter error: " + _errors(e.errors())) from None
 
@@ -665,8 +673,9 @@ async def create_skill(request: Request, file: UploadFile = File(...),
     store = _store(request)
     meta_obj = _json_object(meta, "meta")
     _utf8(user, "user")
-    data = await file.read()
-    skill_md, files = read_skill_zip(data, store.max_file_size)
+    # Inflating takes a while: off the loop that also serves the mount.
+    skill_md, files = await trio.to_thread.run_sync(read_skill_zip, file.file,
+                                                    store.max_file_size)
     skill = await store.create_skill(skill_md, files, author="api", reason="upload",
                                      meta=meta_obj, user=user or None)
     return ok(skill_json(skill), 201)
@@ -848,14 +857,19 @@ def install(app: FastAPI) -> None:
     app.state.auth_exempt = _signed_raw
     before = {cls: app.exception_handlers.get(cls, default) for cls, default in (
         (SkillfsError, None), (HTTPException, http_exception_handler),
-        (RequestValidationError, request_validation_exception_handler))}
+        (RequestValidationError, request_validation_exception_handler), (Exception, None))}
 
     async def skillfs_error(request: Request, exc: SkillfsError):
         if _ours(request) or before[SkillfsError] is None:
             # Go answers bad input with 400 where skillfs says 422.
             status = 400 if exc.http_status == 422 else exc.http_status
-            return error(status, exc.message)
+            return error(status, exc.message, request=request)
         return await before[SkillfsError](request, exc)
+
+    async def internal_error(request: Request, exc: Exception):
+        if _ours(request) or before[Exception] is None:
+            return error(500, "internal error", request=request)
+        return await before[Exception](request, exc)
 
     async def http_error(request: Request, exc: HTTPException):
         if _ours(request):
@@ -870,3 +884,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(SkillfsError, skillfs_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, internal_error)

@@ -1,4 +1,9 @@
-"""The FastAPI application served on the daemon's Unix socket (and, if asked, on TCP)."""
+"""The FastAPI application served on the daemon's Unix socket (and, if asked, on TCP).
+
+Layers, outermost first: the bearer check (TCP only, every scope but lifespan), the request
+guard (ids and the error boundary), FastAPI's body cap, the routes. Every refusal is a 4xx
+with a reason; anything else that goes wrong is a 5xx that names its request id.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +14,47 @@ from fastapi.responses import JSONResponse
 
 from ..errors import SkillfsError
 from . import acontext, control
+from .guard import RequestGuard, internal_error_body, request_id, stamped
+
+
+class SkillfsApp(FastAPI):
+    def build_middleware_stack(self):
+        # Outside Starlette's own stack, so its 500s and 413s carry the request id too.
+        return RequestGuard(super().build_middleware_stack(), self.max_body_size)
+
+
+def error_body(request: Request, status: int, message: str) -> dict:
+    body = {"error": message}
+    if status >= 500:
+        body["request_id"] = request_id(request.scope)
+    return body
 
 
 def build_app(daemon) -> FastAPI:
-    app = FastAPI(title="skillfs", version="1", docs_url=None, redoc_url=None)
+    app = SkillfsApp(title="skillfs", version="1", docs_url=None, redoc_url=None,
+                     max_body_size=daemon.config.max_request_bytes)
     app.state.daemon = daemon
     app.include_router(control.router)
 
     @app.exception_handler(SkillfsError)
     async def skillfs_error(request: Request, exc: SkillfsError):
-        return JSONResponse({"error": exc.message}, status_code=exc.http_status)
+        return JSONResponse(error_body(request, exc.http_status, exc.message),
+                            status_code=exc.http_status)
 
-    # After the handler above: the Acontext API wraps it for its own paths.
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        # The traceback is logged by the guard, under the same id.
+        return JSONResponse(internal_error_body(request.scope), status_code=500)
+
+    # After the handlers above: the Acontext API wraps them for its own paths.
     acontext.install(app)
 
     return app
 
 
 class BearerAuth:
-    """ASGI wrapper for the TCP listener: every request needs one of the configured tokens."""
+    """ASGI wrapper for the TCP listener: every request needs one of the configured tokens,
+    whatever its kind (HTTP, a WebSocket handshake, anything a server may add later)."""
 
     def __init__(self, app, tokens: list[str]):
         self.app = app
@@ -36,16 +63,26 @@ class BearerAuth:
     async def __call__(self, scope, receive, send):
         # Routes that carry their own proof (signed download URLs) need no token.
         exempt = getattr(getattr(self.app, "state", None), "auth_exempt", None)
-        if scope["type"] == "http" and not (exempt and exempt(scope)):
-            header = dict(scope.get("headers") or []).get(b"authorization", b"")
-            token = header[7:] if header[:7].lower() == b"bearer " else b""
-            if not token or not any(hmac.compare_digest(token, t) for t in self.tokens):
-                body = {"error": "missing or wrong bearer token"}
-                if scope.get("path", "").startswith("/api/v1/"):
-                    # The Acontext SDK reads "code" and "msg".
-                    body = {"code": 401, "msg": "unauthorized", **body}
-                response = JSONResponse(body, status_code=401,
-                                        headers={"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] == "lifespan" or (exempt and exempt(scope)) or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        await self._refuse(scope, receive, stamped(scope, send))
+
+    def _allowed(self, scope) -> bool:
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        token = header[7:] if header[:7].lower() == b"bearer " else b""
+        return bool(token) and any(hmac.compare_digest(token, t) for t in self.tokens)
+
+    async def _refuse(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket" and \
+                "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] not in ("http", "websocket"):
+            return  # a kind of connection this app does not know: nothing is served
+        body = {"error": "missing or wrong bearer token"}
+        if scope.get("path", "").startswith("/api/v1/"):
+            # The Acontext SDK reads "code" and "msg".
+            body = {"code": 401, "msg": "unauthorized", **body}
+        response = JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)

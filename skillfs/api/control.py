@@ -13,8 +13,9 @@ from .. import noflush
 from ..errors import Conflict, Invalid, NotFound
 from ..skillzip import read_skill_zip, write_skill_zip
 from ..store import Store
+from .guard import TextCheckedRoute
 
-router = APIRouter(prefix="/skillfs/v1")
+router = APIRouter(prefix="/skillfs/v1", route_class=TextCheckedRoute)
 
 
 def _store(request: Request) -> Store:
@@ -97,9 +98,10 @@ async def delete_space(request: Request, ref: str):
 
 
 def _skill_in(store: Store, space: str, skill: str):
-    found = store.space(space).skills.get(skill)
-    if found is None:
-        found = store.tree.skills.get(skill)
+    """A skill of the space, by name or id. Another space's skill is not found here, and
+    the answer does not tell whether it exists elsewhere."""
+    skills = store.space(space).skills
+    found = skills.get(skill) or next((s for s in skills.values() if s.id == skill), None)
     if found is None:
         raise NotFound(f"no skill {skill!r} in space {space!r}")
     return found
@@ -109,7 +111,8 @@ def _skill_in(store: Store, space: str, skill: str):
 async def import_skill(request: Request, space: str = Query(...),
                        data: bytes = Body(..., media_type="application/zip")):
     store = _store(request)
-    skill_md, files = read_skill_zip(data, store.max_file_size)
+    # Inflating takes a while: off the loop that also serves the mount.
+    skill_md, files = await trio.to_thread.run_sync(read_skill_zip, data, store.max_file_size)
     skill = await store.create_skill(skill_md, files, space_id=store.space(space).id,
                                      author="cli", reason="import")
     return skill_json(skill)
@@ -229,13 +232,14 @@ def learning_json(row) -> dict:
 async def learning_status(request: Request, session: str | None = None,
                           space: str | None = None):
     store = _store(request)
+    space_id = store.space(space).id if space else None
     if session is not None:
         session = await _session_id(store, session)
         row = await store.get_learning(session)
-        if row is None:
-            raise NotFound(f"session {session} is not learning into any space")
+        if row is None or space_id not in (None, row.space_id):
+            raise NotFound(f"session {session} is not learning into "
+                           f"{'space ' + repr(space) if space else 'any space'}")
         return [learning_json(row)]
-    space_id = store.space(space).id if space else None
     return [learning_json(r) for r in await store.list_learning(space_id)]
 
 
