@@ -101,6 +101,17 @@ class _Rule:
     always: bool = False
 
 
+def _usage(req: dict, msg: dict) -> dict:
+    """Tokens as an endpoint would report them: the request's messages and tools, counted
+    the way the learner counts when an endpoint reports none."""
+    from skillfs.learner.usage import count_tokens
+    prompt = count_tokens(json.dumps({"messages": req.get("messages"), "tools": req.get("tools")},
+                                     ensure_ascii=False))
+    completion = count_tokens(json.dumps(msg, ensure_ascii=False))
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
 class LLMServer:
     def __init__(self) -> None:
         self.requests: list[dict] = []
@@ -110,6 +121,8 @@ class LLMServer:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.fallback: Any = finish_any
+        # False: answer without `usage`, as some endpoints do
+        self.report_usage = True
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -237,5 +250,5 @@ class LLMServer:
                 "message": msg,
                 "finish_reason": "tool_calls" if reply.calls else "stop",
             }],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            **({"usage": _usage(req, msg)} if self.report_usage else {}),
         }

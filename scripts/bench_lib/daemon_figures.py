@@ -47,6 +47,7 @@ DAEMON_FIGURES: dict[str, tuple[str, str]] = {
                             "beyond model time p99"), "ms"),
     "learning_model_calls": ("learning: model calls per session (scripted model)", "calls"),
     "learning_model_per_call": ("learning: overhead per model call before the entry is visible p50", "ms"),
+    "learning_model_tokens": ("learning: input tokens per learned task, scripted model p50", "tokens"),
 }
 
 
@@ -242,6 +243,17 @@ def _session_records(marker: str) -> list[dict]:
     ]
 
 
+def _learning_usage(api, space: str, name: str) -> dict:
+    """The learner's own count of what learning the session cost (calls, tokens, tasks)."""
+    r = api.get("/sessions", params={"space": space})
+    sid = next((row["id"] for row in r.json() if row.get("name") == name), None)
+    r = api.get("/learning", params={"session": sid})
+    if r.status_code >= 400 or not r.json() or not r.json()[0].get("usage"):
+        raise RuntimeError(f"no learning usage for session {name}: HTTP {r.status_code} "
+                           f"{r.text[:300]}")
+    return r.json()[0]["usage"]
+
+
 def _learning_state(api, space: str, name: str) -> tuple[str | None, str | None]:
     r = api.get("/sessions", params={"space": space})
     if r.status_code >= 400:
@@ -342,7 +354,17 @@ def _learning_model_runs(system, model: ScriptedModel, runs: int) -> dict:
                                  "before_visible_p50": pct([x["calls_before_visible"] for x in measured], 0.5)},
         "learning_model_per_call": {"value": pct(per_call, 0.5), "runs": len(per_call),
                                     "p99": pct(per_call, 0.99)},
+        "learning_model_tokens": _tokens_figure([x["per_task"] for x in measured]),
     }
+
+
+def _tokens_figure(per_task: list[dict]) -> dict:
+    per_task = [p for p in per_task if p]
+    if not per_task:
+        raise RuntimeError("the learner reported no tasks learned for the bench's sessions")
+    return {"value": pct([p["input_tokens"] for p in per_task], 0.5), "runs": len(per_task),
+            "output_p50": pct([p["output_tokens"] for p in per_task], 0.5),
+            "calls_p50": pct([p["calls"] for p in per_task], 0.5)}
 
 
 def _one_model_session(system, model: ScriptedModel, api, space: str, logs: Path, i: int) -> dict:
@@ -377,6 +399,7 @@ def _one_model_session(system, model: ScriptedModel, api, space: str, logs: Path
         if time.monotonic() > deadline:
             raise RuntimeError(f"session {i}: learning status still {status} after {LEARN_TIMEOUT:.0f} s")
         time.sleep(0.005)
+    usage = _learning_usage(api, space, name)
     mine = sorted((c for c in model.snapshot() if marker in c.markers), key=lambda c: c.received)
     if not mine:
         raise RuntimeError(f"session {i}: the daily-log entry appeared but the model was never asked")
@@ -400,6 +423,7 @@ def _one_model_session(system, model: ScriptedModel, api, space: str, logs: Path
         "steps_ms": steps,
         "last_answer_to_visible_ms": (t1 - max(c.answered for c in before)) * 1000 if before else 0.0,
         "stages": stages,
+        "per_task": usage.get("per_task") or {},
     }
 
 

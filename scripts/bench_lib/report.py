@@ -87,8 +87,10 @@ def targets(result: dict) -> list[tuple[str, str, str]]:
         f"{lo:.0f} ms" if lo else "—", (lo < 200) if lo else None)
     lm, lm99 = get(small, "skillfs", "learning_model_p50"), get(small, "skillfs", "learning_model_p99")
     calls, per = get(small, "skillfs", "learning_model_calls"), get(small, "skillfs", "learning_model_per_call")
+    tokens = get(small, "skillfs", "learning_model_tokens")
     row("learning overhead < 200 ms beyond model time (openai learner, scripted zero-latency model; p50)",
         f"{lm:.0f} ms p50, {lm99:.0f} ms p99; {calls:.0f} calls/session, {per:.1f} ms/call"
+        + (f"; {tokens:.0f} input tokens/task" if tokens else "")
         if lm is not None and lm99 is not None and calls and per is not None else "—",
         (lm < 200) if lm is not None else None)
     return rows

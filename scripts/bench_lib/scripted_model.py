@@ -39,7 +39,8 @@ from typing import Any
 
 # The bench puts one such token in each session's messages; the model copies it along.
 MARKER_RE = re.compile(r"lrn[0-9a-f]{10}")
-_NOW_RE = re.compile(r"Now: (\d{4}-\d{2}-\d{2}) (\d{2}:\d{2})")
+# the day and time of the first lesson (the writer is given no clock time)
+_NOW_RE = re.compile(r"finished (\d{4}-\d{2}-\d{2}) (\d{2}:\d{2})")
 DAILY = "daily-logs"
 
 
@@ -132,7 +133,8 @@ def decide(req: dict) -> tuple[str, str, dict, tuple[str, ...]]:
         return "distill", "report_success", {
             "goal": f"Deploy the payment service {name} to staging",
             "approach": "Ran the deploy script against staging and checked the health endpoints",
-            "key_decisions": ["Checked health before reporting"]}, markers
+            "key_decisions": ["Checked health before reporting"],
+            "applies_when": "Deploys of the payment service"}, markers
     if "append_to_file" in tools:
         m = _NOW_RE.search(ex.prompt)
         day, hhmm = (m.group(1), m.group(2)) if m else (time.strftime("%Y-%m-%d"), time.strftime("%H:%M"))
@@ -254,8 +256,17 @@ def _completion(req: dict, tool: str, args: dict, n: int) -> dict:
                 "function": {"name": tool, "arguments": json.dumps(args)}}]},
             "finish_reason": "tool_calls",
         }],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "usage": _usage(req, tool, args),
     }
+
+
+def _usage(req: dict, tool: str, args: dict) -> dict:
+    # what an endpoint would bill, estimated as the learner does without tiktoken: 4 chars a token
+    sent = json.dumps({"messages": req.get("messages"), "tools": req.get("tools")},
+                      ensure_ascii=False)
+    prompt, completion = (len(sent) + 3) // 4, (len(tool) + len(json.dumps(args)) + 3) // 4
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
 
 
 class ScriptedModel:

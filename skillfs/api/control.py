@@ -69,6 +69,7 @@ async def status(request: Request):
             "spool_backlog": d.spool_backlog(), "spool_rejected": _rejected(d.config.spool),
             "counts": counts,
             "learner": d.learner_backend, "uptime_s": round(time.time() - d.started_at, 3),
+            "learner_usage": d.learner.usage_total() if d.learner is not None else None,
             "noflush": noflush.ACTIVE, "noflush_opens": noflush.replies()}
 
 
@@ -223,9 +224,15 @@ async def flush_session(request: Request, session_ref: str):
     return {"flushed": session_id}
 
 
-def learning_json(row) -> dict:
+def learning_json(row, learner=None) -> dict:
+    # usage: model calls and tokens spent on the session since the daemon started
     return {"session_id": row.session_id, "space_id": row.space_id, "status": row.status,
-            "error": row.error, "updated_at": _ns(row.updated_ns)}
+            "error": row.error, "updated_at": _ns(row.updated_ns),
+            "usage": learner.usage(row.session_id) if learner is not None else None}
+
+
+def _learner(request: Request):
+    return request.app.state.daemon.learner
 
 
 @router.get("/learning")
@@ -239,8 +246,8 @@ async def learning_status(request: Request, session: str | None = None,
         if row is None or space_id not in (None, row.space_id):
             raise NotFound(f"session {session} is not learning into "
                            f"{'space ' + repr(space) if space else 'any space'}")
-        return [learning_json(row)]
-    return [learning_json(r) for r in await store.list_learning(space_id)]
+        return [learning_json(row, _learner(request))]
+    return [learning_json(r, _learner(request)) for r in await store.list_learning(space_id)]
 
 
 @router.post("/learning/{session_ref}/wait")
@@ -267,7 +274,7 @@ async def learning_wait(request: Request, session_ref: str, timeout: float = 120
             while (await store.get_learning(session_id)).status not in ("completed", "failed"):
                 await trio.sleep(0.2)
     row = await store.get_learning(session_id)
-    out = learning_json(row)
+    out = learning_json(row, d.learner)
     out["timed_out"] = row.status not in ("completed", "failed")
     return out
 
@@ -279,7 +286,7 @@ async def learning_retry(request: Request, session_ref: str):
         raise Invalid("the learner is off (start the daemon with --learner rules|openai)")
     session_id = await _session_id(d.store, session_ref)
     await d.learner.retry(session_id)
-    return learning_json(await d.store.get_learning(session_id))
+    return learning_json(await d.store.get_learning(session_id), d.learner)
 
 
 @router.post("/shutdown")

@@ -18,10 +18,11 @@ from typing import Any, Literal
 import trio
 
 from ..errors import NotFound
-from . import rules
+from . import known, rules
 from .distill import Lesson, distill_task
 from .extract import Task, extract_tasks
 from .llm import LLM, LLMConfig
+from .usage import Meter, Usage
 from .view import Msg, from_stored
 from .writer import write_with_agent, write_with_rules
 
@@ -84,6 +85,8 @@ class _Session:
     failed_lessons: list[Lesson] = field(default_factory=list)
     published: str | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
+    # what learning it cost since the daemon started
+    meter: Meter = field(default_factory=Meter)
 
 
 @dataclass
@@ -189,6 +192,23 @@ class Learner:
         s.final = s.final or s.ended
         await self._publish(s)
         self._kick()
+
+    def usage(self, session_id: str) -> dict | None:
+        """Model calls and tokens spent on the session since the daemon started, by stage,
+        with the tasks learned (None: nothing learned yet)."""
+        s = self._sessions.get(session_id)
+        if s is None or not (s.meter.stages or s.meter.tasks):
+            return None
+        return s.meter.json()
+
+    def usage_total(self) -> dict:
+        """The same, over every session this daemon has learned."""
+        total = Meter()
+        for s in self._sessions.values():
+            total.tasks += s.meter.tasks
+            for name, u in s.meter.stages.items():
+                total.stage(name).add(u.calls, u.input_tokens, u.output_tokens, u.counted)
+        return total.json()
 
     def status(self, session_id: str) -> str | None:
         """The session's status as the learner sees it now (None: not known yet)."""
@@ -467,6 +487,7 @@ class Learner:
             learned_seq=high if advance else None)
         for t in dirty:
             t.dirty = False
+        s.meter.tasks += sum(1 for l in lessons if l.task_id)
         if advance:
             assert high is not None
             s.learned_seq = high
@@ -519,14 +540,16 @@ class Learner:
         await self._keep(s, kept, lessons, tasks, high)
 
     async def _learn_llm(self, s: _Session, final: bool, kept: list[Lesson]) -> None:
-        assert self.llm is not None
+        assert self.llm is not None and s.space_id is not None
         taken = set(s.inflight)
         tasks = await self._tasks(s)
         for t in tasks:
             if t.id in taken:
                 t.learned = True  # its lesson is with the writer: the task cannot change now
         high = self.store.last_seq(s.id)
-        now = datetime.now().astimezone()
+        configs = (await self.store.get_session(s.id)).configs or {}
+        day = known.original_date(configs)
+        now = known.on_date(datetime.now().astimezone(), day)
         new = await self._messages(s, s.learned_seq, high)
         open_tasks = [t for t in tasks if not t.learned and not t.finished]
         if new or (final and open_tasks):
@@ -537,7 +560,10 @@ class Learner:
                                                s.learned_seq)
                 context = earlier
             ex = await extract_tasks(self.llm, tasks, new, final=final, context=context,
-                                     max_turns=self.config.extract_turns)
+                                     known=await known.known_facts(self.store, s.space_id),
+                                     criteria=known.task_criteria(configs),
+                                     max_turns=self.config.extract_turns,
+                                     usage=s.meter.stage("extract"))
             prefs = []
             if ex.preferences:
                 prefs.append(Lesson(s.id, None, "preferences", "", None, now,
@@ -546,14 +572,16 @@ class Learner:
         todo = [t for t in tasks if t.finished and not t.learned and t.id not in taken]
         if todo:
             await self._phase(s, "distilling")
+        skills = known.skill_descriptions(self.store, s.space_id)
         for t in todo:
             msgs: list[Msg] = []
             if t.first_seq is not None:
                 msgs = await self._messages(s, t.first_seq - 1,
                                             t.last_seq if t.last_seq is not None else t.first_seq)
-            at = next((m.at for m in reversed(msgs) if m.at), None) or now
-            lesson = await distill_task(self.llm, s.id, t, msgs, at,
-                                        max_turns=self.config.distill_turns)
+            at = known.on_date(next((m.at for m in reversed(msgs) if m.at), None) or now, day)
+            lesson = await distill_task(self.llm, s.id, t, msgs, at, skills=skills,
+                                        max_turns=self.config.distill_turns,
+                                        usage=s.meter.stage("distill"))
             await self._keep(s, kept, [lesson])
 
     # -- one space: the writer -----------------------------------------------------------
@@ -594,6 +622,18 @@ class Learner:
             if not sp.queue:
                 self._spaces.pop(space_id, None)
 
+    def _charge(self, batch: list[Lesson], usage: Usage) -> None:
+        """Share one writer run's usage among the sessions of its lessons, by lesson count."""
+        counts: dict[str, int] = {}
+        for lesson in batch:
+            counts[lesson.session_id] = counts.get(lesson.session_id, 0) + 1
+        for sid, n in counts.items():
+            s = self._sessions.get(sid)
+            if s is not None:
+                share = n / len(batch)
+                s.meter.stage("write").add(usage.calls * share, usage.input_tokens * share,
+                                           usage.output_tokens * share, usage.counted)
+
     async def _write_batch(self, space_id: str, sp: _Space, batch: list[Lesson]) -> None:
         sessions = {l.session_id for l in batch}
         for sid in sessions:
@@ -606,9 +646,13 @@ class Learner:
             else:
                 assert self.llm is not None
                 # `batch` grows when the agent takes lessons that arrived meanwhile
-                await write_with_agent(self.llm, self.store, space_id, batch,
-                                       take_more=lambda: self._take(sp),
-                                       max_turns=self.config.write_turns)
+                usage = Usage()
+                try:
+                    await write_with_agent(self.llm, self.store, space_id, batch,
+                                           take_more=lambda: self._take(sp),
+                                           max_turns=self.config.write_turns, usage=usage)
+                finally:
+                    self._charge(batch, usage)
             # the lessons and their tasks are done in one transaction; a crash before it
             # writes them again (the edits are redone against the files as they are then)
             await self.store.mark_lessons([l.id for l in batch], "written")

@@ -1,4 +1,10 @@
-"""Distillation: one model call turns a finished task into a lesson for the skill writer."""
+"""Distillation: one model call turns a finished task into a lesson for the skill writer.
+
+The model sees the space's skill descriptions so that it can name the skill a lesson belongs
+in and scope the lesson to where it holds. A failed task must give a failure report: what
+went wrong is the most useful thing to keep, so the skip tool is not offered for it. The
+task's messages are shown shorter than to extraction (progress notes carry the detail).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from pydantic import BaseModel, Field
 from . import rules
 from .extract import Task, prompt
 from .llm import LLM, Tool, run_tools
+from .usage import Usage
 from .view import Msg, render
 
 
@@ -75,21 +82,29 @@ class Lesson:
         return "\n".join(lines)
 
 
+_SCOPE = ("where the lesson holds: the system, tool, project or kind of task it was "
+          "learned on; as narrow as the evidence, never 'always'")
+_SKILL = "the listed skill it belongs in, or a broad domain name (e.g. deployment) if none fits"
+
+
 class ReportSuccess(BaseModel):
-    goal: str = Field(min_length=1)
+    goal: str = Field(min_length=1, description="what the user wanted, in one sentence")
     approach: str = Field(min_length=1, description="what was done that worked")
     key_decisions: list[str] = Field(default_factory=list)
-    pattern: str = Field("", description="the general lesson, reusable elsewhere")
-    applies_when: str = ""
+    principle: str = Field("", description="the reusable strategy behind it")
+    steps: list[str] = Field(default_factory=list, description="the procedure, if there is one")
+    applies_when: str = Field(min_length=1, description=_SCOPE)
+    skill: str = Field("", description=_SKILL)
 
 
 class ReportFailure(BaseModel):
-    goal: str = Field(min_length=1)
-    failure_point: str = Field(min_length=1, description="where it went wrong")
-    flawed_reasoning: str = ""
-    should_have_done: str = ""
-    prevention: str = Field("", description="a principle that prevents it next time")
-    applies_when: str = ""
+    goal: str = Field(min_length=1, description="what the user wanted, in one sentence")
+    symptom: str = Field(min_length=1, description="what the failure looked like")
+    root_cause: str = Field("", description="the wrong assumption or action behind it")
+    correct_approach: str = Field("", description="what should have been done instead")
+    prevention: str = Field("", description="the rule that prevents it next time")
+    applies_when: str = Field(min_length=1, description=_SCOPE)
+    skill: str = Field("", description=_SKILL)
 
 
 class ReportFacts(BaseModel):
@@ -101,31 +116,37 @@ class Skip(BaseModel):
 
 
 async def distill_task(llm: LLM, session_id: str, task: Task, msgs: list[Msg],
-                       at: datetime, max_turns: int = 4) -> Lesson:
+                       at: datetime, *, skills: str = "", max_turns: int = 4,
+                       usage: Usage | None = None) -> Lesson:
+    """`skills` lists the space's skills, one "name: description" a line."""
     lesson = Lesson(session_id, task.id, "skip", task.description, task.status, at,
                     preferences=list(task.preferences))
 
     def reporter(kind: str):
         async def run(a: BaseModel) -> None:
             lesson.kind = kind
-            lesson.fields = a.model_dump()
+            lesson.fields = a.model_dump(exclude_defaults=True)
             return None
         return run
 
-    tools = [
-        Tool("report_success", "The task succeeded; record what worked.", ReportSuccess,
-             reporter("success"), final=True),
-        Tool("report_failure", "The task failed; record why and how to avoid it.",
-             ReportFailure, reporter("failure"), final=True),
-        Tool("report_facts", "The task holds plain facts worth remembering.", ReportFacts,
-             reporter("facts"), final=True),
-        Tool("skip", "Nothing in this task is worth keeping.", Skip, reporter("skip"),
-             final=True),
-    ]
-    info = [f"Task: {task.description}", f"Outcome: {task.status}"]
+    if task.status == "failed":
+        tools = [Tool("report_failure", "Record why the task failed and how to avoid it.",
+                      ReportFailure, reporter("failure"), final=True)]
+    else:
+        tools = [
+            Tool("report_success", "Record what worked.", ReportSuccess, reporter("success"),
+                 final=True),
+            Tool("report_facts", "The task taught no way of working, only plain facts.",
+                 ReportFacts, reporter("facts"), final=True),
+            Tool("skip", "Nothing in this task is worth keeping.", Skip, reporter("skip"),
+                 final=True),
+        ]
+    info = [f"Skills in this space:\n{skills or '(none)'}", "",
+            f"Task: {task.description}", f"Outcome: {task.status}"]
     info += [f"Progress: {p}" for p in task.progress]
     info += [f"User preference: {p}" for p in task.preferences]
     messages = [{"role": "system", "content": prompt("distill")},
-                {"role": "user", "content": "\n".join(info) + "\n\nMessages:\n" + render(msgs)}]
-    await run_tools(llm, messages, tools, max_turns=max_turns)
+                {"role": "user", "content": "\n".join(info) + "\n\nMessages:\n"
+                 + render(msgs, 1500, 600)}]
+    await run_tools(llm, messages, tools, max_turns=max_turns, usage=usage)
     return lesson

@@ -1,4 +1,9 @@
-"""Task extraction with a model: the model edits a task list through tools."""
+"""Task extraction with a model: the model edits a task list through tools.
+
+The system prompt and the tool list never change, and the session's fixed parts (its task
+criteria, the facts already known) open the user message, so that an endpoint's prompt cache
+covers them from one call to the next.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from .llm import LLM, Tool, ToolError, run_tools
+from .usage import Usage
 from .view import Msg, render
 
 Status = Literal["pending", "running", "success", "failed"]
@@ -45,9 +51,6 @@ class Extraction:
     tasks: list[Task]
     # preferences stated outside any task ("My name is Gus")
     preferences: list[str] = field(default_factory=list)
-
-    def changed(self) -> list[Task]:
-        return [t for t in self.tasks if t.dirty]
 
 
 class InsertTask(BaseModel):
@@ -91,10 +94,18 @@ def _task_line(t: Task) -> str:
     return f"  task {t.ord} [{t.status}]{span}: {t.description}{notes}"
 
 
+def _plain(fact: str) -> str:
+    return " ".join(fact.lower().strip(" .-*").split())
+
+
 async def extract_tasks(llm: LLM, tasks: list[Task], new: list[Msg], *, final: bool,
-                        context: list[Msg] | None = None, max_turns: int = 30) -> Extraction:
-    """Update `tasks` (in place) from the new messages; return what changed."""
+                        context: list[Msg] | None = None, known: list[str] = (),
+                        criteria: str | None = None, max_turns: int = 30,
+                        usage: Usage | None = None) -> Extraction:
+    """Update `tasks` (in place) from the new messages; return what changed. `known` are
+    facts the space has recorded already, `criteria` how the project judges a task."""
     out = Extraction(tasks)
+    known_plain = {_plain(f) for f in known}
     by_ord = {t.ord: t for t in tasks}
     seqs = [m.seq for m in (context or []) + new]
     lo, hi = (min(seqs), max(seqs)) if seqs else (0, -1)
@@ -150,6 +161,8 @@ async def extract_tasks(llm: LLM, tasks: list[Task], new: list[Msg], *, final: b
 
     async def preference(a: RecordPreference) -> str:
         text = a.preference.strip()
+        if _plain(text) in known_plain:
+            return "already known; not recorded again"
         if a.task is not None:
             t = open_task(a.task)
             if text not in t.preferences:
@@ -176,19 +189,31 @@ async def extract_tasks(llm: LLM, tasks: list[Task], new: list[Msg], *, final: b
              RecordPreference, preference),
         Tool("finish", "The task list is up to date.", Finish, finish, final=True),
     ]
+    messages = [{"role": "system", "content": prompt("extract")},
+                {"role": "user", "content": _extract_input(tasks, new, final, context,
+                                                           known, criteria)}]
+    await run_tools(llm, messages, tools, max_turns=max_turns, usage=usage)
+    return out
+
+
+def _extract_input(tasks: list[Task], new: list[Msg], final: bool, context: list[Msg] | None,
+                   known: list[str], criteria: str | None) -> str:
+    parts = []
+    if criteria:
+        parts.append(f"Task criteria (how this project judges a task):\n{criteria.strip()}")
+    if known:
+        parts.append("Facts about the user already recorded (known):\n"
+                     + "\n".join(f"- {f}" for f in known))
     done = [t for t in tasks if t.learned]
     open_ = [t for t in tasks if not t.learned]
     listing = ["Tasks already done and learned (context only):"]
     listing += [_task_line(t) for t in done[-10:]] or ["  (none)"]
     listing += ["Open tasks:"] + ([_task_line(t) for t in open_] or ["  (none)"])
-    parts = ["\n".join(listing)]
+    parts.append("\n".join(listing))
     if context:
-        parts.append("Earlier messages (context):\n" + render(context, 1500))
+        parts.append("Earlier messages (context):\n" + render(context, 1500, 400))
     parts.append("New messages:\n" + (render(new) if new else "(none)"))
     parts.append("The conversation has ended." if final else
                  "The conversation may continue; leave tasks open when their outcome is not "
                  "known yet.")
-    messages = [{"role": "system", "content": prompt("extract")},
-                {"role": "user", "content": "\n\n".join(parts)}]
-    await run_tools(llm, messages, tools, max_turns=max_turns)
-    return out
+    return "\n\n".join(parts)

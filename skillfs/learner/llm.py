@@ -18,6 +18,8 @@ import openai
 import trio
 from pydantic import BaseModel, ValidationError
 
+from .usage import Usage, record
+
 log = logging.getLogger("skillfs.learner.llm")
 
 DEFAULT_MODEL = "gpt-4.1"
@@ -88,8 +90,10 @@ class LLM:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def complete(self, messages: list[dict], tools: list[dict] | None = None) -> Any:
-        """One chat completion with bounded retries; returns the assistant message."""
+    async def complete(self, messages: list[dict], tools: list[dict] | None = None,
+                       usage: Usage | None = None) -> Any:
+        """One chat completion with bounded retries; returns the assistant message and adds
+        the call's tokens to `usage`."""
         cfg = self.config
         kwargs: dict[str, Any] = {"model": cfg.model, "messages": messages}
         if tools:
@@ -119,7 +123,9 @@ class LLM:
             if not resp.choices:
                 last = LLMError("the model returned no choices")
                 continue
-            return resp.choices[0].message
+            reply = resp.choices[0].message
+            record(usage, getattr(resp, "usage", None), kwargs, reply)
+            return reply
         raise LLMError(f"model call failed after {cfg.retries + 1} attempts: {_describe(last)}")
 
 
@@ -155,8 +161,15 @@ class Tool:
 
 
 def _clean_schema(node: Any) -> Any:
-    # titles are noise to the model and some endpoints reject unknown keys
+    # Titles are noise to the model and some endpoints reject unknown keys. An optional
+    # field's `anyOf [T, null]` with `default: null` says no more than leaving it out of
+    # `required` does; sent with every call, it is cut to T.
     if isinstance(node, dict):
+        options = node.get("anyOf")
+        if (isinstance(options, list) and len(options) == 2 and {"type": "null"} in options
+                and node.get("default", 0) is None):
+            kept = next(o for o in options if o != {"type": "null"})
+            node = {**{k: v for k, v in node.items() if k not in ("anyOf", "default")}, **kept}
         return {k: _clean_schema(v) for k, v in node.items() if k != "title"}
     if isinstance(node, list):
         return [_clean_schema(v) for v in node]
@@ -176,13 +189,15 @@ async def run_tools(
     tools: Sequence[Tool],
     *,
     max_turns: int = 20,
-    on_turn: Callable[[list[dict]], Awaitable[None]] | None = None,
+    usage: Usage | None = None,
 ) -> LoopResult:
     """Let the model call tools until it calls a final one.
 
-    Malformed arguments, unknown tools and replies without a tool call are answered with an
-    error so the model can correct itself; after `max_bad_calls` of them the stage fails.
-    `on_turn` may append messages before each model call (news that arrived meanwhile).
+    A reply may hold many calls, the final one among them: the others run first, in order,
+    and the final one ends the loop only when none of them failed (the model then sees why
+    and carries on). Malformed arguments, unknown tools and replies without a tool call are
+    answered with an error so the model can correct itself; after `max_bad_calls` of them the
+    stage fails.
     """
     by_name = {t.name: t for t in tools}
     schemas = [t.schema() for t in tools]
@@ -197,10 +212,8 @@ async def run_tools(
             raise LLMError(f"the model made {bad} invalid tool calls; last: {reason}")
 
     for turn in range(max_turns):
-        if on_turn is not None:
-            await on_turn(messages)
         result.turns = turn + 1
-        reply = await llm.complete(messages, schemas)
+        reply = await llm.complete(messages, schemas, usage)
         calls = list(reply.tool_calls or [])
         messages.append(_assistant_dict(reply, calls))
         if not calls:
@@ -211,17 +224,40 @@ async def run_tools(
                 "content": f"Reply only with tool calls ({names}). Call the final tool when done.",
             })
             continue
-        done = False
-        for call in calls:
-            answer = await _answer(call, by_name, count_bad, result)
-            if answer is _FINAL:
-                done = True
-                answer = "ok"
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": answer})
-        if done:
+        if await _answer_reply(calls, by_name, count_bad, result, messages):
             result.finished = True
             return result
     raise LLMError(f"the model did not finish within {max_turns} turns")
+
+
+async def _answer_reply(calls: list[Any], by_name: dict[str, Tool],
+                        count_bad: Callable[[str], None], result: LoopResult,
+                        messages: list[dict]) -> bool:
+    """Run one reply's calls, final tools last; answer each in the order called. True when
+    the loop is done."""
+    def is_final(call: Any) -> bool:
+        tool = by_name.get(getattr(getattr(call, "function", None), "name", None) or "")
+        return tool is not None and tool.final
+
+    answers: dict[int, Any] = {}
+    for i, call in enumerate(calls):
+        if not is_final(call):
+            answers[i] = await _answer(call, by_name, count_bad, result)
+    failed = any(str(a).startswith("error:") for a in answers.values())
+    done = False
+    for i, call in enumerate(calls):
+        if not is_final(call):
+            continue
+        if failed:
+            answers[i] = ("not finished: another call in this reply failed (see its answer); "
+                          "put it right, then call this again")
+            continue
+        answer = await _answer(call, by_name, count_bad, result)
+        done = done or answer is _FINAL
+        answers[i] = "ok" if answer is _FINAL else answer
+    for i, call in enumerate(calls):
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": answers[i]})
+    return done
 
 
 _FINAL = object()

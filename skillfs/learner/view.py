@@ -33,14 +33,27 @@ def from_stored(stored: Any) -> Msg:
                text=body.get("text") or "", tool_calls=tuple(calls), at=at)
 
 
-def render(msgs: list[Msg], limit: int = 4000) -> str:
-    """Messages as the model reads them: one block per message, long texts shortened."""
+def render(msgs: list[Msg], limit: int = 4000, tool_limit: int = 1000) -> str:
+    """Messages as the model reads them: one block per message, long texts shortened.
+
+    Tool output is held shorter than the rest: it is the bulk of a coding session, and what
+    matters in it (an error, an exit status, a summary) sits at its end, so the end is kept.
+    """
     out = []
     for m in msgs:
-        text = m.text if len(m.text) <= limit else m.text[:limit] + " …[cut]"
+        text = shorten(m.text, tool_limit if m.role == "tool" else limit)
         calls = "".join(f"\n  [calls {n}({_cut(a, 400)})]" for n, a in m.tool_calls)
         out.append(f"<message id={m.seq} role={m.role}>\n{text}{calls}\n</message>")
     return "\n".join(out)
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` within about `limit` characters: a quarter from its start, the rest from its end."""
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    tail = limit - head
+    return f"{text[:head]} …[{len(text) - limit} characters cut]… {text[-tail:]}"
 
 
 def _cut(s: str, n: int) -> str:

@@ -3,24 +3,38 @@
 Every edit goes through the store as author "learner" with the session and task that caused
 it. Edits are recomputed against the file's current text when the store reports that the
 version changed underneath (a person saving the same file), so their change survives.
+
+The agent's context is laid out for an endpoint's prompt cache: the fixed system prompt and
+tools first, then the space's skills (they change rarely), then the lessons. No clock time
+appears in it: each lesson carries its own date, the session's rather than today's. The
+files the agent is likely to change by replacing lines (the user's facts) are shown with it,
+so it edits without a turn spent reading; an append needs no read at all.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from .. import skillmd
-from ..errors import Exists, Forbidden, Invalid, NotFound, SkillfsError, StaleVersion, TooBig
+from ..errors import (
+    Exists,
+    Forbidden,
+    Invalid,
+    NotFound,
+    SkillfsError,
+    StaleVersion,
+    TooBig,
+)
 from ..names import check_rel_path
 from . import rules
 from .distill import Lesson
 from .extract import prompt
 from .llm import LLM, Tool, ToolError, run_tools
+from .usage import Usage
 
 log = logging.getLogger("skillfs.learner.writer")
 
@@ -29,6 +43,20 @@ SKILL_MD = "SKILL.md"
 # how often one edit is recomputed when the file keeps changing underneath
 EDIT_ATTEMPTS = 5
 MAX_READ = 60_000
+# text of the facts files shown to the agent up front, at most (characters)
+SHOWN_FACTS = 6000
+
+
+def _separator(old: str, text: str) -> str:
+    """What goes between a file and appended text: nothing after a blank line, a line break
+    when a list goes on (a fact added to a facts file), else a blank line (a new entry)."""
+    if not old or old.endswith("\n\n"):
+        return ""
+    last = old.rstrip("\n").rsplit("\n", 1)[-1].lstrip()
+    bullet = ("- ", "* ")
+    if old.endswith("\n") and last.startswith(bullet) and text.lstrip().startswith(bullet):
+        return ""
+    return "\n" if old.endswith("\n") else "\n\n"
 
 
 class Edits:
@@ -147,8 +175,7 @@ class Edits:
         def change(old: str | None) -> str | None:
             if old is None:
                 raise ToolError(f"{skill.name}/{path} does not exist; use create_file")
-            sep = "" if not old or old.endswith("\n\n") else ("\n" if old.endswith("\n") else "\n\n")
-            return old + sep + text.rstrip("\n") + "\n"
+            return old + _separator(old, text) + text.rstrip("\n") + "\n"
         return await self.rewrite(skill, path, change, who, "learner: append")
 
     async def move(self, skill: Any, old: str, new: str, who: dict[str, Any]) -> str:
@@ -235,10 +262,6 @@ class CreateSkill(Attributed):
     skill_md: str = Field(description="the full SKILL.md: front matter (name, description) and body")
 
 
-class Think(BaseModel):
-    thought: str
-
-
 class Finish(BaseModel):
     summary: str = ""
 
@@ -251,9 +274,25 @@ def skills_overview(edits: Edits, bodies: dict[str, str]) -> str:
     return "\n\n".join(out) or "(this space has no skills)"
 
 
+async def shown_files(store: Any, skill: Any, limit: int = SHOWN_FACTS) -> str:
+    """The text of a skill's files (SKILL.md aside), within `limit` characters in all."""
+    out: list[str] = []
+    left = limit
+    for path in sorted(p for p in skill.files if p != SKILL_MD):
+        try:
+            text = (await store.read_file(skill.id, path)).content.decode("utf-8", "replace")
+        except NotFound:
+            continue
+        if len(text) > left:
+            break
+        left -= len(text)
+        out.append(f"--- {skill.name}/{path} ---\n{text.rstrip()}")
+    return "\n\n".join(out)
+
+
 async def write_with_agent(llm: LLM, store: Any, space_id: str, lessons: list[Lesson], *,
                            take_more: Callable[[], list[Lesson]] | None = None,
-                           max_turns: int = 40, now: datetime | None = None) -> Edits:
+                           max_turns: int = 40, usage: Usage | None = None) -> Edits:
     """Run the skill-writing agent over `lessons`; lessons that arrive while it works are
     handed to it (via `take_more`) before it may finish."""
     edits = Edits(store, space_id, lessons)
@@ -294,9 +333,6 @@ async def write_with_agent(llm: LLM, store: Any, space_id: str, lessons: list[Le
     async def create_skill(a: CreateSkill) -> str:
         return await edits.create_skill(a.skill_md, edits.attribution(a.result))
 
-    async def think(_a: Think) -> str:
-        return "ok"
-
     async def finish(_a: Finish) -> str | None:
         more = take_more() if take_more else []
         if not more:
@@ -318,23 +354,33 @@ async def write_with_agent(llm: LLM, store: Any, space_id: str, lessons: list[Le
         Tool("delete_file", "Delete a file (read it first).", DeleteFile, delete_file),
         Tool("create_skill", "Create a new skill in this space from SKILL.md text.",
              CreateSkill, create_skill),
-        Tool("think", "Write down your reasoning; changes nothing.", Think, think),
         Tool("finish", "Every lesson is recorded.", Finish, finish, final=True),
     ]
+    messages = [{"role": "system", "content": prompt("write")},
+                {"role": "user", "content": await _writer_input(edits, lessons)}]
+    await run_tools(llm, messages, tools, max_turns=max_turns, usage=usage)
+    return edits
+
+
+async def _writer_input(edits: Edits, lessons: list[Lesson]) -> str:
     bodies = {}
-    for name, skill in edits.skills().items():
+    skills = edits.skills()
+    for name, skill in skills.items():
         try:
-            bodies[name] = (await store.read_file(skill.id, SKILL_MD)).content.decode("utf-8", "replace")
+            fc = await edits.store.read_file(skill.id, SKILL_MD)
+            bodies[name] = fc.content.decode("utf-8", "replace")
         except NotFound:
             bodies[name] = ""
-    now = now or datetime.now().astimezone()
-    user = (f"Now: {now:%Y-%m-%d %H:%M} (local time).\n\nSkills in this space:\n\n"
-            f"{skills_overview(edits, bodies)}\n\nLessons to record:\n\n"
-            + "\n\n".join(l.describe(i + 1) for i, l in enumerate(lessons)))
-    messages = [{"role": "system", "content": prompt("write")},
-                {"role": "user", "content": user}]
-    await run_tools(llm, messages, tools, max_turns=max_turns)
-    return edits
+    parts = [f"Skills in this space:\n\n{skills_overview(edits, bodies)}"]
+    facts = skills.get(FACTS)
+    if facts is not None and any(l.kind in ("facts", "preferences") or l.preferences
+                                 for l in lessons):
+        shown = await shown_files(edits.store, facts)
+        if shown:
+            parts.append(f"Current text of the {FACTS} files:\n\n{shown}")
+    parts.append("Lessons to record (each with its own date):\n\n"
+                 + "\n\n".join(l.describe(i + 1) for i, l in enumerate(lessons)))
+    return "\n\n".join(parts)
 
 
 # ---------------------------------------------------------------------------------------
