@@ -93,7 +93,8 @@ _NOT_VALUE = {
     "true", "false", "here", "there", "below", "above", REDACTED,
 }
 
-_CODE_REF = re.compile(r"[A-Za-z_][\w.]*(?:[(\[].*|\.[A-Za-z_]\w*)")
+# code that reads a secret: a call, an index, or a constant of a module or object
+_CODE_REF = re.compile(r"[A-Za-z_][\w.]*(?:[(\[].*|\.[A-Z][A-Z0-9_]+)")
 _TOKEN = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/=_-]{20,}(?![A-Za-z0-9+/=_-])")
 _RUN = re.compile(r"[A-Z]?[a-z]+|[A-Z]+|\d+")
 _HEX = re.compile(r"[0-9a-fA-F_-]+")
