@@ -374,6 +374,90 @@ def test_model_input_redacted_when_configured(store, redact_input):
     assert (GH_TOKEN in sent) is not redact_input
 
 
+async def _learned_upto(store, session_id: str, seq: int) -> None:
+    while (await store.get_learning(session_id)).learned_seq < seq:
+        await trio.sleep(0.05)
+
+
+def _forget_later_session() -> tuple[list, list]:
+    first = [("user", "Connect to prod with password hunter2 and vacuum the events table"),
+             ("assistant", "Vacuumed the events table.")]
+    later = [("user", "Forget that."), ("assistant", "Done."),
+             ("user", "Rotate the nginx logs"), ("assistant", "Rotated the nginx logs.")]
+    return first, later
+
+
+def test_rules_forget_that_drops_a_request_already_seen(store):
+    """The request was read in an earlier run (its task kept, still open); "Forget that."
+    arriving later drops it: no entry, while the request after it is written."""
+    first, later = _forget_later_session()
+
+    async def main():
+        cfg = LearnerConfig(backend="rules", idle_seconds=0.1)
+        learner = Learner(store, cfg)
+        store.subscribe(learner.on_store_event)
+        async with trio.open_nursery() as n:
+            await n.start(learner.run)
+            sp = await store.create_space("s")
+            row = await store.create_session(space_id=sp.id)
+            await store.add_messages(row.id, [normalize({"role": r, "content": c})
+                                              for r, c in first])
+            with trio.fail_after(10):
+                await _learned_upto(store, row.id, 1)
+            assert [t.description for t in await store.list_tasks(row.id)] == [
+                "Connect to prod with password hunter2 and vacuum the events table"]
+            await store.add_messages(row.id, [normalize({"role": r, "content": c})
+                                              for r, c in later])
+            await store.mark_session(row.id, "end")
+            assert await learner.wait(row.id, 10) == "completed"
+            n.cancel_scope.cancel()
+        day = datetime.now().strftime("%Y-%m-%d")
+        log = await _text(store, "s", "daily-logs", f"{day}.md")
+        assert "vacuum" not in log and "hunter2" not in log and "Forget" not in log
+        assert "Task: Rotate the nginx logs" in log
+
+    trio.run(main)
+
+
+def test_model_forget_that_closes_a_task_without_a_lesson(store):
+    """The model made a task of the request in an earlier run; once it is forgotten the task
+    is closed with no distillation and no write."""
+    first, later = _forget_later_session()
+    with LLMServer() as srv:
+        srv.add(call("insert_task", description="Vacuum the events table", status="running",
+                     first_message=0, last_message=1), call("finish"),
+                call("update_task", task=1, status="success"), call("finish"),
+                when=offers("insert_task"))
+
+        async def main():
+            cfg = LearnerConfig(backend="openai", idle_seconds=0.1,
+                                llm=LLMConfig(base_url=srv.base_url, api_key="k", backoff=0.01))
+            learner = Learner(store, cfg)
+            store.subscribe(learner.on_store_event)
+            async with trio.open_nursery() as n:
+                await n.start(learner.run)
+                sp = await store.create_space("s")
+                row = await store.create_session(space_id=sp.id)
+                await store.add_messages(row.id, [normalize({"role": r, "content": c})
+                                                  for r, c in first])
+                with trio.fail_after(10):
+                    await _learned_upto(store, row.id, 1)
+                await store.add_messages(row.id, [normalize({"role": r, "content": c})
+                                                  for r, c in later[:2]])
+                await store.mark_session(row.id, "end")
+                assert await learner.wait(row.id, 10) == "completed"
+                tasks = await store.list_tasks(row.id)
+                assert [(t.status, t.learned) for t in tasks] == [("success", True)]
+                n.cancel_scope.cancel()
+
+        trio.run(main)
+        assert srv.pending() == 0
+        assert not srv.requests_offering("report_success")
+        assert not srv.requests_offering("create_file")
+        # the second extraction was not shown the forget request either
+        assert "Forget that" not in json.dumps(srv.requests)
+
+
 def test_config_redact_input_reaches_the_learner(store):
     from skillfs.config import LearnerConfig as DaemonLearnerConfig
     learner = Learner(store, DaemonLearnerConfig(backend="rules", redact_input=True))
