@@ -160,8 +160,9 @@ _KINDS = {"Secret Keyword": "secret", "Basic Auth Credentials": "connection stri
           "JSON Web Token": "jwt", "AWS Access Key": "aws key", "Private Key": "private key"}
 
 
-# a line worth handing to detect-secrets: a long run with a digit, or a word for a secret
-_MAYBE = re.compile(r"(?=\S*\d)\S{16,}|pass|secret|key|token|auth|cred", re.I)
+# a line worth handing to detect-secrets: a long run (its keys are 16+ characters), or a word
+# for a secret given a value ("api_key = ...", "secret: ...")
+_MAYBE = re.compile(r"\S{16,}|(?:pass|secret|key|token|auth|cred)\w*[\"']?\s*[:=]", re.I)
 
 
 def _library_findings(text: str) -> list[tuple[str, str]]:
