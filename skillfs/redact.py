@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -165,6 +166,9 @@ _KINDS = {"Secret Keyword": "secret", "Basic Auth Credentials": "connection stri
 _MAYBE = re.compile(r"\S{16,}|(?:pass|secret|key|token|auth|cred)\w*[\"']?\s*[:=]", re.I)
 
 
+_LIBRARY = threading.Lock()
+
+
 def _library_findings(text: str) -> list[tuple[str, str]]:
     """(kind, value) for each secret detect-secrets finds, line by line."""
     found: list[tuple[str, str]] = []
@@ -172,7 +176,8 @@ def _library_findings(text: str) -> list[tuple[str, str]]:
     lines = [line for line in text.splitlines() if _MAYBE.search(line)]
     if not lines:
         return found
-    with transient_settings(_SETTINGS):
+    # its settings are global: one scan at a time (a model's input is scanned off the loop)
+    with _LIBRARY, transient_settings(_SETTINGS):
         for line in lines:
             for secret in scan_line(line):
                 value = secret.secret_value

@@ -481,7 +481,8 @@ class Learner:
         msgs = drop_forgotten([from_stored(r) for r in rows])
         msgs = [m for m in msgs if upto is None or m.seq <= upto]
         if self.config.redact_input and self.llm is not None:
-            msgs = [redacted(m) for m in msgs]
+            # milliseconds a message: not on the loop that serves the mount
+            msgs = await trio.to_thread.run_sync(lambda: [redacted(m) for m in msgs])
         return msgs
 
     async def _learn_rules(self, s: _Session, final: bool, kept: list[Lesson]) -> None:
