@@ -82,6 +82,9 @@ _SAID = re.compile(
     r"(?P<v>\"[^\"\n]+\"|'[^'\n]+'|`[^`\n]+`|[^\s\"'`,;]+)"
     # no separator: "my password hunter2", a value with a digit or a sign in it
     r"|\s+(?P<bare>(?=[^\s\"'`,;]*[\d!@#%^&*+=~])[^\s\"'`,;]{4,}))", re.I)
+# an environment variable named for a secret: PGPASSWORD=x, GITHUB_TOKEN="x"
+_ENV = re.compile(r"(?<![\w$])(?P<name>[A-Z0-9_]*(?:PASSWORD|PASSWD|PWD|SECRET|TOKEN|API_?KEY|"
+                  r"ACCESS_?KEY|PRIVATE_?KEY))=(?P<v>\"[^\"\n]*\"|'[^'\n]*'|[^\s\"'`;]+)")
 # what follows "password is" in prose that is no password
 _NOT_VALUE = {
     "a", "an", "the", "my", "our", "your", "their", "his", "her", "its", "this", "that", "it",
@@ -103,12 +106,12 @@ _HEX = re.compile(r"[0-9a-fA-F_-]+")
 
 def _password_value(m: re.Match[str]) -> bool:
     """Whether what follows the name is the secret itself, not prose about it."""
-    value = (m["v"] or m["bare"]).strip("\"'`").rstrip(".!?):")
+    value = (m["v"] or m.groupdict().get("bare") or "").strip("\"'`").rstrip(".!?):")
     if not value or value.lower() in _NOT_VALUE or value.startswith(("$", "{", "<", "%")):
         return False  # "$DB_PASSWORD", "{{ secret }}", "<token>": a reference, not a value
     if _CODE_REF.fullmatch(value):
         return False  # "os.environ['DB_PASSWORD']", "get_token()", "settings.API_KEY"
-    if re.fullmatch(_PASSWORD, m["name"], re.I):
+    if re.search(_PASSWORD, m["name"], re.I):
         return True
     # a token, key or secret: a value that looks generated, not a word
     return len(value) >= 8 and bool(re.search(r"\d", value)) and bool(re.search(r"[A-Za-z]", value))
@@ -190,7 +193,7 @@ def _library_findings(text: str) -> list[tuple[str, str]]:
 # the scan
 
 def _said_kind(name: str) -> str:
-    if re.fullmatch(_PASSWORD, name, re.I):
+    if re.search(_PASSWORD, name, re.I):
         return "password"
     return "api key" if "key" in name.lower() else "token" if "token" in name.lower() else "secret"
 
@@ -201,6 +204,9 @@ def _findings(text: str) -> Iterator[tuple[int, int, str]]:
         for m in pattern.finditer(text):
             group = "v" if "v" in pattern.groupindex else 0
             yield m.start(group), m.end(group), kind
+    for m in _ENV.finditer(text):
+        if _password_value(m):
+            yield m.start("v"), m.end("v"), _said_kind(m["name"])
     for m in _SAID.finditer(text):
         if _password_value(m):
             group = "v" if m["v"] else "bare"
