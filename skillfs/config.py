@@ -31,6 +31,8 @@ class LearnerConfig(BaseModel):
     idle_seconds: float = 8.0
     # seconds a space's writer waits before it starts, so close lessons share one run
     write_delay: float = 0.0
+    # redact secrets in the session messages sent to a model (what is written always is)
+    redact_input: bool = False
 
 
 class Config(BaseModel):

@@ -23,7 +23,7 @@ from .distill import Lesson, distill_task
 from .extract import Task, extract_tasks
 from .llm import LLM, LLMConfig
 from .usage import Meter, Usage
-from .view import Msg, from_stored
+from .view import Msg, drop_forgotten, from_stored, redacted
 from .writer import write_with_agent, write_with_rules
 
 log = logging.getLogger("skillfs.learner")
@@ -51,6 +51,8 @@ class LearnerConfig:
     # a space's writer waits this long (seconds) before it starts, so that lessons which
     # arrive close together are written in one run
     write_delay: float = 0.0
+    # redact secrets in the messages shown to a model (what is written is always redacted)
+    redact_input: bool = False
 
     @classmethod
     def from_env(cls, backend: str | None = None, **llm: Any) -> "LearnerConfig":
@@ -131,7 +133,7 @@ def _settings(config: Any, backend: str | None) -> LearnerConfig:
                                  retries=getattr(config, "retries", None))
         cfg = LearnerConfig(backend=choose_backend(config), llm=llm)  # type: ignore[arg-type]
         for name in ("buffer_messages", "idle_seconds", "extract_turns", "distill_turns",
-                     "write_turns", "write_delay"):
+                     "write_turns", "write_delay", "redact_input"):
             value = getattr(config, name, None)
             if value is not None:
                 setattr(cfg, name, value)
@@ -494,9 +496,15 @@ class Learner:
         kept.extend(lessons)
 
     async def _messages(self, s: _Session, after: int, upto: int | None = None) -> list[Msg]:
+        """The messages to learn from: what users asked to forget is dropped (a request
+        later in the session may point back), and secrets are redacted when configured."""
         rows = await self.store.get_messages(s.id, after_seq=after)
-        msgs = [from_stored(r) for r in rows]
-        return [m for m in msgs if upto is None or m.seq <= upto]
+        msgs = drop_forgotten([from_stored(r) for r in rows])
+        msgs = [m for m in msgs if upto is None or m.seq <= upto]
+        if self.config.redact_input and self.llm is not None:
+            # milliseconds a message: not on the loop that serves the mount
+            msgs = await trio.to_thread.run_sync(lambda: [redacted(m) for m in msgs])
+        return msgs
 
     async def _learn_rules(self, s: _Session, final: bool, kept: list[Lesson]) -> None:
         await self._phase(s, "extracting")
@@ -578,6 +586,11 @@ class Learner:
             if t.first_seq is not None:
                 msgs = await self._messages(s, t.first_seq - 1,
                                             t.last_seq if t.last_seq is not None else t.first_seq)
+                if not msgs:
+                    # every message of it was asked to be forgotten: close it, learn nothing
+                    t.learned = t.dirty = True
+                    await self._keep(s, kept, [], [t])
+                    continue
             at = known.on_date(next((m.at for m in reversed(msgs) if m.at), None) or now, day)
             lesson = await distill_task(self.llm, s.id, t, msgs, at, skills=skills,
                                         max_turns=self.config.distill_turns,

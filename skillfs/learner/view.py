@@ -1,10 +1,15 @@
-"""A small read-only view of a stored message: what the learner's stages look at."""
+"""A small read-only view of a stored message: what the learner's stages look at.
+
+Messages a user asked not to be remembered are dropped here, before any stage sees them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
+
+from ..redact import is_forget_request, redact, refers_back
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,31 @@ def from_stored(stored: Any) -> Msg:
         at = datetime.fromtimestamp(stored.created_ns / 1e9).astimezone()
     return Msg(seq=stored.seq, role=body.get("role") or stored.role,
                text=body.get("text") or "", tool_calls=tuple(calls), at=at)
+
+
+def drop_forgotten(msgs: list[Msg]) -> list[Msg]:
+    """`msgs` without what a user asked not to be remembered: the user message that asks,
+    with the replies that follow it up to the next user message, and when it points back
+    ("Forget that.", or nothing but the request) the user message before and its replies."""
+    requests: list[list[Msg]] = []  # each user message with what follows it
+    for m in msgs:
+        if m.role == "user" or not requests:
+            requests.append([])
+        requests[-1].append(m)
+    dropped: set[int] = set()
+    for i, request in enumerate(requests):
+        head = request[0]
+        if head.role == "user" and is_forget_request(head.text):
+            dropped.add(i)
+            if i > 0 and refers_back(head.text):
+                dropped.add(i - 1)
+    return [m for i, request in enumerate(requests) if i not in dropped for m in request]
+
+
+def redacted(m: Msg) -> Msg:
+    """The message with its secrets redacted (what a model may be shown)."""
+    calls = tuple((name, redact(args).text) for name, args in m.tool_calls)
+    return replace(m, text=redact(m.text).text, tool_calls=calls)
 
 
 def render(msgs: list[Msg], limit: int = 4000, tool_limit: int = 1000) -> str:

@@ -9,12 +9,15 @@ tools first, then the space's skills (they change rarely), then the lessons. No 
 appears in it: each lesson carries its own date, the session's rather than today's. The
 files the agent is likely to change by replacing lines (the user's facts) are shown with it,
 so it edits without a turn spent reading; an append needs no read at all.
+
+What the learner adds passes the secret scanner first (the rest of the file is the people's
+own and stays as they wrote it); the version's reason names what was redacted.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -30,6 +33,7 @@ from ..errors import (
     TooBig,
 )
 from ..names import check_rel_path
+from ..redact import note, redact
 from . import rules
 from .distill import Lesson
 from .extract import prompt
@@ -150,14 +154,21 @@ class Edits:
         raise ToolError(f"{skill.name}/{path} kept changing; read it again and retry")
 
     async def create(self, skill: Any, path: str, content: str, who: dict[str, Any]) -> str:
+        clean = redact(content)
+        content = clean.text
+
         def change(old: str | None) -> str | None:
             if old is not None:
                 raise ToolError(f"{skill.name}/{path} already exists; read it and edit it")
             return content
-        return await self.rewrite(skill, path, change, who, "learner: create file")
+        return await self.rewrite(skill, path, change, who,
+                                  note("learner: create file", clean.kinds))
 
     async def replace(self, skill: Any, path: str, old_text: str, new_text: str,
                       who: dict[str, Any]) -> str:
+        clean = redact(new_text)
+        new_text = clean.text
+
         def change(old: str | None) -> str | None:
             if old is None:
                 raise ToolError(f"{skill.name}/{path} does not exist")
@@ -169,14 +180,19 @@ class Edits:
                 raise ToolError(f"the text to replace occurs {n} times in {skill.name}/{path}; "
                                 "include more surrounding text so it occurs once")
             return old.replace(old_text, new_text, 1)
-        return await self.rewrite(skill, path, change, who, "learner: replace text")
+        return await self.rewrite(skill, path, change, who,
+                                  note("learner: replace text", clean.kinds))
 
     async def append(self, skill: Any, path: str, text: str, who: dict[str, Any]) -> str:
+        clean = redact(text)
+        text = clean.text
+
         def change(old: str | None) -> str | None:
             if old is None:
                 raise ToolError(f"{skill.name}/{path} does not exist; use create_file")
             return old + _separator(old, text) + text.rstrip("\n") + "\n"
-        return await self.rewrite(skill, path, change, who, "learner: append")
+        return await self.rewrite(skill, path, change, who,
+                                  note("learner: append", clean.kinds))
 
     async def move(self, skill: Any, old: str, new: str, who: dict[str, Any]) -> str:
         if SKILL_MD in (old, new):
@@ -208,13 +224,16 @@ class Edits:
         return "ok"
 
     async def create_skill(self, content: str, who: dict[str, Any]) -> str:
+        clean = redact(content)
+        content = clean.text
         try:
             parsed = skillmd.parse(content)
         except Invalid as e:
             raise ToolError(f"invalid SKILL.md: {e.message}") from None
         try:
             await self.store.create_skill(content, space_id=self.space_id,
-                                          reason="learner: create skill", **who)
+                                          reason=note("learner: create skill", clean.kinds),
+                                          **who)
         except (Exists, Invalid, TooBig) as e:
             raise ToolError(e.message) from None
         self.edits += 1
@@ -398,21 +417,27 @@ async def write_with_rules(store: Any, space_id: str, lessons: list[Lesson]) -> 
         who = edits.attribution(i)
         daily = skills.get(DAILY)
         if lesson.rule_task is not None and daily is not None:
-            entry = rules.daily_entry(lesson.rule_task, lesson.at)
-            await _add_daily_entry(edits, daily, f"{lesson.at:%Y-%m-%d}", entry, who)
+            entry = redact(rules.daily_entry(lesson.rule_task, lesson.at))
+            await _add_daily_entry(edits, daily, f"{lesson.at:%Y-%m-%d}", entry.text, who,
+                                   entry.kinds)
         facts_skill = skills.get(FACTS)
         if lesson.facts and facts_skill is not None:
             by_topic: dict[str, list[rules.Fact]] = {}
+            kinds: dict[str, list[str]] = {}
             for f in lesson.facts:
-                by_topic.setdefault(f.topic, []).append(f)
+                clean = redact(f.text)
+                by_topic.setdefault(f.topic, []).append(rules.Fact(f.topic, clean.text, f.seq))
+                found = kinds.setdefault(f.topic, [])
+                found += [k for k in clean.kinds if k not in found]
             for topic, facts in by_topic.items():
                 await _rules_edit(edits, facts_skill, f"{topic}.md",
-                                  lambda old, t=topic, fs=facts: rules.merge_facts(old, t, fs), who)
+                                  lambda old, t=topic, fs=facts: rules.merge_facts(old, t, fs), who,
+                                  kinds[topic])
     return edits
 
 
 async def _add_daily_entry(edits: Edits, skill: Any, day: str, entry: str,
-                           who: dict[str, Any]) -> None:
+                           who: dict[str, Any], kinds: tuple[str, ...] = ()) -> None:
     """Append `entry` to the day's last part, or start the next part when the entry would
     take that part past the file size cap (a busy day must not stop learning)."""
     part = 1
@@ -432,17 +457,19 @@ async def _add_daily_entry(edits: Edits, skill: Any, day: str, entry: str,
             new = rules.add_daily_entry(old, day, entry)
             full = new is not None and len(new.encode()) > edits.store.max_file_size
             return None if full else new
-        await _rules_edit(edits, skill, rules.daily_log_name(day, part - 1), append_if_fits, who)
+        await _rules_edit(edits, skill, rules.daily_log_name(day, part - 1), append_if_fits, who,
+                          kinds)
         if not full:
             return
     await _rules_edit(edits, skill, rules.daily_log_name(day, part),
-                      lambda old: rules.add_daily_entry(old, day, entry, part=part), who)
+                      lambda old: rules.add_daily_entry(old, day, entry, part=part), who, kinds)
 
 
 async def _rules_edit(edits: Edits, skill: Any, path: str,
-                      change: Callable[[str | None], str | None], who: dict[str, Any]) -> None:
+                      change: Callable[[str | None], str | None], who: dict[str, Any],
+                      kinds: Sequence[str] = ()) -> None:
     try:
-        await edits.rewrite(skill, path, change, who, "learner (rules)")
+        await edits.rewrite(skill, path, change, who, note("learner (rules)", tuple(kinds)))
     except ToolError as e:
         # no model to tell: the session fails with the reason and can be retried
         raise SkillfsError(f"cannot write {skill.name}/{path}: {e}") from None
