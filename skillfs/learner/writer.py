@@ -345,7 +345,8 @@ FACTS = "user-general-facts"
 
 
 async def write_with_rules(store: Any, space_id: str, lessons: list[Lesson]) -> Edits:
-    """Deterministic edits: a daily-logs entry per task, facts into topic files."""
+    """Deterministic edits: a daily-logs entry per task (a task judged again by a later
+    reaction rewrites its entry), facts into files by subject."""
     edits = Edits(store, space_id, lessons)
     skills = edits.skills()
     for i, lesson in enumerate(lessons, 1):
@@ -353,16 +354,50 @@ async def write_with_rules(store: Any, space_id: str, lessons: list[Lesson]) -> 
         daily = skills.get(DAILY)
         if lesson.rule_task is not None and daily is not None:
             entry = rules.daily_entry(lesson.rule_task, lesson.at)
-            await _add_daily_entry(edits, daily, f"{lesson.at:%Y-%m-%d}", entry, who)
+            day = f"{lesson.at:%Y-%m-%d}"
+            if not (lesson.rule_task.updated
+                    and await _replace_daily_entry(edits, daily, day, entry, who)):
+                await _add_daily_entry(edits, daily, day, entry, who)
         facts_skill = skills.get(FACTS)
         if lesson.facts and facts_skill is not None:
-            by_topic: dict[str, list[rules.Fact]] = {}
-            for f in lesson.facts:
-                by_topic.setdefault(f.topic, []).append(f)
-            for topic, facts in by_topic.items():
-                await _rules_edit(edits, facts_skill, f"{topic}.md",
-                                  lambda old, t=topic, fs=facts: rules.merge_facts(old, t, fs), who)
+            await _write_facts(edits, facts_skill, lesson.facts, who)
     return edits
+
+
+async def _write_facts(edits: Edits, skill: Any, facts: list[rules.Fact],
+                       who: dict[str, Any]) -> None:
+    """Lines a statement makes wrong go from every topic file; then each fact is merged into
+    its subject's file."""
+    drops = tuple(p for f in facts for p in f.drops)
+    if drops:
+        for path in sorted(p for p in skill.files if p.endswith(".md") and p != SKILL_MD):
+            await _rules_edit(edits, skill, path,
+                              lambda old: rules.drop_lines(old, drops) if old else None, who)
+    by_topic: dict[str, list[rules.Fact]] = {}
+    for f in facts:
+        if f.text:
+            by_topic.setdefault(f.topic, []).append(f)
+    for topic, group in by_topic.items():
+        await _rules_edit(edits, skill, f"{topic}.md",
+                          lambda old, t=topic, fs=group: rules.merge_facts(old, t, fs), who)
+
+
+async def _replace_daily_entry(edits: Edits, skill: Any, day: str, entry: str,
+                               who: dict[str, Any]) -> bool:
+    """Rewrite the entry with `entry`'s heading in whichever part of the day holds it (a new
+    version of that file); False when no part does."""
+    part = 1
+    while True:
+        path = rules.daily_log_name(day, part)
+        try:
+            fc = await edits.store.read_file(skill.id, path)
+        except NotFound:
+            return False
+        if rules.replace_daily_entry(fc.content.decode("utf-8", "replace"), entry) is not None:
+            await _rules_edit(edits, skill, path,
+                              lambda old: rules.replace_daily_entry(old, entry), who)
+            return True
+        part += 1
 
 
 async def _add_daily_entry(edits: Edits, skill: Any, day: str, entry: str,
