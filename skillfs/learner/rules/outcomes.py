@@ -17,7 +17,7 @@ from .text import sentences, strip_lead, words
 # the agent and its tools
 
 _FAIL = re.compile(
-    r"\b(errors?|failed|failure|fails?|failing|exception|traceback|timed out|timeout|"
+    r"\b(errors?|failed|failure|fails?|failing|exception|traceback|timed out|"
     r"could ?n[o']t|unable to|can ?n[o']t|cannot|did ?n[o']t work|not working|crash(?:ed|es)?|"
     r"denied|refused|aborted|unsuccessful|panic(?:ked)?|segfault|fatal|killed|oomkilled|"
     r"command not found|no such file|not found|still broken|is down|went down|"
@@ -46,20 +46,38 @@ def _reply_signal(sentence: str) -> str | None:
     return None
 
 
-def reply_verdict(text: str) -> tuple[str | None, str | None]:
+# what a diagnosis finds is often a failure; only not finding out fails it
+_INABILITY = re.compile(r"\b(could ?n[o']t|unable to|can ?n[o']t|cannot|failed to|did ?n[o']t "
+                        r"find|no idea)\b", re.I)
+_DIAGNOSIS = re.compile(r"^(?:check|investigate|find out|figure out|diagnose|look into|see|"
+                        r"explain|tell me|work out|determine)\b.*\b(?:why|what|whether|if|how|"
+                        r"cause)\b", re.I)
+
+
+def is_diagnosis(title: str) -> bool:
+    """"Check why the ETL job failed": the failure it names is the subject, not the outcome."""
+    return bool(_DIAGNOSIS.match(title))
+
+
+def reply_verdict(text: str, diagnosis: bool = False) -> tuple[str | None, str | None]:
     """The agent's own report: the last sentence that says it worked or failed decides."""
     verdict, why = None, None
     for s in sentences(text):
         signal = _reply_signal(s)
+        if diagnosis and signal == "failed" and not _INABILITY.search(s):
+            signal = "success"
         if signal:
             verdict, why = signal, s
     return verdict, why
 
 
-def tool_verdict(msg: Msg) -> tuple[str, str | None]:
+def tool_verdict(msg: Msg, diagnosis: bool = False) -> tuple[str, str | None]:
     """A tool result: failed when flagged, a non-zero exit status or an error line; else it
-    worked (a run that follows earlier failures and works is a success signal)."""
+    worked (a run that follows earlier failures and works is a success signal). For a
+    diagnosis only a flagged result counts: errors in logs are what it looks for."""
     text = msg.text or ""
+    if diagnosis:
+        return ("failed", _error_line(text)) if msg.error else ("success", None)
     for m in _EXIT.finditer(text):
         if int(m["code"]) != 0:
             return "failed", _line_with(text, m.start())

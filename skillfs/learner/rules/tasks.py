@@ -20,9 +20,15 @@ from .text import first_sentences, is_english, one_line, sentences, strip_lead, 
 
 _GREETING = frozenset("hi hello hey there good morning afternoon evening again all folks team "
                       "thanks thank you so much a lot bye cheers".split())
-# what a title, summary or reason must stop before: the rules do not carry credentials
+# what a title, summary or reason must stop before: a credential given with its value
 _SECRETISH = re.compile(r"\b(password|passphrase|passwd|secret|token|api[ -]?key|credentials?|"
-                        r"private key|bearer)\b", re.I)
+                        r"private key|bearer)\b(?:[^.;:=]{0,24}?\b(?:is|was|are)\b|\s*[:=]|"
+                        r"\s+\S*\d)", re.I)
+# an instruction about memory itself ("never store my password") is no task and no fact
+_ABOUT_MEMORY = re.compile(r"^(?:please )?(?:never|don'?t|do not)\s+(?:ever\s+)?(?:store|save|"
+                           r"remember|keep|record|write down|log)\b", re.I)
+# a message that only speaks of the user ("I'm on call today") asks for nothing
+_ABOUT_ME = re.compile(r"^(?:i|i'm|i am|i've|we|we're|my|our)\b", re.I)
 _REQUEST_LEAD = re.compile(
     r"^(?:(?:please|kindly|can you|could you|would you|will you|i need you to|i want you to|"
     r"i'?d like you to|go ahead and|now|then|next|also|and)\b[\s,]*)+", re.I)
@@ -64,10 +70,14 @@ def classify_user(msg: Msg) -> UserTurn:
         verdict = outcomes.reaction(s)
         if verdict is not None:
             (turn.reactions_after if turn.request else turn.reactions_before).append((s, verdict))
-        elif _greeting(s) or outcomes.is_question(s) or not is_english(s):
+        elif (_greeting(s) or outcomes.is_question(s) or not is_english(s)
+              or _ABOUT_MEMORY.match(strip_lead(s))):
             continue  # the rules cannot tell what a request in another language asks
         elif words(s):
             turn.request.append(s)
+    if turn.request and all(_ABOUT_ME.match(strip_lead(s)) and not outcomes.is_imperative(s)
+                            for s in turn.request):
+        turn.request = []
     return turn
 
 
@@ -126,11 +136,12 @@ def _reasons(replies: list[Msg]) -> tuple[list[str], list[str]]:
 def judge(task: RuleTask, after: list[Msg], reactions: list[tuple[str, str]]) -> None:
     """Set the task's outcome and entry text from every signal in `after` and `reactions`."""
     verdict, why = None, None
+    diagnosis = outcomes.is_diagnosis(task.description)
     for m in after:  # in order: the latest signal wins
         if m.role == "tool":
-            verdict, why = outcomes.tool_verdict(m)
+            verdict, why = outcomes.tool_verdict(m, diagnosis)
         elif m.role == "assistant" and m.text.strip():
-            said, reason = outcomes.reply_verdict(m.text)
+            said, reason = outcomes.reply_verdict(m.text, diagnosis)
             if said:
                 verdict, why = said, reason
     replies = [m for m in after if m.role == "assistant" and m.text.strip()]
