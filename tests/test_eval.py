@@ -81,3 +81,21 @@ def test_scoring_catches_wrong_results():
     failed = {(c.category, c.what) for c in sc.score(scenario, bad) if not c.passed}
     assert {cat for cat, _ in failed} == {"tasks", "outcomes", "facts", "safety"}
     assert len(failed) == 7  # date, outcome, total, no 'thanks', count, emacs, secret
+
+
+def test_harness_counts_model_calls_and_tokens(tmp_path):
+    """--base-url: the daemon learns through the endpoint and every call's usage is counted
+    (the scripted model finishes each stage and reports 1 input and 1 output token)."""
+    from eval_lib.main import main
+    from llm_server import LLMServer
+    out = tmp_path / "eval.json"
+    with LLMServer() as srv:
+        code = main(["--base-url", srv.base_url, "--model", "scripted", "--api-key", "k",
+                     "--only", "openai-deploy", "--json", str(out)])
+        asked = len(srv.requests)
+    assert code == 0
+    summary = json.loads(out.read_text())
+    assert summary["learner"] == "openai:scripted"
+    assert summary["usage"]["calls"] == asked > 0
+    assert summary["usage"]["input_tokens"] == asked and summary["usage"]["output_tokens"] == asked
+    assert summary["usage"]["calls_without_usage"] == 0

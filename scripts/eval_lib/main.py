@@ -54,14 +54,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 class EvalDaemon:
     """A daemon on a temporary mount, data directory and spool."""
 
-    def __init__(self, root: Path, learner: dict):
+    def __init__(self, root: Path, learner: dict, api_key: str | None = None):
         self.root, self.home, self.mnt = root, root / "home", root / "mnt"
         self.mnt.mkdir(parents=True)
         self.home.mkdir()
         self.spool = self.home / "spool"
         self.env = {**os.environ, "SKILLFS_HOME": str(self.home)}
-        for var in ("OPENAI_API_KEY", "SKILLFS_LLM_BASE_URL", "SKILLFS_SOCKET", "SKILLFS_CONFIG"):
+        for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SKILLFS_LLM_API_KEY",
+                    "SKILLFS_LLM_BASE_URL", "SKILLFS_LLM_MODEL", "SKILLFS_SOCKET", "SKILLFS_CONFIG"):
             self.env.pop(var, None)
+        if api_key:
+            # the environment, not the config file: a key is never written to disk
+            self.env["SKILLFS_LLM_API_KEY"] = api_key
         lines = ["[learner]"] + [f"{k} = {json.dumps(v)}" for k, v in learner.items()]
         (self.home / "config.toml").write_text("\n".join(lines) + "\n")
 
@@ -196,9 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     proxy = UsageProxy(args.base_url) if args.learner == "openai" else None
     with proxy or nullcontext():
         if proxy is not None:
-            learner.update(base_url=proxy.base_url, model=args.model,
-                           api_key=args.api_key or "unused")
-        d = EvalDaemon(root, learner)
+            learner.update(base_url=proxy.base_url, model=args.model)
+        d = EvalDaemon(root, learner, (args.api_key or "unused") if proxy else None)
         started = time.monotonic()
         d.start()
         try:

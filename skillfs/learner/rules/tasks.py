@@ -68,8 +68,12 @@ def classify_user(msg: Msg) -> UserTurn:
             # "Always use blue-green deployments" is a standing rule, not a task
             continue
         verdict = outcomes.reaction(s)
+        said, asked = _split_reaction(s) if verdict is not None else (s, "")
         if verdict is not None:
-            (turn.reactions_after if turn.request else turn.reactions_before).append((s, verdict))
+            (turn.reactions_after if turn.request else turn.reactions_before).append(
+                (said, verdict))
+            if asked:
+                turn.request.append(asked)
         elif (_greeting(s) or outcomes.is_question(s) or not is_english(s)
               or _ABOUT_MEMORY.match(strip_lead(s))):
             continue  # the rules cannot tell what a request in another language asks
@@ -79,6 +83,18 @@ def classify_user(msg: Msg) -> UserTurn:
                             for s in turn.request):
         turn.request = []
     return turn
+
+
+_CLAUSE = re.compile(r",\s*|;\s*|\s+(?:so|and|but|then)\s+", re.I)
+
+
+def _split_reaction(sentence: str) -> tuple[str, str]:
+    """"That broke the build, revert it": the reaction, and the request that follows it."""
+    parts = _CLAUSE.split(sentence)
+    for i in range(1, len(parts)):
+        if outcomes.is_imperative(parts[i]) and not outcomes.reaction(parts[i]):
+            return ", ".join(parts[:i]), " ".join(parts[i:])
+    return sentence, ""
 
 
 @dataclass
