@@ -347,6 +347,27 @@ def test_rules_original_date_dates_a_backfilled_session(make_daemon):
     assert not (d.mnt / "alice" / "daily-logs" / f"{today()}.md").exists()
 
 
+def test_rules_api_messages_dated_by_their_time(make_daemon):
+    d = learning_daemon(make_daemon, "rules")
+    with d.http() as c:
+        space = c.post("/api/v1/learning_spaces", json={"meta": {"name": "bob"}}).json()["data"]
+        sid = c.post("/api/v1/session", json={}).json()["data"]["id"]
+        assert c.post(f"/api/v1/learning_spaces/{space['id']}/learn",
+                      json={"session_id": sid}).status_code == 201
+        sends = [({"role": "user", "content": "Prune the old docker images",
+                   "timestamp": 1717236000}, None),  # 2024-06-01T10:00:00Z, epoch seconds
+                 ({"role": "assistant", "content": "Pruned 31 images, freed 12 GB."},
+                  {"created_at": "2024-06-01T10:05:00+00:00"})]  # the API message's meta
+        for blob, meta in sends:
+            r = c.post(f"/api/v1/session/{sid}/messages",
+                       json={"format": "openai", "blob": blob, "meta": meta})
+            assert r.status_code == 201, r.text
+        assert c.post(f"/api/v1/session/{sid}/flush").status_code == 200
+    assert wait_learned(d, sid)["learning_status"] == "completed"
+    log = (d.mnt / "bob" / "daily-logs" / "2024-06-01.md").read_text()
+    assert "## [10:05] Task: Prune the old docker images\n- **Outcome**: success" in log
+
+
 # ---------------------------------------------------------------------------------------
 # a crash between distillation and writing: nothing lost, nothing written twice
 

@@ -31,7 +31,8 @@ def from_stored(stored: Any) -> Msg:
             args = json.dumps(args, ensure_ascii=False)
         calls.append((str(c.get("name", "")), args))
     original = getattr(stored, "original", None)
-    at = message_time(original)
+    # the record's own time, else the time an API caller put in the message's meta
+    at = message_time(original) or message_time({"meta": getattr(stored, "meta", None)})
     stamped = at is not None
     if at is None and getattr(stored, "created_ns", None):
         at = datetime.fromtimestamp(stored.created_ns / 1e9).astimezone()
