@@ -176,6 +176,18 @@ def test_rules_outcomes_from_tools_reports_and_reactions():
                     Msg(6, "assistant", "Bumped.")]) == [("Bump the version to 2.1", "success")]
 
 
+def test_rules_problem_reports_and_wishes_are_requests():
+    # a failure report with no task before it asks for a fix; "I need …" asks too
+    assert _titles([Msg(1, "user", "My tests fail on CI."),
+                    Msg(2, "assistant", "A fixture leaked state; I isolated it and CI is green."),
+                    Msg(3, "user", "I need the coverage report as HTML"),
+                    Msg(4, "assistant", "Wrote htmlcov/index.html.")]) == [
+        ("My tests fail on CI", "success"), ("I need the coverage report as HTML", "success")]
+    # the same report after a task judges that task
+    assert _titles([Msg(1, "user", "Fix the fixture"), Msg(2, "assistant", "Fixed."),
+                    Msg(3, "user", "My tests fail on CI.")]) == [("Fix the fixture", "failed")]
+
+
 def test_rules_reasons_come_from_the_agent_or_not_at_all():
     tasks, _ = rules.analyze([
         Msg(1, "user", "I prefer small commits. Split the migration"),

@@ -113,7 +113,7 @@ _RESIGNED = re.compile(r"\b(leave it|never ?mind|drop it|skip it|don'?t bother|f
 _NEG = re.compile(
     r"\b(does ?n[o']t work|does not work|did ?n[o']t work|did not work|is ?n[o']t working|"
     r"not working|still (?:fails|failing|broken|down|crashing|erroring|the same|there|happening)|"
-    r"(?:is|are|went|'s) (?:down|broken|gone|dead|offline)|broke|broken|wrong|fails|failed|"
+    r"(?:is|are|went|'s) (?:down|broken|gone|dead|offline)|broke|broken|wrong|fail|fails|failed|"
     r"failing|crash(?:es|ed|ing)?|errors?|outage|no luck|that'?s not it|not fixed|made it worse|"
     r"worse|500|502|503|404)\b", re.I)
 _POS = re.compile(
@@ -146,8 +146,8 @@ _ASKS = re.compile(r"^(?:can|could|would|will) you\b|\bplease\b", re.I)
 
 def is_imperative(sentence: str) -> bool:
     s = strip_lead(_REACTION_LEAD.sub("", sentence.strip()))
-    if _ASKS.search(s) or re.match(r"(?:let'?s|i need you to|i want you to|i'?d like you to|"
-                                    r"go ahead and)\b", s, re.I):
+    if _ASKS.search(s) or re.match(r"(?:let'?s|i need|i want|i'?d like|i would like|we need|"
+                                    r"we want|help me|go ahead and)\b", s, re.I):
         return True
     ws = words(s)
     return bool(ws) and ws[0] in _IMPERATIVE
@@ -158,6 +158,10 @@ def is_question(sentence: str) -> bool:
     s = strip_lead(sentence)
     return s.rstrip().endswith("?") and not _ASKS.search(s) and bool(_QUESTION_OPEN.match(s)
                                                                       or not is_imperative(s))
+
+
+def resigned(text: str) -> bool:
+    return bool(_RESIGNED.search(text))
 
 
 def reaction(sentence: str) -> str | None:

@@ -181,6 +181,7 @@ def analyze(msgs: list[Msg], final: bool, idle: bool = False) -> tuple[list[Rule
     the agent's last reply closes it; otherwise it is running.
     """
     turns = {m.seq: classify_user(m) for m in msgs if m.role == "user"}
+    _reports_are_requests(msgs, turns)
     facts = [f for t in turns.values() for f in t.facts]
     starts = [i for i, m in enumerate(msgs) if m.role == "user" and turns[m.seq].request]
     tasks: list[RuleTask] = []
@@ -205,6 +206,20 @@ def analyze(msgs: list[Msg], final: bool, idle: bool = False) -> tuple[list[Rule
             task.status = "running"
         tasks.append(task)
     return tasks, facts
+
+
+def _reports_are_requests(msgs: list[Msg], turns: dict[int, UserTurn]) -> None:
+    """"My tests fail on CI" before any task reacts to nothing: it reports a problem to fix."""
+    for m in msgs:
+        turn = turns.get(m.seq) if m.role == "user" else None
+        if turn is None:
+            continue
+        if turn.request:
+            return
+        failed = [s for s, verdict in turn.reactions_before if verdict == "failed"]
+        if failed and not outcomes.resigned(" ".join(failed)):
+            turn.request, turn.reactions_before = failed, []
+            return
 
 
 def _replied(after: list[Msg]) -> bool:
