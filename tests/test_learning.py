@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 
 from conftest import run, wait_for
-from llm_server import Delay, HTTPError, LLMServer, call, mentions, offers
+from llm_server import Delay, HTTPError, LLMServer, both, call, mentions, offers
 
 TERMINAL = ("completed", "failed")
 
@@ -303,6 +303,31 @@ def test_wait_returns_after_files_are_written(make_daemon):
         assert "writing" in seen
         r = d.cli("learn", "wait", sid, "--timeout", "10")
         assert "completed" in r.stdout
+
+
+def test_model_idle_after_the_answer_closes_the_last_task(make_daemon):
+    # no end event: once the session is idle after the agent's answer, extraction is told
+    # the conversation has ended, so the last task is judged now and not left open
+    with LLMServer() as srv:
+        d = learning_daemon(make_daemon, "openai", srv)
+        srv.add(call("insert_task", description="Run the tests", status="success",
+                     first_message=0, last_message=1), call("finish"),
+                when=both(offers("insert_task"), mentions("The conversation has ended.")))
+        spool(d, "alice", "s1", [{"role": "user", "content": "Run the tests"},
+                                 {"role": "assistant", "content": "All 12 tests pass."}])
+        sid = session_id(d, "alice", "s1")
+        assert wait_learned(d, sid)["learning_status"] == "completed"
+        assert [(t["description"], t["status"]) for t in learning(d, sid)["tasks"]] == [
+            ("Run the tests", "success")]
+        # the agent still working (a tool call last): the task stays open
+        spool(d, "alice", "s2", [{"role": "user", "content": "Run the slow tests"},
+                                 {"role": "assistant", "content": None, "tool_calls": [{
+                                     "id": "c1", "type": "function",
+                                     "function": {"name": "pytest", "arguments": "{}"}}]}])
+        sid2 = session_id(d, "alice", "s2")
+        assert wait_learned(d, sid2)["learning_status"] == "completed"
+        asked = [r for r in srv.requests_offering("insert_task") if "slow tests" in json.dumps(r)]
+        assert asked and all("The conversation has ended." not in json.dumps(r) for r in asked)
 
 
 def test_rules_idle_learns_the_last_task_and_a_late_reaction_rewrites_it(make_daemon):

@@ -523,8 +523,7 @@ class Learner:
         last = _last_learned(tasks, taken)
         start = min(open_starts + [s.learned_seq + 1] + ([last.first_seq] if last else []))
         msgs = await self._messages(s, start - 1, high)
-        idle = not final and _now() - s.last_activity >= self.config.idle_seconds
-        found, facts = rules.analyze(msgs, final, idle=idle)
+        found, facts = rules.analyze(msgs, final, idle=self._idle(s, final))
         facts = [f for f in facts if f.seq > s.learned_seq]
         by_first = {t.first_seq: t for t in tasks}
         by_seq = {m.seq: m for m in msgs}
@@ -568,6 +567,10 @@ class Learner:
                                   fields={"facts": [f.text for f in facts if f.text]}))
         await self._keep(s, kept, lessons, tasks, high)
 
+    def _idle(self, s: _Session, final: bool) -> bool:
+        """Learning because the idle timer fired (not an end, a flush or a full buffer)."""
+        return not final and _now() - s.last_activity >= self.config.idle_seconds
+
     async def _original_date(self, s: _Session) -> str | None:
         """The session's `original_date` config (Acontext's: the day a replayed or
         backfilled session really happened)."""
@@ -588,6 +591,8 @@ class Learner:
         high = self.store.last_seq(s.id)
         now = datetime.now().astimezone()
         new = await self._messages(s, s.learned_seq, high)
+        if self._idle(s, final) and rules.answered(new):
+            final = True  # idle after the agent's answer: its last task is judged by it now
         open_tasks = [t for t in tasks if not t.learned and not t.finished]
         if new or (final and open_tasks):
             await self._phase(s, "extracting")

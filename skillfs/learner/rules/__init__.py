@@ -9,11 +9,11 @@ function of the messages and the files' current text.
 from .daily import add_daily_entry, daily_entry, daily_log_name, replace_daily_entry
 from .facts import (TOPIC_TITLES, Fact, drop_lines, fact_from_sentence, fact_key,
                     facts_from_sentence, merge_facts, topic_of)
-from .tasks import RuleTask, analyze, classify_user, describe
+from .tasks import RuleTask, analyze, answered, classify_user, describe
 from .text import sentences
 
 __all__ = [
-    "TOPIC_TITLES", "Fact", "RuleTask", "add_daily_entry", "analyze", "classify_user",
+    "TOPIC_TITLES", "Fact", "RuleTask", "add_daily_entry", "analyze", "answered", "classify_user",
     "daily_entry", "daily_log_name", "describe", "drop_lines", "fact_from_sentence", "fact_key",
     "facts_from_sentence", "merge_facts", "replace_daily_entry", "sentences", "topic_of",
 ]

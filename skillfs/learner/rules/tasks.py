@@ -199,7 +199,7 @@ def analyze(msgs: list[Msg], final: bool, idle: bool = False) -> tuple[list[Rule
             # "Thanks! Now roll back staging": the thanks is about this task
             reactions += turns[msgs[starts[n + 1]].seq].reactions_before
         judge(task, after, reactions)
-        closed = bool(reactions) or n + 1 < len(starts) or final or (idle and _replied(after))
+        closed = bool(reactions) or n + 1 < len(starts) or final or (idle and answered(after))
         if closed:
             task.finished_at = (after[-1] if after else req).at
         else:
@@ -222,7 +222,8 @@ def _reports_are_requests(msgs: list[Msg], turns: dict[int, UserTurn]) -> None:
             return
 
 
-def _replied(after: list[Msg]) -> bool:
-    """The agent answered last, in words, with no tool call left open."""
+def answered(after: list[Msg]) -> bool:
+    """The agent answered last, in words, with no tool call left open: a session idle after
+    that looks finished."""
     return bool(after) and after[-1].role == "assistant" and bool(after[-1].text.strip()) \
         and not after[-1].tool_calls
