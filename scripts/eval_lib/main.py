@@ -169,6 +169,9 @@ def report(results: list[dict], usage: dict, seconds: float) -> dict:
           f"{usage['input_tokens']}, output tokens {usage['output_tokens']}; per learned task: "
           f"{per_task['calls']} calls, {per_task['input_tokens']} in, "
           f"{per_task['output_tokens']} out; {seconds:.1f} s")
+    if usage["calls_without_usage"]:
+        print(f"  {usage['calls_without_usage']} answers had no usage: their tokens are "
+              "estimated at 4 bytes a token")
     failed = [(r["name"], c.category, c.what) for r in results for c in r["checks"]
               if not c.passed]
     for r in results:

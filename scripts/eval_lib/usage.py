@@ -1,8 +1,9 @@
 """Counting what a model costs: a small forwarding proxy between the daemon and the endpoint.
 
 The daemon talks to the proxy as if it were the endpoint; the proxy passes every request on
-unchanged and adds up the `usage` of each answer (calls, input and output tokens). Nothing in
-the learner has to know it is being measured.
+unchanged and adds up the `usage` of each answer (calls, input and output tokens; an answer
+without `usage` is estimated from its size and counted as such). Nothing in the learner has to
+know it is being measured.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+BYTES_PER_TOKEN = 4
 _HOP = {"host", "content-length", "connection", "transfer-encoding", "accept-encoding"}
 
 
@@ -25,15 +27,19 @@ class Usage:
         self.output_tokens = 0
         self.without_usage = 0
 
-    def add(self, body: bytes) -> None:
+    def add(self, request: bytes | None, answer: bytes) -> None:
         try:
-            usage = json.loads(body).get("usage") or {}
+            usage = json.loads(answer).get("usage") or {}
         except (ValueError, AttributeError):
             usage = {}
         with self.lock:
             self.calls += 1
             if not usage:
+                # an endpoint without `usage`: estimated at four bytes a token, and counted
                 self.without_usage += 1
+                self.input_tokens += len(request or b"") // BYTES_PER_TOKEN
+                self.output_tokens += len(answer) // BYTES_PER_TOKEN
+                return
             self.input_tokens += int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
             self.output_tokens += int(usage.get("completion_tokens")
                                       or usage.get("output_tokens") or 0)
@@ -77,7 +83,7 @@ class UsageProxy:
         except httpx.HTTPError as e:
             status, data, ctype = 502, json.dumps({"error": str(e)}).encode(), "application/json"
         if status == 200 and method == "POST":
-            self.usage.add(data)
+            self.usage.add(body, data)
         req.send_response(status)
         req.send_header("content-type", ctype or "application/json")
         req.send_header("content-length", str(len(data)))
