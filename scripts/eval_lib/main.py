@@ -3,9 +3,10 @@
 One real daemon (`skillfs mount … --learner rules`, or `--learner openai` against any
 OpenAI-compatible endpoint) learns every scenario in its own space, several at once. Each
 scenario's sessions go through the spool (a temp name, then a rename), in order, each waited
-for as `skillfs learn wait` does (the daemon's wait call); the space is then read through the mount and scored. The table
-has one row per scenario and totals per category (tasks, outcomes, facts, safety); with a model,
-the calls and tokens per learned task, counted from the endpoint's `usage`.
+for as `skillfs learn wait` does (the daemon's wait call); the space is then read through the
+mount and scored. The table has one row per scenario and totals per category (tasks,
+outcomes, facts, safety); with a model, the calls and tokens per learned task, counted from
+the endpoint's `usage`.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class EvalDaemon:
         self.spool = self.home / "spool"
         self.env = {**os.environ, "SKILLFS_HOME": str(self.home)}
         for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SKILLFS_LLM_API_KEY",
-                    "SKILLFS_LLM_BASE_URL", "SKILLFS_LLM_MODEL", "SKILLFS_SOCKET", "SKILLFS_CONFIG"):
+                    "SKILLFS_LLM_BASE_URL", "SKILLFS_LLM_MODEL", "SKILLFS_SOCKET",
+                    "SKILLFS_CONFIG"):
             self.env.pop(var, None)
         if api_key:
             # the environment, not the config file: a key is never written to disk

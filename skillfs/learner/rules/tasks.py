@@ -16,7 +16,7 @@ from datetime import datetime
 from ..view import Msg
 from . import outcomes
 from .facts import Fact, facts_from_sentence
-from .text import first_sentences, is_english, one_line, sentences, strip_lead, words, cap
+from .text import cap, first_sentences, is_english, one_line, sentences, strip_lead, words
 
 _GREETING = frozenset("hi hello hey there good morning afternoon evening again all folks team "
                       "thanks thank you so much a lot bye cheers".split())
@@ -34,9 +34,9 @@ _REQUEST_LEAD = re.compile(
     r"i'?d like you to|go ahead and|now|then|next|also|and)\b[\s,]*)+", re.I)
 _DECISION = re.compile(r"\b(because|instead|rather than|so that|chose|decided|went with|opted|"
                        r"in order to|since the)\b", re.I)
-_LEARNING = re.compile(r"\b(next time|should|fail\w* because|lesson|to avoid|make sure|remember to|root cause|"
-                       r"the cause was|turned out|the problem was|the issue was|caused by)\b",
-                       re.I)
+_LEARNING = re.compile(r"\b(next time|should|fail\w* because|lesson|to avoid|make sure|"
+                       r"remember to|root cause|the cause was|turned out|the problem was|"
+                       r"the issue was|caused by)\b", re.I)
 MAX_REASONS = 2
 
 
@@ -68,15 +68,15 @@ def classify_user(msg: Msg) -> UserTurn:
             # "Always use blue-green deployments" is a standing rule, not a task
             continue
         verdict = outcomes.reaction(s)
-        said, asked = _split_reaction(s) if verdict is not None else (s, "")
         if verdict is not None:
+            said, asked = _split_reaction(s)
             (turn.reactions_after if turn.request else turn.reactions_before).append(
                 (said, verdict))
             if asked:
                 turn.request.append(asked)
         elif (_greeting(s) or outcomes.is_question(s) or not is_english(s)
               or _ABOUT_MEMORY.match(strip_lead(s))):
-            continue  # the rules cannot tell what a request in another language asks
+            continue  # asks for nothing the rules can name
         elif words(s):
             turn.request.append(s)
     if turn.request and all(_ABOUT_ME.match(strip_lead(s)) and not outcomes.is_imperative(s)
@@ -124,7 +124,8 @@ def describe(request: list[str], limit: int = 120) -> str:
     secret = _SECRETISH.search(text)
     if secret:
         text = re.split(r"[,;:(]\s*[^,;:(]*$", text[:secret.start()])[0]
-        text = re.sub(r"\b(?:with|and|using|the|my|our|a|an|is|to)\s*$", "", text.strip(" ,;:"), flags=re.I)
+        text = re.sub(r"\b(?:with|and|using|the|my|our|a|an|is|to)\s*$", "",
+                      text.strip(" ,;:"), flags=re.I)
     text = text.strip().rstrip("?.!,;: ")
     if len(text) > limit:
         text = text[:limit].rsplit(" ", 1)[0] + "…"
