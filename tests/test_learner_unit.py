@@ -176,6 +176,15 @@ def test_rules_outcomes_from_tools_reports_and_reactions():
                     Msg(6, "assistant", "Bumped.")]) == [("Bump the version to 2.1", "success")]
 
 
+def test_rules_thanks_in_the_request_judges_nothing():
+    msgs = [Msg(1, "user", "Deploy the docs site. Thanks!"),
+            Msg(2, "assistant", "", (("deploy", "{}"),))]
+    assert _titles(msgs, final=False) == [("Deploy the docs site", "running")]
+    msgs = [Msg(1, "user", "Fix the login form. It still fails after the last patch."),
+            Msg(2, "assistant", "Fixed the CSRF check; login works.")]
+    assert _titles(msgs) == [("Fix the login form", "success")]
+
+
 def test_rules_problem_reports_and_wishes_are_requests():
     # a failure report with no task before it asks for a fix; "I need …" asks too
     assert _titles([Msg(1, "user", "My tests fail on CI."),

@@ -47,9 +47,9 @@ class UserTurn:
     seq: int
     request: list[str] = field(default_factory=list)
     facts: list[Fact] = field(default_factory=list)
-    # (sentence, "success" | "failed"), before and after the request
-    reactions_before: list[tuple[str, str]] = field(default_factory=list)
-    reactions_after: list[tuple[str, str]] = field(default_factory=list)
+    # (sentence, "success" | "failed") said before any request in the message: about the
+    # task before it
+    reactions: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _greeting(sentence: str) -> bool:
@@ -68,10 +68,13 @@ def classify_user(msg: Msg) -> UserTurn:
             # "Always use blue-green deployments" is a standing rule, not a task
             continue
         verdict = outcomes.reaction(s)
-        if verdict is not None:
+        if verdict is not None and turn.request:
+            # after the request it is politeness ("… Thanks!") or part of the problem
+            if verdict == "failed":
+                turn.request.append(s)
+        elif verdict is not None:
             said, asked = _split_reaction(s)
-            (turn.reactions_after if turn.request else turn.reactions_before).append(
-                (said, verdict))
+            turn.reactions.append((said, verdict))
             if asked:
                 turn.request.append(asked)
         elif (_greeting(s) or outcomes.is_question(s) or not is_english(s)
@@ -193,12 +196,10 @@ def analyze(msgs: list[Msg], final: bool, idle: bool = False) -> tuple[list[Rule
         task = RuleTask(req.seq, describe(turn.request), "running", req.seq,
                         after[-1].seq if after else req.seq)
         task.preferences = [f.text for f in turn.facts if f.text]
-        reactions = list(turn.reactions_after)
-        reactions += [r for m in after if m.role == "user"
-                      for r in turns[m.seq].reactions_before + turns[m.seq].reactions_after]
+        reactions = [r for m in after if m.role == "user" for r in turns[m.seq].reactions]
         if n + 1 < len(starts):
             # "Thanks! Now roll back staging": the thanks is about this task
-            reactions += turns[msgs[starts[n + 1]].seq].reactions_before
+            reactions += turns[msgs[starts[n + 1]].seq].reactions
         judge(task, after, reactions)
         closed = bool(reactions) or n + 1 < len(starts) or final or (idle and answered(after))
         if closed:
@@ -217,9 +218,9 @@ def _reports_are_requests(msgs: list[Msg], turns: dict[int, UserTurn]) -> None:
             continue
         if turn.request:
             return
-        failed = [s for s, verdict in turn.reactions_before if verdict == "failed"]
+        failed = [s for s, verdict in turn.reactions if verdict == "failed"]
         if failed and not outcomes.resigned(" ".join(failed)):
-            turn.request, turn.reactions_before = failed, []
+            turn.request, turn.reactions = failed, []
             return
 
 
