@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -521,3 +522,50 @@ def _parse_acontext(obj: dict) -> _Parsed:
             parsed.pieces.append(_Piece("media", label))
     _results_role(parsed)
     return parsed
+
+
+# ---------------------------------------------------------------------------------------------
+# A message's own time
+
+_TIME_KEYS = ("timestamp", "created_at")
+# epoch values outside these years are not times (a counter, an id)
+_EPOCH_YEARS = (1990, 2200)
+
+
+def message_time(obj: Any) -> datetime | None:
+    """When the message says it was sent: ``timestamp`` or ``created_at`` on the record (or in
+    an Acontext ``meta``), ISO 8601 or epoch seconds/milliseconds; None when it says nothing
+    usable. An ISO time keeps its own offset (the sender's day); a naive one is local."""
+    if not isinstance(obj, dict):
+        return None
+    meta = obj.get("meta")
+    places = [obj] + ([meta] if isinstance(meta, dict) else [])
+    for place in places:
+        for key in _TIME_KEYS:
+            at = _parse_time(place.get(key))
+            if at is not None:
+                return at
+    return None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                at = datetime.fromisoformat(text)
+            except ValueError:
+                return None
+            return at if at.tzinfo is not None else at.astimezone()
+    if not isinstance(value, (int, float)) or value != value:
+        return None
+    seconds = value / 1000 if value > 1e11 else value  # milliseconds past ~1973 in seconds
+    try:
+        at = datetime.fromtimestamp(seconds).astimezone()
+    except (OverflowError, OSError, ValueError):
+        return None
+    return at if _EPOCH_YEARS[0] <= at.year <= _EPOCH_YEARS[1] else None

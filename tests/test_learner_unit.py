@@ -39,11 +39,15 @@ AT = datetime(2025, 6, 15, 14, 30)
     ("My name is Gus", "identity", "Name is Gus"),
     ("Hi, my name is Gus.", "identity", "Name is Gus"),
     ("Call me G", "identity", "Prefers to be called G"),
-    ("I prefer Python 3.11+ with type hints", "preferences", "Prefers Python 3.11+ with type hints"),
-    ("I use pytest, not unittest", "tools", "Uses pytest, not unittest"),
-    ("Always use blue-green deployments", "rules", "Always use blue-green deployments"),
-    ("I always run my tests first", "rules", "Always runs their tests first"),
-    ("never deploy on Fridays!", "rules", "Never deploy on Fridays"),
+    ("I prefer Python 3.11+ with type hints", "coding-preferences",
+     "Prefers Python 3.11+ with type hints"),
+    ("I use pytest, not unittest", "coding-preferences", "Uses pytest, not unittest"),
+    ("Always use blue-green deployments", "deploy-preferences", "Always use blue-green deployments"),
+    ("I always run my tests first", "coding-preferences", "Always runs their tests first"),
+    ("never deploy on Fridays!", "deploy-preferences", "Never deploy on Fridays"),
+    ("I use vim, if that matters", "tools", "Uses vim"),
+    ("Hey, some context before we start: I use poetry.", "coding-preferences", "Uses poetry"),
+    ("I prefer short answers", "communication", "Prefers short answers"),
 ])
 def test_rules_facts(sentence, topic, fact):
     f = rules.fact_from_sentence(sentence)
@@ -52,6 +56,8 @@ def test_rules_facts(sentence, topic, fact):
 
 @pytest.mark.parametrize("sentence", [
     "Deploy API v2 to staging", "Do I always use tabs?", "I like it", "What is my name?",
+    "I never said I like dark mode", "I don't use emacs", "Never store my password hunter2",
+    "Ich benutze immer vim", "Je préfère toujours les tabulations",
 ])
 def test_rules_not_facts(sentence):
     assert rules.fact_from_sentence(sentence) is None
@@ -100,8 +106,9 @@ def test_rules_daily_log_format():
     assert lines[2] == "## [14:30] Task: Deploy API v2 to staging"
     assert lines[3] == "- **Outcome**: success"
     assert lines[4].startswith("- **Summary**: Blue-green deploy completed")
-    assert lines[5].startswith("- **Key Decisions**: ")
-    assert lines[6].startswith("- **Learnings**: ")
+    # the agent gave no reasons: no boilerplate Key Decisions or Learnings
+    assert not lines[5].strip()
+    assert "Key Decisions" not in content and "Learnings" not in content
     assert "## [16:00] Task: Roll back staging after the test failure" in lines
     assert "- **Outcome**: failed" in lines
     # the same entry twice is not added twice
@@ -116,6 +123,145 @@ def test_rules_merge_facts():
     g = rules.merge_facts(f, "identity", [rules.Fact("identity", "Name is Gustav"),
                                           rules.Fact("identity", "Works as an SRE")])
     assert g == "# Identity\n\n- Name is Gustav\n- Works as an SRE\n"
+
+
+
+def test_rules_fact_updates_denials_and_near_duplicates():
+    def merged(old, sentence):
+        facts = rules.facts_from_sentence(sentence)
+        text = old
+        for f in facts:
+            text = rules.drop_lines(text, f.drops) or text
+        topic = next((f.topic for f in facts if f.text), None)
+        return rules.merge_facts(text, topic, facts) or text if topic else text
+    tools = "# Coding Preferences\n\n- Uses black\n- Prefers tabs\n"
+    assert merged(tools, "I no longer use black, I use ruff now") == \
+        "# Coding Preferences\n\n- Prefers tabs\n- Uses ruff\n"
+    assert merged(tools, "Actually, I prefer spaces") == \
+        "# Coding Preferences\n\n- Uses black\n- Prefers spaces\n"
+    assert merged(tools, "I switched from black to ruff") == \
+        "# Coding Preferences\n\n- Prefers tabs\n- Uses ruff\n"
+    likes = "# General\n\n- Likes dark mode\n- Likes long walks\n"
+    assert merged(likes, "I never said I like dark mode") == "# General\n\n- Likes long walks\n"
+    prefs = "# Coding Preferences\n\n- Prefers Python 3.11+ with type hints\n"
+    assert merged(prefs, "I prefer Python 3.12+ with type hints") == \
+        "# Coding Preferences\n\n- Prefers Python 3.12+ with type hints\n"
+
+
+def _titles(msgs, final=True, idle=False):
+    return [(t.description, t.status) for t in rules.analyze(msgs, final, idle)[0]]
+
+
+def test_rules_outcomes_from_tools_reports_and_reactions():
+    # an is_error result with a neutral reply after it is a failure
+    assert _titles([Msg(1, "user", "Run the migration"),
+                    Msg(2, "tool", "psql: connection reset", error=True),
+                    Msg(3, "assistant", "Here is the output.")]) == [("Run the migration", "failed")]
+    # a killed job's exit status
+    assert _titles([Msg(1, "user", "Build the image"), Msg(2, "tool", "Killed\nexit code 137"),
+                    ]) == [("Build the image", "failed")]
+    # a report that mentions the earlier failure before the fix is a success
+    assert _titles([Msg(1, "user", "Fix the CI"), Msg(2, "tool", "exit status 1"),
+                    Msg(3, "assistant", "The first run failed on a missing fixture. I added it "
+                                        "and all 40 tests pass now.")]) == [("Fix the CI", "success")]
+    # sarcasm and resignation judge the task before them and start none
+    for reaction in ("perfect, now the login page is down", "ok, leave it",
+                     "Actually it doesn't work"):
+        assert _titles([Msg(1, "user", "Restart the web server"),
+                        Msg(2, "assistant", "Restarted, it is up."),
+                        Msg(3, "user", reaction)]) == [("Restart the web server", "failed")]
+    # questions, greetings and thanks are not tasks; lead-ins leave the title
+    assert _titles([Msg(1, "user", "Hi there!"), Msg(2, "user", "What does git rebase do?"),
+                    Msg(3, "assistant", "It replays commits."), Msg(4, "user", "Thanks a lot!"),
+                    Msg(5, "user", "Hey, one more thing: could you bump the version to 2.1?"),
+                    Msg(6, "assistant", "Bumped.")]) == [("Bump the version to 2.1", "success")]
+
+
+def test_rules_thanks_in_the_request_judges_nothing():
+    msgs = [Msg(1, "user", "Deploy the docs site. Thanks!"),
+            Msg(2, "assistant", "", (("deploy", "{}"),))]
+    assert _titles(msgs, final=False) == [("Deploy the docs site", "running")]
+    msgs = [Msg(1, "user", "Fix the login form. It still fails after the last patch."),
+            Msg(2, "assistant", "Fixed the CSRF check; login works.")]
+    assert _titles(msgs) == [("Fix the login form", "success")]
+
+
+def test_rules_problem_reports_and_wishes_are_requests():
+    # a failure report with no task before it asks for a fix; "I need …" asks too
+    assert _titles([Msg(1, "user", "My tests fail on CI."),
+                    Msg(2, "assistant", "A fixture leaked state; I isolated it and CI is green."),
+                    Msg(3, "user", "I need the coverage report as HTML"),
+                    Msg(4, "assistant", "Wrote htmlcov/index.html.")]) == [
+        ("My tests fail on CI", "success"), ("I need the coverage report as HTML", "success")]
+    # the same report after a task judges that task
+    assert _titles([Msg(1, "user", "Fix the fixture"), Msg(2, "assistant", "Fixed."),
+                    Msg(3, "user", "My tests fail on CI.")]) == [("Fix the fixture", "failed")]
+
+
+def test_rules_reasons_come_from_the_agent_or_not_at_all():
+    tasks, _ = rules.analyze([
+        Msg(1, "user", "I prefer small commits. Split the migration"),
+        Msg(2, "assistant", "I split it into two files because the second one locks a table. "
+                            "Next time run it off-peak.")], final=True)
+    entry = rules.daily_entry(tasks[0], AT)
+    assert "- **Key Decisions**: I split it into two files because the second one locks a table." in entry
+    assert "- **Learnings**: Next time run it off-peak." in entry
+    assert "small commits" not in entry
+
+
+def test_rules_idle_closes_a_task_the_agent_answered():
+    msgs = [Msg(1, "user", "Run the tests"), Msg(2, "assistant", "All 12 tests pass.")]
+    assert _titles(msgs, final=False) == [("Run the tests", "running")]
+    assert _titles(msgs, final=False, idle=True) == [("Run the tests", "success")]
+    working = msgs + [Msg(3, "assistant", "", (("pytest", "{}"),))]
+    assert _titles(working, final=False, idle=True) == [("Run the tests", "running")]
+
+
+def test_rules_other_languages_write_nothing():
+    tasks, facts = rules.analyze([Msg(1, "user", "Bitte deploye die App und prüfe die Logs. "
+                                                 "Ich benutze immer vim."),
+                                  Msg(2, "assistant", "Erledigt, die App läuft.")], final=True)
+    assert tasks == [] and facts == []
+
+
+def test_replace_daily_entry_keeps_the_others():
+    day = rules.add_daily_entry(None, "2025-06-15", "## [10:00] Task: A\n- **Outcome**: success\n")
+    day = rules.add_daily_entry(day, "2025-06-15", "## [11:00] Task: B\n- **Outcome**: success\n")
+    new = rules.replace_daily_entry(day, "## [10:00] Task: A\n- **Outcome**: failed\n")
+    assert new == ("# 2025-06-15\n\n## [10:00] Task: A\n- **Outcome**: failed\n\n"
+                   "## [11:00] Task: B\n- **Outcome**: success\n")
+    assert rules.replace_daily_entry(new, "## [09:00] Task: C\n- **Outcome**: failed\n") is None
+
+
+@pytest.mark.parametrize("record,expected", [
+    ({"role": "user", "content": "x", "timestamp": "2025-06-15T09:30:00+02:00"},
+     "2025-06-15T09:30:00+02:00"),
+    ({"role": "user", "content": "x", "created_at": "2025-06-15T07:30:00Z"},
+     "2025-06-15T07:30:00+00:00"),
+    ({"role": "user", "parts": [], "meta": {"created_at": "2025-06-15T07:30:00Z"}},
+     "2025-06-15T07:30:00+00:00"),
+])
+def test_message_time_iso(record, expected):
+    from skillfs.messages import message_time
+    assert message_time(record).isoformat() == expected
+
+
+def test_message_time_epoch_and_junk():
+    from skillfs.messages import message_time
+    assert message_time({"timestamp": 1749979800}) == message_time({"timestamp": 1749979800000})
+    assert message_time({"timestamp": 1749979800}).timestamp() == 1749979800
+    for junk in ("yesterday", 12, True, None, float("nan"), [1]):
+        assert message_time({"timestamp": junk}) is None
+
+
+def test_task_time_prefers_the_message_then_original_date():
+    now = datetime(2026, 1, 2, 8, 15).astimezone()
+    stamped = Msg(1, "user", "x", at=datetime(2025, 6, 15, 9, 30).astimezone(), stamped=True)
+    arrived = Msg(1, "user", "x", at=now)
+    assert core.task_time(stamped, "2024-01-01", now) == stamped.at
+    assert core.task_time(arrived, "2024-03-04", now) == now.replace(2024, 3, 4)
+    assert core.task_time(arrived, None, now) == now
+    assert core.task_time(None, "not a date", now) == now
 
 
 # ---------------------------------------------------------------------------------------
@@ -385,8 +531,9 @@ def test_learner_rules_end_to_end(store):
             assert "Task: Deploy API v2 to staging\n- **Outcome**: success" in log
             assert "Task: Roll back staging after the test failure\n- **Outcome**: failed" in log
             assert "Name is Gus" in await _read(store, "s", "user-general-facts", "identity.md")
-            prefs = await _read(store, "s", "user-general-facts", "preferences.md")
-            assert prefs == "# Preferences\n\n- Prefers blue-green deployments\n"
+            # filed by subject, as the facts skill's own example does
+            prefs = await _read(store, "s", "user-general-facts", "deploy-preferences.md")
+            assert prefs == "# Deploy Preferences\n\n- Prefers blue-green deployments\n"
             tasks = await store.list_tasks(row.id)
             assert [(t.status, t.learned) for t in tasks] == [("success", True), ("failed", True)]
             versions = await store.file_log(_skill(store, "s", "daily-logs").id, f"{day}.md")
@@ -733,8 +880,8 @@ def test_learner_rules_resumes_after_crash_mid_write(tmp_path, monkeypatch):
         assert log.count("## [") == 2
         ident = await _read(store, "s", "user-general-facts", "identity.md")
         assert ident == "# Identity\n\n- Name is Gus\n"
-        prefs = await _read(store, "s", "user-general-facts", "preferences.md")
-        assert prefs == "# Preferences\n\n- Prefers blue-green deployments\n"
+        prefs = await _read(store, "s", "user-general-facts", "deploy-preferences.md")
+        assert prefs == "# Deploy Preferences\n\n- Prefers blue-green deployments\n"
         assert [x.status for x in await store.list_lessons()] == ["written"] * 3
         assert [t.learned for t in await store.list_tasks(row.id)] == [True, True]
         assert (await store.get_learning(row.id)).status == "completed"

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import trio
 
 from ..errors import NotFound
+from ..messages import message_time
 from . import known, rules
 from .distill import Lesson, distill_task
 from .extract import Task, extract_tasks
@@ -102,6 +103,38 @@ def _now() -> float:
         return trio.current_time()
     except RuntimeError:  # called outside the trio loop
         return 0.0
+
+
+def task_time(last: Msg | None, original_date: str | None, now: datetime) -> datetime:
+    """When a task happened: its last message's own timestamp, else the session's
+    `original_date` (a bare date keeps the arrival's time of day), else when it arrived."""
+    if last is not None and last.stamped and last.at is not None:
+        return last.at
+    arrived = last.at if last is not None and last.at is not None else now
+    if original_date:
+        day = message_time({"timestamp": original_date})
+        if day is not None:
+            if len(original_date.strip()) <= 10:  # a date without a time
+                return arrived.replace(year=day.year, month=day.month, day=day.day)
+            return day
+    return arrived
+
+
+def _last_learned(tasks: list[Task], taken: set[str]) -> Task | None:
+    """The session's last task whose entry is written: a reaction may still judge it."""
+    done = [t for t in tasks if t.learned and t.first_seq is not None]
+    last = max(done, key=lambda t: t.first_seq, default=None)
+    return last if last is not None and last.id not in taken else None
+
+
+def _judged_again(stored: Task, found: rules.RuleTask) -> bool:
+    """A reaction after the written entry changed the task's outcome."""
+    return (found.finished and found.status != stored.status
+            and stored.last_seq is not None and found.last_seq > stored.last_seq)
+
+
+def _kind(rt: rules.RuleTask) -> str:
+    return "success" if rt.status == "success" else "failure"
 
 
 def choose_backend(config: Any = None) -> str:
@@ -512,21 +545,36 @@ class Learner:
         taken = set(s.inflight)
         tasks = await self._tasks(s)
         high = self.store.last_seq(s.id)
-        # re-read from the start of the oldest task still open: its outcome may be known now
+        # re-read from the start of the oldest task still open (its outcome may be known
+        # now), or of the last task written (a reaction to it may have come)
         open_starts = [t.first_seq for t in tasks
                        if not t.learned and t.first_seq is not None and t.id not in taken]
-        start = min(open_starts + [s.learned_seq + 1])
+        last = _last_learned(tasks, taken)
+        start = min(open_starts + [s.learned_seq + 1] + ([last.first_seq] if last else []))
         msgs = await self._messages(s, start - 1, high)
-        found, facts = rules.analyze(msgs, final)
+        found, facts = rules.analyze(msgs, final, idle=self._idle(s, final))
         facts = [f for f in facts if f.seq > s.learned_seq]
         by_first = {t.first_seq: t for t in tasks}
+        by_seq = {m.seq: m for m in msgs}
+        original = await self._original_date(s)
         next_ord = max((t.ord for t in tasks), default=0) + 1
         lessons: list[Lesson] = []
         now = datetime.now().astimezone()
         await self._phase(s, "distilling")
         for rt in found:
             t = by_first.get(rt.seq)
-            if t is not None and (t.learned or t.id in taken):
+            if t is not None and t.id in taken:
+                continue
+            if t is not None and t.learned:
+                if t is not last or not _judged_again(t, rt):
+                    continue
+                # its entry keeps the heading it was written under; only what it says changes
+                rt.updated = True
+                rt.last_seq = t.last_seq if t.last_seq is not None else rt.last_seq
+                rt.finished_at = task_time(by_seq.get(rt.last_seq), original, now)
+                t.status, t.progress, t.dirty = rt.status, [rt.summary], True
+                lessons.append(Lesson(s.id, t.id, _kind(rt), t.description, t.status,
+                                      rt.finished_at, rule_task=rt))
                 continue
             if t is None:
                 t = Task(str(uuid.uuid4()), next_ord, rt.description)
@@ -538,14 +586,29 @@ class Learner:
             t.progress = [rt.summary] if rt.finished else []
             t.dirty = True
             if rt.finished:
-                kind = "success" if rt.status == "success" else "failure"
-                lessons.append(Lesson(s.id, t.id, kind, t.description, t.status,
-                                      rt.finished_at or now, preferences=list(rt.preferences),
+                rt.finished_at = task_time(by_seq.get(rt.last_seq), original, now)
+                lessons.append(Lesson(s.id, t.id, _kind(rt), t.description, t.status,
+                                      rt.finished_at, preferences=list(rt.preferences),
                                       rule_task=rt))
         if facts:
-            lessons.append(Lesson(s.id, None, "preferences", "", None, now, facts=facts,
-                                  fields={"facts": [f.text for f in facts]}))
+            at = task_time(by_seq.get(max(f.seq for f in facts)), original, now)
+            lessons.append(Lesson(s.id, None, "preferences", "", None, at, facts=facts,
+                                  fields={"facts": [f.text for f in facts if f.text]}))
         await self._keep(s, kept, lessons, tasks, high)
+
+    def _idle(self, s: _Session, final: bool) -> bool:
+        """Learning because the idle timer fired (not an end, a flush or a full buffer)."""
+        return not final and _now() - s.last_activity >= self.config.idle_seconds
+
+    async def _original_date(self, s: _Session) -> str | None:
+        """The session's `original_date` config (Acontext's: the day a replayed or
+        backfilled session really happened)."""
+        try:
+            configs = (await self.store.get_session(s.id)).configs or {}
+        except NotFound:
+            return None
+        value = configs.get("original_date")
+        return str(value) if value not in (None, "") else None
 
     async def _learn_llm(self, s: _Session, final: bool, kept: list[Lesson]) -> None:
         assert self.llm is not None and s.space_id is not None
@@ -559,6 +622,8 @@ class Learner:
         day = known.original_date(configs)
         now = known.on_date(datetime.now().astimezone(), day)
         new = await self._messages(s, s.learned_seq, high)
+        if self._idle(s, final) and rules.answered(new):
+            final = True  # idle after the agent's answer: its last task is judged by it now
         open_tasks = [t for t in tasks if not t.learned and not t.finished]
         if new or (final and open_tasks):
             await self._phase(s, "extracting")
@@ -591,7 +656,7 @@ class Learner:
                     t.learned = t.dirty = True
                     await self._keep(s, kept, [], [t])
                     continue
-            at = known.on_date(next((m.at for m in reversed(msgs) if m.at), None) or now, day)
+            at = task_time(msgs[-1] if msgs else None, await self._original_date(s), now)
             lesson = await distill_task(self.llm, s.id, t, msgs, at, skills=skills,
                                         max_turns=self.config.distill_turns,
                                         usage=s.meter.stage("distill"))

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ..redact import is_forget_request, redact, refers_back
+from ..messages import message_time
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,9 @@ class Msg:
     role: str  # user | assistant | tool | system
     text: str
     tool_calls: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (name, arguments)
-    at: datetime | None = None  # local time the message was stored
+    at: datetime | None = None  # the message's own time, else when it was stored
+    stamped: bool = False  # `at` is the message's own time (it carried one)
+    error: bool = False  # a tool result flagged as an error by its sender
 
 
 def from_stored(stored: Any) -> Msg:
@@ -31,11 +34,30 @@ def from_stored(stored: Any) -> Msg:
             import json
             args = json.dumps(args, ensure_ascii=False)
         calls.append((str(c.get("name", "")), args))
-    at = None
-    if getattr(stored, "created_ns", None):
+    original = getattr(stored, "original", None)
+    # the record's own time, else the time an API caller put in the message's meta
+    at = message_time(original) or message_time({"meta": getattr(stored, "meta", None)})
+    stamped = at is not None
+    if at is None and getattr(stored, "created_ns", None):
         at = datetime.fromtimestamp(stored.created_ns / 1e9).astimezone()
     return Msg(seq=stored.seq, role=body.get("role") or stored.role,
-               text=body.get("text") or "", tool_calls=tuple(calls), at=at)
+               text=body.get("text") or "", tool_calls=tuple(calls), at=at, stamped=stamped,
+               error=_flagged_error(original))
+
+
+def _flagged_error(original: Any) -> bool:
+    """Anthropic's `is_error` on a tool_result block, or the same flag in an Acontext part's
+    meta: the sender says the tool failed, whatever its output reads like."""
+    if not isinstance(original, dict):
+        return False
+    items = original.get("content") if "content" in original else original.get("parts")
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        meta = item.get("meta") if isinstance(item.get("meta"), dict) else {}
+        if item.get("is_error") is True or meta.get("is_error") is True:
+            return True
+    return False
 
 
 def drop_forgotten(msgs: list[Msg]) -> list[Msg]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -410,34 +411,68 @@ FACTS = "user-general-facts"
 
 
 async def write_with_rules(store: Any, space_id: str, lessons: list[Lesson]) -> Edits:
-    """Deterministic edits: a daily-logs entry per task, facts into topic files."""
+    """Deterministic edits: a daily-logs entry per task (a task judged again by a later
+    reaction rewrites its entry), facts into files by subject."""
     edits = Edits(store, space_id, lessons)
     skills = edits.skills()
     for i, lesson in enumerate(lessons, 1):
         who = edits.attribution(i)
         daily = skills.get(DAILY)
         if lesson.rule_task is not None and daily is not None:
-            entry = redact(rules.daily_entry(lesson.rule_task, lesson.at))
-            await _add_daily_entry(edits, daily, f"{lesson.at:%Y-%m-%d}", entry.text, who,
-                                   entry.kinds)
+            clean = redact(rules.daily_entry(lesson.rule_task, lesson.at))
+            entry, day = clean.text, f"{lesson.at:%Y-%m-%d}"
+            if not (lesson.rule_task.updated and await _replace_daily_entry(
+                    edits, daily, day, entry, who, clean.kinds)):
+                await _add_daily_entry(edits, daily, day, entry, who, clean.kinds)
         facts_skill = skills.get(FACTS)
         if lesson.facts and facts_skill is not None:
-            by_topic: dict[str, list[rules.Fact]] = {}
-            kinds: dict[str, list[str]] = {}
-            for f in lesson.facts:
-                clean = redact(f.text)
-                by_topic.setdefault(f.topic, []).append(rules.Fact(f.topic, clean.text, f.seq))
-                found = kinds.setdefault(f.topic, [])
-                found += [k for k in clean.kinds if k not in found]
-            for topic, facts in by_topic.items():
-                await _rules_edit(edits, facts_skill, f"{topic}.md",
-                                  lambda old, t=topic, fs=facts: rules.merge_facts(old, t, fs), who,
-                                  kinds[topic])
+            await _write_facts(edits, facts_skill, lesson.facts, who)
     return edits
 
 
+async def _write_facts(edits: Edits, skill: Any, facts: list[rules.Fact],
+                       who: dict[str, Any]) -> None:
+    """Lines a statement makes wrong go from every topic file; then each fact is merged into
+    its subject's file."""
+    drops = tuple(p for f in facts for p in f.drops)
+    if drops:
+        for path in sorted(p for p in skill.files if p.endswith(".md") and p != SKILL_MD):
+            await _rules_edit(edits, skill, path,
+                              lambda old: rules.drop_lines(old, drops) if old else None, who)
+    by_topic: dict[str, list[rules.Fact]] = {}
+    kinds: dict[str, list[str]] = {}
+    for f in facts:
+        if f.text:
+            clean = redact(f.text)
+            by_topic.setdefault(f.topic, []).append(replace(f, text=clean.text))
+            found = kinds.setdefault(f.topic, [])
+            found += [k for k in clean.kinds if k not in found]
+    for topic, group in by_topic.items():
+        await _rules_edit(edits, skill, f"{topic}.md",
+                          lambda old, t=topic, fs=group: rules.merge_facts(old, t, fs), who,
+                          kinds[topic])
+
+
+async def _replace_daily_entry(edits: Edits, skill: Any, day: str, entry: str,
+                               who: dict[str, Any], kinds: Sequence[str] = ()) -> bool:
+    """Rewrite the entry with `entry`'s heading in whichever part of the day holds it (a new
+    version of that file); False when no part does."""
+    part = 1
+    while True:
+        path = rules.daily_log_name(day, part)
+        try:
+            fc = await edits.store.read_file(skill.id, path)
+        except NotFound:
+            return False
+        if rules.replace_daily_entry(fc.content.decode("utf-8", "replace"), entry) is not None:
+            await _rules_edit(edits, skill, path,
+                              lambda old: rules.replace_daily_entry(old, entry), who, kinds)
+            return True
+        part += 1
+
+
 async def _add_daily_entry(edits: Edits, skill: Any, day: str, entry: str,
-                           who: dict[str, Any], kinds: tuple[str, ...] = ()) -> None:
+                           who: dict[str, Any], kinds: Sequence[str] = ()) -> None:
     """Append `entry` to the day's last part, or start the next part when the entry would
     take that part past the file size cap (a busy day must not stop learning)."""
     part = 1
