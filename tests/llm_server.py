@@ -115,6 +115,7 @@ def _usage(req: dict, msg: dict) -> dict:
 class LLMServer:
     def __init__(self) -> None:
         self.requests: list[dict] = []
+        self.usages: list[dict] = []  # the `usage` of every answer, in order
         # (received, answered, request) in the order answered, for overlap checks
         self.timings: list[tuple[float, float, dict]] = []
         self._rules: list[_Rule] = []
@@ -189,6 +190,11 @@ class LLMServer:
         self.stop()
 
     # -- script --------------------------------------------------------------------------
+    def _reported(self, req: dict, msg: dict) -> dict:
+        usage = _usage(req, msg)
+        self.usages.append(usage)
+        return usage
+
     def add(self, *replies: Any, when: Predicate | None = None) -> None:
         """Queue replies for requests matching `when` (every request if None), used in order."""
         with self._lock:
@@ -250,5 +256,5 @@ class LLMServer:
                 "message": msg,
                 "finish_reason": "tool_calls" if reply.calls else "stop",
             }],
-            **({"usage": _usage(req, msg)} if self.report_usage else {}),
+            **({"usage": self._reported(req, msg)} if self.report_usage else {}),
         }

@@ -85,7 +85,7 @@ def test_scoring_catches_wrong_results():
 
 def test_harness_counts_model_calls_and_tokens(tmp_path):
     """--base-url: the daemon learns through the endpoint and every call's usage is counted
-    (the scripted model finishes each stage and reports 1 input and 1 output token)."""
+    (the scripted model finishes each stage and reports the usage of every answer)."""
     from eval_lib.main import main
     from llm_server import LLMServer
     out = tmp_path / "eval.json"
@@ -93,9 +93,12 @@ def test_harness_counts_model_calls_and_tokens(tmp_path):
         code = main(["--base-url", srv.base_url, "--model", "scripted", "--api-key", "k",
                      "--only", "openai-deploy", "--json", str(out)])
         asked = len(srv.requests)
+        reported_in = sum(u["prompt_tokens"] for u in srv.usages)
+        reported_out = sum(u["completion_tokens"] for u in srv.usages)
     assert code == 0
     summary = json.loads(out.read_text())
     assert summary["learner"] == "openai:scripted"
     assert summary["usage"]["calls"] == asked > 0
-    assert summary["usage"]["input_tokens"] == asked and summary["usage"]["output_tokens"] == asked
+    assert summary["usage"]["input_tokens"] == reported_in > 0
+    assert summary["usage"]["output_tokens"] == reported_out > 0
     assert summary["usage"]["calls_without_usage"] == 0

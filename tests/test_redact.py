@@ -260,7 +260,8 @@ async def _last_reason(store, space, skill, path) -> str:
 def test_rules_writer_redacts_and_names_the_kinds(store):
     msgs = [Msg(1, "user", f"The db password is hunter2. Push the release with {GH_TOKEN}", at=AT),
             Msg(2, "assistant", "Pushed v1.4 to the registry.", at=AT),
-            Msg(3, "user", "Never store my password hunter2 in files", at=AT)]
+            Msg(3, "user", "I use postgres://app:s3cretPass1@db.internal:5432/app for staging",
+                at=AT)]
     tasks, facts = rules.analyze(msgs, final=True)
     lessons = [Lesson("sess", "t1", "success", tasks[0].description, "success", AT,
                       rule_task=tasks[0]),
@@ -277,13 +278,16 @@ def test_rules_writer_redacts_and_names_the_kinds(store):
         assert day.startswith(mine)
         learned = day[len(mine):]
         assert "hunter2" not in learned and GH_TOKEN not in learned
-        assert "Task: The db password is [redacted]" in learned
+        # the stated password ends the title before it; the token in it is redacted
+        assert "Task: Push the release with [redacted]" in learned
         assert await _last_reason(store, "s", "daily-logs", "2026-11-21.md") == \
-            "learner (rules); redacted: password, github token"
-        rules_md = await _text(store, "s", "user-general-facts", "rules.md")
-        assert "- Never store their password [redacted] in files" in rules_md
-        assert await _last_reason(store, "s", "user-general-facts", "rules.md") == \
-            "learner (rules); redacted: password"
+            "learner (rules); redacted: github token"
+        deploy = await _text(store, "s", "user-general-facts", "deploy-preferences.md")
+        assert "postgres://app:[redacted]@db.internal:5432/app" in deploy
+        assert "s3cretPass1" not in deploy
+        assert await _last_reason(store, "s", "user-general-facts",
+                                  "deploy-preferences.md") == \
+            "learner (rules); redacted: connection string"
 
     trio.run(main)
 
@@ -383,10 +387,18 @@ async def _learned_upto(store, session_id: str, seq: int) -> None:
 
 
 def _forget_later_session() -> tuple[list, list]:
-    first = [("user", "Connect to prod with password hunter2 and vacuum the events table"),
-             ("assistant", "Vacuumed the events table.")]
-    later = [("user", "Forget that."), ("assistant", "Done."),
-             ("user", "Rotate the nginx logs"), ("assistant", "Rotated the nginx logs.")]
+    """The first part ends on the agent's tool call: the task is still under way (a session
+    idle after the agent's answer would have its task written at once)."""
+    first = [{"role": "user",
+              "content": "Connect to prod with password hunter2 and vacuum the events table"},
+             {"role": "assistant", "content": "Connecting.", "tool_calls": [
+                 {"id": "c1", "type": "function",
+                  "function": {"name": "psql", "arguments": "{\"sql\": \"VACUUM events\"}"}}]}]
+    later = [{"role": "tool", "tool_call_id": "c1", "content": "VACUUM"},
+             {"role": "assistant", "content": "Vacuumed the events table."},
+             {"role": "user", "content": "Forget that."}, {"role": "assistant", "content": "Done."},
+             {"role": "user", "content": "Rotate the nginx logs"},
+             {"role": "assistant", "content": "Rotated the nginx logs."}]
     return first, later
 
 
@@ -403,14 +415,12 @@ def test_rules_forget_that_drops_a_request_already_seen(store):
             await n.start(learner.run)
             sp = await store.create_space("s")
             row = await store.create_session(space_id=sp.id)
-            await store.add_messages(row.id, [normalize({"role": r, "content": c})
-                                              for r, c in first])
+            await store.add_messages(row.id, [normalize(m) for m in first])
             with trio.fail_after(10):
                 await _learned_upto(store, row.id, 1)
             assert [t.description for t in await store.list_tasks(row.id)] == [
-                "Connect to prod with password hunter2 and vacuum the events table"]
-            await store.add_messages(row.id, [normalize({"role": r, "content": c})
-                                              for r, c in later])
+                "Connect to prod"]  # the title stops before the credential
+            await store.add_messages(row.id, [normalize(m) for m in later])
             await store.mark_session(row.id, "end")
             assert await learner.wait(row.id, 10) == "completed"
             n.cancel_scope.cancel()
@@ -441,12 +451,10 @@ def test_model_forget_that_closes_a_task_without_a_lesson(store):
                 await n.start(learner.run)
                 sp = await store.create_space("s")
                 row = await store.create_session(space_id=sp.id)
-                await store.add_messages(row.id, [normalize({"role": r, "content": c})
-                                                  for r, c in first])
+                await store.add_messages(row.id, [normalize(m) for m in first])
                 with trio.fail_after(10):
                     await _learned_upto(store, row.id, 1)
-                await store.add_messages(row.id, [normalize({"role": r, "content": c})
-                                                  for r, c in later[:2]])
+                await store.add_messages(row.id, [normalize(m) for m in later[:4]])
                 await store.mark_session(row.id, "end")
                 assert await learner.wait(row.id, 10) == "completed"
                 tasks = await store.list_tasks(row.id)
@@ -496,7 +504,8 @@ def test_spool_session_keeps_no_secret_and_nothing_forgotten(make_daemon):
         {"role": "user", "content": "Draft the reorg announcement for the platform team. "
                                     "Don't remember this."},
         {"role": "assistant", "content": "Drafted the reorg announcement."},
-        {"role": "user", "content": "Rotate the nginx logs"},
+        {"role": "user", "content": "I use postgres://app:s3cretPass1@db.internal:5432/app "
+                                    "for staging. Rotate the nginx logs"},
         {"role": "assistant", "content": "Rotated the nginx logs."},
         {"event": "end"},
     ]
@@ -518,11 +527,14 @@ def test_spool_session_keeps_no_secret_and_nothing_forgotten(make_daemon):
     log = note_path.read_text()
     assert log.encode().startswith(note)  # the person's note is as they wrote it
     assert "Run the migrations on staging" in log
-    assert "Task: Publish the package with the token [redacted]" in log
+    # the title stops before the credential (and the scanner would have caught it)
+    assert "Task: Publish the package\n" in log
     assert "Task: Rotate the nginx logs" in log
     # what people wrote, through the mount and the API, is as they wrote it
     assert (d.mnt / "alice" / "user-general-facts" / "mine.md").read_bytes() == mine
     assert d.api("GET", "/skillfs/v1/files",
                  params={"path": "alice/user-general-facts/api.md"}).content == mine
-    out = d.cli("log", str(note_path)).stdout
-    assert "redacted: password" in out and "github token" in out
+    facts = d.mnt / "alice" / "user-general-facts" / "deploy-preferences.md"
+    assert "postgres://app:[redacted]@db.internal:5432/app" in facts.read_text()
+    assert grep("s3cretPass1") == ""
+    assert "redacted: connection string" in d.cli("log", str(facts)).stdout

@@ -127,7 +127,7 @@ def describe(request: list[str], limit: int = 120) -> str:
     secret = _SECRETISH.search(text)
     if secret:
         text = re.split(r"[,;:(]\s*[^,;:(]*$", text[:secret.start()])[0]
-        text = re.sub(r"\b(?:with|and|using|the|my|our|a|an|is|to)\s*$", "",
+        text = re.sub(r"(?:\s*\b(?:with|and|using|the|my|our|a|an|is|to|for|via)\b)+\s*$", "",
                       text.strip(" ,;:"), flags=re.I)
     text = text.strip().rstrip("?.!,;: ")
     if len(text) > limit:
