@@ -57,6 +57,12 @@ MIGRATIONS: list[list[str]] = [
             path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL, file_key VARCHAR,
             messages INTEGER NOT NULL, at_ns BIGINT NOT NULL)""",
     ],
+    # 2: a version may be stored as a splice of the one before (store/versions.py);
+    # existing rows stay whole copies (depth 0)
+    [
+        "ALTER TABLE file_versions ADD COLUMN delta_depth INTEGER DEFAULT 0",
+        "ALTER TABLE file_versions ADD COLUMN chain_bytes BIGINT DEFAULT 0",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
