@@ -236,11 +236,17 @@ def status(ctx, as_json):
         c = d["counts"]
         click.echo(f"mounted at   {d['mountpoint']} (pid {d['pid']}, up {d['uptime_s']:.0f} s)")
         click.echo(f"database     {d['db']} ({d['db_bytes'] / 1e6:.1f} MB)")
+        health = d.get("database") or {}
+        if health and not health["healthy"]:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(health["since"]))
+            click.echo(f"             UNHEALTHY since {since}: {health['reason']}"
+                       + (" (reopening)" if health["invalidated"] else ""))
         click.echo(f"spool        {d['spool']} ({d['spool_backlog']} files waiting)")
         click.echo(f"learner      {d['learner']}")
         click.echo(f"spaces {c['spaces']}, skills {c['skills']}, files {c['files']} "
-                   f"({c['file_versions']} versions), sessions {c['sessions']}, "
-                   f"messages {c['messages']}, tasks {c['tasks']}")
+                   f"({c.get('file_versions', '?')} versions), sessions "
+                   f"{c.get('sessions', '?')}, messages {c.get('messages', '?')}, "
+                   f"tasks {c.get('tasks', '?')}")
     _emit(data, as_json, render)
 
 

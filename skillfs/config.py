@@ -41,7 +41,9 @@ class Config(BaseModel):
     log_file: Path | None = None
     max_file_size: int = 1 << 20
     cache_bytes: int = 32 << 20  # file contents kept in memory (the kernel caches too)
-    duckdb_memory: str = "32MB"  # DuckDB's buffer pool; it spills to disk beyond this
+    duckdb_memory: str = "32MB"  # DuckDB's buffer pool; it spills to duckdb_temp beyond this
+    duckdb_temp: Path | None = None  # DuckDB's spill folder (default HOME/duckdb.tmp, 0700)
+    duckdb_threads: int = 1  # each DuckDB thread holds buffers of its own; one writer is enough
     allow_other: bool = True
     listen: str | None = None  # "127.0.0.1:PORT" for the HTTP API over TCP
     tokens: list[str] = Field(default_factory=list)  # bearer tokens accepted on TCP
@@ -54,6 +56,7 @@ class Config(BaseModel):
         c.spool = Path(c.spool or c.home / "spool").expanduser()
         c.socket = Path(c.socket or c.home / "skillfs.sock").expanduser()
         c.log_file = Path(c.log_file or c.home / "skillfs.log").expanduser()
+        c.duckdb_temp = Path(c.duckdb_temp or c.home / "duckdb.tmp").expanduser()
         return c
 
 

@@ -53,7 +53,7 @@ async def status(request: Request):
     db_size = sum(os.path.getsize(p) for p in (store.db_path, store.db_path + ".wal")
                   if os.path.exists(p))
     return {"pid": os.getpid(), "mountpoint": str(d.mountpoint), "db": store.db_path,
-            "db_bytes": db_size, "spool": str(d.config.spool),
+            "db_bytes": db_size, "database": store.health(), "spool": str(d.config.spool),
             "spool_backlog": d.spool_backlog(), "counts": counts,
             "learner": d.learner_backend, "uptime_s": round(time.time() - d.started_at, 3),
             "noflush": noflush.ACTIVE, "noflush_opens": noflush.replies()}
