@@ -61,7 +61,9 @@ class StoreBase:
         return self.db.tx(fn)
 
     async def _write(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]):
-        return await self._db(self._tx, fn)
+        result = await self._db(self._tx, fn)
+        self.db.recovered()
+        return result
 
     async def _tell_kernel(self, items: list[tuple], author: str) -> None:
         # Changes that came through the kernel are already known to it; the rest must be

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,11 @@ from ..schema import migrate
 
 log = logging.getLogger("skillfs.store")
 
-CHECKPOINT_WAL_BYTES = 8 << 20  # checkpoint once the write-ahead log is this large
+# DuckDB keeps what was committed since the last checkpoint in memory it cannot always
+# spill: checkpoint once the log holds an eighth of the memory limit (measured: at 8 MB, a
+# 1 MB log works and an 8 MB one fails the commit).
+CHECKPOINT_SHARE = 8
+CHECKPOINT_WAL_BYTES = (512 << 10, 16 << 20)  # never below, never above
 REOPEN_FIRST_DELAY = 0.2
 REOPEN_MAX_DELAY = 30.0
 REOPEN_ATTEMPTS = 12  # failed reopens (not counting a full disk) before giving up
@@ -41,13 +46,30 @@ class DatabaseLost(SkillfsError):
     """The database failed and could not be reopened; the daemon must stop."""
 
 
+def _bytes(size: str) -> int:
+    """'32MB', '1.5 GiB', '512KB' as bytes (DuckDB's units, decimal or binary)."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(I?)B?\s*", size.upper())
+    if m is None:
+        raise ValueError(f"not a size: {size!r}")
+    unit = (1024 if m[3] else 1000) ** "_KMGT".index(m[2] or "_")
+    return int(float(m[1]) * unit)
+
+
 def _disk_full(error: BaseException) -> bool:
     text = str(error)
     return "No space left on device" in text or os.strerror(errno.ENOSPC) in text
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    text = str(error)
+    return (isinstance(error, duckdb.OutOfMemoryException) or "failed to pin block" in text
+            or "could not allocate block" in text) and not _invalidates(error)
+
+
 def _invalidates(error: BaseException) -> bool:
-    return (isinstance(error, (duckdb.FatalException, duckdb.InternalException))
+    # A closed connection is as dead as an invalidated one: both need reopening.
+    return (isinstance(error, (duckdb.FatalException, duckdb.InternalException,
+                               duckdb.ConnectionException))
             or "database has been invalidated" in str(error))
 
 
@@ -59,7 +81,11 @@ class Database:
                  temp_max: str | None = None) -> None:
         self.path = path
         self.config: dict[str, Any] = {"checkpoint_threshold": "1TB"}
+        self.checkpoint_wal_bytes = CHECKPOINT_WAL_BYTES[1]
         if memory_limit:
+            self.checkpoint_wal_bytes = min(max(
+                _bytes(memory_limit) // CHECKPOINT_SHARE, CHECKPOINT_WAL_BYTES[0]),
+                CHECKPOINT_WAL_BYTES[1])
             # The serving limit: reads come from the tree and the content cache, and work
             # beyond the limit spills to temp_dir instead of failing.
             self.config.update(memory_limit=memory_limit, preserve_insertion_order=False)
@@ -121,6 +147,7 @@ class Database:
         self.reason = reason
 
     def recovered(self) -> None:
+        """A write committed: whatever was wrong is over."""
         if self.reason is not None and not self.invalidated:
             log.warning("database healthy again (was: %s)", self.reason)
             self.reason = self.since = None
@@ -137,7 +164,7 @@ class Database:
                 self._broken.set()
         elif full:
             self._mark("disk full: " + first_line)
-        elif isinstance(error, duckdb.OutOfMemoryException):
+        elif _out_of_memory(error):
             log.warning("database out of memory: %s", first_line)
         else:
             return None
@@ -160,13 +187,26 @@ class Database:
             if self._deferred is not None:
                 deferred, self._deferred = self._deferred, None
                 self.failed(deferred)
-        if self.reason is not None:
-            self.recovered()
         return result
 
     # -- transactions and checkpoints (on the database's worker thread) -----------------
 
     def tx(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]):
+        try:
+            result = self._tx_once(fn)
+        except duckdb.Error as e:
+            if not _out_of_memory(e):
+                raise
+            # What was committed since the last checkpoint holds memory DuckDB cannot
+            # always spill; a checkpoint frees it. Then the transaction is tried once more.
+            log.warning("database out of memory; checkpointing and trying again: %s",
+                        str(e).splitlines()[0])
+            self.con.execute("CHECKPOINT")
+            result = self._tx_once(fn)
+        self.maybe_checkpoint()
+        return result
+
+    def _tx_once(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]):
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
@@ -178,7 +218,6 @@ class Database:
             except duckdb.Error:
                 pass  # no transaction left to roll back (a failed COMMIT, a dead connection)
             raise
-        self.maybe_checkpoint()
         return result
 
     def maybe_checkpoint(self) -> None:
@@ -186,7 +225,7 @@ class Database:
             wal = os.path.getsize(self.path + ".wal")
         except OSError:
             return
-        if wal < CHECKPOINT_WAL_BYTES:
+        if wal < self.checkpoint_wal_bytes:
             return
         try:
             self.con.execute("CHECKPOINT")
@@ -227,6 +266,7 @@ class Database:
                           "disk full, waiting for space" if full else f"attempt {attempts}",
                           str(e).splitlines()[0])
                 if attempts >= REOPEN_ATTEMPTS:
+                    log.critical("giving up on the database %s: %s; stopping", self.path, e)
                     raise DatabaseLost(
                         f"the database {self.path} failed ({self.reason}) and could not be "
                         f"reopened: {e}") from e

@@ -540,7 +540,8 @@ class FilesMixin:
         root = Path(src)
         t = now_ns()
         counts = {"spaces": 0, "skills": 0, "files": 0, "bytes": 0}
-        space_rows, skill_rows, link_rows, dir_rows, file_rows, version_rows = ([] for _ in range(6))
+        space_rows, skill_rows, link_rows, dir_rows, file_rows, version_rows, chunk_rows = (
+            [] for _ in range(7))
         for space_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             space = self.tree.space_names.get(space_dir.name)
             if space is None:
@@ -576,8 +577,11 @@ class FilesMixin:
                         node = FileNode(self._alloc_file_id(), skill.id, rel, 1, len(data),
                                         sha256(data), t, t)
                         file_rows.append([node.id, skill.id, rel, 1, False, t])
-                        version_rows.append([node.id, 1, rel, data, node.sha256, len(data),
-                                             author, "import", None, None, t, False, 0, 0])
+                        pieces = versions.split(data) or []
+                        version_rows.append([node.id, 1, rel, None if pieces else data,
+                                             node.sha256, len(data), author, "import", None,
+                                             None, t, False, 0, 0, len(pieces)])
+                        chunk_rows += [[node.id, 1, i, p] for i, p in enumerate(pieces)]
                         self.tree.add_file(node)
                         counts["files"] += 1
                         counts["bytes"] += len(data)
@@ -591,6 +595,7 @@ class FilesMixin:
             _insert_many(con, "skill_dirs", 3, dir_rows)
             _insert_many(con, "files", 6, file_rows)
             _insert_many(con, "file_versions", versions.COLUMNS, version_rows)
+            _insert_many(con, "version_chunks", 4, chunk_rows)
         self._tx(sql)
         self.con.execute("CHECKPOINT")
         return counts

@@ -13,8 +13,14 @@ fetched in one query. A whole copy is stored again when the chain reaches MAX_CH
 splices or its splices together outweigh the new content: reading any version then reads
 at most MAX_CHAIN + 1 rows and about twice the file's size.
 
+What is stored (a whole copy or a splice) goes in file_versions.content when it is short,
+and otherwise in CHUNK-byte rows of version_chunks: DuckDB keeps every string longer than
+a few KB of a row group in memory while it checkpoints that row group, so a few long
+strings make a checkpoint fail under a small memory limit and invalidate the database.
+Strings this short are written block by block.
+
 `read_contents` is the one way to read version content; nothing else selects
-file_versions.content.
+file_versions.content or version_chunks.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import struct
 import duckdb
 
 MAX_CHAIN = 128
+CHUNK = 3000  # longest string stored (measured: 4,000 bytes checkpoint in blocks, 8,000 not)
 _HEAD = struct.Struct("<QQ")  # shared leading bytes, shared trailing bytes
-COLUMNS = 14  # file_versions' columns, in order (see _insert)
+COLUMNS = 15  # file_versions' columns, in order (see insert)
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:
@@ -88,8 +95,14 @@ def insert(con: duckdb.DuckDBPyConnection, row: list, content: bytes | None,
                 delta = splice(prev, content)
                 if before[1] + len(delta) <= len(content):
                     stored, depth, chain = delta, before[0] + 1, before[1] + len(delta)
-    con.execute("INSERT INTO file_versions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [*row[:3], stored, *row[3:], depth, chain])
+    chunks = 0
+    pieces = split(stored) if stored is not None else None
+    if pieces:
+        con.execute("INSERT INTO version_chunks SELECT ?, ?, unnest(?::INTEGER[]), "
+                    "unnest(?::BLOB[])", [file_id, version, list(range(len(pieces))), pieces])
+        stored, chunks = None, len(pieces)
+    con.execute("INSERT INTO file_versions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [*row[:3], stored, *row[3:], depth, chain, chunks])
 
 
 def read_contents(con: duckdb.DuckDBPyConnection,
@@ -98,14 +111,11 @@ def read_contents(con: duckdb.DuckDBPyConnection,
     if not keys:
         return {}
     rows = _rows(con, keys)
-    wanted = set(keys)
     out: dict[tuple[int, int], bytes] = {}
     chains = []
-    for (fid, version), (content, depth) in rows.items():
-        if (fid, version) not in wanted:
-            continue
+    for (fid, version), (stored, depth) in rows.items():
         if depth == 0:
-            out[(fid, version)] = bytes(content) if content is not None else b""
+            out[(fid, version)] = stored
         else:
             chains.append((fid, version - depth, version - 1))
     if chains:
@@ -118,23 +128,52 @@ def read_contents(con: duckdb.DuckDBPyConnection,
     return out
 
 
-def _rows(con, keys: list[tuple[int, int]]) -> dict[tuple[int, int], tuple]:
+def _rows(con, keys: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[bytes, int]]:
+    """What is stored for each key (whole content or a splice) and its delta_depth."""
     # A filter (not a join) lets DuckDB skip row groups by file id and read content only
     # for matching rows: a join reads every row's content.
     ids = sorted({f for f, _ in keys})
     versions = sorted({n for _, n in keys})
     found = con.execute(
-        "SELECT file_id, version, content, delta_depth FROM file_versions "
+        "SELECT file_id, version, content, chunks, delta_depth FROM file_versions "
         f"WHERE file_id BETWEEN ? AND ? AND file_id IN ({','.join('?' * len(ids))}) "
         f"AND version IN ({','.join('?' * len(versions))})",
         [ids[0], ids[-1], *ids, *versions]).fetchall()
-    return {(f, n): (c, d or 0) for f, n, c, d in found}
+    wanted = set(keys)
+    found = [r for r in found if (r[0], r[1]) in wanted]
+    stored = _with_chunks(con, found)
+    return {(f, n): (stored[(f, n)], d or 0) for f, n, _, _, d in found}
 
 
 def _chain_rows(con, chains: list[tuple[int, int, int]]) -> dict[tuple[int, int], bytes]:
-    """The stored rows (a whole copy, then splices) of each (file, first, last) range."""
+    """What is stored (a whole copy, then splices) for each (file, first, last) range."""
     ranges = " OR ".join("(file_id = ? AND version BETWEEN ? AND ?)" for _ in chains)
     found = con.execute(
-        f"SELECT file_id, version, content FROM file_versions WHERE {ranges}",
+        f"SELECT file_id, version, content, chunks, 0 FROM file_versions WHERE {ranges}",
         [x for chain in chains for x in chain]).fetchall()
-    return {(f, n): bytes(c) if c is not None else b"" for f, n, c in found}
+    return _with_chunks(con, found)
+
+
+def _with_chunks(con, found: list[tuple]) -> dict[tuple[int, int], bytes]:
+    """The stored bytes of each (file_id, version, content, chunks, _) row."""
+    out = {(f, n): bytes(c) if c is not None else b"" for f, n, c, _, _ in found}
+    chunked = [(f, n) for f, n, _, k, _ in found if k]
+    if not chunked:
+        return out
+    parts: dict[tuple[int, int], list[bytes]] = {key: [] for key in chunked}
+    for f, n, data in con.execute(
+            "SELECT file_id, version, data FROM version_chunks WHERE "
+            + " OR ".join("(file_id = ? AND version = ?)" for _ in chunked)
+            + " ORDER BY file_id, version, seq", [x for key in chunked for x in key]
+    ).fetchall():
+        parts[(f, n)].append(data)
+    for key, pieces in parts.items():
+        out[key] = b"".join(pieces)
+    return out
+
+
+def split(data: bytes) -> list[bytes] | None:
+    """`data` in version_chunks rows, or None if it is short enough to keep in its row."""
+    if len(data) <= CHUNK:
+        return None
+    return [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
