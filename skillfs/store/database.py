@@ -154,7 +154,7 @@ class Database:
 
     def failed(self, error: duckdb.Error) -> SkillfsError | None:
         """Record a DuckDB error; return the store error to raise instead, or None for an
-        ordinary error (a bug, a constraint) that the caller reports as it is."""
+        error that says nothing about the database's health (a bug, a constraint)."""
         full = _disk_full(error)
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         if _invalidates(error):
@@ -181,7 +181,10 @@ class Database:
         except duckdb.Error as e:
             mapped = self.failed(e)
             if mapped is None:
-                raise
+                # A bug, not the database's state: reported as an error of this call only,
+                # so no caller (a FUSE handler, a spool file) dies of a DuckDB exception.
+                log.exception("database error")
+                mapped = SkillfsError(f"database error: {str(e).splitlines()[0]}")
             raise mapped from e
         finally:
             if self._deferred is not None:
