@@ -9,9 +9,12 @@ than a general binary diff but costs one linear pass to make and to apply.
 
 `delta_depth` counts the splices since the last whole copy (0: this row is whole), so
 reading version v takes the whole copy at v - depth and applies the splices after it, all
-fetched in one query. A whole copy is stored again when the chain reaches MAX_CHAIN
-splices or its splices together outweigh the new content: reading any version then reads
-at most MAX_CHAIN + 1 rows and about twice the file's size.
+fetched in one query. `chain_bytes` is what rebuilding a version moves: a splice moves the
+bytes after the shared head, so an append moves only what it appended. A whole copy is
+stored again when the chain would reach MAX_CHAIN splices, or move more than WORK times
+the file's size: reading any version then reads at most MAX_CHAIN + 1 rows and moves at
+most WORK + 1 times its size, and an append-only log stays linear (its appends move
+nothing else; a whole copy comes every MAX_CHAIN versions, and files are at most 1 MiB).
 
 What is stored (a whole copy or a splice) goes in file_versions.content when it is short,
 and otherwise in CHUNK-byte rows of version_chunks: DuckDB keeps every string longer than
@@ -29,7 +32,8 @@ import struct
 
 import duckdb
 
-MAX_CHAIN = 128
+MAX_CHAIN = 1024
+WORK = 8
 CHUNK = 3000  # longest string stored (measured: 4,000 bytes checkpoint in blocks, 8,000 not)
 _HEAD = struct.Struct("<QQ")  # shared leading bytes, shared trailing bytes
 COLUMNS = 15  # file_versions' columns, in order (see insert)
@@ -93,8 +97,9 @@ def insert(con: duckdb.DuckDBPyConnection, row: list, content: bytes | None,
                 prev = read_contents(con, [(file_id, version - 1)]).get((file_id, version - 1))
             if prev:
                 delta = splice(prev, content)
-                if before[1] + len(delta) <= len(content):
-                    stored, depth, chain = delta, before[0] + 1, before[1] + len(delta)
+                work = before[1] + len(content) - _HEAD.unpack_from(delta)[0]
+                if len(delta) < len(content) and work <= WORK * len(content):
+                    stored, depth, chain = delta, before[0] + 1, work
     chunks = 0
     pieces = split(stored) if stored is not None else None
     if pieces:
