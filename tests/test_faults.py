@@ -181,3 +181,39 @@ def test_a_database_that_cannot_be_reopened_stops_the_supervisor(tmp_path, monke
             with trio.fail_after(10):
                 await store.db.supervise()
     trio.run(main)
+
+
+def test_a_checkpoint_that_hits_a_full_disk_invalidates_then_reopens(small_disk, make_daemon):
+    """A commit that fits but whose checkpoint does not: DuckDB invalidates the database.
+    The daemon stays up, refuses writes, serves reads, and reopens it once there is room."""
+    home = small_disk / "home"
+    home.mkdir()
+    (home / "config.toml").write_text('duckdb_memory = "8MB"\n')  # checkpoint at 1 MB of log
+    d = make_daemon("--learner", "off", root=small_disk)
+    os.mkdir(d.mnt / "alice")
+    folder = d.mnt / "alice" / "daily-logs"
+    kept = {f"kept-{i}.md": os.urandom(75_000).hex().encode() for i in range(4)}  # 600 KB
+    for name, data in kept.items():
+        (folder / name).write_bytes(data)
+    spacer = small_disk / "spacer"
+    spacer.write_bytes(b"\0" * 700_000)
+    filler = _fill(small_disk)
+    spacer.unlink()
+    last = os.urandom(225_000).hex().encode()  # its log entry fits, the checkpoint does not
+    (folder / "last.md").write_bytes(last)
+    wait_for(lambda: _health(d)["invalidated"], timeout=10, what="the database to fail")
+    assert Path(f"/proc/{d.pid}").exists()
+    with pytest.raises(OSError) as refused:
+        (folder / "refused.md").write_bytes(b"no room\n")
+    assert refused.value.errno in (errno.ENOSPC, errno.EIO)
+    for name, data in {**kept, "last.md": last}.items():
+        assert (folder / name).read_bytes() == data
+    assert "UNHEALTHY" in d.cli("--socket", str(d.socket), "status").stdout
+
+    filler.unlink()
+    wait_for(lambda: _health(d)["healthy"], timeout=60, interval=0.5,
+             what="the database to be reopened")
+    (folder / "after.md").write_bytes(b"after\n")
+    d.restart()
+    for name, data in {**kept, "last.md": last, "after.md": b"after\n"}.items():
+        assert (folder / name).read_bytes() == data

@@ -77,8 +77,7 @@ class Database:
     """One DuckDB file and its connection, with DuckDB's memory and spill settings."""
 
     def __init__(self, path: str, *, memory_limit: str | None = None,
-                 temp_dir: Path | None = None, threads: int | None = None,
-                 temp_max: str | None = None) -> None:
+                 temp_dir: Path | None = None, threads: int | None = None) -> None:
         self.path = path
         self.config: dict[str, Any] = {"checkpoint_threshold": "1TB"}
         self.checkpoint_wal_bytes = CHECKPOINT_WAL_BYTES[1]
@@ -87,7 +86,8 @@ class Database:
                 _bytes(memory_limit) // CHECKPOINT_SHARE, CHECKPOINT_WAL_BYTES[0]),
                 CHECKPOINT_WAL_BYTES[1])
             # The serving limit: reads come from the tree and the content cache, and work
-            # beyond the limit spills to temp_dir instead of failing.
+            # beyond the limit spills to temp_dir (up to DuckDB's default, 90% of the free
+            # disk) instead of failing.
             self.config.update(memory_limit=memory_limit, preserve_insertion_order=False)
         if threads:
             self.config["threads"] = threads
@@ -95,8 +95,6 @@ class Database:
             temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(temp_dir, 0o700)
             self.config["temp_directory"] = str(temp_dir)
-        if temp_max:
-            self.config["max_temp_directory_size"] = temp_max
         self.con = self._connect()
         migrate(self.con)
         self.reason: str | None = None  # why it is unhealthy, None while healthy
