@@ -166,3 +166,24 @@ def test_revert_and_undelete_read_through_splices(daemon):
     assert path.read_bytes() == contents[19]
     daemon.restart()
     assert path.read_bytes() == contents[19]
+
+
+def test_import_tree_keeps_long_content_in_chunks(tmp_path):
+    src = tmp_path / "src" / "alice" / "notes"
+    src.mkdir(parents=True)
+    (src / "SKILL.md").write_text("---\nname: notes\ndescription: imported\n---\nbody\n")
+    big = os.urandom(100_000).hex().encode()
+    (src / "big.md").write_bytes(big)
+    db = tmp_path / "i.duckdb"
+    store = Store(str(db), duckdb_memory=None)
+    store.import_tree(str(tmp_path / "src"))
+    store.close()
+    store = Store(str(db))
+
+    async def main():
+        skill = store.space("alice").skills["notes"]
+        return (await store.read_file(skill.id, "big.md")).content
+    assert trio.run(main) == big
+    chunks, = store.con.execute("SELECT count(*) FROM version_chunks").fetchone()
+    store.close()
+    assert chunks == -(-len(big) // versions.CHUNK)

@@ -542,13 +542,14 @@ class FilesMixin:
         counts = {"spaces": 0, "skills": 0, "files": 0, "bytes": 0}
         space_rows, skill_rows, link_rows, dir_rows, file_rows, version_rows, chunk_rows = (
             [] for _ in range(7))
+        later: list[tuple] = []  # tree changes, made after the commit
         for space_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             space = self.tree.space_names.get(space_dir.name)
             if space is None:
                 names.check_space_name(space_dir.name)
                 space = Space(str(uuid.uuid4()), space_dir.name, None, {}, t, t)
                 space_rows.append([space.id, space.name, None, _json({}), t, t])
-                self.tree.add_space(space)
+                later.append((self.tree.add_space, space))
                 counts["spaces"] += 1
             for skill_dir in sorted(p for p in space_dir.iterdir() if p.is_dir()):
                 if skill_dir.name in space.skills:
@@ -558,8 +559,7 @@ class FilesMixin:
                     raise Invalid(f"{skill_dir} has no SKILL.md")
                 parsed = skillmd.parse(md_path.read_bytes(), skill_dir.name)
                 skill = Skill(str(uuid.uuid4()), parsed.name, parsed.description, {}, t, t)
-                self.tree.add_skill(skill)
-                self.tree.link_skill(space, skill, t)
+                later += [(self.tree.add_skill, skill), (self.tree.link_skill, space, skill, t)]
                 skill_rows.append([skill.id, skill.name, skill.description, _json({}), t, t,
                                    None])
                 link_rows.append([space.id, skill.id, t])
@@ -582,7 +582,7 @@ class FilesMixin:
                                              node.sha256, len(data), author, "import", None,
                                              None, t, False, 0, 0, len(pieces)])
                         chunk_rows += [[node.id, 1, i, p] for i, p in enumerate(pieces)]
-                        self.tree.add_file(node)
+                        later.append((self.tree.add_file, node))
                         counts["files"] += 1
                         counts["bytes"] += len(data)
                 if progress is not None:
@@ -597,5 +597,7 @@ class FilesMixin:
             _insert_many(con, "file_versions", versions.COLUMNS, version_rows)
             _insert_many(con, "version_chunks", 4, chunk_rows)
         self._tx(sql)
+        for apply, *args in later:  # the tree learns of it only once it is committed
+            apply(*args)
         self.con.execute("CHECKPOINT")
         return counts
