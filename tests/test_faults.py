@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,9 @@ def test_disk_full_refuses_writes_and_recovers_once_space_is_freed(small_disk, m
 
 
 def test_tiny_memory_limit_under_sustained_load(make_daemon, tmp_path):
-    """16 MB for DuckDB, the rules learner, a stream of spool files and many versions of a
-    700 KB file at once: nothing crashes, everything reads back, and a restart works."""
+    """16 MB for DuckDB, the rules learner, a stream of spool files, many versions of a
+    700 KB file and eight parallel writers at once: nothing crashes, everything reads back,
+    and a restart works."""
     root = tmp_path / "tiny"
     (root / "home").mkdir(parents=True)
     (root / "home" / "config.toml").write_text('duckdb_memory = "16MB"\n')
@@ -99,6 +101,10 @@ def test_tiny_memory_limit_under_sustained_load(make_daemon, tmp_path):
     base = os.urandom(350_000).hex().encode()  # 700 KB
     drops = []
     last = b""
+    writers = [threading.Thread(target=_rewrite, args=(d.mnt / "alice" / "daily-logs" /
+                                                       f"w{k}.md",)) for k in range(8)]
+    for w in writers:
+        w.start()
     for i in range(40):
         for j in range(15):
             n = i * 15 + j
@@ -111,9 +117,13 @@ def test_tiny_memory_limit_under_sustained_load(make_daemon, tmp_path):
                                        "".join(json.dumps(r) + "\n" for r in recs)))
         last = base[i * 1000:] + base[:i * 1000] + f"\nversion {i}\n".encode()
         big.write_bytes(last)
+    for w in writers:
+        w.join()
     wait_for(lambda: not any(p.exists() for p in drops), timeout=240, interval=0.5,
              what="the spool to drain")
     assert Path(f"/proc/{d.pid}").exists()
+    for k in range(8):
+        assert (d.mnt / "alice" / "daily-logs" / f"w{k}.md").read_bytes() == _rewritten(19)
     assert big.read_bytes() == last
     health = _health(d)
     assert health["healthy"] and health["memory_limit"] == "16MB", health
@@ -123,6 +133,15 @@ def test_tiny_memory_limit_under_sustained_load(make_daemon, tmp_path):
     log = d.cli("--socket", str(d.socket), "log", str(big), "--json").stdout
     assert len(json.loads(log)) == 40
     assert "preloading the content cache failed" not in (d.home / "skillfs.log").read_text()
+
+
+def _rewritten(i: int) -> bytes:
+    return b"".join(b"line %d of a file rewritten again and again\n" % j for j in range(i * 60))
+
+
+def _rewrite(path: Path) -> None:
+    for i in range(20):
+        path.write_bytes(_rewritten(i))
 
 
 def test_a_dead_connection_is_refused_then_reopened(tmp_path, monkeypatch):
