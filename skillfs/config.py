@@ -45,6 +45,9 @@ class Config(BaseModel):
     # rules learner and 700 KB versions together run in 16 MB (tests/test_faults.py); the
     # rest is room for DuckDB's indexes, which grow with the rows and stay in memory.
     duckdb_memory: str = "64MB"
+    # DuckDB's limit while it checkpoints or replays its log: a checkpoint holds the long
+    # strings (long messages) of a row group in memory, and one that fails invalidates it.
+    duckdb_checkpoint_memory: str = "1GB"
     duckdb_temp: Path | None = None  # DuckDB's spill folder (default HOME/duckdb.tmp, 0700)
     duckdb_threads: int = 1  # each DuckDB thread holds buffers of its own; one writer is enough
     allow_other: bool = True

@@ -175,6 +175,7 @@ class Daemon:
             self.store = store = Store(str(c.db), max_file_size=c.max_file_size,
                                        cache_bytes=c.cache_bytes,
                                        duckdb_memory=c.duckdb_memory,
+                                       checkpoint_memory=c.duckdb_checkpoint_memory,
                                        temp_dir=c.duckdb_temp,
                                        duckdb_threads=c.duckdb_threads)
         except SkillfsError as e:

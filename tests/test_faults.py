@@ -127,6 +127,9 @@ def test_tiny_memory_limit_under_sustained_load(make_daemon, tmp_path):
     assert big.read_bytes() == last
     health = _health(d)
     assert health["healthy"] and health["memory_limit"] == "16MB", health
+    peak_kb = next(int(line.split()[1]) for line in open(f"/proc/{d.pid}/status")
+                   if line.startswith("VmHWM:"))
+    assert peak_kb < 400_000, f"the daemon's memory peaked at {peak_kb // 1024} MB"
     assert not (d.spool / ".rejected").exists()
     d.restart()
     assert big.read_bytes() == last
@@ -236,3 +239,33 @@ def test_a_checkpoint_that_hits_a_full_disk_invalidates_then_reopens(small_disk,
     d.restart()
     for name, data in {**kept, "last.md": last, "after.md": b"after\n"}.items():
         assert (folder / name).read_bytes() == data
+
+
+def test_long_messages_checkpoint_under_a_small_limit(tmp_path):
+    """30 MB of 20 KB messages (text and original) under a 16 MB limit: DuckDB holds a row
+    group's long strings in memory to checkpoint it, so checkpoints (and the log's replay
+    at the next open) get a limit of their own and never fail."""
+    from skillfs.messages import Message
+
+    path = str(tmp_path / "m.duckdb")
+    store = Store(path, duckdb_memory="16MB", temp_dir=tmp_path / "spill")
+    texts = [os.urandom(5_000).hex() for _ in range(1500)]
+
+    async def main():
+        space = await store.create_space("s")
+        session = await store.create_session(space_id=space.id)
+        for text in texts:
+            await store.add_messages(session.id, [Message.model_validate(
+                {"role": "assistant", "text": text, "format": "openai",
+                 "original": {"role": "assistant", "content": text}})])
+        assert store.health()["healthy"], store.health()
+        return session.id
+    session_id = trio.run(main)
+    store.close()
+    store = Store(path, duckdb_memory="16MB", temp_dir=tmp_path / "spill")
+    try:
+        got = trio.run(store.get_messages, session_id, 1489)
+        assert [m.body["text"] for m in got] == texts[-10:]
+        assert trio.run(store.counts)["messages"] == len(texts)
+    finally:
+        store.close()

@@ -22,7 +22,8 @@ log = logging.getLogger("skillfs.store")
 class StoreBase:
     def __init__(self, db_path: str, *, max_file_size: int = DEFAULT_MAX_FILE_SIZE,
                  cache_bytes: int = 32 << 20, duckdb_memory: str | None = "32MB",
-                 temp_dir: Path | None = None, duckdb_threads: int | None = None) -> None:
+                 checkpoint_memory: str | None = "1GB", temp_dir: Path | None = None,
+                 duckdb_threads: int | None = None) -> None:
         self.db_path = str(db_path)
         self.max_file_size = max_file_size
         self.tree = Tree()
@@ -30,7 +31,8 @@ class StoreBase:
         self.kernel: Kernel | None = None
         self._subscribers: list[Callable[[StoreEvent], None]] = []
         self._lock = trio.Lock()
-        self.db = Database(self.db_path, memory_limit=duckdb_memory, temp_dir=temp_dir,
+        self.db = Database(self.db_path, memory_limit=duckdb_memory,
+                           checkpoint_memory=checkpoint_memory, temp_dir=temp_dir,
                            threads=duckdb_threads)
         self._next_file_id = 1
         self._session_seq: dict[str, int] = {}
@@ -137,4 +139,4 @@ class StoreBase:
         return self.db.status()
 
     async def checkpoint(self) -> None:
-        await self._db(lambda: self.con.execute("CHECKPOINT"))
+        await self._db(self.db.checkpoint)

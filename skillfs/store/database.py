@@ -77,7 +77,8 @@ class Database:
     """One DuckDB file and its connection, with DuckDB's memory and spill settings."""
 
     def __init__(self, path: str, *, memory_limit: str | None = None,
-                 temp_dir: Path | None = None, threads: int | None = None) -> None:
+                 checkpoint_memory: str | None = None, temp_dir: Path | None = None,
+                 threads: int | None = None) -> None:
         self.path = path
         self.config: dict[str, Any] = {"checkpoint_threshold": "1TB"}
         self.checkpoint_wal_bytes = CHECKPOINT_WAL_BYTES[1]
@@ -89,6 +90,13 @@ class Database:
             # beyond the limit spills to temp_dir (up to DuckDB's default, 90% of the free
             # disk) instead of failing.
             self.config.update(memory_limit=memory_limit, preserve_insertion_order=False)
+        # DuckDB holds a row group's long strings in memory while it checkpoints it (file
+        # content is chunked for that reason, message text is not): a checkpoint, and the
+        # replay of the log when the database opens, get this larger limit for as long as
+        # they run, so a checkpoint that fails can never invalidate the database and then
+        # fail again at every start.
+        self.memory_limit = memory_limit
+        self.checkpoint_memory = checkpoint_memory if memory_limit else None
         if threads:
             self.config["threads"] = threads
         if temp_dir is not None:
@@ -105,14 +113,46 @@ class Database:
         self.limiter = trio.CapacityLimiter(1)  # connections are not thread-safe: one thread
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
+        config = dict(self.config)
+        if self.checkpoint_memory:
+            config["memory_limit"] = self.checkpoint_memory
         try:
-            return duckdb.connect(self.path, config=self.config)
+            con = duckdb.connect(self.path, config=config)
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise SkillfsError(
                     f"{self.path} is in use by another process (is a skillfs daemon already "
                     "running on it?)") from None
             raise
+        if self.checkpoint_memory:
+            con.execute("CHECKPOINT")
+            con.execute("SET memory_limit = ?", [self.memory_limit])
+        return con
+
+    def checkpoint(self) -> None:
+        self._with_more_memory(self.con.execute, "CHECKPOINT")
+
+    def _with_more_memory(self, fn: Callable, *args):
+        if not self.checkpoint_memory:
+            return fn(*args)
+        self.con.execute("SET memory_limit = ?", [self.checkpoint_memory])
+        try:
+            return fn(*args)
+        finally:
+            self.con.execute("SET memory_limit = ?", [self.memory_limit])
+
+    def _roomy(self, fn: Callable, *args):
+        """`fn(*args)`, tried once more with the checkpoint's limit if it ran out of memory:
+        DuckDB works on 2,048 rows at a time, so a scan of long messages can need more than
+        the serving limit."""
+        try:
+            return fn(*args)
+        except duckdb.Error as e:
+            if not _out_of_memory(e) or not self.checkpoint_memory:
+                raise
+            log.warning("database out of memory; trying again with %s: %s",
+                        self.checkpoint_memory, str(e).splitlines()[0])
+        return self._with_more_memory(fn, *args)
 
     def close(self) -> None:
         try:
@@ -175,7 +215,7 @@ class Database:
         store's."""
         self.check_usable()
         try:
-            result = await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+            result = await trio.to_thread.run_sync(self._roomy, fn, *args, limiter=self.limiter)
         except duckdb.Error as e:
             mapped = self.failed(e)
             if mapped is None:
@@ -202,7 +242,7 @@ class Database:
             # always spill; a checkpoint frees it. Then the transaction is tried once more.
             log.warning("database out of memory; checkpointing and trying again: %s",
                         str(e).splitlines()[0])
-            self.con.execute("CHECKPOINT")
+            self.checkpoint()
             result = self._tx_once(fn)
         self.maybe_checkpoint()
         return result
@@ -229,7 +269,7 @@ class Database:
         if wal < self.checkpoint_wal_bytes:
             return
         try:
-            self.con.execute("CHECKPOINT")
+            self.checkpoint()
         except duckdb.Error as e:
             # The commit before it stands (it is in the log); a checkpoint is tried again
             # after the next write, or on reopen.
@@ -241,7 +281,7 @@ class Database:
     def _reopen(self) -> None:
         self.close()
         self.con = self._connect()
-        self.con.execute("CHECKPOINT")
+        self.checkpoint()
 
     async def supervise(self) -> None:
         """Reopen the database whenever it fails; raise DatabaseLost when it cannot be."""
