@@ -88,8 +88,9 @@ class VersionType(click.ParamType):
 VERSION = VersionType()
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+def _n(count: int | None, noun: str) -> str:
+    """`1 skill`, `2 skills`; `? skills` for a count the daemon could not give."""
+    return f"{'?' if count is None else count} {noun}{'' if count == 1 else 's'}"
 
 
 def _emit(data, as_json: bool, render) -> None:
@@ -314,14 +315,19 @@ def status(ctx, as_json, path_of):
         c = d["counts"]
         click.echo(f"mounted at   {d['mountpoint']} (pid {d['pid']}, up {d['uptime_s']:.0f} s)")
         click.echo(f"database     {d['db']} ({d['db_bytes'] / 1e6:.1f} MB)")
+        health = d.get("database") or {}
+        if health and not health["healthy"]:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(health["since"]))
+            click.echo(f"             UNHEALTHY since {since}: {health['reason']}"
+                       + (" (reopening)" if health["invalidated"] else ""))
         click.echo(f"spool        {d['spool']} ({_n(d['spool_backlog'], 'file')} waiting, "
                    f"{d.get('spool_rejected', 0)} rejected in .rejected/)")
         click.echo(f"learner      {d['learner']}")
-        click.echo(", ".join([_n(c["spaces"], "space"), _n(c["skills"], "skill"),
-                              _n(c["files"], "file")])
-                   + f" ({_n(c['file_versions'], 'version')}), "
-                   + ", ".join([_n(c["sessions"], "session"), _n(c["messages"], "message"),
-                                _n(c["tasks"], "task")]))
+        click.echo(", ".join([_n(c.get("spaces"), "space"), _n(c.get("skills"), "skill"),
+                              _n(c.get("files"), "file")])
+                   + f" ({_n(c.get('file_versions'), 'version')}), "
+                   + ", ".join([_n(c.get("sessions"), "session"),
+                                _n(c.get("messages"), "message"), _n(c.get("tasks"), "task")]))
     _emit(data, as_json, render)
 
 

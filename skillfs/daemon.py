@@ -165,7 +165,10 @@ class Daemon:
         try:
             self.store = store = Store(str(c.db), max_file_size=c.max_file_size,
                                        cache_bytes=c.cache_bytes,
-                                       duckdb_memory=c.duckdb_memory)
+                                       duckdb_memory=c.duckdb_memory,
+                                       checkpoint_memory=c.duckdb_checkpoint_memory,
+                                       temp_dir=c.duckdb_temp,
+                                       duckdb_threads=c.duckdb_threads)
         except SkillfsError as e:
             raise StartupError(e.message) from None
         # The tree is long-lived: keep the cyclic collector from walking it again and again
@@ -188,6 +191,7 @@ class Daemon:
                 self._cancel = nursery.cancel_scope
                 nursery.start_soon(self._fuse_main)
                 nursery.start_soon(self._signals)
+                nursery.start_soon(store.db.supervise)
                 await nursery.start(self._serve, app, f"unix:{c.socket}")
                 if c.listen:
                     await nursery.start(self._serve, BearerAuth(app, c.tokens), c.listen)
@@ -245,7 +249,12 @@ class Daemon:
 
     async def _preload(self) -> None:
         t0 = time.monotonic()
-        n = await self.store.preload()
+        try:
+            n = await self.store.preload()
+        except Exception:
+            # Only a head start: reads fetch what they need themselves.
+            log.exception("preloading the content cache failed; files are read on demand")
+            return
         log.info("preloaded %d files into the content cache in %.2f s", n, time.monotonic() - t0)
 
     async def _fuse_main(self) -> None:

@@ -57,6 +57,16 @@ MIGRATIONS: list[list[str]] = [
             path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL, file_key VARCHAR,
             messages INTEGER NOT NULL, at_ns BIGINT NOT NULL)""",
     ],
+    # 2: a version may be stored as a splice of the one before, and content longer than a
+    # few KB in chunks (store/versions.py); existing rows stay whole, in place
+    [
+        "ALTER TABLE file_versions ADD COLUMN delta_depth INTEGER DEFAULT 0",
+        "ALTER TABLE file_versions ADD COLUMN chain_bytes BIGINT DEFAULT 0",
+        "ALTER TABLE file_versions ADD COLUMN chunks INTEGER DEFAULT 0",
+        """CREATE TABLE version_chunks (
+            file_id BIGINT NOT NULL, version INTEGER NOT NULL, seq INTEGER NOT NULL,
+            data BLOB NOT NULL)""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import cleanup
 from .figures import pct
+from .systems import rss_kb
 from .scripted_model import ScriptedModel
 
 SPOOL_SIZES = (1, 100, 10_000)
@@ -48,6 +49,8 @@ DAEMON_FIGURES: dict[str, tuple[str, str]] = {
     "learning_model_calls": ("learning: model calls per session (scripted model)", "calls"),
     "learning_model_per_call": ("learning: overhead per model call before the entry is visible p50", "ms"),
     "learning_model_tokens": ("learning: input tokens per learned task, scripted model p50", "tokens"),
+    "db_mb_after_load": ("database size after the daemon figures' load (file + log)", "MB"),
+    "rss_mb_after_load": ("daemon RSS after the daemon figures' load", "MB"),
 }
 
 
@@ -459,4 +462,17 @@ def run_all(system, corpus, s) -> tuple[dict, dict]:
             fig.update(fn())
         except Exception as e:  # a daemon bug must not lose the other figures
             skipped[name] = f"failed: {type(e).__name__}: {e}"
+    fig.update(_footprint(system))
     return fig, skipped
+
+
+def _footprint(system) -> dict:
+    """What the load left behind: the database on disk and the daemon's memory."""
+    out = {}
+    db = [p for p in (system.db, Path(f"{system.db}.wal")) if p.exists()]
+    if db:
+        out["db_mb_after_load"] = {"value": sum(p.stat().st_size for p in db) / 1e6, "runs": 1}
+    kb = rss_kb(system.pid())
+    if kb is not None:
+        out["rss_mb_after_load"] = {"value": kb / 1024, "runs": 1}
+    return out

@@ -63,7 +63,7 @@ async def status(request: Request):
     db_size = sum(os.path.getsize(p) for p in (store.db_path, store.db_path + ".wal")
                   if os.path.exists(p))
     return {"pid": os.getpid(), "mountpoint": str(d.mountpoint), "db": store.db_path,
-            "db_bytes": db_size, "spool": str(d.config.spool),
+            "db_bytes": db_size, "database": store.health(), "spool": str(d.config.spool),
             "socket": str(d.config.socket), "log": str(d.config.log_file),
             "home": str(d.config.home),
             "spool_backlog": d.spool_backlog(), "spool_rejected": _rejected(d.config.spool),

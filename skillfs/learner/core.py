@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import trio
 
-from ..errors import NotFound
+from ..errors import NotFound, SkillfsError
 from ..messages import message_time
 from . import known, rules
 from .distill import Lesson, distill_task
@@ -338,6 +338,11 @@ class Learner:
             try:
                 await self.store.set_learning(s.id, st, s.error if st == "failed" else None)
             except NotFound:
+                return
+            except SkillfsError as e:
+                # The database cannot take it now (full disk, being reopened): published
+                # again by the session's next step.
+                log.warning("cannot record the learning status of %s: %s", s.id, e)
                 return
             s.published = st
         old, self._changed = self._changed, trio.Event()

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import trio
 
 from ..errors import SkillfsError
-from ..schema import migrate
 from ..tree import ContentCache, FileNode, Skill, Space, Tree
+from .database import Database
 from .rows import DEFAULT_MAX_FILE_SIZE, Kernel, StoreEvent, _unjson
 
 log = logging.getLogger("skillfs.store")
@@ -20,33 +21,29 @@ log = logging.getLogger("skillfs.store")
 
 class StoreBase:
     def __init__(self, db_path: str, *, max_file_size: int = DEFAULT_MAX_FILE_SIZE,
-                 cache_bytes: int = 32 << 20, duckdb_memory: str | None = "32MB") -> None:
+                 cache_bytes: int = 32 << 20, duckdb_memory: str | None = "32MB",
+                 checkpoint_memory: str | None = "1GB", temp_dir: Path | None = None,
+                 duckdb_threads: int | None = None) -> None:
         self.db_path = str(db_path)
         self.max_file_size = max_file_size
         self.tree = Tree()
         self.cache = ContentCache(cache_bytes)
         self.kernel: Kernel | None = None
         self._subscribers: list[Callable[[StoreEvent], None]] = []
-        self._limiter = trio.CapacityLimiter(1)
         self._lock = trio.Lock()
-        try:
-            # DuckDB's default buffer pool is most of the machine's memory; reads are served
-            # from the tree and the content cache, so it needs little.
-            config = {"memory_limit": duckdb_memory} if duckdb_memory else {}
-            self.con = duckdb.connect(self.db_path, config=config)
-        except duckdb.IOException as e:
-            if "lock" in str(e).lower():
-                raise SkillfsError(
-                    f"{self.db_path} is in use by another process (is a skillfs daemon already "
-                    "running on it?)") from None
-            raise
-        migrate(self.con)
+        self.db = Database(self.db_path, memory_limit=duckdb_memory,
+                           checkpoint_memory=checkpoint_memory, temp_dir=temp_dir,
+                           threads=duckdb_threads)
         self._next_file_id = 1
         self._session_seq: dict[str, int] = {}
         self._load()
 
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        return self.db.con
+
     def close(self) -> None:
-        self.con.close()
+        self.db.close()
 
     def subscribe(self, callback: Callable[[StoreEvent], None]) -> None:
         self._subscribers.append(callback)
@@ -60,21 +57,15 @@ class StoreBase:
     # -- plumbing ----------------------------------------------------------------------
 
     async def _db(self, fn: Callable, *args):
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        return await self.db.run(fn, *args)
 
     def _tx(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]):
-        con = self.con
-        con.execute("BEGIN TRANSACTION")
-        try:
-            result = fn(con)
-            con.execute("COMMIT")
-            return result
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+        return self.db.tx(fn)
 
     async def _write(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]):
-        return await self._db(self._tx, fn)
+        result = await self._db(self._tx, fn)
+        self.db.recovered()
+        return result
 
     async def _tell_kernel(self, items: list[tuple], author: str) -> None:
         # Changes that came through the kernel are already known to it; the rest must be
@@ -129,16 +120,23 @@ class StoreBase:
     # -- status ------------------------------------------------------------------------
 
     async def counts(self) -> dict[str, int]:
+        """Rows per table; only what the tree knows while the database is unusable."""
         def q():
             out = {}
             for table in ("sessions", "messages", "tasks", "file_versions", "spool_ledger"):
                 out[table] = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             return out
-        out = await self._db(q)
+        try:
+            out = await self._db(q)
+        except SkillfsError:
+            out = {}
         out["spaces"] = len(self.tree.spaces)
         out["skills"] = len(self.tree.skills)
         out["files"] = len(self.tree.file_ids)
         return out
 
+    def health(self) -> dict[str, Any]:
+        return self.db.status()
+
     async def checkpoint(self) -> None:
-        await self._db(lambda: self.con.execute("CHECKPOINT"))
+        await self._db(self.db.checkpoint)

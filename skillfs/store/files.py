@@ -15,6 +15,7 @@ from ..errors import (
     TooBig,
 )
 from ..tree import FileNode, Skill, Space
+from . import versions
 from .rows import SKILL_MD, FileContent, VersionRow, _insert_many, _json, now_ns, sha256
 
 
@@ -56,15 +57,18 @@ class FilesMixin:
         return data
 
     _PREFETCH_FILES = 128
+    _PRELOAD_CHUNK_BYTES = 1 << 20
     _fetched_upto = -10  # the highest file id the last cold read fetched
 
     async def preload(self) -> int:
         """Fill the content cache with current file contents, folder by folder, while it has
         room: a fresh mount then answers its first reads without DuckDB. Returns the number
-        of files loaded."""
+        of files loaded. Fetched in small chunks, so start-up needs no more of DuckDB's
+        memory than serving does."""
         room = self.cache.max_bytes - self.cache.bytes
         loaded = 0
         keys: list[tuple[int, int]] = []
+        chunk_bytes = 0
         for node in list(self.tree.file_ids.values()):
             if not node.version or self.cache.get((node.id, node.version), touch=False):
                 continue
@@ -72,9 +76,10 @@ class FilesMixin:
             if room < 0:
                 break
             keys.append((node.id, node.version))
-            if len(keys) == self._PREFETCH_FILES:
+            chunk_bytes += node.size
+            if len(keys) == self._PREFETCH_FILES or chunk_bytes >= self._PRELOAD_CHUNK_BYTES:
                 loaded += await self._preload_chunk(keys)
-                keys = []
+                keys, chunk_bytes = [], 0
         if keys:
             loaded += await self._preload_chunk(keys)
         return loaded
@@ -122,18 +127,7 @@ class FilesMixin:
         return out
 
     def _read_versions(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        # A filter (not a join) lets DuckDB skip row groups by file id and read content only
-        # for matching rows: a join reads every row's content.
-        ids = sorted({f for f, _ in keys})
-        marks = ",".join("?" * len(ids))
-        rows = self.con.execute(
-            "SELECT file_id, version, content FROM file_versions "
-            f"WHERE file_id BETWEEN ? AND ? AND file_id IN ({marks}) "
-            f"AND version IN ({','.join('?' * len({n for _, n in keys}))})",
-            [ids[0], ids[-1], *ids, *sorted({n for _, n in keys})]).fetchall()
-        wanted = set(keys)
-        return {(f, n): bytes(c) if c is not None else b"" for f, n, c in rows
-                if (f, n) in wanted}
+        return versions.read_contents(self.con, keys)
 
     async def write_file(self, skill_id: str, path: str, content: bytes, *, author: str,
                          reason: str = "", session_id: str | None = None,
@@ -182,10 +176,12 @@ class FilesMixin:
         else:
             new = FileNode(node.id, skill.id, path, node.version + 1, len(content), digest, t,
                            node.ctime_ns)
+            prev = self.cache.get((node.id, node.version), touch=False)
 
             def sql(con):
                 con.execute("UPDATE files SET version = ? WHERE id = ?", [new.version, new.id])
-                self._sql_version(con, new, content, author, reason, session_id, task_id, False)
+                self._sql_version(con, new, content, author, reason, session_id, task_id, False,
+                                  prev)
                 if new_desc is not None:
                     con.execute("UPDATE skills SET description = ?, updated_ns = ? WHERE id = ?",
                                 [new_desc, t, skill.id])
@@ -321,12 +317,13 @@ class FilesMixin:
                 digest = node.sha256
                 upd = FileNode(target.id, skill.id, new, target.version + 1, node.size, digest,
                                t, target.ctime_ns)
+                prev = self.cache.get((target.id, target.version), touch=False)
 
                 def sql(con):
                     con.execute("UPDATE files SET version = ? WHERE id = ?",
                                 [upd.version, upd.id])
                     self._sql_version(con, upd, content, author, reason, session_id, task_id,
-                                      False)
+                                      False, prev)
                     self._sql_delete_version(con, node, t, author, reason, session_id, task_id)
                     if new_desc is not None:
                         con.execute("UPDATE skills SET description = ? WHERE id = ?",
@@ -352,7 +349,7 @@ class FilesMixin:
                     con.execute("UPDATE files SET version = ?, path = ? WHERE id = ?",
                                 [moved.version, new, node.id])
                     self._sql_version(con, moved, content, author, reason, session_id, task_id,
-                                      False)
+                                      False, content)
                 await self._write(sql)
                 self.tree.remove_file(node, t)
                 node.deleted = False
@@ -431,7 +428,8 @@ class FilesMixin:
                     con.execute("UPDATE files SET version = ?, path = ? WHERE id = ?",
                                 [moved.version, moved.path, n.id])
                     self._sql_version(con, moved, contents[n.id], author,
-                                      f"rename {old} -> {new}", None, None, False)
+                                      f"rename {old} -> {new}", None, None, False,
+                                      contents[n.id])
             await self._write(sql)
             op, _, oname = old.rpartition("/")
             np_, _, nname = new.rpartition("/")
@@ -489,15 +487,17 @@ class FilesMixin:
 
         def q():
             fid = self._find_file_id(skill, path)
-            return fid, self.con.execute(
-                "SELECT content, deleted FROM file_versions WHERE file_id = ? AND version = ?",
+            row = self.con.execute(
+                "SELECT deleted FROM file_versions WHERE file_id = ? AND version = ?",
                 [fid, version]).fetchone()
-        fid, row = await self._db(q)
+            if row is None or row[0]:
+                return fid, row, None
+            return fid, row, versions.read_contents(self.con, [(fid, version)])[(fid, version)]
+        fid, row, content = await self._db(q)
         if row is None:
             raise NotFound(f"{path!r} has no version {version}")
-        if row[1]:
+        if row[0]:
             raise Invalid(f"version {version} of {path!r} is a deletion")
-        content = bytes(row[0] or b"")
         node = skill.files.get(path)
         if node is not None:
             return await self.write_file(skill_id, path, content, author=author,
@@ -540,14 +540,16 @@ class FilesMixin:
         root = Path(src)
         t = now_ns()
         counts = {"spaces": 0, "skills": 0, "files": 0, "bytes": 0}
-        space_rows, skill_rows, link_rows, dir_rows, file_rows, version_rows = ([] for _ in range(6))
+        space_rows, skill_rows, link_rows, dir_rows, file_rows, version_rows, chunk_rows = (
+            [] for _ in range(7))
+        later: list[tuple] = []  # tree changes, made after the commit
         for space_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             space = self.tree.space_names.get(space_dir.name)
             if space is None:
                 names.check_space_name(space_dir.name)
                 space = Space(str(uuid.uuid4()), space_dir.name, None, {}, t, t)
                 space_rows.append([space.id, space.name, None, _json({}), t, t])
-                self.tree.add_space(space)
+                later.append((self.tree.add_space, space))
                 counts["spaces"] += 1
             for skill_dir in sorted(p for p in space_dir.iterdir() if p.is_dir()):
                 if skill_dir.name in space.skills:
@@ -557,8 +559,7 @@ class FilesMixin:
                     raise Invalid(f"{skill_dir} has no SKILL.md")
                 parsed = skillmd.parse(md_path.read_bytes(), skill_dir.name)
                 skill = Skill(str(uuid.uuid4()), parsed.name, parsed.description, {}, t, t)
-                self.tree.add_skill(skill)
-                self.tree.link_skill(space, skill, t)
+                later += [(self.tree.add_skill, skill), (self.tree.link_skill, space, skill, t)]
                 skill_rows.append([skill.id, skill.name, skill.description, _json({}), t, t,
                                    None])
                 link_rows.append([space.id, skill.id, t])
@@ -576,9 +577,12 @@ class FilesMixin:
                         node = FileNode(self._alloc_file_id(), skill.id, rel, 1, len(data),
                                         sha256(data), t, t)
                         file_rows.append([node.id, skill.id, rel, 1, False, t])
-                        version_rows.append([node.id, 1, rel, data, node.sha256, len(data),
-                                             author, "import", None, None, t, False])
-                        self.tree.add_file(node)
+                        pieces = versions.split(data) or []
+                        version_rows.append([node.id, 1, rel, None if pieces else data,
+                                             node.sha256, len(data), author, "import", None,
+                                             None, t, False, 0, 0, len(pieces)])
+                        chunk_rows += [[node.id, 1, i, p] for i, p in enumerate(pieces)]
+                        later.append((self.tree.add_file, node))
                         counts["files"] += 1
                         counts["bytes"] += len(data)
                 if progress is not None:
@@ -590,7 +594,10 @@ class FilesMixin:
             _insert_many(con, "space_skills", 3, link_rows)
             _insert_many(con, "skill_dirs", 3, dir_rows)
             _insert_many(con, "files", 6, file_rows)
-            _insert_many(con, "file_versions", 12, version_rows)
+            _insert_many(con, "file_versions", versions.COLUMNS, version_rows)
+            _insert_many(con, "version_chunks", 4, chunk_rows)
         self._tx(sql)
+        for apply, *args in later:  # the tree learns of it only once it is committed
+            apply(*args)
         self.con.execute("CHECKPOINT")
         return counts

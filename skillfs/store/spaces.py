@@ -7,6 +7,7 @@ import uuid
 from .. import names, skillmd
 from ..errors import Exists, Invalid, NotFound
 from ..tree import FileNode, Skill, Space
+from . import versions
 from .rows import SKILL_MD, _is_uuid, _json, now_ns, sha256
 
 
@@ -85,10 +86,12 @@ class SpacesMixin:
 
     @staticmethod
     def _sql_version(con, node: FileNode, content: bytes | None, author: str, reason: str,
-                     session_id: str | None, task_id: str | None, deleted: bool) -> None:
-        con.execute("INSERT INTO file_versions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [node.id, node.version, node.path, content, node.sha256, node.size,
-                     author, reason, session_id, task_id, node.mtime_ns, deleted])
+                     session_id: str | None, task_id: str | None, deleted: bool,
+                     prev: bytes | None = None) -> None:
+        """`prev`: the previous version's content, when the caller has it at hand."""
+        versions.insert(con, [node.id, node.version, node.path, node.sha256, node.size,
+                              author, reason, session_id, task_id, node.mtime_ns, deleted],
+                        content, prev)
 
     def _apply_space(self, space: Space, skills: list[tuple[Skill, FileNode, bytes]]) -> None:
         self.tree.add_space(space)

@@ -1,0 +1,314 @@
+"""The DuckDB connection: how it is opened, whether it is usable, and getting it back.
+
+DuckDB marks a database *invalidated* after a fatal error (a checkpoint that ran out of
+memory, a write that hit a full disk): every later call on that connection fails. The daemon
+must not die of that. This module turns DuckDB's errors into the store's own (StorageFull,
+Unavailable), marks the database unhealthy with the reason, and reopens it in the background
+(which replays the write-ahead log) with backoff. The tree and the content cache stay as they
+are: a write changes them only after its commit returned, so they still match what the
+reopened database holds.
+
+Automatic checkpoints are turned off: DuckDB runs them inside a COMMIT, and a checkpoint that
+fails there makes a committed write look failed. `maybe_checkpoint` runs them after the
+commit instead, so a failing checkpoint never hides a commit.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import trio
+
+from ..errors import SkillfsError, StorageFull, Unavailable
+from ..schema import migrate
+
+log = logging.getLogger("skillfs.store")
+
+# DuckDB keeps what was committed since the last checkpoint in memory it cannot always
+# spill: checkpoint once the log holds an eighth of the memory limit (measured: at 8 MB, a
+# 1 MB log works and an 8 MB one fails the commit).
+CHECKPOINT_SHARE = 8
+CHECKPOINT_WAL_BYTES = (512 << 10, 16 << 20)  # never below, never above
+REOPEN_FIRST_DELAY = 0.2
+REOPEN_MAX_DELAY = 30.0
+REOPEN_ATTEMPTS = 12  # failed reopens (not counting a full disk) before giving up
+
+
+class DatabaseLost(SkillfsError):
+    """The database failed and could not be reopened; the daemon must stop."""
+
+
+def _bytes(size: str) -> int:
+    """'32MB', '1.5 GiB', '512KB' as bytes (DuckDB's units, decimal or binary)."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(I?)B?\s*", size.upper())
+    if m is None:
+        raise ValueError(f"not a size: {size!r}")
+    unit = (1024 if m[3] else 1000) ** "_KMGT".index(m[2] or "_")
+    return int(float(m[1]) * unit)
+
+
+def _disk_full(error: BaseException) -> bool:
+    text = str(error)
+    return "No space left on device" in text or os.strerror(errno.ENOSPC) in text
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    text = str(error)
+    return (isinstance(error, duckdb.OutOfMemoryException) or "failed to pin block" in text
+            or "could not allocate block" in text) and not _invalidates(error)
+
+
+def _invalidates(error: BaseException) -> bool:
+    # A closed connection is as dead as an invalidated one: both need reopening.
+    return (isinstance(error, (duckdb.FatalException, duckdb.InternalException,
+                               duckdb.ConnectionException))
+            or "database has been invalidated" in str(error))
+
+
+class Database:
+    """One DuckDB file and its connection, with DuckDB's memory and spill settings."""
+
+    def __init__(self, path: str, *, memory_limit: str | None = None,
+                 checkpoint_memory: str | None = None, temp_dir: Path | None = None,
+                 threads: int | None = None) -> None:
+        self.path = path
+        self.config: dict[str, Any] = {"checkpoint_threshold": "1TB"}
+        self.checkpoint_wal_bytes = CHECKPOINT_WAL_BYTES[1]
+        if memory_limit:
+            self.checkpoint_wal_bytes = min(max(
+                _bytes(memory_limit) // CHECKPOINT_SHARE, CHECKPOINT_WAL_BYTES[0]),
+                CHECKPOINT_WAL_BYTES[1])
+            # The serving limit: reads come from the tree and the content cache, and work
+            # beyond the limit spills to temp_dir (up to DuckDB's default, 90% of the free
+            # disk) instead of failing.
+            self.config.update(memory_limit=memory_limit, preserve_insertion_order=False)
+        # DuckDB holds a row group's long strings in memory while it checkpoints it (file
+        # content is chunked for that reason, message text is not): a checkpoint, and the
+        # replay of the log when the database opens, get this larger limit for as long as
+        # they run, so a checkpoint that fails can never invalidate the database and then
+        # fail again at every start.
+        self.memory_limit = memory_limit
+        self.checkpoint_memory = checkpoint_memory if memory_limit else None
+        if threads:
+            self.config["threads"] = threads
+        if temp_dir is not None:
+            temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(temp_dir, 0o700)
+            self.config["temp_directory"] = str(temp_dir)
+        self.con = self._connect()
+        migrate(self.con)
+        self.reason: str | None = None  # why it is unhealthy, None while healthy
+        self.since: float | None = None  # wall time it became unhealthy
+        self.invalidated = False  # the connection is dead: reopen before any use
+        self._broken = trio.Event()
+        self._deferred: duckdb.Error | None = None  # a checkpoint's error, not yet judged
+        self.limiter = trio.CapacityLimiter(1)  # connections are not thread-safe: one thread
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        config = dict(self.config)
+        if self.checkpoint_memory:
+            config["memory_limit"] = self.checkpoint_memory
+        try:
+            con = duckdb.connect(self.path, config=config)
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise SkillfsError(
+                    f"{self.path} is in use by another process (is a skillfs daemon already "
+                    "running on it?)") from None
+            raise
+        if self.checkpoint_memory:
+            con.execute("CHECKPOINT")
+            con.execute("SET memory_limit = ?", [self.memory_limit])
+        return con
+
+    def checkpoint(self) -> None:
+        self._with_more_memory(self.con.execute, "CHECKPOINT")
+
+    def _with_more_memory(self, fn: Callable, *args):
+        if not self.checkpoint_memory:
+            return fn(*args)
+        self.con.execute("SET memory_limit = ?", [self.checkpoint_memory])
+        try:
+            return fn(*args)
+        finally:
+            self.con.execute("SET memory_limit = ?", [self.memory_limit])
+
+    def _roomy(self, fn: Callable, *args):
+        """`fn(*args)`, tried once more with the checkpoint's limit if it ran out of memory:
+        DuckDB works on 2,048 rows at a time, so a scan of long messages can need more than
+        the serving limit."""
+        try:
+            return fn(*args)
+        except duckdb.Error as e:
+            if not _out_of_memory(e) or not self.checkpoint_memory:
+                raise
+            log.warning("database out of memory; trying again with %s: %s",
+                        self.checkpoint_memory, str(e).splitlines()[0])
+        return self._with_more_memory(fn, *args)
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        except duckdb.Error:
+            log.exception("closing the database failed")
+
+    # -- health --------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self.reason is None
+
+    def status(self) -> dict[str, Any]:
+        return {"healthy": self.healthy, "reason": self.reason, "since": self.since,
+                "invalidated": self.invalidated, "memory_limit": self.config.get("memory_limit"),
+                "temp_directory": self.config.get("temp_directory")}
+
+    def check_usable(self) -> None:
+        """Refuse at once while the connection is dead (it is being reopened)."""
+        if self.invalidated:
+            cls = StorageFull if self.reason and "disk full" in self.reason else Unavailable
+            raise cls(f"the database is unavailable: {self.reason}")
+
+    def _mark(self, reason: str) -> None:
+        if self.reason is None:
+            self.since = time.time()
+        if reason != self.reason:
+            log.error("database unhealthy: %s", reason)
+        self.reason = reason
+
+    def recovered(self) -> None:
+        """A write committed: whatever was wrong is over."""
+        if self.reason is not None and not self.invalidated:
+            log.warning("database healthy again (was: %s)", self.reason)
+            self.reason = self.since = None
+
+    def failed(self, error: duckdb.Error) -> SkillfsError | None:
+        """Record a DuckDB error; return the store error to raise instead, or None for an
+        error that says nothing about the database's health (a bug, a constraint)."""
+        full = _disk_full(error)
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if _invalidates(error):
+            if not self.invalidated:
+                self.invalidated = True
+                self._mark(("disk full: " if full else "") + first_line)
+                self._broken.set()
+        elif full:
+            self._mark("disk full: " + first_line)
+        elif _out_of_memory(error):
+            log.warning("database out of memory: %s", first_line)
+        else:
+            return None
+        if full:
+            return StorageFull(f"no space left for the database: {first_line}")
+        return Unavailable(f"the database cannot take changes now: {first_line}")
+
+    async def run(self, fn: Callable, *args):
+        """Run `fn(*args)` on the database's worker thread, DuckDB's errors turned into the
+        store's."""
+        self.check_usable()
+        try:
+            result = await trio.to_thread.run_sync(self._roomy, fn, *args, limiter=self.limiter)
+        except duckdb.Error as e:
+            mapped = self.failed(e)
+            if mapped is None:
+                # A bug, not the database's state: reported as an error of this call only,
+                # so no caller (a FUSE handler, a spool file) dies of a DuckDB exception.
+                log.exception("database error")
+                mapped = SkillfsError(f"database error: {str(e).splitlines()[0]}")
+            raise mapped from e
+        finally:
+            if self._deferred is not None:
+                deferred, self._deferred = self._deferred, None
+                self.failed(deferred)
+        return result
+
+    # -- transactions and checkpoints (on the database's worker thread) -----------------
+
+    def tx(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]):
+        try:
+            result = self._tx_once(fn)
+        except duckdb.Error as e:
+            if not _out_of_memory(e):
+                raise
+            # What was committed since the last checkpoint holds memory DuckDB cannot
+            # always spill; a checkpoint frees it. Then the transaction is tried once more.
+            log.warning("database out of memory; checkpointing and trying again: %s",
+                        str(e).splitlines()[0])
+            self.checkpoint()
+            result = self._tx_once(fn)
+        self.maybe_checkpoint()
+        return result
+
+    def _tx_once(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]):
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            result = fn(con)
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # no transaction left to roll back (a failed COMMIT, a dead connection)
+            raise
+        return result
+
+    def maybe_checkpoint(self) -> None:
+        try:
+            wal = os.path.getsize(self.path + ".wal")
+        except OSError:
+            return
+        if wal < self.checkpoint_wal_bytes:
+            return
+        try:
+            self.checkpoint()
+        except duckdb.Error as e:
+            # The commit before it stands (it is in the log); a checkpoint is tried again
+            # after the next write, or on reopen.
+            log.warning("checkpoint failed: %s", str(e).splitlines()[0])
+            self._deferred = e  # judged on the trio thread, which owns the health state
+
+    # -- reopening ----------------------------------------------------------------------
+
+    def _reopen(self) -> None:
+        self.close()
+        self.con = self._connect()
+        self.checkpoint()
+
+    async def supervise(self) -> None:
+        """Reopen the database whenever it fails; raise DatabaseLost when it cannot be."""
+        while True:
+            await self._broken.wait()
+            await self._reopen_with_backoff()
+            self._broken = trio.Event()
+            self.invalidated = False
+            self.recovered()
+
+    async def _reopen_with_backoff(self) -> None:
+        delay, attempts = REOPEN_FIRST_DELAY, 0
+        while True:
+            await trio.sleep(delay)
+            try:
+                await trio.to_thread.run_sync(self._reopen, limiter=self.limiter)
+                log.warning("database reopened after: %s", self.reason)
+                return
+            except (duckdb.Error, SkillfsError) as e:
+                full = _disk_full(e)
+                attempts += 0 if full else 1
+                log.error("reopening the database failed (%s): %s",
+                          "disk full, waiting for space" if full else f"attempt {attempts}",
+                          str(e).splitlines()[0])
+                if attempts >= REOPEN_ATTEMPTS:
+                    log.critical("giving up on the database %s: %s; stopping", self.path, e)
+                    raise DatabaseLost(
+                        f"the database {self.path} failed ({self.reason}) and could not be "
+                        f"reopened: {e}") from e
+            delay = min(delay * 2, REOPEN_MAX_DELAY)

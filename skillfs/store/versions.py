@@ -1,0 +1,184 @@
+"""How file versions are kept: a whole copy, or a splice of the version before it.
+
+Storing every version whole makes an append-only daily log grow quadratically. Most new
+versions change one stretch of the previous one (an append, a learner's string replace, an
+editor's save of a small edit), so a version is stored as a *splice* of its predecessor: how
+many leading and trailing bytes they share, and the bytes between. An append costs the
+appended bytes. Edits in several places store the stretch that spans them; that is larger
+than a general binary diff but costs one linear pass to make and to apply.
+
+`delta_depth` counts the splices since the last whole copy (0: this row is whole), so
+reading version v takes the whole copy at v - depth and applies the splices after it, all
+fetched in one query. `chain_bytes` is what rebuilding a version moves: a splice moves the
+bytes after the shared head, so an append moves only what it appended. A whole copy is
+stored again when the chain would reach MAX_CHAIN splices, or move more than WORK times
+the file's size: reading any version then reads at most MAX_CHAIN + 1 rows and moves at
+most WORK + 1 times its size, and an append-only log stays linear (its appends move
+nothing else; a whole copy comes every MAX_CHAIN versions, and files are at most 1 MiB).
+
+What is stored (a whole copy or a splice) goes in file_versions.content when it is short,
+and otherwise in CHUNK-byte rows of version_chunks: DuckDB keeps every string longer than
+a few KB of a row group in memory while it checkpoints that row group, so a few long
+strings make a checkpoint fail under a small memory limit and invalidate the database.
+Strings this short are written block by block.
+
+`read_contents` is the one way to read version content; nothing else selects
+file_versions.content or version_chunks.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import duckdb
+
+MAX_CHAIN = 1024
+WORK = 8
+CHUNK = 3000  # longest string stored (measured: 4,000 bytes checkpoint in blocks, 8,000 not)
+_HEAD = struct.Struct("<QQ")  # shared leading bytes, shared trailing bytes
+COLUMNS = 15  # file_versions' columns, in order (see insert)
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # the first difference is in [lo, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
+    if limit <= 0:
+        return 0
+    if a[len(a) - limit:] == b[len(b) - limit:]:
+        return limit
+    lo, hi = 0, limit  # the longest shared tail is in [lo, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[len(a) - mid:] == b[len(b) - mid:]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def splice(old: bytes, new: bytes) -> bytes:
+    """`new` as a splice of `old`."""
+    head = _common_prefix(old, new)
+    tail = _common_suffix(old, new, min(len(old), len(new)) - head)
+    return _HEAD.pack(head, tail) + new[head:len(new) - tail]
+
+
+def apply(buf: bytearray, delta: bytes) -> None:
+    head, tail = _HEAD.unpack_from(delta)
+    buf[head:len(buf) - tail] = memoryview(delta)[_HEAD.size:]
+
+
+def insert(con: duckdb.DuckDBPyConnection, row: list, content: bytes | None,
+           prev: bytes | None = None) -> None:
+    """Insert a file_versions row (file_id, version, path, content, sha256, size, author,
+    reason, session_id, task_id, at_ns, deleted — `content` apart) storing the content as a
+    splice of the version before when that is worth it. `prev` is the previous version's
+    content if the caller has it at hand."""
+    stored, depth, chain = content, 0, 0
+    file_id, version = row[0], row[1]
+    if content and version > 1:
+        before = con.execute(
+            "SELECT delta_depth, chain_bytes, deleted FROM file_versions "
+            "WHERE file_id = ? AND version = ?", [file_id, version - 1]).fetchone()
+        if before is not None and not before[2] and before[0] < MAX_CHAIN:
+            if prev is None:
+                prev = read_contents(con, [(file_id, version - 1)]).get((file_id, version - 1))
+            if prev:
+                delta = splice(prev, content)
+                work = before[1] + len(content) - _HEAD.unpack_from(delta)[0]
+                if len(delta) < len(content) and work <= WORK * len(content):
+                    stored, depth, chain = delta, before[0] + 1, work
+    chunks = 0
+    pieces = split(stored) if stored is not None else None
+    if pieces:
+        con.execute("INSERT INTO version_chunks SELECT ?, ?, unnest(?::INTEGER[]), "
+                    "unnest(?::BLOB[])", [file_id, version, list(range(len(pieces))), pieces])
+        stored, chunks = None, len(pieces)
+    con.execute("INSERT INTO file_versions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [*row[:3], stored, *row[3:], depth, chain, chunks])
+
+
+def read_contents(con: duckdb.DuckDBPyConnection,
+                  keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The content of each (file_id, version) that exists (b"" for a deletion)."""
+    if not keys:
+        return {}
+    rows = _rows(con, keys)
+    out: dict[tuple[int, int], bytes] = {}
+    chains = []
+    for (fid, version), (stored, depth) in rows.items():
+        if depth == 0:
+            out[(fid, version)] = stored
+        else:
+            chains.append((fid, version - depth, version - 1))
+    if chains:
+        links = _chain_rows(con, chains)
+        for fid, first, last in chains:
+            buf = bytearray(links[(fid, first)])
+            for v in range(first + 1, last + 2):
+                apply(buf, links[(fid, v)] if v <= last else rows[(fid, v)][0])
+            out[(fid, last + 1)] = bytes(buf)
+    return out
+
+
+def _rows(con, keys: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[bytes, int]]:
+    """What is stored for each key (whole content or a splice) and its delta_depth."""
+    # A filter (not a join) lets DuckDB skip row groups by file id and read content only
+    # for matching rows: a join reads every row's content.
+    ids = sorted({f for f, _ in keys})
+    versions = sorted({n for _, n in keys})
+    found = con.execute(
+        "SELECT file_id, version, content, chunks, delta_depth FROM file_versions "
+        f"WHERE file_id BETWEEN ? AND ? AND file_id IN ({','.join('?' * len(ids))}) "
+        f"AND version IN ({','.join('?' * len(versions))})",
+        [ids[0], ids[-1], *ids, *versions]).fetchall()
+    wanted = set(keys)
+    found = [r for r in found if (r[0], r[1]) in wanted]
+    stored = _with_chunks(con, found)
+    return {(f, n): (stored[(f, n)], d or 0) for f, n, _, _, d in found}
+
+
+def _chain_rows(con, chains: list[tuple[int, int, int]]) -> dict[tuple[int, int], bytes]:
+    """What is stored (a whole copy, then splices) for each (file, first, last) range."""
+    ranges = " OR ".join("(file_id = ? AND version BETWEEN ? AND ?)" for _ in chains)
+    found = con.execute(
+        f"SELECT file_id, version, content, chunks, 0 FROM file_versions WHERE {ranges}",
+        [x for chain in chains for x in chain]).fetchall()
+    return _with_chunks(con, found)
+
+
+def _with_chunks(con, found: list[tuple]) -> dict[tuple[int, int], bytes]:
+    """The stored bytes of each (file_id, version, content, chunks, _) row."""
+    out = {(f, n): bytes(c) if c is not None else b"" for f, n, c, _, _ in found}
+    chunked = [(f, n) for f, n, _, k, _ in found if k]
+    if not chunked:
+        return out
+    parts: dict[tuple[int, int], list[bytes]] = {key: [] for key in chunked}
+    for f, n, data in con.execute(
+            "SELECT file_id, version, data FROM version_chunks WHERE "
+            + " OR ".join("(file_id = ? AND version = ?)" for _ in chunked)
+            + " ORDER BY file_id, version, seq", [x for key in chunked for x in key]
+    ).fetchall():
+        parts[(f, n)].append(data)
+    for key, pieces in parts.items():
+        out[key] = b"".join(pieces)
+    return out
+
+
+def split(data: bytes) -> list[bytes] | None:
+    """`data` in version_chunks rows, or None if it is short enough to keep in its row."""
+    if len(data) <= CHUNK:
+        return None
+    return [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
