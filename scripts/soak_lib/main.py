@@ -36,6 +36,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=5.0, help="how long to load (default 5)")
     p.add_argument("--report-every", type=float, default=5.0, help="seconds between lines")
     p.add_argument("--writers", type=int, default=4, help="processes appending through the mount")
+    p.add_argument("--spool-rate", type=float, default=40.0,
+                   help="spool files a second (3 messages each; default 40)")
     p.add_argument("--json", type=Path, help="also write the summary as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the data directory afterwards")
     return p.parse_args(argv)
@@ -131,7 +133,7 @@ class Soak:
                 with self.tally.lock:
                     self.tally.spool_files += 1
                 n += 1
-                time.sleep(0.005)
+                time.sleep(1.0 / self.args.spool_rate)
             session += 1
 
     def api_load(self) -> None:
@@ -207,7 +209,7 @@ class Soak:
         t0 = time.monotonic()
         end = t0 + a.minutes * 60
         print(f"soak: {a.minutes:g} min, daemon pid {self.pid}, data in {self.home}")
-        print(f"{'t (s)':>6} {'RSS MB':>7} {'DB MB':>7} {'spool':>6} {'backlog':>7} "
+        print(f"{'t (s)':>6} {'RSS MB':>7} {'DB MB':>7} {'spool':>6} {'waiting':>7} "
               f"{'api':>6} {'reads':>7} {'errors':>6}")
         try:
             while time.monotonic() < end and self.alive():
@@ -224,11 +226,7 @@ class Soak:
         return sum(p.stat().st_size for p in (db, Path(f"{db}.wal")) if p.exists()) / 2**20
 
     def report(self, t: float) -> None:
-        backlog = "-"
-        try:
-            backlog = str(self.status()["spool_backlog"])
-        except (httpx.HTTPError, KeyError) as e:
-            self.tally.error("status", e)
+        backlog = str(self.waiting())
         t_ = self.tally
         sample = {"t": round(t, 1), "rss_mb": round(self.rss_mb(), 1), "db_mb": round(self.db_mb(), 1)}
         print(f"{sample['t']:>6} {sample['rss_mb']:>7} {sample['db_mb']:>7} {t_.spool_files:>6} "
@@ -237,17 +235,24 @@ class Soak:
         with t_.lock:
             t_.samples.append(sample)
 
-    def drain(self, timeout: float = 120.0) -> bool:
-        deadline = time.monotonic() + timeout
+    def waiting(self) -> int:
+        """Spool files not taken yet (the daemon's backlog counts only those it has seen)."""
+        return sum(1 for p in (self.home / "spool").rglob("*")
+                   if p.suffix in (".jsonl", ".json") and ".rejected" not in p.parts)
+
+    def drain(self, stall: float = 60.0, limit: float = 600.0) -> bool:
+        """Wait until the spool is empty; give up when it stops shrinking for `stall` s."""
+        deadline = time.monotonic() + limit
+        best, since = self.waiting(), time.monotonic()
         while time.monotonic() < deadline and self.alive():
-            try:
-                if self.status()["spool_backlog"] == 0 and not any(
-                        p.suffix in (".jsonl", ".json") for p in (self.home / "spool").rglob("*")
-                        if ".rejected" not in p.parts):
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+            left = self.waiting()
+            if left == 0:
+                return True
+            if left < best:
+                best, since = left, time.monotonic()
+            elif time.monotonic() - since > stall:
+                return False
+            time.sleep(0.5)
         return False
 
     def stored_markers(self) -> Counter:
@@ -270,11 +275,14 @@ class Soak:
         return lost
 
     def check(self, seconds: float) -> dict:
+        t0 = time.monotonic()
         drained = self.drain()
+        print(f"soak: load stopped; the spool {'drained' if drained else 'did NOT drain'} "
+              f"in {time.monotonic() - t0:.1f} s", flush=True)
         crashed = not self.alive()
         sent = Counter(self.tally.markers)
         stored = Counter() if crashed else self.stored_markers()
-        lost = sum(1 for m in sent if stored[m] == 0)
+        lost = sum(1 for m in sent if stored[m] == 0)  # after draining: never stored
         duplicated = sum(1 for m in sent if stored[m] > 1)
         lost_lines = 0 if crashed else self.lost_lines()
         learning = Counter()
