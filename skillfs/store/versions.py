@@ -166,12 +166,17 @@ def _with_chunks(con, found: list[tuple]) -> dict[tuple[int, int], bytes]:
     if not chunked:
         return out
     parts: dict[tuple[int, int], list[bytes]] = {key: [] for key in chunked}
+    # As in _rows: a range and an IN list on file_id let DuckDB skip row groups; an OR of
+    # (file, version) pairs scanned the whole table (80 ms a cold read at 20,000 files).
+    ids = sorted({f for f, _ in chunked})
+    versions = sorted({n for _, n in chunked})
     for f, n, data in con.execute(
-            "SELECT file_id, version, data FROM version_chunks WHERE "
-            + " OR ".join("(file_id = ? AND version = ?)" for _ in chunked)
-            + " ORDER BY file_id, version, seq", [x for key in chunked for x in key]
-    ).fetchall():
-        parts[(f, n)].append(data)
+            "SELECT file_id, version, data FROM version_chunks "
+            f"WHERE file_id BETWEEN ? AND ? AND file_id IN ({','.join('?' * len(ids))}) "
+            f"AND version IN ({','.join('?' * len(versions))}) ORDER BY file_id, version, seq",
+            [ids[0], ids[-1], *ids, *versions]).fetchall():
+        if (f, n) in parts:
+            parts[(f, n)].append(data)
     for key, pieces in parts.items():
         out[key] = b"".join(pieces)
     return out
