@@ -64,7 +64,7 @@ class Config(BaseModel):
     max_request_bytes: int = 32 << 20  # larger HTTP request bodies get a 413
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
 
-    def resolved(self) -> "Config":
+    def resolved(self) -> Config:
         c = self.model_copy(deep=True)
         c.home = Path(c.home).expanduser()
         c.db = Path(c.db or c.home / "skillfs.duckdb").expanduser()

@@ -175,7 +175,7 @@ class LLMServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}/v1"
 
-    def start(self) -> "LLMServer":
+    def start(self) -> LLMServer:
         self._thread.start()
         return self
 
@@ -183,7 +183,7 @@ class LLMServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "LLMServer":
+    def __enter__(self) -> LLMServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import stat
-import subprocess
 import threading
 import time
 

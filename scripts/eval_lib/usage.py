@@ -90,7 +90,7 @@ class UsageProxy:
         req.end_headers()
         req.wfile.write(data)
 
-    def __enter__(self) -> "UsageProxy":
+    def __enter__(self) -> UsageProxy:
         self.thread.start()
         return self
 

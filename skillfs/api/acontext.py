@@ -23,7 +23,7 @@ import re
 import time
 import uuid
 import zipfile
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -73,7 +73,7 @@ class BadRequest(SkillfsError):
 # -- ids, times, envelopes ---------------------------------------------------------------
 
 def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _derived(*parts: Any) -> str:

@@ -56,7 +56,7 @@ class LearnerConfig:
     redact_input: bool = False
 
     @classmethod
-    def from_env(cls, backend: str | None = None, **llm: Any) -> "LearnerConfig":
+    def from_env(cls, backend: str | None = None, **llm: Any) -> LearnerConfig:
         """`backend` None picks openai when a key or base URL is configured, else rules."""
         env = os.environ
         cfg = cls(llm=LLMConfig.from_env(**llm))

@@ -54,7 +54,7 @@ class Lesson:
 
     @classmethod
     def from_payload(cls, id: str, session_id: str, task_id: str | None,
-                     payload: dict[str, Any]) -> "Lesson":
+                     payload: dict[str, Any]) -> Lesson:
         rule_task = payload.get("rule_task")
         if rule_task is not None:
             at = rule_task.get("finished_at")

@@ -48,7 +48,7 @@ class LLMConfig:
     temperature: float | None = 0.2
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "LLMConfig":
+    def from_env(cls, **overrides: Any) -> LLMConfig:
         env = os.environ
         cfg = cls(
             base_url=env.get("SKILLFS_LLM_BASE_URL") or env.get("OPENAI_BASE_URL") or None,

@@ -150,7 +150,7 @@ class SessionsMixin:
         return LearningRow(session_id, space.id, "pending", None, -1, t, t)
 
     def _message_batch(self, session_id: str, messages: Sequence, source: str | None,
-                       t: int, metas: Sequence[dict | None] | None = None) -> "_MessageBatch":
+                       t: int, metas: Sequence[dict | None] | None = None) -> _MessageBatch:
         first = self._session_seq.get(session_id, -1) + 1
         return _MessageBatch(
             session_id, source, t, list(range(first, first + len(messages))),
