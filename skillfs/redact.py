@@ -69,7 +69,8 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{6,}\.eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*")),
 ]
 
-# a secret named in words or assigned: "the db password is hunter2", "pw=x", "API_KEY: x"
+# a secret named in words or assigned: "the db password is hunter2", "pw=x", "API_KEY: x";
+# within one line ("password field" then "- **Outcome**:" on the next is no password)
 _PASSWORD = r"pass(?:word|wd|phrase|code)s?|pwd?"
 _NAMED = (r"api[ _-]?keys?|access[ _-]?keys?|secret(?:[ _-]?(?:access[ _-]?)?keys?)?|"
           r"client[ _-]?secret|(?:auth|access|api|refresh|session|bearer)?[ _-]?tokens?|"
@@ -77,11 +78,11 @@ _NAMED = (r"api[ _-]?keys?|access[ _-]?keys?|secret(?:[ _-]?(?:access[ _-]?)?key
 _SAID = re.compile(
     rf"(?<![A-Za-z])(?P<name>{_PASSWORD}|{_NAMED})(?![A-Za-z])"
     # a few words between: "password for staging is", "password of the db was"
-    r"(?P<mid>(?:\s+(?!is\b|was\b|are\b)[\w.@/-]+){0,4}?)"
-    r"(?:\s*(?:[:=]|\s(?:is|was|are)(?:\s+(?:now|still|just|set\s+to|always))?(?:\s*:)?)\s*"
+    r"(?P<mid>(?:[ \t]+(?!is\b|was\b|are\b)[\w.@/-]+){0,4}?)"
+    r"(?:[ \t]*(?:[:=]|[ \t](?:is|was|are)(?:[ \t]+(?:now|still|just|set[ \t]+to|always))?(?:[ \t]*:)?)[ \t]*"
     r"(?P<v>\"[^\"\n]+\"|'[^'\n]+'|`[^`\n]+`|[^\s\"'`,;]+)"
     # no separator: "my password hunter2", a value with a digit or a sign in it
-    r"|\s+(?P<bare>(?=[^\s\"'`,;]*[\d!@#%^&*+=~])[^\s\"'`,;]{4,}))", re.I)
+    r"|[ \t]+(?P<bare>(?=[^\s\"'`,;]*[\d!@#%^&*+=~])[^\s\"'`,;]{4,}))", re.I)
 # an environment variable named for a secret: PGPASSWORD=x, GITHUB_TOKEN="x"
 _ENV = re.compile(r"(?<![\w$])(?P<name>[A-Z0-9_]*(?:PASSWORD|PASSWD|PWD|SECRET|TOKEN|API_?KEY|"
                   r"ACCESS_?KEY|PRIVATE_?KEY))=(?P<v>\"[^\"\n]*\"|'[^'\n]*'|[^\s\"'`;]+)")
