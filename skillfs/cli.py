@@ -665,8 +665,65 @@ def log_cmd(ctx, path, as_json):
 def revert(ctx, path, version):
     """Make VERSION of a file current again (as a new version)."""
     client, rel = _path_client(ctx, path)
-    out = client.request("POST", "/files/revert", json={"path": rel, "version": version})
-    click.echo(f"{path}: version {version} is current again as version {out.json()['version']}")
+    out = client.request("POST", "/files/revert", json={"path": rel, "version": version}).json()
+    if not out.get("changed", True):
+        click.echo(f"{path}: already has the content of version {version} (it is version "
+                   f"{out['version']}); nothing changed")
+        return
+    click.echo(f"{path}: version {version} is current again as version {out['version']}")
+
+
+def _split_version(spec: str) -> tuple[str, int | None]:
+    """PATH or PATH@VERSION (VERSION as v3 or 3)."""
+    path, at, version = spec.rpartition("@")
+    if not at or not version.lstrip("vV").isdigit():
+        return spec, None
+    return path, VERSION.convert(version, None, None)
+
+
+def _content(client: DaemonClient, rel: str, version: int | None) -> bytes:
+    params: dict = {"path": rel}
+    if version is not None:
+        params["version"] = version
+    return client.request("GET", "/files", params=params).content
+
+
+@main.command()
+@click.argument("spec", metavar="PATH[@VERSION]")
+@click.pass_context
+def show(ctx, spec):
+    """Print a file, or one of its versions (PATH@v3), without changing anything."""
+    path, version = _split_version(spec)
+    client, rel = _path_client(ctx, path)
+    click.echo(_content(client, rel, version), nl=False)
+
+
+@main.command()
+@click.argument("path")
+@click.argument("old", metavar="[V1", type=VERSION, required=False)
+@click.argument("new", metavar="[V2]]", type=VERSION, required=False)
+@json_option
+@click.pass_context
+def diff(ctx, path, old, new, as_json):
+    """Unified diff between two versions of a file: V1 to V2 (default: the current one),
+    or, with no version, the one before the current one to the current one."""
+    import difflib
+
+    client, rel = _path_client(ctx, path)
+    if new is None:
+        log = [r for r in client.request("GET", "/files/log", params={"path": rel}).json()
+               if not r["deleted"]]
+        if not log:
+            raise click.ClickException(f"{path} has no version to compare")
+        new = log[-1]["version"]
+        if old is None:
+            earlier = [r["version"] for r in log if r["version"] < new]
+            old = earlier[-1] if earlier else new
+    texts = [_content(client, rel, v).decode("utf-8", "replace").splitlines(keepends=True)
+             for v in (old, new)]
+    text = "".join(difflib.unified_diff(texts[0], texts[1], f"{rel}@v{old}", f"{rel}@v{new}"))
+    _emit({"path": rel, "from": old, "to": new, "diff": text}, as_json,
+          lambda d: click.echo(d["diff"], nl=False))
 
 
 if __name__ == "__main__":

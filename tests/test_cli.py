@@ -108,6 +108,18 @@ def test_log_and_revert(daemon, space):
     # in a shell that knows nothing of the daemon's data directory
     daemon.cli("revert", str(f), "v1", "--socket", str(daemon.socket))
     assert f.read_text() == "- Name is Gus\n"
+    # looking at old versions changes nothing
+    assert daemon.cli("show", f"{f}@v2").stdout == "- Name is Augustus\n"
+    assert daemon.cli("show", str(f)).stdout == "- Name is Gus\n"
+    d = daemon.cli("diff", str(f), "v2", "6").stdout
+    assert "-- Name is Augustus" in d and "+- Name is Gus" in d and "@v2" in d and "@v6" in d
+    assert json.loads(daemon.cli("diff", str(f), "--json").stdout)["from"] == 5
+    r = daemon.cli("show", f"{f}@3", check=False)
+    assert r.returncode == 1 and "deletion" in r.stderr
+    versions = len(json.loads(daemon.cli("log", str(f), "--json").stdout))
+    out = daemon.cli("revert", str(f), "1").stdout  # v1 is the current content
+    assert "nothing changed" in out
+    assert len(json.loads(daemon.cli("log", str(f), "--json").stdout)) == versions
     r = daemon.cli("revert", str(f), "vx", check=False)
     assert r.returncode == 2 and "write v3 or 3" in r.stderr
     bare = {k: v for k, v in daemon.env.items() if not k.startswith("SKILLFS_")}

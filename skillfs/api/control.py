@@ -184,10 +184,16 @@ async def file_log(request: Request, path: str):
 
 
 @router.get("/files")
-async def read_file(request: Request, path: str):
+async def read_file(request: Request, path: str, version: int | None = Query(None, ge=1)):
+    """The current content of a file, or that of one of its versions."""
     store = _store(request)
     space, skill, rel = _split(path)
-    content = await store.read_file(_skill_in(store, space, skill).id, rel)
+    skill_id = _skill_in(store, space, skill).id
+    if version is not None:
+        return Response(await store.read_version(skill_id, rel, version),
+                        media_type="application/octet-stream",
+                        headers={"X-Skillfs-Version": str(version)})
+    content = await store.read_file(skill_id, rel)
     return Response(content.content, media_type="application/octet-stream",
                     headers={"X-Skillfs-Version": str(content.version)})
 
@@ -211,9 +217,9 @@ class RevertIn(BaseModel):
 async def revert(request: Request, body: RevertIn):
     store = _store(request)
     space, skill, rel = _split(body.path)
-    node = await store.revert_file(_skill_in(store, space, skill).id, rel, body.version,
-                                   author="cli")
-    return {"path": body.path, "version": node.version, "size": node.size}
+    node, changed = await store.revert_file(_skill_in(store, space, skill).id, rel,
+                                            body.version, author="cli")
+    return {"path": body.path, "version": node.version, "size": node.size, "changed": changed}
 
 
 @router.post("/sessions/{session_ref}/flush")

@@ -480,29 +480,40 @@ class FilesMixin:
                 [fid]).fetchall()
         return [VersionRow(*r) for r in await self._db(q)]
 
-    async def revert_file(self, skill_id: str, path: str, version: int,
-                          author: str = "cli") -> FileNode:
-        """Make an old version current again, as a new version (history is kept)."""
+    async def read_version(self, skill_id: str, path: str, version: int) -> bytes:
+        """The content of one version of the file at `path` (or of the last file that had
+        that path)."""
         skill = self.skill(skill_id)
 
-        def q():
+        def q() -> bytes | None:
             fid = self._find_file_id(skill, path)
             row = self.con.execute(
                 "SELECT deleted FROM file_versions WHERE file_id = ? AND version = ?",
                 [fid, version]).fetchone()
-            if row is None or row[0]:
-                return fid, row, None
-            return fid, row, versions.read_contents(self.con, [(fid, version)])[(fid, version)]
-        fid, row, content = await self._db(q)
-        if row is None:
-            raise NotFound(f"{path!r} has no version {version}")
-        if row[0]:
+            if row is None:
+                raise NotFound(f"{path!r} has no version {version}")
+            if row[0]:
+                return None
+            return versions.read_contents(self.con, [(fid, version)])[(fid, version)]
+        content = await self._db(q)
+        if content is None:
             raise Invalid(f"version {version} of {path!r} is a deletion")
+        return content
+
+    async def revert_file(self, skill_id: str, path: str, version: int,
+                          author: str = "cli") -> tuple[FileNode, bool]:
+        """Make an old version current again, as a new version (history is kept). Returns
+        the file and whether anything changed: reverting to the current content is a no-op."""
+        skill = self.skill(skill_id)
+        content = await self.read_version(skill_id, path, version)
         node = skill.files.get(path)
         if node is not None:
+            if node.version and node.sha256 == sha256(content):
+                return node, False
             return await self.write_file(skill_id, path, content, author=author,
-                                         reason=f"revert to version {version}")
-        return await self._undelete(skill, fid, path, content, version, author)
+                                         reason=f"revert to version {version}"), True
+        fid = await self._db(self._find_file_id, skill, path)
+        return await self._undelete(skill, fid, path, content, version, author), True
 
     async def _undelete(self, skill: Skill, fid: int, path: str, content: bytes, version: int,
                         author: str) -> FileNode:
