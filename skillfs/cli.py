@@ -389,6 +389,33 @@ def skill():
     """Skills."""
 
 
+@skill.command("list")
+@click.option("--space", "space_name", required=True, help="The space whose skills to list.")
+@json_option
+@click.pass_context
+def skill_list(ctx, space_name, as_json):
+    """The skills of a space: name, files, description."""
+    rows = _client(ctx).request("GET", "/skills", params={"space": space_name}).json()
+    _emit(rows, as_json, lambda rows: [click.echo(
+        f"{r['name']}\t{_n(len(r['files']), 'file')}\t{r['description']}") for r in rows])
+
+
+@skill.command("delete")
+@click.argument("name")
+@click.option("--space", "space_name", required=True, help="The space to take it out of.")
+@click.pass_context
+def skill_delete(ctx, name, space_name):
+    """Take skill NAME out of a space; deleted when no other space includes it (its history
+    stays: `skillfs log` and `revert` still reach its files)."""
+    out = _client(ctx).request("DELETE", "/skills",
+                               params={"space": space_name, "skill": name}).json()
+    if out["deleted"]:
+        click.echo(f"deleted skill {name}")
+    else:
+        click.echo(f"took skill {name} out of {space_name} (still in "
+                   f"{', '.join(out['still_in'])})")
+
+
 @skill.command("import")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--space", "space_name", required=True, help="The space to add it to.")

@@ -274,3 +274,36 @@ def test_sandbox_bind_survives_a_daemon_restart(daemon, space, tmp_path):
         assert r.returncode == 1 and "no space 'nope'" in r.stderr
     finally:
         subprocess.run(["umount", "-l", str(box)], capture_output=True)
+
+
+def test_skill_list_and_delete(daemon, space):
+    os.mkdir(space / "tpyo-skill")  # a mistyped mkdir makes a skill ...
+    rows = json.loads(daemon.cli("skill", "list", "--space", "alice", "--json").stdout)
+    assert sorted(r["name"] for r in rows) == ["daily-logs", "tpyo-skill", "user-general-facts"]
+    assert "tpyo-skill\t1 file\t" in daemon.cli("skill", "list", "--space", "alice").stdout
+    # ... which can be deleted again
+    assert "deleted skill tpyo-skill" in daemon.cli(
+        "skill", "delete", "tpyo-skill", "--space", "alice").stdout
+    assert sorted(os.listdir(space)) == ["daily-logs", "user-general-facts"]
+    assert json.loads(daemon.cli("status", "--json").stdout)["counts"]["skills"] == 2
+    # a skill another space includes only leaves this one
+    os.mkdir(space / "shared")
+    sid = json.loads(daemon.cli("skill", "list", "--space", "alice", "--json").stdout)
+    sid = next(r["id"] for r in sid if r["name"] == "shared")
+    daemon.cli("space", "create", "bob")
+    r = daemon.api("PUT", "/skillfs/v1/files", params={"path": f"alice/{sid}/note.md"},
+                   content=b"x")
+    assert r.status_code == 200
+    assert daemon.api("POST", f"/api/v1/learning_spaces/{_space_id(daemon, 'bob')}/skills",
+                      json={"skill_id": sid}).status_code in (200, 201)
+    out = daemon.cli("skill", "delete", "shared", "--space", "alice").stdout
+    assert "still in bob" in out
+    assert "shared" not in os.listdir(space)
+    assert (daemon.mnt / "bob" / "shared" / "note.md").read_bytes() == b"x"
+    r = daemon.cli("skill", "delete", "nope", "--space", "alice", check=False)
+    assert r.returncode == 1 and "no skill 'nope'" in r.stderr
+
+
+def _space_id(daemon, name: str) -> str:
+    return next(s["id"] for s in json.loads(daemon.cli("space", "list", "--json").stdout)
+                if s["name"] == name)

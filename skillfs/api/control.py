@@ -108,6 +108,27 @@ def _skill_in(store: Store, space: str, skill: str):
     return found
 
 
+@router.get("/skills")
+async def list_skills(request: Request, space: str):
+    store = _store(request)
+    return [skill_json(s) for s in store.list_space_skills(store.space(space).id)]
+
+
+@router.delete("/skills")
+async def delete_skill(request: Request, space: str, skill: str):
+    """Take a skill out of a space; a skill no other space includes is deleted (its files'
+    history stays in the database)."""
+    store = _store(request)
+    found = _skill_in(store, space, skill)
+    space_id = store.space(space).id
+    if found.spaces - {space_id}:
+        await store.exclude_skill(space_id, found.id, author="cli")
+        return {"name": found.name, "deleted": False, "still_in": sorted(
+            store.tree.spaces[s].name for s in found.spaces)}
+    await store.delete_skill(found.id, author="cli")
+    return {"name": found.name, "deleted": True, "still_in": []}
+
+
 @router.post("/skills/import", status_code=201)
 async def import_skill(request: Request, space: str = Query(...),
                        data: bytes = Body(..., media_type="application/zip")):
