@@ -24,9 +24,11 @@ class LearnerConfig(BaseModel):
     backend: str | None = None  # "openai" | "rules" | "off"; None: openai when configured
     base_url: str | None = None
     api_key: str | None = None
-    model: str = "gpt-4.1"
-    timeout: float = 60.0
-    retries: int = 3
+    # None: $SKILLFS_LLM_MODEL / _TIMEOUT / _RETRIES, else the learner's defaults (gpt-4.1,
+    # 60 s, 3): a value here must not hide the environment's
+    model: str | None = None
+    timeout: float | None = None
+    retries: int | None = None
     buffer_messages: int = 16
     idle_seconds: float = 8.0
     # seconds a space's writer waits before it starts, so close lessons share one run

@@ -1249,3 +1249,17 @@ def test_learning_cost_per_task(tmp_path, monkeypatch, name):
     assert usage["per_task"]["input_tokens"] < bound, usage
     # the session's original_date is the date written
     assert got["daily_logs"] == [f"{day}.md", "SKILL.md"]
+
+
+def test_daemon_config_leaves_the_model_settings_to_the_environment(store, monkeypatch):
+    """SKILLFS_LLM_MODEL and SKILLFS_LLM_TIMEOUT reach the learner when the config file and
+    the command line say nothing; what they say wins."""
+    from skillfs import config as configmod
+    monkeypatch.setenv("SKILLFS_LLM_MODEL", "env-model")
+    monkeypatch.setenv("SKILLFS_LLM_TIMEOUT", "7.5")
+    monkeypatch.setenv("SKILLFS_CONFIG", "/nonexistent")
+    cfg = configmod.load(None, learner_backend="openai")
+    llm = Learner(store, cfg.learner).config.llm
+    assert (llm.model, llm.timeout) == ("env-model", 7.5)
+    cfg = configmod.load(None, learner_backend="openai", learner_model="flag-model")
+    assert Learner(store, cfg.learner).config.llm.model == "flag-model"
