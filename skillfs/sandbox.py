@@ -8,14 +8,13 @@ start, where it is allowed to mount) replaces dead ones and makes missing ones.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .mounts import _mount_entries
+from .mounts import mount_state
 
 FILE = "sandboxes.json"
 
@@ -47,15 +46,7 @@ def save(home: Path, bindings: list[Binding]) -> None:
 
 def state(path: str) -> str:
     """'bound', 'stale' (its daemon is gone) or 'free'."""
-    if path not in {where for _, where in _mount_entries()}:
-        return "free"
-    try:
-        os.statvfs(path)
-    except OSError as e:
-        if e.errno == errno.ENOTCONN:
-            return "stale"
-        raise
-    return "bound"
+    return {"mounted": "bound", "stale": "stale"}.get(mount_state(Path(path)), "free")
 
 
 def _run(*cmd: str) -> None:
