@@ -624,8 +624,8 @@ class Learner:
                 t.learned = True  # its lesson is with the writer: the task cannot change now
         high = self.store.last_seq(s.id)
         configs = (await self.store.get_session(s.id)).configs or {}
-        day = known.original_date(configs)
-        now = known.on_date(datetime.now().astimezone(), day)
+        original = await self._original_date(s)
+        now = task_time(None, original, datetime.now().astimezone())
         new = await self._messages(s, s.learned_seq, high)
         if self._idle(s, final) and rules.answered(new):
             final = True  # idle after the agent's answer: its last task is judged by it now
@@ -661,7 +661,7 @@ class Learner:
                     t.learned = t.dirty = True
                     await self._keep(s, kept, [], [t])
                     continue
-            at = task_time(msgs[-1] if msgs else None, await self._original_date(s), now)
+            at = task_time(msgs[-1] if msgs else None, original, now)
             lesson = await distill_task(self.llm, s.id, t, msgs, at, skills=skills,
                                         max_turns=self.config.distill_turns,
                                         usage=s.meter.stage("distill"))

@@ -2,13 +2,12 @@
 
 Extraction is shown the facts the space has recorded so that it does not submit them again;
 distillation is shown the skills' descriptions so that it can place and scope a lesson; a
-session's configs may hold how its project judges a task (`task_criteria`) and the date the
-conversation took place (`original_date`, for sessions replayed or backfilled later).
+session's configs may hold how its project judges a task (`task_criteria`). (Its
+`original_date` is read where tasks are dated: `core.task_time`.)
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from typing import Any
 
 from ..errors import NotFound
@@ -59,20 +58,3 @@ def task_criteria(configs: dict) -> str | None:
     if isinstance(value, list):
         value = "\n".join(f"- {v}" for v in value if str(v).strip())
     return str(value).strip() or None if value else None
-
-
-def original_date(configs: dict) -> date | None:
-    """`original_date` of a session's configs (ISO 8601 date or time); None if absent or
-    unreadable (learning then dates by the messages)."""
-    value = configs.get("original_date")
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        return datetime.fromisoformat(value.strip()).date()
-    except ValueError:
-        return None
-
-
-def on_date(at: datetime, day: date | None) -> datetime:
-    """`at` moved to `day`, keeping its time of day."""
-    return at if day is None else datetime.combine(day, at.timetz())
