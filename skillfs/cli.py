@@ -13,18 +13,22 @@ import time
 from pathlib import Path
 
 import click
-import httpx
 
 from . import config as configmod
 
 
 class DaemonClient:
     def __init__(self, socket: Path, timeout: float = 60.0):
+        # imported here: httpx costs a quarter second, which mount and umount need not pay
+        import httpx
+
         self.socket = socket
         self.http = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)),
                                  base_url="http://skillfs", timeout=timeout)
 
     def request(self, method: str, path: str, **kw):
+        import httpx
+
         try:
             r = self.http.request(method, "/skillfs/v1" + path, **kw)
         except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError):
@@ -231,7 +235,7 @@ def _run_foreground(cfg, mountpoint: Path, debug: bool, ready_fd: int | None,
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait.")
 def umount(mountpoint: Path, timeout: float) -> None:
     """Unmount MOUNTPOINT and wait for its daemon to exit."""
-    from .daemon import daemon_pid, mount_state, unmount
+    from .mounts import daemon_pid, mount_state, unmount
 
     state = mount_state(mountpoint)
     if state == "stale":

@@ -226,6 +226,9 @@ class Daemon:
             log.info("skillfs stopped")
 
     def _start_learner(self, store: Store) -> None:
+        if self.config.learner.backend == "off":
+            self.learner_backend = "off"
+            return  # the learner's modules (and their regexes) take a second to import
         from .learner import Learner, choose_backend
 
         backend = choose_backend(self.config.learner)

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from skillfs.daemon import daemon_pid
+from skillfs.mounts import daemon_pid
 
 SKILLFS = str(Path(sys.executable).with_name("skillfs"))
 

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import openai
 import trio
 from pydantic import BaseModel, ValidationError
 
@@ -65,21 +64,25 @@ class LLMConfig:
         return cfg
 
 
-# Errors worth another attempt: the endpoint may recover. Anything else (bad key, bad request)
-# would fail the same way again.
-_TRANSIENT = (
-    openai.APITimeoutError,
-    openai.APIConnectionError,
-    openai.RateLimitError,
-    openai.InternalServerError,
-    openai.ConflictError,
-)
+def _sdk():
+    """The openai SDK, imported on first use: importing it costs about a second of CPU, which
+    a daemon with the rules learner (and every test daemon) need not pay."""
+    import openai
+
+    return openai
+
+
+def _transient(openai) -> tuple[type[Exception], ...]:
+    """Errors worth another attempt: the endpoint may recover. Anything else (bad key, bad
+    request) would fail the same way again."""
+    return (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
+            openai.InternalServerError, openai.ConflictError)
 
 
 class LLM:
     def __init__(self, config: LLMConfig):
         self.config = config
-        self._client = openai.AsyncOpenAI(
+        self._client = _sdk().AsyncOpenAI(
             # a local endpoint often needs no key, but the SDK insists on one
             api_key=config.api_key or "no-key",
             base_url=config.base_url,
@@ -95,6 +98,7 @@ class LLM:
         """One chat completion with bounded retries; returns the assistant message and adds
         the call's tokens to `usage`."""
         cfg = self.config
+        openai = _sdk()
         kwargs: dict[str, Any] = {"model": cfg.model, "messages": messages}
         if tools:
             kwargs["tools"] = tools
@@ -110,7 +114,7 @@ class LLM:
                 # the SDK's own timeout covers the request; this one covers a hung stream
                 with trio.fail_after(cfg.timeout * 2 + 5):
                     resp = await self._client.chat.completions.create(**kwargs)
-            except _TRANSIENT as e:
+            except _transient(openai) as e:
                 last = e
                 continue
             except trio.TooSlowError as e:
@@ -132,6 +136,7 @@ class LLM:
 def _describe(e: Exception | None) -> str:
     if e is None:
         return "unknown error"
+    openai = _sdk()
     if isinstance(e, openai.APIStatusError):
         return f"HTTP {e.status_code}: {e.message}"
     if isinstance(e, openai.APITimeoutError | trio.TooSlowError):
