@@ -319,6 +319,7 @@ def config_show(config_file, options, as_json):
     """The configuration `skillfs mount` would run with, and where each value came from
     (keys and tokens masked)."""
     cfg = _load_config(config_file, options)
+    cfg.tokens = configmod.all_tokens(cfg.tokens)
     where = configmod.origins(config_file, options)
     rows = [{"key": key, "value": configmod.shown(key, value),
              "source": where.get(key, "default")}

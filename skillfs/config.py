@@ -116,12 +116,15 @@ class LearnerConfig(LLMConfig):
         return "openai" if self.api_key or self.base_url else "rules"
 
 
+# The TOML file load() was asked for: pydantic-settings builds its sources from the class,
+# not from the call, so the path travels beside it.
 _toml_file: ContextVar[Path | None] = ContextVar("skillfs_toml_file", default=None)
 
 
 class Config(BaseSettings):
+    # an empty variable counts as unset, as it always has
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
-                                      extra="forbid")
+                                      env_ignore_empty=True, extra="forbid")
 
     home: Path = Field(default_factory=default_home, description="Data directory: everything "
                        "below lives here unless given elsewhere",
@@ -197,7 +200,7 @@ class _Env(EnvSettingsSource):
 class _AliasEnv(PydanticBaseSettingsSource):
     """The older environment names (ALIASES); an empty variable counts as unset."""
 
-    def get_field_value(self, field, field_name):
+    def get_field_value(self, field, field_name):  # the base class's; __call__ does the work
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
@@ -323,6 +326,8 @@ def origins(path: str | os.PathLike | None = None, options: Iterable[str] = (),
     out.update({key: f"env {var}" for key, var in aliases.items()})
     out.update({key: f"env {env_name(key)}" for key in env})
     out.update({key: "command line" for key in given})
+    if os.environ.get("SKILLFS_TOKEN", "").strip():  # tokens add up (all_tokens)
+        out["tokens"] = " + ".join(filter(None, [out.get("tokens"), "env SKILLFS_TOKEN"]))
     return out
 
 

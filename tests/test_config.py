@@ -49,6 +49,7 @@ def test_precedence_in_load(tmp_path, monkeypatch):
     toml.write_text('duckdb_memory = "10MB"\n[learner]\nmodel = "file-model"\n')
     monkeypatch.setenv("SKILLFS_HOME", str(tmp_path))
     monkeypatch.setenv("SKILLFS_LLM_MODEL", "env-model")
+    monkeypatch.setenv("SKILLFS_LEARNER__MODEL", "")  # empty: unset
     cfg = configmod.load(toml)
     assert (cfg.duckdb_memory, cfg.learner.model) == ("10MB", "env-model")
     cfg = configmod.load(toml, ["learner.model=o-model", "duckdb_memory=128MB"])
@@ -150,10 +151,11 @@ def test_config_show_masks_secrets(make_daemon):
     d = make_daemon(start=False)
     write_toml(d, 'tokens = ["tok-s3cret"]\n')
     d.env["OPENAI_API_KEY"] = "sk-s3cret"
+    d.env["SKILLFS_TOKEN"] = "env-s3cret"
     out = d.cli("config", "show").stdout
     assert "s3cret" not in out
     assert re.search(r"^learner\.api_key = \*\*\*\* +# env OPENAI_API_KEY$", out, re.M)
-    assert re.search(r"^tokens = <1 tokens> +# file ", out, re.M)
+    assert re.search(r"^tokens = <2 tokens> +# file .* \+ env SKILLFS_TOKEN$", out, re.M)
 
 
 def test_readme_lists_every_setting():

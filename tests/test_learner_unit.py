@@ -19,8 +19,8 @@ from llm_server import (Delay, HTTPError, LLMServer, both, call, calls, mentions
                         offers, text)
 from pydantic import BaseModel  # noqa: E402
 
-from skillfs.learner import core, rules  # noqa: E402
 from skillfs.config import LearnerConfig, LLMConfig  # noqa: E402
+from skillfs.learner import core, rules  # noqa: E402
 from skillfs.learner.core import Learner  # noqa: E402
 from skillfs.learner.distill import Lesson  # noqa: E402
 from skillfs.learner.llm import LLM, LLMError, Tool, ToolError, run_tools  # noqa: E402
