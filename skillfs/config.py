@@ -254,10 +254,11 @@ def parse_options(pairs: Iterable[str]) -> dict[str, Any]:
         if not sep:
             raise ConfigError(f"-o {pair}: expected KEY=VALUE")
         if key in SECRET_KEYS:
+            elsewhere = ", ".join(env_names(key) + (["--token-file PATH"] if key == "tokens"
+                                                    else []))
             raise ConfigError(f"-o {key}=… would show it to every local user (in "
-                              f"/proc/PID/cmdline); give it in the environment ({', '.join(env_names(key))})"
-                              f"{', with --token-file PATH' if key == 'tokens' else ''} or in "
-                              "the config file")
+                              f"/proc/PID/cmdline); give it with {elsewhere} or in the "
+                              "config file")
         if key not in known:
             raise ConfigError(f"-o {key}: no such setting (see `skillfs config show`)")
         out[key] = _checked(f"-o {key}", known[key], value)
