@@ -143,22 +143,24 @@ def main(ctx: click.Context, socket: str | None) -> None:
 @click.option("--nonempty", is_flag=True,
               help="Mount over a folder that is not empty (its files are hidden meanwhile).")
 @click.option("--debug", is_flag=True, help="Verbose logging.")
+@click.option("-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="Any setting, e.g. -o learner.model=gpt-4.1 -o duckdb_memory=128MB "
+                   "(repeatable; `skillfs config show` lists them).")
 @click.option("--ready-fd", type=int, hidden=True)
 @click.pass_context
 def mount(ctx, mountpoint, db, spool, socket_opt, config_file, foreground, listen, token_file,
           argv_token, learner, model, max_file_size, allow_other, mount_group, nonempty, debug,
-          ready_fd):
+          options, ready_fd):
     """Start the daemon and mount every learning space at MOUNTPOINT."""
     if argv_token is not None:
         raise click.UsageError("--token would show the token to every local user (in "
                                "/proc/PID/cmdline); use --token-file PATH or SKILLFS_TOKEN")
     # Everything the daemon creates (database, log, spool folders) is its user's alone.
     os.umask(0o077)
-    cfg = configmod.load(config_file, db=db, spool=spool,
-                         socket=socket_opt or ctx.obj.get("socket"),
-                         listen=listen, max_file_size=max_file_size,
-                         allow_other=allow_other, mount_group=mount_group,
-                         learner_backend=learner, learner_model=model)
+    flags = {"db": db, "spool": spool, "socket": socket_opt or ctx.obj.get("socket"),
+             "listen": listen, "max_file_size": max_file_size, "allow_other": allow_other,
+             "mount_group": mount_group, "learner.backend": learner, "learner.model": model}
+    cfg = _load_config(config_file, options, flags)
     cfg.tokens = configmod.all_tokens(cfg.tokens, token_file)
     if cfg.listen and not cfg.tokens:
         raise click.ClickException("--listen needs a bearer token: --token-file PATH, "
@@ -167,6 +169,13 @@ def mount(ctx, mountpoint, db, spool, socket_opt, config_file, foreground, liste
         _detach(ctx, cfg, mountpoint)
         return
     _run_foreground(cfg, mountpoint, debug, ready_fd, nonempty)
+
+
+def _load_config(config_file, options=(), flags=None) -> configmod.Config:
+    try:
+        return configmod.load(config_file, options, flags)
+    except configmod.ConfigError as e:
+        raise click.UsageError(str(e)) from None
 
 
 def _detach(ctx: click.Context, cfg, mountpoint: Path) -> None:
@@ -277,7 +286,7 @@ def import_tree(src: Path, db, config_file):
     from .errors import SkillfsError
     from .store import Store
 
-    cfg = configmod.load(config_file, db=db)
+    cfg = _load_config(config_file, flags={"db": db})
     cfg.db.parent.mkdir(parents=True, exist_ok=True)
     lock = DbLock(cfg.db)
     try:
@@ -294,6 +303,37 @@ def import_tree(src: Path, db, config_file):
     click.echo(f"imported {counts['spaces']} spaces, {counts['skills']} skills, "
                f"{counts['files']} files ({counts['bytes'] / 1e6:.1f} MB) into {cfg.db} "
                f"in {time.monotonic() - t0:.1f} s")
+
+
+# -- config --------------------------------------------------------------------------------
+
+
+@main.group("config")
+def config_group():
+    """The daemon's configuration (command line > environment > TOML file > defaults)."""
+
+
+@config_group.command("show")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
+              help="TOML config file (default $SKILLFS_HOME/config.toml).")
+@click.option("-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="A setting as `skillfs mount -o` takes it.")
+@json_option
+def config_show(config_file, options, as_json):
+    """The configuration `skillfs mount` would run with, and where each value came from
+    (keys and tokens masked)."""
+    cfg = _load_config(config_file, options)
+    cfg.tokens = configmod.all_tokens(cfg.tokens)
+    where = configmod.origins(config_file, options)
+    rows = [{"key": key, "value": configmod.shown(key, value),
+             "source": where.get(key, "default")}
+            for key, value in configmod.flatten(cfg.model_dump()).items()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(f"{r['key']} = {r['value']}") for r in rows)
+    for r in rows:
+        click.echo(f"{r['key'] + ' = ' + r['value']:<{width}}  # {r['source']}")
 
 
 # -- status --------------------------------------------------------------------------------

@@ -226,16 +226,13 @@ class Daemon:
             log.info("skillfs stopped")
 
     def _start_learner(self, store: Store) -> None:
-        if self.config.learner.backend == "off":
-            self.learner_backend = "off"
-            return  # the learner's modules (and their regexes) take a second to import
-        from .learner import Learner, choose_backend
-
-        backend = choose_backend(self.config.learner)
+        backend = self.config.learner.chosen_backend()
         self.learner_backend = backend
         if backend == "off":
-            return
-        self.learner = Learner(store, self.config.learner, backend=backend)
+            return  # the learner's modules (and their regexes) take a second to import
+        from .learner import Learner
+
+        self.learner = Learner(store, self.config.learner)
         store.subscribe(self.learner.on_store_event)
 
     def _rebind_sandboxes(self) -> None:

@@ -51,10 +51,10 @@ class Daemon:
         self.args = args
         self.pid: int | None = None
         self.mnt.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "SKILLFS_HOME": str(self.home)}
-        for var in ("OPENAI_API_KEY", "SKILLFS_LLM_BASE_URL", "SKILLFS_SOCKET",
-                    "SKILLFS_CONFIG"):
-            self.env.pop(var, None)
+        # none of the caller's settings (SKILLFS_*, OPENAI_*) reach the daemon
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("SKILLFS_", "OPENAI_")) or k == "SKILLFS_NOFLUSH"}
+        self.env["SKILLFS_HOME"] = str(self.home)
 
     def start(self, *extra: str) -> None:
         r = subprocess.run([SKILLFS, "mount", str(self.mnt), *self.args, *extra],

@@ -145,8 +145,8 @@ def measure(db_path: str, name: str, style: str) -> dict:
     import trio
     from llm_server import LLMServer
 
-    from skillfs.learner.core import Learner, LearnerConfig
-    from skillfs.learner.llm import LLMConfig
+    from skillfs.config import LearnerConfig
+    from skillfs.learner.core import Learner
     from skillfs.messages import normalize
     from skillfs.store import Store
 
@@ -159,7 +159,7 @@ def measure(db_path: str, name: str, style: str) -> dict:
 
             async def main() -> None:
                 cfg = LearnerConfig(backend="openai", idle_seconds=30, buffer_messages=1000,
-                                    llm=LLMConfig(base_url=srv.base_url, api_key="k"))
+                                    base_url=srv.base_url, api_key="k")
                 learner = Learner(store, cfg)
                 store.subscribe(learner.on_store_event)
                 async with trio.open_nursery() as n:

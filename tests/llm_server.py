@@ -7,7 +7,7 @@ callable that receives the request and returns one of those. Every request is re
 
     with LLMServer() as srv:
         srv.add(call("insert_task", description="Deploy"), call("finish"), when=offers("insert_task"))
-        cfg = LLMConfig(base_url=srv.base_url, api_key="test")
+        cfg = LearnerConfig(backend="openai", base_url=srv.base_url, api_key="test")
 """
 
 from __future__ import annotations

@@ -19,10 +19,11 @@ from llm_server import (Delay, HTTPError, LLMServer, both, call, calls, mentions
                         offers, text)
 from pydantic import BaseModel  # noqa: E402
 
+from skillfs.config import LearnerConfig, LLMConfig  # noqa: E402
 from skillfs.learner import core, rules  # noqa: E402
-from skillfs.learner.core import Learner, LearnerConfig  # noqa: E402
+from skillfs.learner.core import Learner  # noqa: E402
 from skillfs.learner.distill import Lesson  # noqa: E402
-from skillfs.learner.llm import LLM, LLMConfig, LLMError, Tool, ToolError, run_tools  # noqa: E402
+from skillfs.learner.llm import LLM, LLMError, Tool, ToolError, run_tools  # noqa: E402
 from skillfs.learner.usage import Usage, count_tokens  # noqa: E402
 from skillfs.learner.view import Msg, render  # noqa: E402
 from skillfs.learner.writer import Edits, write_with_agent  # noqa: E402
@@ -599,7 +600,7 @@ def test_learner_openai_pipeline(store):
 
         async def main():
             learner = _learner(store, backend="openai",
-                               llm=LLMConfig(base_url=srv.base_url, api_key="k", backoff=0.01))
+                               base_url=srv.base_url, api_key="k", backoff=0.01)
             async with trio.open_nursery() as n:
                 await n.start(learner.run)
                 _, row = await _session(store, "s", DEPLOY[:2])
@@ -630,8 +631,7 @@ def test_learner_failure_then_retry(store):
 
         async def main():
             learner = _learner(store, backend="openai",
-                               llm=LLMConfig(base_url=srv.base_url, api_key="k", backoff=0.01,
-                                             max_bad_calls=2))
+                               base_url=srv.base_url, api_key="k", backoff=0.01, max_bad_calls=2)
             async with trio.open_nursery() as n:
                 await n.start(learner.run)
                 _, row = await _session(store, "s", [("user", "My name is Gus")])
@@ -701,7 +701,7 @@ def test_lessons_arriving_during_a_run_join_it(store):
     with LLMServer() as srv:
         async def main():
             learner = _learner(store, backend="openai",
-                               llm=LLMConfig(base_url=srv.base_url, api_key="k", backoff=0.01))
+                               base_url=srv.base_url, api_key="k", backoff=0.01)
             async with trio.open_nursery() as n:
                 await n.start(learner.run)
                 _, a = await _session(store, "s", [("user", "My name is Gus")])
@@ -915,8 +915,7 @@ def test_learner_openai_resumes_after_crash_mid_distill(tmp_path):
                 call("create_file", skill="daily-logs", path="2025-06-15.md",
                      content="# 2025-06-15\n\n## Deploy\n\n## Roll back\n", result=2),
                 call("finish"), when=offers("create_file"))
-        cfg = dict(backend="openai", llm=LLMConfig(base_url=srv.base_url, api_key="k",
-                                                   backoff=0.01))
+        cfg = dict(backend="openai", base_url=srv.base_url, api_key="k", backoff=0.01)
         store = Store(path)
 
         async def first():
@@ -977,8 +976,7 @@ def test_failed_lessons_survive_a_restart_and_retry(tmp_path):
         srv.add(call("record_preference", preference="Name is Gus"), call("finish"),
                 when=offers("insert_task"))
         srv.add(HTTPError(500), when=offers("create_file"))
-        cfg = dict(backend="openai", llm=LLMConfig(base_url=srv.base_url, api_key="k",
-                                                   backoff=0.01, retries=0))
+        cfg = dict(backend="openai", base_url=srv.base_url, api_key="k", backoff=0.01, retries=0)
         store = Store(path)
 
         async def first():
@@ -1126,7 +1124,7 @@ def test_extraction_sees_known_facts_and_criteria(store):
 
         async def main():
             learner = _learner(store, backend="openai",
-                               llm=LLMConfig(base_url=srv.base_url, api_key="k", backoff=0.01))
+                               base_url=srv.base_url, api_key="k", backoff=0.01)
             async with trio.open_nursery() as n:
                 await n.start(learner.run)
                 sp = await store.create_space("s")
@@ -1169,7 +1167,7 @@ def test_failed_task_cannot_be_skipped_and_lessons_are_scoped(store):
 
         async def main():
             learner = _learner(store, backend="openai",
-                               llm=LLMConfig(base_url=srv.base_url, api_key="k", backoff=0.01))
+                               base_url=srv.base_url, api_key="k", backoff=0.01)
             async with trio.open_nursery() as n:
                 await n.start(learner.run)
                 _, row = await _session(store, "s", [("user", "Upgrade SQLAlchemy"),
@@ -1252,14 +1250,14 @@ def test_learning_cost_per_task(tmp_path, monkeypatch, name):
 
 
 def test_daemon_config_leaves_the_model_settings_to_the_environment(store, monkeypatch):
-    """SKILLFS_LLM_MODEL and SKILLFS_LLM_TIMEOUT reach the learner when the config file and
-    the command line say nothing; what they say wins."""
+    """SKILLFS_LLM_MODEL and SKILLFS_LLM_TIMEOUT reach the learner when the command line
+    says nothing; what it says wins."""
     from skillfs import config as configmod
     monkeypatch.setenv("SKILLFS_LLM_MODEL", "env-model")
     monkeypatch.setenv("SKILLFS_LLM_TIMEOUT", "7.5")
     monkeypatch.setenv("SKILLFS_CONFIG", "/nonexistent")
-    cfg = configmod.load(None, learner_backend="openai")
-    llm = Learner(store, cfg.learner).config.llm
-    assert (llm.model, llm.timeout) == ("env-model", 7.5)
-    cfg = configmod.load(None, learner_backend="openai", learner_model="flag-model")
-    assert Learner(store, cfg.learner).config.llm.model == "flag-model"
+    cfg = configmod.load(flags={"learner.backend": "openai"})
+    llm = Learner(store, cfg.learner).llm
+    assert (llm.config.model, llm.config.timeout) == ("env-model", 7.5)
+    cfg = configmod.load(flags={"learner.backend": "openai", "learner.model": "flag-model"})
+    assert Learner(store, cfg.learner).llm.config.model == "flag-model"

@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import wait_for  # noqa: E402
 from llm_server import LLMServer, call, offers  # noqa: E402
 
+from skillfs.config import LearnerConfig  # noqa: E402
 from skillfs.learner import rules  # noqa: E402
-from skillfs.learner.core import Learner, LearnerConfig  # noqa: E402
+from skillfs.learner.core import Learner  # noqa: E402
 from skillfs.learner.distill import Lesson  # noqa: E402
-from skillfs.learner.llm import LLMConfig  # noqa: E402
 from skillfs.learner.view import Msg, drop_forgotten  # noqa: E402
 from skillfs.learner.writer import Edits, write_with_rules  # noqa: E402
 from skillfs.messages import normalize  # noqa: E402
@@ -352,7 +352,7 @@ def _script(srv: LLMServer) -> None:
 
 async def _learn(store, srv: LLMServer, redact_input: bool) -> str:
     cfg = LearnerConfig(backend="openai", idle_seconds=30, redact_input=redact_input,
-                        llm=LLMConfig(base_url=srv.base_url, api_key="k", backoff=0.01))
+                        base_url=srv.base_url, api_key="k", backoff=0.01)
     learner = Learner(store, cfg)
     store.subscribe(learner.on_store_event)
     async with trio.open_nursery() as n:
@@ -446,7 +446,7 @@ def test_model_forget_that_closes_a_task_without_a_lesson(store):
 
         async def main():
             cfg = LearnerConfig(backend="openai", idle_seconds=0.1,
-                                llm=LLMConfig(base_url=srv.base_url, api_key="k", backoff=0.01))
+                                base_url=srv.base_url, api_key="k", backoff=0.01)
             learner = Learner(store, cfg)
             store.subscribe(learner.on_store_event)
             async with trio.open_nursery() as n:
@@ -472,10 +472,9 @@ def test_model_forget_that_closes_a_task_without_a_lesson(store):
 
 
 def test_config_redact_input_reaches_the_learner(store):
-    from skillfs.config import LearnerConfig as DaemonLearnerConfig
-    learner = Learner(store, DaemonLearnerConfig(backend="rules", redact_input=True))
+    learner = Learner(store, LearnerConfig(backend="rules", redact_input=True))
     assert learner.config.redact_input is True
-    assert Learner(store, DaemonLearnerConfig(backend="rules")).config.redact_input is False
+    assert Learner(store, LearnerConfig(backend="rules")).config.redact_input is False
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,63 +9,27 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import trio
 
+from ..config import LearnerConfig
 from ..errors import NotFound, SkillfsError
 from ..messages import message_time
 from . import known, rules
 from .distill import Lesson, distill_task
 from .extract import Task, extract_tasks
-from .llm import LLM, LLMConfig
+from .llm import LLM
 from .usage import Meter, Usage
 from .view import Msg, drop_forgotten, from_stored, redacted
 from .writer import write_with_agent, write_with_rules
 
 log = logging.getLogger("skillfs.learner")
 
-Backend = Literal["openai", "rules", "off"]
 TERMINAL = ("completed", "failed")
-
-
-@dataclass
-class LearnerConfig:
-    # None: openai when a key or base URL is configured, else rules
-    backend: Backend | None = "rules"
-    llm: LLMConfig = field(default_factory=LLMConfig)
-    # learn after this many new messages …
-    buffer_messages: int = 16
-    # … or after the session has been quiet this long (seconds)
-    idle_seconds: float = 8.0
-    extract_turns: int = 30
-    distill_turns: int = 4
-    write_turns: int = 40
-    # sessions extracted/distilled at the same time (writers are one per space anyway)
-    parallel_sessions: int = 4
-    # messages before the new ones shown to the model as context
-    context_messages: int = 6
-    # a space's writer waits this long (seconds) before it starts, so that lessons which
-    # arrive close together are written in one run
-    write_delay: float = 0.0
-    # redact secrets in the messages shown to a model (what is written is always redacted)
-    redact_input: bool = False
-
-    @classmethod
-    def from_env(cls, backend: str | None = None, **llm: Any) -> LearnerConfig:
-        """`backend` None picks openai when a key or base URL is configured, else rules."""
-        env = os.environ
-        cfg = cls(llm=LLMConfig.from_env(**llm))
-        cfg.backend = choose_backend(LearnerConfig(backend=backend, llm=cfg.llm))  # type: ignore[arg-type]
-        if env.get("SKILLFS_LEARN_BUFFER"):
-            cfg.buffer_messages = int(env["SKILLFS_LEARN_BUFFER"])
-        if env.get("SKILLFS_LEARN_IDLE"):
-            cfg.idle_seconds = float(env["SKILLFS_LEARN_IDLE"])
-        return cfg
 
 
 @dataclass
@@ -137,51 +101,15 @@ def _kind(rt: rules.RuleTask) -> str:
     return "success" if rt.status == "success" else "failure"
 
 
-def choose_backend(config: Any = None) -> str:
-    """The back end to run: the configured one, else openai when a key or base URL is known
-    (configuration or OPENAI_API_KEY / SKILLFS_LLM_BASE_URL), else rules."""
-    backend = getattr(config, "backend", None) or os.environ.get("SKILLFS_LEARNER") or None
-    if backend is None:
-        env = os.environ
-        llm = getattr(config, "llm", config)
-        known = (getattr(llm, "api_key", None) or getattr(llm, "base_url", None)
-                 or env.get("OPENAI_API_KEY") or env.get("SKILLFS_LLM_BASE_URL"))
-        backend = "openai" if known else "rules"
-    if backend not in ("openai", "rules", "off"):
-        raise ValueError(f"unknown learner {backend!r} (openai, rules or off)")
-    return backend
-
-
-def _settings(config: Any, backend: str | None) -> LearnerConfig:
-    """Accept this module's LearnerConfig or the daemon's (skillfs.config.LearnerConfig)."""
-    if isinstance(config, LearnerConfig):
-        cfg = LearnerConfig(**{**config.__dict__})
-    elif config is None:
-        cfg = LearnerConfig.from_env()
-    else:
-        llm = LLMConfig.from_env(base_url=getattr(config, "base_url", None),
-                                 api_key=getattr(config, "api_key", None),
-                                 model=getattr(config, "model", None),
-                                 timeout=getattr(config, "timeout", None),
-                                 retries=getattr(config, "retries", None))
-        cfg = LearnerConfig(backend=choose_backend(config), llm=llm)  # type: ignore[arg-type]
-        for name in ("buffer_messages", "idle_seconds", "extract_turns", "distill_turns",
-                     "write_turns", "write_delay", "redact_input"):
-            value = getattr(config, name, None)
-            if value is not None:
-                setattr(cfg, name, value)
-    cfg.backend = choose_backend(LearnerConfig(backend=backend or cfg.backend, llm=cfg.llm))  # type: ignore[arg-type]
-    return cfg
-
-
 class Learner:
     """Call `run` in the daemon's nursery and feed it the store's events:
     `store.subscribe(learner.on_store_event)`."""
 
-    def __init__(self, store: Any, config: Any = None, *, backend: str | None = None):
+    def __init__(self, store: Any, config: LearnerConfig | None = None):
         self.store = store
-        self.config = _settings(config, backend)
-        self.llm: LLM | None = LLM(self.config.llm) if self.config.backend == "openai" else None
+        self.config = config or LearnerConfig()
+        self.backend = self.config.chosen_backend()
+        self.llm: LLM | None = LLM(self.config) if self.backend == "openai" else None
         self._sessions: dict[str, _Session] = {}
         self._spaces: dict[str, _Space] = {}
         self._wake = trio.Event()
@@ -193,7 +121,7 @@ class Learner:
 
     @property
     def enabled(self) -> bool:
-        return self.config.backend != "off"
+        return self.backend != "off"
 
     def notify(self, session_id: str, event: str) -> None:
         """Something happened to a session: "messages", "end", "flush", "attached" or
@@ -476,7 +404,7 @@ class Learner:
             try:
                 async with self._limit:
                     await self._publish(s)
-                    if self.config.backend == "rules":
+                    if self.backend == "rules":
                         await self._learn_rules(s, final, kept)
                     else:
                         await self._learn_llm(s, final, kept)
@@ -724,7 +652,7 @@ class Learner:
                 await self._publish(self._sessions[sid])
         error: str | None = None
         try:
-            if self.config.backend == "rules":
+            if self.backend == "rules":
                 await write_with_rules(self.store, space_id, batch)
             else:
                 assert self.llm is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +16,10 @@ from typing import Any
 import trio
 from pydantic import BaseModel, ValidationError
 
+from ..config import LLMConfig
 from .usage import Usage, record
 
 log = logging.getLogger("skillfs.learner.llm")
-
-DEFAULT_MODEL = "gpt-4.1"
 
 
 class LLMError(Exception):
@@ -30,38 +28,6 @@ class LLMError(Exception):
 
 class ToolError(Exception):
     """A tool refused a call (a guard or a missing file); the text goes back to the model."""
-
-
-@dataclass
-class LLMConfig:
-    base_url: str | None = None
-    api_key: str | None = None
-    model: str = DEFAULT_MODEL
-    timeout: float = 60.0
-    # attempts after the first for HTTP errors and timeouts
-    retries: int = 3
-    backoff: float = 1.0
-    backoff_max: float = 20.0
-    # malformed or unknown tool calls answered before a stage gives up
-    max_bad_calls: int = 3
-    temperature: float | None = 0.2
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> LLMConfig:
-        env = os.environ
-        cfg = cls(
-            base_url=env.get("SKILLFS_LLM_BASE_URL") or env.get("OPENAI_BASE_URL") or None,
-            api_key=env.get("SKILLFS_LLM_API_KEY") or env.get("OPENAI_API_KEY") or None,
-            model=env.get("SKILLFS_LLM_MODEL") or DEFAULT_MODEL,
-        )
-        if env.get("SKILLFS_LLM_TIMEOUT"):
-            cfg.timeout = float(env["SKILLFS_LLM_TIMEOUT"])
-        if env.get("SKILLFS_LLM_RETRIES"):
-            cfg.retries = int(env["SKILLFS_LLM_RETRIES"])
-        for k, v in overrides.items():
-            if v is not None:
-                setattr(cfg, k, v)
-        return cfg
 
 
 def _sdk():
@@ -81,6 +47,7 @@ def _transient(openai) -> tuple[type[Exception], ...]:
 
 class LLM:
     def __init__(self, config: LLMConfig):
+        """`config`: an LLMConfig, or the LearnerConfig that extends it."""
         self.config = config
         self._client = _sdk().AsyncOpenAI(
             # a local endpoint often needs no key, but the SDK insists on one
