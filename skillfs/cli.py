@@ -11,10 +11,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from . import config as configmod
+from . import locations
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 class DaemonClient:
@@ -47,7 +51,7 @@ class DaemonClient:
 
 
 def _client(ctx: click.Context) -> DaemonClient:
-    return DaemonClient(configmod.socket_path(ctx.obj.get("socket")))
+    return DaemonClient(locations.socket_path(ctx.obj.get("socket")))
 
 
 def _set_socket(ctx: click.Context, _param, value):
@@ -161,7 +165,7 @@ def mount(ctx, mountpoint, db, spool, socket_opt, config_file, foreground, liste
              "listen": listen, "max_file_size": max_file_size, "allow_other": allow_other,
              "mount_group": mount_group, "learner.backend": learner, "learner.model": model}
     cfg = _load_config(config_file, options, flags)
-    cfg.tokens = configmod.all_tokens(cfg.tokens, token_file)
+    cfg.tokens = _config().all_tokens(cfg.tokens, token_file)
     if cfg.listen and not cfg.tokens:
         raise click.ClickException("--listen needs a bearer token: --token-file PATH, "
                                    "SKILLFS_TOKEN, or tokens = [...] in the config")
@@ -171,7 +175,16 @@ def mount(ctx, mountpoint, db, spool, socket_opt, config_file, foreground, liste
     _run_foreground(cfg, mountpoint, debug, ready_fd, nonempty)
 
 
-def _load_config(config_file, options=(), flags=None) -> configmod.Config:
+def _config():
+    """The typed configuration's module, imported by the commands that build it: it costs
+    the other commands a third of a second."""
+    from . import config
+
+    return config
+
+
+def _load_config(config_file, options=(), flags=None) -> Config:
+    configmod = _config()
     try:
         return configmod.load(config_file, options, flags)
     except configmod.ConfigError as e:
@@ -322,6 +335,7 @@ def config_group():
 def config_show(config_file, options, as_json):
     """The configuration `skillfs mount` would run with, and where each value came from
     (keys and tokens masked)."""
+    configmod = _config()
     cfg = _load_config(config_file, options)
     cfg.tokens = configmod.all_tokens(cfg.tokens)
     where = configmod.origins(config_file, options)
@@ -583,7 +597,7 @@ def learn_status(ctx, session_id, space_name, as_json):
 @click.pass_context
 def learn_wait(ctx, session_id, timeout, as_json):
     """Wait until a session's learning completed or failed (exit 1 if failed or timed out)."""
-    client = DaemonClient(configmod.socket_path(ctx.obj.get("socket")), timeout=timeout + 30)
+    client = DaemonClient(locations.socket_path(ctx.obj.get("socket")), timeout=timeout + 30)
     row = client.request("POST", f"/learning/{session_id}/wait",
                          params={"timeout": timeout}).json()
     _emit(row, as_json, lambda r: click.echo(_learning_line(r)))

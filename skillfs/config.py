@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource,
                                SettingsConfigDict, TomlConfigSettingsSource)
 
+from .locations import default_home, toml_path
+
 ENV_PREFIX = "SKILLFS_"
 SECRET_KEYS = ("learner.api_key", "tokens")
 
@@ -50,13 +52,6 @@ ALIASES = {
 
 class ConfigError(Exception):
     """A setting that is unknown or has a bad value; the text names it and its source."""
-
-
-def default_home() -> Path:
-    env = os.environ.get("SKILLFS_HOME")
-    if env:
-        return Path(env).expanduser()
-    return Path("~/.local/share/skillfs").expanduser()
 
 
 def _flag(name: str) -> dict:
@@ -273,15 +268,6 @@ def _checked(where: str, info, value: Any) -> Any:
     return value
 
 
-def toml_path(explicit: str | os.PathLike | None = None) -> Path | None:
-    """The TOML file read: --config, else $SKILLFS_CONFIG, else HOME/config.toml if any."""
-    if explicit is not None:
-        return Path(explicit)
-    env = os.environ.get("SKILLFS_CONFIG")
-    candidate = Path(env) if env else default_home() / "config.toml"
-    return candidate if candidate.exists() else None
-
-
 def load(path: str | os.PathLike | None = None, options: Iterable[str] = (),
          flags: Mapping[str, Any] | None = None) -> Config:
     """The configuration from the command line (`-o` pairs, then the flags given as
@@ -352,16 +338,6 @@ def all_tokens(configured: list[str], token_file: Path | None = None) -> list[st
         tokens += [line.strip() for line in Path(token_file).read_text().splitlines()
                    if not line.lstrip().startswith("#")]
     return list(dict.fromkeys(t for t in tokens if t))
-
-
-def socket_path(explicit: str | None = None) -> Path:
-    """Where a client finds the daemon: --socket, $SKILLFS_SOCKET, the config, the default."""
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("SKILLFS_SOCKET")
-    if env:
-        return Path(env)
-    return load().socket
 
 
 def settings_table() -> str:

@@ -8,9 +8,11 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from conftest import is_mounted, wait_for
 from llm_server import Delay, LLMServer, call, offers
 from skillfs import config as configmod
+from skillfs import locations
 from skillfs.config import LearnerConfig
 from skillfs.learner import Learner
 
@@ -57,6 +59,25 @@ def test_precedence_in_load(tmp_path, monkeypatch):
     # mount's own flag and -o are both the command line; the flag is the later word
     cfg = configmod.load(toml, ["learner.model=o-model"], {"learner.model": "flag-model"})
     assert cfg.learner.model == "flag-model"
+
+
+@pytest.mark.parametrize("env, toml", [
+    ({}, ""),
+    ({}, 'home = "{root}/toml-home"'),
+    ({}, 'socket = "{root}/toml.sock"'),
+    ({"SKILLFS_SOCKET": "{root}/env.sock"}, 'socket = "{root}/toml.sock"'),
+    ({"SKILLFS_HOME": "{root}/env-home"}, 'home = "{root}/toml-home"'),
+])
+def test_clients_find_the_socket_where_the_configuration_puts_it(tmp_path, monkeypatch,
+                                                                   env, toml):
+    # the CLI's clients read the socket without building Config; both must agree
+    monkeypatch.setenv("SKILLFS_HOME", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(root=tmp_path))
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(toml.format(root=tmp_path) + "\n")
+    monkeypatch.setenv("SKILLFS_CONFIG", str(config_file))
+    assert locations.socket_path() == configmod.load().socket
 
 
 def test_the_learner_reads_no_environment(monkeypatch):
