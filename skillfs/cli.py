@@ -16,38 +16,10 @@ from typing import TYPE_CHECKING
 import click
 
 from . import locations
+from .client import DaemonClient
 
 if TYPE_CHECKING:
     from .config import Config
-
-
-class DaemonClient:
-    def __init__(self, socket: Path, timeout: float = 60.0):
-        # imported here: httpx costs a quarter second, which mount and umount need not pay
-        import httpx
-
-        self.socket = socket
-        self.http = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)),
-                                 base_url="http://skillfs", timeout=timeout)
-
-    def request(self, method: str, path: str, **kw):
-        import httpx
-
-        try:
-            r = self.http.request(method, "/skillfs/v1" + path, **kw)
-        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError):
-            raise click.ClickException(
-                f"the skillfs daemon is not running (nothing answers at {self.socket}); "
-                "start it with: skillfs mount MOUNTPOINT") from None
-        except httpx.TimeoutException:
-            raise click.ClickException("the skillfs daemon did not answer in time") from None
-        if r.status_code >= 400:
-            try:
-                msg = r.json().get("error") or r.json().get("detail") or r.text
-            except ValueError:
-                msg = r.text
-            raise click.ClickException(f"{msg} (HTTP {r.status_code})")
-        return r
 
 
 def _client(ctx: click.Context) -> DaemonClient:
