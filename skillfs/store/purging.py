@@ -26,6 +26,9 @@ log = logging.getLogger("skillfs.store")
 
 PURGED = b"[purged]"  # what a match in the current content is replaced by
 BATCH = 64  # versions read at a time while matching: a file may have thousands
+# A purged message's original, still a message of its own form (the API hands it out as is)
+_TOMBSTONE_ORIGINAL = ("CASE format WHEN 'acontext' THEN json_object('role', role, 'parts', "
+                       "json('[]')) ELSE json_object('role', role, 'content', '') END::VARCHAR")
 
 
 class PurgeMixin:
@@ -47,7 +50,9 @@ class PurgeMixin:
             else:
                 doomed = await self._db(self._matching, fid, pattern)
             if not doomed:
-                return PurgeResult(path, [], None, False)
+                # Still compacted: after a compaction that failed, the same purge again
+                # takes out what is left.
+                return PurgeResult(path, [], None, await self._compact())
             stamp = (by, now_ns(), why)
             rewritten = None
             if node is not None and node.version in doomed:
@@ -119,11 +124,11 @@ class PurgeMixin:
         skill.updated_ns = t
         return [("inode", node.ino, False)] if node.ino else []
 
-    async def purge_session(self, session_id: str, *, by: str, why: str) -> int:
+    async def purge_session(self, session_id: str, *, by: str, why: str) -> tuple[int, bool]:
         """Replace the content of a session's messages (text, parts, meta) by a tombstone,
         and what the learner kept from them (task descriptions, progress, preferences, its
         lessons). The rows and the spool ledger stay: exactly-once ingestion still holds.
-        Returns how many messages were purged."""
+        Returns how many messages were purged, and whether the database was compacted."""
         await self.get_session(session_id)
         stamp = [by, now_ns(), why]
 
@@ -131,7 +136,8 @@ class PurgeMixin:
             count = con.execute(
                 "UPDATE messages SET body = json_object('role', role, 'text', '', "
                 "'tool_calls', json('[]'), 'tool_call_id', NULL, 'name', NULL, "
-                "'format', format)::VARCHAR, original = '{}', meta = NULL, purged_by = ?, "
+                "'format', format)::VARCHAR, original = " + _TOMBSTONE_ORIGINAL + ", "
+                "meta = NULL, purged_by = ?, "
                 "purged_at_ns = ?, purge_reason = ? "
                 "WHERE session_id = ? AND purged_at_ns IS NULL",
                 [*stamp, session_id]).fetchone()[0]
@@ -141,8 +147,7 @@ class PurgeMixin:
             return count
         count = await self._write(sql)
         log.warning("purged %d messages of session %s by %s: %s", count, session_id, by, why)
-        await self._compact()
-        return count
+        return count, await self._compact()
 
     async def _compact(self) -> bool:
         """Compact the database so purged bytes leave the file; False if that failed (the
