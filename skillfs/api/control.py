@@ -8,7 +8,7 @@ import time
 
 import trio
 from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .. import noflush
 from ..errors import Conflict, Invalid, NotFound
@@ -255,10 +255,10 @@ class PurgeIn(BaseModel):
     is the caller's name for the record (the CLI sends its user's), `why` is required."""
 
     path: str
-    version: int | None = None
-    all_matching: str | None = None
-    why: str
-    who: str | None = None
+    version: int | None = Field(None, ge=1, le=2**31 - 1)
+    all_matching: str | None = Field(None, max_length=4096)
+    why: str = Field(..., max_length=4096)
+    who: str | None = Field(None, max_length=256)
 
 
 def _purger(who: str | None, why: str) -> tuple[str, str]:
@@ -294,8 +294,8 @@ async def purge_file(request: Request, body: PurgeIn):
 
 
 class SessionPurgeIn(BaseModel):
-    why: str
-    who: str | None = None
+    why: str = Field(..., max_length=4096)
+    who: str | None = Field(None, max_length=256)
 
 
 @router.post("/sessions/{session_ref}/purge")

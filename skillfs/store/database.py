@@ -292,6 +292,7 @@ class Database:
                 os.remove(leftover)
         self.checkpoint()
         name = self.con.execute("SELECT current_database()").fetchone()[0]
+        self.con.execute("SET enable_progress_bar = false")  # it would print to the log
         self.con.execute("ATTACH ? AS skillfs_compact", [target])
         try:
             self._with_more_memory(self.con.execute,
