@@ -188,3 +188,31 @@ def test_bad_requests_say_what_is_wrong(daemon, space):
     assert daemon.cli("purge", str(path), "--version", "2", "--why", "x").returncode == 0
     assert "nothing to purge" in daemon.cli("purge", str(path), "--all-matching", "zzz",
                                             "--why", "x").stdout
+
+
+def test_a_failed_compaction_is_reported_and_the_next_purge_finishes_it(daemon, space):
+    path = space / "daily-logs" / "k.md"
+    _write(path, b"key " + SECRET + b"\n")
+    _write(path, b"key rotated\n")
+    daemon.restart()
+    blocker = Path(f"{daemon.db}.compact")
+    blocker.mkdir()  # where the copy would go: the compaction fails
+    r = daemon.cli("purge", str(path), "--version", "1", "--why", "leak", check=False)
+    assert r.returncode == 1 and "purged v1" in r.stdout
+    assert "compacting the database failed" in r.stderr
+    assert daemon.db.name in _on_disk(daemon, SECRET)  # purged, but not yet out of the file
+    assert "was purged by" in daemon.cli("show", f"{path}@1", check=False).stderr
+    blocker.rmdir()
+    r = daemon.cli("purge", str(path), "--version", "1", "--why", "leak")
+    assert "nothing to purge" in r.stdout
+    assert _on_disk(daemon, SECRET) == []
+    assert path.read_bytes() == b"key rotated\n"
+
+
+def test_what_an_interrupted_compaction_left_is_removed_at_start(daemon, space):
+    daemon.stop()
+    left = Path(f"{daemon.db}.compact")
+    left.write_bytes(b"half a copy holding " + SECRET)
+    daemon.start()
+    assert not left.exists()
+    assert (space / "daily-logs" / "SKILL.md").exists()

@@ -107,6 +107,7 @@ class Database:
             temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(temp_dir, 0o700)
             self.config["temp_directory"] = str(temp_dir)
+        self._remove_copy()
         self.con = self._connect()
         migrate(self.con)
         self.reason: str | None = None  # why it is unhealthy, None while healthy
@@ -286,11 +287,19 @@ class Database:
         """Copy the database into a new file and put that in its place (on the worker
         thread, so nothing else uses the connection meanwhile). A crash leaves either the
         old file or the complete new one: the swap is a rename, after the copy is closed."""
-        target = self.path + ".compact"
-        for leftover in (target, target + ".wal"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+        target = self._remove_copy()
         self.checkpoint()
+        try:
+            self._copy_to(target)
+            self.con.close()
+            try:
+                self._swap_in(target)
+            finally:
+                self.con = self._connect()
+        finally:
+            self._remove_copy()  # a failed copy's part
+
+    def _copy_to(self, target: str) -> None:
         name = self.con.execute("SELECT current_database()").fetchone()[0]
         self.con.execute("SET enable_progress_bar = false")  # it would print to the log
         self.con.execute("ATTACH ? AS skillfs_compact", [target])
@@ -299,19 +308,26 @@ class Database:
                                    f'COPY FROM DATABASE "{name}" TO skillfs_compact')
         finally:
             self.con.execute("DETACH skillfs_compact")
-        self.con.close()
+
+    def _swap_in(self, target: str) -> None:
+        if os.path.exists(self.path + ".wal"):
+            raise SkillfsError(f"{self.path}.wal was left behind; not compacting")
+        os.chmod(target, os.stat(self.path).st_mode & 0o777)
+        os.replace(target, self.path)
+        directory = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
         try:
-            if os.path.exists(self.path + ".wal"):
-                raise SkillfsError(f"{self.path}.wal was left behind; not compacting")
-            os.chmod(target, os.stat(self.path).st_mode & 0o777)
-            os.replace(target, self.path)
-            directory = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            os.fsync(directory)
         finally:
-            self.con = self._connect()
+            os.close(directory)
+
+    def _remove_copy(self) -> str:
+        """Remove what an interrupted compaction left (it may hold purged bytes); return
+        the copy's path."""
+        target = self.path + ".compact"
+        for leftover in (target, target + ".wal"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+        return target
 
     # -- reopening ----------------------------------------------------------------------
 
