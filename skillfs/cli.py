@@ -810,7 +810,7 @@ def diff(ctx, path, old, new, as_json):
     client, rel = _path_client(ctx, path)
     if new is None:
         log = [r for r in client.request("GET", "/files/log", params={"path": rel}).json()
-               if not r["deleted"]]
+               if not r["deleted"] and not r.get("purged_at")]
         if not log:
             raise click.ClickException(f"{path} has no version to compare")
         new = log[-1]["version"]

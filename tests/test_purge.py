@@ -65,6 +65,7 @@ def test_purging_one_version_keeps_the_others(daemon, space):
     # the same again: nothing left to purge
     assert "nothing to purge" in daemon.cli("purge", str(path), "--version", "2",
                                             "--why", "again").stdout
+    assert "+token: (moved" in daemon.cli("diff", str(path), "1", "3").stdout
     daemon.restart()
     assert path.read_bytes() == contents[-1]
     assert daemon.cli("show", f"{path}@3").stdout.encode() == contents[2]
@@ -186,8 +187,8 @@ def test_bad_requests_say_what_is_wrong(daemon, space):
     r = daemon.cli("purge", str(path), "--version", "3", "--why", "x", check=False)
     assert r.returncode != 0 and "deletion" in r.stderr
     assert daemon.cli("purge", str(path), "--version", "2", "--why", "x").returncode == 0
-    assert "nothing to purge" in daemon.cli("purge", str(path), "--all-matching", "zzz",
-                                            "--why", "x").stdout
+    assert "nothing to purge" in daemon.cli("purge", "alice/daily-logs/a.md", "--all-matching",
+                                            "zzz", "--why", "x").stdout
 
 
 def test_a_failed_compaction_is_reported_and_the_next_purge_finishes_it(daemon, space):
@@ -202,6 +203,7 @@ def test_a_failed_compaction_is_reported_and_the_next_purge_finishes_it(daemon, 
     assert "compacting the database failed" in r.stderr
     assert daemon.db.name in _on_disk(daemon, SECRET)  # purged, but not yet out of the file
     assert "was purged by" in daemon.cli("show", f"{path}@1", check=False).stderr
+    assert daemon.cli("diff", str(path)).stdout == ""  # no version to compare v2 with
     blocker.rmdir()
     r = daemon.cli("purge", str(path), "--version", "1", "--why", "leak")
     assert "nothing to purge" in r.stdout
