@@ -529,7 +529,7 @@ def _user() -> str:
 
 
 def _purge_client(client: DaemonClient) -> DaemonClient:
-    # The purge compacts the database: about 2 s per 20,000 files.
+    # The purge compacts the database: seconds per 20,000 files.
     client.http.timeout = httpx.Timeout(600.0)
     return client
 

@@ -17,7 +17,6 @@ from ..errors import (
 from ..tree import FileNode, Skill, Space
 from . import versions
 from .rows import SKILL_MD, FileContent, VersionRow, _insert_many, _json, now_ns, sha256
-from .versions import tombstone
 
 
 class FilesMixin:
@@ -495,7 +494,7 @@ class FilesMixin:
             if row is None:
                 raise NotFound(f"{path!r} has no version {version}")
             if row[2] is not None:
-                raise Invalid(f"version {version} of {path!r} was {tombstone(*row[1:])}")
+                raise Invalid(f"version {version} of {path!r} was {versions.tombstone(*row[1:])}")
             if row[0]:
                 return None
             return versions.read_contents(self.con, [(fid, version)])[(fid, version)]
