@@ -13,7 +13,11 @@ import os
 import subprocess
 from pathlib import Path
 
+import trio
 from conftest import Daemon, wait_for
+
+from skillfs.messages import Message
+from skillfs.store import Store
 
 SECRET = b"sk-live-7f3a9c2e5b1d4086"
 
@@ -218,3 +222,25 @@ def test_what_an_interrupted_compaction_left_is_removed_at_start(daemon, space):
     daemon.start()
     assert not left.exists()
     assert (space / "daily-logs" / "SKILL.md").exists()
+
+
+def test_a_long_message_leaves_the_file_too(tmp_path):
+    """A message of 1 MiB (its body built outside DuckDB, a long string in its row group)."""
+    db = tmp_path / "m.duckdb"
+    store = Store(str(db), temp_dir=tmp_path / "duckdb.tmp")
+    text = ("lorem ipsum " * 90_000) + SECRET.decode()
+    message = Message(role="user", text=text, format="openai",
+                      original={"role": "user", "content": text})
+
+    async def main():
+        session = await store.create_session(name="long")
+        await store.add_messages(session.id, [message])
+        await store.checkpoint()
+        before = SECRET in db.read_bytes()
+        count, compacted = await store.purge_session(session.id, by="tester", why="test")
+        return before, count, compacted, await store.get_messages(session.id)
+    before, count, compacted, stored = trio.run(main)
+    store.close()
+    assert before and count == 1 and compacted
+    assert stored[0].body["text"] == "" and stored[0].original == {"role": "user", "content": ""}
+    assert SECRET not in db.read_bytes()
