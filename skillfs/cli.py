@@ -537,6 +537,40 @@ def session_flush(ctx, session_id):
     click.echo(f"flushed {session_id}")
 
 
+@session.command("purge")
+@click.argument("session_id", metavar="SESSION")
+@click.option("--why", required=True, help="Why it is purged (kept with the messages).")
+@json_option
+@click.pass_context
+def session_purge(ctx, session_id, why, as_json):
+    """Replace the content of a session's messages by a tombstone (SESSION: its id or its
+    name); the rows stay, so its spool files are still not taken in twice."""
+    out = _purge_client(_client(ctx)).request(
+        "POST", f"/sessions/{session_id}/purge", json={"why": why, "who": _user()}).json()
+    _emit(out, as_json, lambda d: click.echo(
+        f"purged {_n(d['purged'], 'message')} of session {d['session_id']}"))
+    _check_compacted(ctx, out)
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _purge_client(client: DaemonClient) -> DaemonClient:
+    # The purge compacts the database: seconds per 20,000 files.
+    client.http.timeout = httpx.Timeout(600.0)
+    return client
+
+
+def _check_compacted(ctx, out: dict) -> None:
+    if not out["compacted"]:
+        click.echo("the purge is done, but compacting the database failed (see the daemon's "
+                   "log): the purged bytes may stay in its file until the next purge", err=True)
+        ctx.exit(1)
+
+
 # -- learning ------------------------------------------------------------------------------
 
 
@@ -710,6 +744,10 @@ def log_cmd(ctx, path, as_json):
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"]))
             what = "deleted" if r["deleted"] else f"{r['size']} bytes"
             extra = f" session={r['session_id']}" if r["session_id"] else ""
+            if r.get("purged_at"):
+                what = "purged"
+                at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["purged_at"]))
+                extra += f"  [purged by {r['purged_by']} at {at}: {r['purge_reason']}]"
             click.echo(f"v{r['version']:<4} {when}  {r['author']:<8} {what:<14} "
                        f"{r['path']}  {r['reason'] or ''}{extra}")
     _emit(rows, as_json, render)
@@ -728,6 +766,39 @@ def revert(ctx, path, version):
                    f"{out['version']}); nothing changed")
         return
     click.echo(f"{path}: version {version} is current again as version {out['version']}")
+
+
+@main.command()
+@click.argument("path")
+@click.option("--version", "version", type=VERSION,
+              help="The version to purge (not the current one).")
+@click.option("--all-matching", "regex", metavar="REGEX",
+              help="Purge every version this regular expression matches; the current "
+                   "content, if it matches, becomes a new version with [purged] instead.")
+@click.option("--why", required=True, help="Why it is purged (kept with the versions).")
+@json_option
+@click.pass_context
+def purge(ctx, path, version, regex, why, as_json):
+    """Replace the content of versions of a file by a tombstone that says who purged it,
+    when and why; the purged bytes leave the database file."""
+    if (version is None) == (regex is None):
+        raise click.UsageError("give --version N or --all-matching REGEX")
+    client, rel = _path_client(ctx, path)
+    out = _purge_client(client).request("POST", "/files/purge", json={
+        "path": rel, "version": version, "all_matching": regex, "why": why,
+        "who": _user()}).json()
+
+    def render(d):
+        if not d["purged"]:
+            click.echo(f"{path}: nothing to purge")
+            return
+        listed = ", ".join(f"v{v}" for v in d["purged"])
+        click.echo(f"{path}: purged {listed}")
+        if d["rewritten"]:
+            click.echo(f"{path}: the current content, without the matches, is version "
+                       f"{d['rewritten']}")
+    _emit(out, as_json, render)
+    _check_compacted(ctx, out)
 
 
 def _split_version(spec: str) -> tuple[str, int | None]:
@@ -769,7 +840,7 @@ def diff(ctx, path, old, new, as_json):
     client, rel = _path_client(ctx, path)
     if new is None:
         log = [r for r in client.request("GET", "/files/log", params={"path": rel}).json()
-               if not r["deleted"]]
+               if not r["deleted"] and not r.get("purged_at")]
         if not log:
             raise click.ClickException(f"{path} has no version to compare")
         new = log[-1]["version"]

@@ -67,6 +67,16 @@ MIGRATIONS: list[list[str]] = [
             file_id BIGINT NOT NULL, version INTEGER NOT NULL, seq INTEGER NOT NULL,
             data BLOB NOT NULL)""",
     ],
+    # 3: purging (store/versions.py): a purged version or message keeps its row, its content
+    # replaced by a tombstone, and says who purged it, when and why
+    [
+        "ALTER TABLE file_versions ADD COLUMN purged_by VARCHAR",
+        "ALTER TABLE file_versions ADD COLUMN purged_at_ns BIGINT",
+        "ALTER TABLE file_versions ADD COLUMN purge_reason VARCHAR",
+        "ALTER TABLE messages ADD COLUMN purged_by VARCHAR",
+        "ALTER TABLE messages ADD COLUMN purged_at_ns BIGINT",
+        "ALTER TABLE messages ADD COLUMN purge_reason VARCHAR",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -313,3 +313,8 @@ class ContentCache:
         while self.bytes > self.max_bytes:
             _, evicted = self._data.popitem(last=False)
             self.bytes -= len(evicted)
+
+    def forget(self, key: tuple[int, int]) -> None:
+        data = self._data.pop(key, None)
+        if data is not None:
+            self.bytes -= len(data)

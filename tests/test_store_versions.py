@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 
 import duckdb
 import trio
@@ -187,3 +188,84 @@ def test_import_tree_keeps_long_content_in_chunks(tmp_path):
     chunks, = store.con.execute("SELECT count(*) FROM version_chunks").fetchone()
     store.close()
     assert chunks == -(-len(big) // versions.CHUNK)
+
+
+def _chains_hold(con, file_id: int) -> None:
+    """Every splice sits on the version before it, which is neither purged nor deleted."""
+    rows = con.execute("SELECT version, delta_depth, purged_at_ns, deleted FROM file_versions "
+                       "WHERE file_id = ? ORDER BY version", [file_id]).fetchall()
+    by_version = {r[0]: r for r in rows}
+    for version, depth, _, _ in rows:
+        if depth:
+            before = by_version[version - 1]
+            assert before[1] == depth - 1, (version, depth, before)
+            assert before[2] is None and not before[3], (version, before)
+
+
+def test_purging_versions_rebases_the_splices_after_them(tmp_path):
+    """Purged versions read as b"" and lose their chunks; every other version, splices of a
+    purged one and long chains through one among them, reads back byte-identical."""
+    rng = random.Random(5)
+    text = bytearray(b"# log\n" + b"seed line\n" * 400)  # long: chunked when stored whole
+    contents = []
+    for i in range(120):
+        if i % 40 == 39:
+            text = bytearray(os.urandom(200).hex().encode())  # a rewrite: stored whole
+        else:
+            at = rng.randrange(len(text) + 1)
+            text[at:at] = f"entry {i}\n".encode()
+        contents.append(bytes(text))
+    db = tmp_path / "p.duckdb"
+    store = Store(str(db))
+    file_id = _write_all(store, contents)
+    doomed = {1, 2, 7, 39, 40, 41, 80, 119}
+    store._tx(lambda con: versions.purge(con, file_id, doomed, ("tester", 1, "test")))
+    every = [(file_id, v) for v in range(1, len(contents) + 1)]
+    got = store._read_versions(every)
+    for v in range(1, len(contents) + 1):
+        expected = b"" if v in doomed else contents[v - 1]
+        assert got[(file_id, v)] == expected, f"version {v} differs"
+    _chains_hold(store.con, file_id)
+    left, = store.con.execute(
+        f"SELECT count(*) FROM version_chunks WHERE file_id = ? AND version IN "
+        f"({','.join(map(str, doomed))})", [file_id]).fetchone()
+    marked = store.con.execute(
+        "SELECT version, purged_by, purge_reason, sha256 FROM file_versions "
+        "WHERE purged_at_ns IS NOT NULL ORDER BY version").fetchall()
+    store.close()
+    assert left == 0
+    assert marked == [(v, "tester", "test", "") for v in sorted(doomed)]
+
+
+def test_purge_by_pattern_rewrites_the_current_content(tmp_path):
+    """Versions that held the secret are purged; the current one is first written again
+    without it, so the file reads the same but for the match; a new write still splices."""
+    secret = b"sk-live-0123456789"
+    contents = [b"notes\n", b"notes\nkey " + secret + b"\n",
+                b"notes\nkey " + secret + b"\nmore\n", b"notes\nmore\n",
+                b"notes\nmore\nagain " + secret + b"\n"]
+    store = Store(str(tmp_path / "q.duckdb"))
+    file_id = _write_all(store, contents)
+
+    async def main():
+        skill = store.space("s").skills["daily-logs"]
+        out = await store.purge_file(skill.id, "f.md", by="tester", why="leaked key",
+                                     pattern=re.compile(re.escape(secret)))
+        current = await store.read_file(skill.id, "f.md")
+        await store.write_file(skill.id, "f.md", current.content + b"next\n", author="api")
+        log = await store.file_log(skill.id, "f.md")
+        return out, current, log
+    out, current, log = trio.run(main)
+    got = store._read_versions([(file_id, v) for v in range(1, 8)])
+    _chains_hold(store.con, file_id)
+    depth, = store.con.execute("SELECT delta_depth FROM file_versions WHERE file_id = ? "
+                               "AND version = 7", [file_id]).fetchone()
+    store.close()
+    assert out.purged == [2, 3, 5] and out.rewritten == 6 and out.compacted
+    assert current.version == 6 and current.content == b"notes\nmore\nagain [purged]\n"
+    assert [got[(file_id, v)] for v in (1, 4)] == [contents[0], contents[3]]
+    assert all(got[(file_id, v)] == b"" for v in (2, 3, 5))
+    assert depth == 1  # the write after the purge is a splice of the rewritten version
+    assert [(r.version, r.purged_by, r.purge_reason) for r in log if r.purged_at_ns] == [
+        (2, "tester", "leaked key"), (3, "tester", "leaked key"), (5, "tester", "leaked key")]
+    assert log[5].author == "tester" and log[5].reason == "purge: leaked key"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import trio
 from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .. import noflush
 from ..errors import Conflict, Invalid, NotFound
@@ -201,7 +202,9 @@ async def file_log(request: Request, path: str):
     rows = await store.file_log(_skill_in(store, space, skill).id, rel)
     return [{"version": r.version, "path": r.path, "size": r.size, "sha256": r.sha256,
              "author": r.author, "reason": r.reason, "session_id": r.session_id,
-             "task_id": r.task_id, "at": _ns(r.at_ns), "deleted": r.deleted} for r in rows]
+             "task_id": r.task_id, "at": _ns(r.at_ns), "deleted": r.deleted,
+             "purged_by": r.purged_by, "purge_reason": r.purge_reason,
+             "purged_at": _ns(r.purged_at_ns) if r.purged_at_ns else None} for r in rows]
 
 
 @router.get("/files")
@@ -241,6 +244,68 @@ async def revert(request: Request, body: RevertIn):
     node, changed = await store.revert_file(_skill_in(store, space, skill).id, rel,
                                             body.version, author="cli")
     return {"path": body.path, "version": node.version, "size": node.size, "changed": changed}
+
+
+class BadRequest(Invalid):
+    http_status = 400
+
+
+class PurgeIn(BaseModel):
+    """What to purge: one version, or every version matching a regular expression. `who`
+    is the caller's name for the record (the CLI sends its user's), `why` is required."""
+
+    path: str
+    version: int | None = Field(None, ge=1, le=2**31 - 1)
+    all_matching: str | None = Field(None, max_length=4096)
+    why: str = Field(..., max_length=4096)
+    who: str | None = Field(None, max_length=256)
+
+
+def _purger(who: str | None, why: str) -> tuple[str, str]:
+    if not why.strip():
+        raise BadRequest("say why the content is purged (why)")
+    return (who or "").strip() or "api", why.strip()
+
+
+def _pattern(text: str) -> re.Pattern[bytes]:
+    try:
+        pattern = re.compile(text.encode())
+    except re.error as e:
+        raise BadRequest(f"{text!r} is not a regular expression: {e}") from None
+    if pattern.search(b""):
+        raise BadRequest(f"{text!r} matches the empty string, so it would match every version")
+    return pattern
+
+
+@router.post("/files/purge")
+async def purge_file(request: Request, body: PurgeIn):
+    """Replace the content of versions of a file by a tombstone; a current content that
+    matches is first written again without the matches."""
+    if (body.version is None) == (body.all_matching is None):
+        raise BadRequest("give either version or all_matching")
+    by, why = _purger(body.who, body.why)
+    pattern = _pattern(body.all_matching) if body.all_matching is not None else None
+    store = _store(request)
+    space, skill, rel = _split(body.path)
+    out = await store.purge_file(_skill_in(store, space, skill).id, rel, by=by, why=why,
+                                 version=body.version, pattern=pattern)
+    return {"path": body.path, "purged": out.purged, "rewritten": out.rewritten,
+            "compacted": out.compacted}
+
+
+class SessionPurgeIn(BaseModel):
+    why: str = Field(..., max_length=4096)
+    who: str | None = Field(None, max_length=256)
+
+
+@router.post("/sessions/{session_ref}/purge")
+async def purge_session(request: Request, session_ref: str, body: SessionPurgeIn):
+    """Replace the content of a session's messages by a tombstone (the rows stay)."""
+    by, why = _purger(body.who, body.why)
+    store = _store(request)
+    session_id = await _session_id(store, session_ref)
+    count, compacted = await store.purge_session(session_id, by=by, why=why)
+    return {"session_id": session_id, "purged": count, "compacted": compacted}
 
 
 @router.post("/sessions/{session_ref}/flush")

@@ -13,13 +13,14 @@ wait for FUSE requests that may themselves be waiting for the lock.
 from .base import StoreBase
 from .files import FilesMixin
 from .learning import LearningMixin
+from .purging import PurgeMixin
 from .rows import *  # noqa: F401,F403  (the rows and events callers use)
 from .rows import __all__ as _rows_all
 from .sessions import SessionsMixin
 from .spaces import SpacesMixin
 
 
-class Store(SpacesMixin, FilesMixin, SessionsMixin, LearningMixin, StoreBase):
+class Store(SpacesMixin, FilesMixin, SessionsMixin, LearningMixin, PurgeMixin, StoreBase):
     """One DuckDB file: spaces, skills, versioned files, sessions, messages, learning."""
 
 

@@ -8,6 +8,10 @@ Unavailable), marks the database unhealthy with the reason, and reopens it in th
 are: a write changes them only after its commit returned, so they still match what the
 reopened database holds.
 
+DuckDB does not zero the blocks it frees: bytes deleted or overwritten (a purged version,
+a purged message) stay in the file after a checkpoint, VACUUM or a table rewrite.
+`compact` copies every table into a new file and swaps it in, so they are really gone.
+
 Automatic checkpoints are turned off: DuckDB runs them inside a COMMIT, and a checkpoint that
 fails there makes a committed write look failed. `maybe_checkpoint` runs them after the
 commit instead, so a failing checkpoint never hides a commit.
@@ -103,6 +107,7 @@ class Database:
             temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(temp_dir, 0o700)
             self.config["temp_directory"] = str(temp_dir)
+        self._remove_copy()
         self.con = self._connect()
         migrate(self.con)
         self.reason: str | None = None  # why it is unhealthy, None while healthy
@@ -275,6 +280,54 @@ class Database:
             # after the next write, or on reopen.
             log.warning("checkpoint failed: %s", str(e).splitlines()[0])
             self._deferred = e  # judged on the trio thread, which owns the health state
+
+    # -- compaction ---------------------------------------------------------------------
+
+    def compact(self) -> None:
+        """Copy the database into a new file and put that in its place (on the worker
+        thread, so nothing else uses the connection meanwhile). A crash leaves either the
+        old file or the complete new one: the swap is a rename, after the copy is closed."""
+        target = self._remove_copy()
+        self.checkpoint()
+        try:
+            self._copy_to(target)
+            self.con.close()
+            try:
+                self._swap_in(target)
+            finally:
+                self.con = self._connect()
+        finally:
+            self._remove_copy()  # a failed copy's part
+
+    def _copy_to(self, target: str) -> None:
+        name = self.con.execute("SELECT current_database()").fetchone()[0]
+        self.con.execute("SET enable_progress_bar = false")  # it would print to the log
+        self.con.execute("ATTACH ? AS skillfs_compact", [target])
+        try:
+            self._with_more_memory(self.con.execute,
+                                   f'COPY FROM DATABASE "{name}" TO skillfs_compact')
+        finally:
+            self.con.execute("DETACH skillfs_compact")
+
+    def _swap_in(self, target: str) -> None:
+        if os.path.exists(self.path + ".wal"):
+            raise SkillfsError(f"{self.path}.wal was left behind; not compacting")
+        os.chmod(target, os.stat(self.path).st_mode & 0o777)
+        os.replace(target, self.path)
+        directory = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def _remove_copy(self) -> str:
+        """Remove what an interrupted compaction left (it may hold purged bytes); return
+        the copy's path."""
+        target = self.path + ".compact"
+        for leftover in (target, target + ".wal"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+        return target
 
     # -- reopening ----------------------------------------------------------------------
 

@@ -476,7 +476,8 @@ class FilesMixin:
             fid = self._find_file_id(skill, path)
             return self.con.execute(
                 "SELECT version, path, sha256, size, author, reason, session_id, task_id, "
-                "at_ns, deleted FROM file_versions WHERE file_id = ? ORDER BY version",
+                "at_ns, deleted, purged_by, purged_at_ns, purge_reason FROM file_versions "
+                "WHERE file_id = ? ORDER BY version",
                 [fid]).fetchall()
         return [VersionRow(*r) for r in await self._db(q)]
 
@@ -488,10 +489,12 @@ class FilesMixin:
         def q() -> bytes | None:
             fid = self._find_file_id(skill, path)
             row = self.con.execute(
-                "SELECT deleted FROM file_versions WHERE file_id = ? AND version = ?",
-                [fid, version]).fetchone()
+                "SELECT deleted, purged_by, purged_at_ns, purge_reason FROM file_versions "
+                "WHERE file_id = ? AND version = ?", [fid, version]).fetchone()
             if row is None:
                 raise NotFound(f"{path!r} has no version {version}")
+            if row[2] is not None:
+                raise Invalid(f"version {version} of {path!r} was {versions.tombstone(*row[1:])}")
             if row[0]:
                 return None
             return versions.read_contents(self.con, [(fid, version)])[(fid, version)]
@@ -591,7 +594,8 @@ class FilesMixin:
                         pieces = versions.split(data) or []
                         version_rows.append([node.id, 1, rel, None if pieces else data,
                                              node.sha256, len(data), author, "import", None,
-                                             None, t, False, 0, 0, len(pieces)])
+                                             None, t, False, 0, 0, len(pieces), None,
+                                             None, None])
                         chunk_rows += [[node.id, 1, i, p] for i, p in enumerate(pieces)]
                         later.append((self.tree.add_file, node))
                         counts["files"] += 1

@@ -67,6 +67,21 @@ class VersionRow:
     task_id: str | None
     at_ns: int
     deleted: bool
+    purged_by: str | None = None
+    purged_at_ns: int | None = None
+    purge_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    """What a purge did: the versions whose content it replaced by a tombstone, the version
+    it wrote with the matches taken out of the current content (None if none), and whether
+    the database file was compacted afterwards (the purged bytes are gone from it)."""
+
+    path: str
+    purged: list[int]
+    rewritten: int | None
+    compacted: bool
 
 
 @dataclass
@@ -268,5 +283,6 @@ def _is_uuid(text: str) -> bool:
 
 
 __all__ = ["AUTHORS", "DEFAULT_MAX_FILE_SIZE", "SKILL_MD", "LESSON_STATUSES", "Kernel",
-           "StoreEvent", "FileContent", "VersionRow", "SessionRow", "StoredMessage", "TaskRow",
+           "StoreEvent", "FileContent", "VersionRow", "PurgeResult", "SessionRow",
+           "StoredMessage", "TaskRow",
            "LearningRow", "LessonRow", "IngestResult", "now_ns", "sha256"]

@@ -24,11 +24,16 @@ Strings this short are written block by block.
 
 `read_contents` is the one way to read version content; nothing else selects
 file_versions.content or version_chunks.
+
+A purged version keeps its row (who purged it, when, why) but no content: it reads as b"".
+`purge` first stores whole every later version that was a splice of a purged one, and
+shortens the chains after it; the splices of other versions hold only their own bytes.
 """
 
 from __future__ import annotations
 
 import struct
+from datetime import UTC, datetime
 
 import duckdb
 
@@ -36,7 +41,7 @@ MAX_CHAIN = 1024
 WORK = 8
 CHUNK = 3000  # longest string stored (measured: 4,000 bytes checkpoint in blocks, 8,000 not)
 _HEAD = struct.Struct("<QQ")  # shared leading bytes, shared trailing bytes
-COLUMNS = 15  # file_versions' columns, in order (see insert)
+COLUMNS = 18  # file_versions' columns, in order (see insert)
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:
@@ -106,7 +111,8 @@ def insert(con: duckdb.DuckDBPyConnection, row: list, content: bytes | None,
         con.execute("INSERT INTO version_chunks SELECT ?, ?, unnest(?::INTEGER[]), "
                     "unnest(?::BLOB[])", [file_id, version, list(range(len(pieces))), pieces])
         stored, chunks = None, len(pieces)
-    con.execute("INSERT INTO file_versions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    con.execute("INSERT INTO file_versions VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,NULL,NULL)",  # not purged
                 [*row[:3], stored, *row[3:], depth, chain, chunks])
 
 
@@ -180,6 +186,73 @@ def _with_chunks(con, found: list[tuple]) -> dict[tuple[int, int], bytes]:
     for key, pieces in parts.items():
         out[key] = b"".join(pieces)
     return out
+
+
+def purge(con: duckdb.DuckDBPyConnection, file_id: int, doomed: set[int],
+          stamp: tuple[str, int, str]) -> None:
+    """Replace the content of the versions `doomed` of a file by the tombstone `stamp`
+    (purged_by, purged_at_ns, purge_reason), in the caller's transaction. Later versions
+    that were rebuilt through a doomed one are re-based first, so they read as before."""
+    rows = con.execute(
+        "SELECT version, delta_depth, chain_bytes FROM file_versions "
+        "WHERE file_id = ? AND version >= ? ORDER BY version",
+        [file_id, min(doomed)]).fetchall()
+    whole, chains = _rebase_plan(rows, doomed)
+    contents = read_contents(con, [(file_id, v) for v in whole])
+    marks = ",".join("?" * len(doomed))
+    con.execute(f"DELETE FROM version_chunks WHERE file_id = ? AND version IN ({marks})",
+                [file_id, *sorted(doomed)])
+    con.execute(
+        "UPDATE file_versions SET content = NULL, chunks = 0, delta_depth = 0, "
+        "chain_bytes = 0, sha256 = '', purged_by = ?, purged_at_ns = ?, purge_reason = ? "
+        f"WHERE file_id = ? AND version IN ({marks})", [*stamp, file_id, *sorted(doomed)])
+    for version in whole:
+        _store_whole(con, file_id, version, contents[(file_id, version)])
+    for version, depth, chain in chains:
+        con.execute("UPDATE file_versions SET delta_depth = ?, chain_bytes = ? "
+                    "WHERE file_id = ? AND version = ?", [depth, chain, file_id, version])
+
+
+def tombstone(purged_by: str, purged_at_ns: int, purge_reason: str) -> str:
+    """What a purged version says instead of its content."""
+    at = datetime.fromtimestamp(purged_at_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"purged by {purged_by} at {at}: {purge_reason}"
+
+
+def _rebase_plan(rows: list[tuple[int, int, int]], doomed: set[int]
+                 ) -> tuple[list[int], list[tuple[int, int, int]]]:
+    """From (version, delta_depth, chain_bytes) rows in order, starting at a doomed one:
+    the splices of a doomed version (to store whole), and the new (version, depth, chain)
+    of splices whose chain got shorter."""
+    whole: list[int] = []
+    chains: list[tuple[int, int, int]] = []
+    before_old = before_new = (0, 0)  # the previous version's (depth, chain): as was, as is
+    for version, depth, chain in rows:
+        depth, chain = depth or 0, chain or 0
+        if version in doomed or depth == 0:
+            new = (0, 0) if version in doomed else (depth, chain)
+        elif version - 1 in doomed:
+            whole.append(version)
+            new = (0, 0)
+        else:
+            # A splice moves the same bytes on whatever chain it sits.
+            new = (before_new[0] + 1, before_new[1] + chain - before_old[1])
+            if new != (depth, chain):
+                chains.append((version, *new))
+        before_old, before_new = (depth, chain), new
+    return whole, chains
+
+
+def _store_whole(con, file_id: int, version: int, content: bytes) -> None:
+    pieces = split(content)
+    con.execute("DELETE FROM version_chunks WHERE file_id = ? AND version = ?",
+                [file_id, version])
+    if pieces:
+        con.execute("INSERT INTO version_chunks SELECT ?, ?, unnest(?::INTEGER[]), "
+                    "unnest(?::BLOB[])", [file_id, version, list(range(len(pieces))), pieces])
+    con.execute("UPDATE file_versions SET content = ?, chunks = ?, delta_depth = 0, "
+                "chain_bytes = 0 WHERE file_id = ? AND version = ?",
+                [None if pieces else content, len(pieces or ()), file_id, version])
 
 
 def split(data: bytes) -> list[bytes] | None:
