@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from .config import Config
 
 
-def _client(ctx: click.Context) -> DaemonClient:
-    return DaemonClient(locations.socket_path(ctx.obj.get("socket")))
+def _client(ctx: click.Context, timeout: float = 60.0) -> DaemonClient:
+    return DaemonClient(locations.socket_path(ctx.obj.get("socket")), timeout)
 
 
 def _set_socket(ctx: click.Context, _param, value):
@@ -545,23 +545,21 @@ def session_flush(ctx, session_id):
 def session_purge(ctx, session_id, why, as_json):
     """Replace the content of a session's messages by a tombstone (SESSION: its id or its
     name); the rows stay, so its spool files are still not taken in twice."""
-    out = _purge_client(_client(ctx)).request(
+    out = _client(ctx, PURGE_TIMEOUT).request(
         "POST", f"/sessions/{session_id}/purge", json={"why": why, "who": _user()}).json()
     _emit(out, as_json, lambda d: click.echo(
         f"purged {_n(d['purged'], 'message')} of session {d['session_id']}"))
     _check_compacted(ctx, out)
 
 
+# a purge compacts the database: seconds per 20,000 files
+PURGE_TIMEOUT = 600.0
+
+
 def _user() -> str:
     import getpass
 
     return getpass.getuser()
-
-
-def _purge_client(client: DaemonClient) -> DaemonClient:
-    # The purge compacts the database: seconds per 20,000 files.
-    client.http.timeout = httpx.Timeout(600.0)
-    return client
 
 
 def _check_compacted(ctx, out: dict) -> None:
@@ -603,7 +601,7 @@ def learn_status(ctx, session_id, space_name, as_json):
 @click.pass_context
 def learn_wait(ctx, session_id, timeout, as_json):
     """Wait until a session's learning completed or failed (exit 1 if failed or timed out)."""
-    client = DaemonClient(locations.socket_path(ctx.obj.get("socket")), timeout=timeout + 30)
+    client = _client(ctx, timeout + 30)
     row = client.request("POST", f"/learning/{session_id}/wait",
                          params={"timeout": timeout}).json()
     _emit(row, as_json, lambda r: click.echo(_learning_line(r)))
@@ -784,7 +782,8 @@ def purge(ctx, path, version, regex, why, as_json):
     if (version is None) == (regex is None):
         raise click.UsageError("give --version N or --all-matching REGEX")
     client, rel = _path_client(ctx, path)
-    out = _purge_client(client).request("POST", "/files/purge", json={
+    client.timeout = PURGE_TIMEOUT
+    out = client.request("POST", "/files/purge", json={
         "path": rel, "version": version, "all_matching": regex, "why": why,
         "who": _user()}).json()
 
