@@ -202,3 +202,27 @@ def test_space_delete_leaves_no_orphan(daemon, space):
     daemon.cli("restore", "alice")
     assert sorted(os.listdir(space)) == ["daily-logs", "deploys", "user-general-facts"]
     _consistent(daemon)
+
+
+def test_rm_rf_of_a_shared_skill_leaves_the_other_space(daemon, space):
+    os.mkdir(space / "shared")
+    (space / "shared" / "note.md").write_text("note\n")
+    os.mkdir(daemon.mnt / "bob")
+    skill_id = next(s["id"] for s in daemon.api("GET", "/skillfs/v1/skills",
+                                                params={"space": "alice"}).json()
+                    if s["name"] == "shared")
+    bob_id = next(s["id"] for s in daemon.api("GET", "/skillfs/v1/spaces").json()
+                  if s["name"] == "bob")
+    assert daemon.api("POST", f"/api/v1/learning_spaces/{bob_id}/skills",
+                      json={"skill_id": skill_id}).status_code in (200, 201)
+    run("rm", "-rf", str(space / "shared"))
+    assert "shared" not in os.listdir(space)
+    # the skill lives on in bob; the files rm removed are in the trash, there
+    assert os.listdir(daemon.mnt / "bob" / "shared") == ["SKILL.md"]
+    assert [e["path"] for e in _trash(daemon)] == ["bob/shared/note.md"]
+    daemon.cli("restore", "bob/shared/note.md")
+    assert (daemon.mnt / "bob" / "shared" / "note.md").read_text() == "note\n"
+    # alice may make a new skill of that name
+    os.mkdir(space / "shared")
+    assert os.listdir(space / "shared") == ["SKILL.md"]
+    _consistent(daemon)
