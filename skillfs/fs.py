@@ -294,7 +294,11 @@ class SkillFS(pyfuse3.Operations):
             raise _err(errno.EISDIR)
         if ref.path or text != SKILL_MD:
             await self.store.delete_file(ref.skill.id, self._join(ref, text), author="fuse")
-            return
+        else:
+            await self._unlink_skill_md(ref, parent_inode)
+
+    async def _unlink_skill_md(self, ref: DirRef, folder_ino: int) -> None:
+        """The last entry of a skill's folder: the skill leaves this space with it."""
         others = sorted(set(ref.skill.children[""]) - {SKILL_MD})
         if others:
             log.warning("unlink %s/%s/%s refused: the folder still holds %s; remove those "
@@ -303,7 +307,7 @@ class SkillFS(pyfuse3.Operations):
                         ", ".join(others[:5]), ref.skill.name, ref.space.name)
             raise _err(errno.EBUSY)
         await self.store.remove_skill(ref.space.id, ref.skill.id, author="fuse")
-        self.tree.leave_empty_folder(ref.space, ref.skill, parent_inode)
+        self.tree.leave_empty_folder(ref.space, ref.skill, folder_ino)
 
     async def open(self, inode, flags, ctx):
         node = self._obj(inode)

@@ -76,12 +76,6 @@ class TrashMixin:
         return [_Trashed(k, i, n, _unjson(r, {}), _unjson(ln, []), a, t)
                 for k, i, n, r, ln, a, t in rows]
 
-    def _space_names(self) -> dict[str, str]:
-        """Space names by id, for spaces alive or in the trash."""
-        names = {t.id: t.name for t in self._trashed("space")}
-        names.update({s.id: s.name for s in self.tree.spaces.values()})
-        return names
-
     def _skill_run(self, skill_id: str) -> dict[str, tuple]:
         """The deleted files a restore of the skill brings back, by path."""
         return {r[1]: r for r in self.con.execute(_RUN, [skill_id, skill_id]).fetchall()}
@@ -91,25 +85,27 @@ class TrashMixin:
     async def list_trash(self, space: str | None = None) -> list[TrashEntry]:
         """Deleted spaces, skills and files, oldest deletion first; with `space`, only what
         was deleted in or with the space of that name."""
-        return await self._db(self._list_trash, space)
-
-    def _list_trash(self, space: str | None) -> list[TrashEntry]:
-        names = self._space_names()
+        def q():
+            spaces, skills = self._trashed("space"), self._trashed("skill")
+            runs = {t.id: self._skill_run(t.id) for t in skills}
+            return spaces, skills, runs, self.con.execute(_DELETED_FILES).fetchall()
+        spaces, skills, runs, files = await self._db(q)
+        names = {t.id: t.name for t in spaces}
+        names.update({s.id: s.name for s in self.tree.spaces.values()})
         out = [TrashEntry("space", t.name, t.author, t.at_ns, None)
-               for t in self._trashed("space") if space in (None, t.name)]
-        for t in self._trashed("skill"):
-            run = self._skill_run(t.id)
-            md = run.get(SKILL_MD)
+               for t in spaces if space in (None, t.name)]
+        for t in skills:
+            md = runs[t.id].get(SKILL_MD)
             for space_name in sorted(names.get(s, s) for s in t.links) or ["-"]:
                 if space in (None, space_name):
                     out.append(TrashEntry("skill", f"{space_name}/{t.name}", t.author, t.at_ns,
-                                          md[4] if md else None, len(run)))
-        out += self._deleted_files(space)
+                                          md[4] if md else None, len(runs[t.id])))
+        out += self._deleted_files(files, space)
         return sorted(out, key=lambda e: e.at_ns)
 
-    def _deleted_files(self, space: str | None) -> list[TrashEntry]:
+    def _deleted_files(self, rows: list[tuple], space: str | None) -> list[TrashEntry]:
         latest: dict[tuple[str, str], tuple] = {}
-        for row in self.con.execute(_DELETED_FILES).fetchall():
+        for row in rows:
             skill = self.tree.skills.get(row[1])
             if skill is None or row[5] is None:
                 continue  # in a deleted skill (it comes back with it), or never written
