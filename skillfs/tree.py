@@ -221,8 +221,8 @@ class Tree:
         skill = ref.skill
         out = []
         prefix = ref.path + "/" if ref.path else ""
-        order = (lambda item: (not ref.path and item[0] == last, item[0]))
-        for name, node in sorted(skill.children.get(ref.path, {}).items(), key=order):
+        entries = skill.children.get(ref.path, {}).items()
+        for name, node in sorted(entries, key=lambda e: (not ref.path and e[0] == last, e[0])):
             if node is None:
                 out.append((name, self.dir_ino(space, skill, prefix + name), None))
             else:
