@@ -226,3 +226,44 @@ def test_rm_rf_of_a_shared_skill_leaves_the_other_space(daemon, space):
     os.mkdir(space / "shared")
     assert os.listdir(space / "shared") == ["SKILL.md"]
     _consistent(daemon)
+
+
+def test_deleted_and_restored_behind_the_kernels_back(daemon, space):
+    """Deleting and restoring through the CLI: the kernel's cached names follow."""
+    (space / "daily-logs" / "a.md").write_text("a\n")
+    assert (space / "daily-logs").is_dir() and (space / "daily-logs" / "a.md").is_file()
+    daemon.cli("skill", "delete", "daily-logs", "--space", "alice")
+    assert not (space / "daily-logs").exists()
+    assert os.listdir(space) == ["user-general-facts"]
+    daemon.cli("restore", "alice/daily-logs")
+    assert (space / "daily-logs" / "a.md").read_text() == "a\n"
+    os.listdir(space / "daily-logs")
+    daemon.cli("space", "delete", "alice")
+    assert not space.exists()
+    r = daemon.cli("restore", "alice/daily-logs/a.md", check=False)
+    assert r.returncode != 0 and "restore it first (skillfs restore alice)" in r.stderr
+    daemon.cli("restore", "alice")
+    assert (space / "daily-logs" / "a.md").read_text() == "a\n"
+    r = daemon.api("POST", "/skillfs/v1/trash/restore", json={"path": "alice"})
+    assert r.status_code == 409
+    r = daemon.api("POST", "/skillfs/v1/trash/restore", json={"path": "nobody"})
+    assert r.status_code == 404
+
+
+def test_migrations_apply_in_any_order(tmp_path, monkeypatch):
+    """The trash table (migration 4) does not wait for migration 3, and a migration 3 that
+    arrives later is still applied to a database already at 4."""
+    import duckdb
+
+    from skillfs import schema
+
+    con = duckdb.connect(str(tmp_path / "db.duckdb"))
+    schema.migrate(con)
+    assert con.execute("SELECT count(*) FROM trash").fetchone() == (0,)
+    assert 3 not in {v for (v,) in con.execute("SELECT version FROM schema_version").fetchall()}
+    migrations = list(schema.MIGRATIONS)
+    migrations[2] = ["CREATE TABLE later (x INTEGER)"]
+    monkeypatch.setattr(schema, "MIGRATIONS", migrations)
+    schema.migrate(con)
+    assert con.execute("SELECT count(*) FROM later").fetchone() == (0,)
+    con.close()
