@@ -61,18 +61,15 @@ class Skill:
     spaces: set[str] = field(default_factory=set)
     user: str | None = None
 
-    def add_dir(self, path: str, now_ns: int) -> list[str]:
-        """Add folder `path` and its missing parents; return the folders that were new."""
-        new = []
-        while path and path not in self.children:
-            self.children[path] = {}
-            self.dir_mtime[path] = now_ns
-            new.append(path)
-            parent, _, name = path.rpartition("/")
-            self.children.setdefault(parent, {})[name] = None
-            self.dir_mtime[parent] = now_ns
-            path = parent
-        return new
+    def add_dir(self, path: str, now_ns: int) -> None:
+        """Add folder `path` and its missing parents, each listed in its parent."""
+        if not path or path in self.children:
+            return
+        parent, _, name = path.rpartition("/")
+        self.add_dir(parent, now_ns)
+        self.children[path] = {}
+        self.children[parent][name] = None
+        self.dir_mtime[path] = self.dir_mtime[parent] = now_ns
 
     def add_file(self, node: FileNode) -> None:
         parent, _, name = node.path.rpartition("/")

@@ -267,3 +267,17 @@ def test_migrations_apply_in_any_order(tmp_path, monkeypatch):
     schema.migrate(con)
     assert con.execute("SELECT count(*) FROM later").fetchone() == (0,)
     con.close()
+
+
+def test_restore_rebuilds_nested_folders(daemon, space):
+    """A restore adds the deepest file first (rm removed it first): its folders must all
+    be listed, each in its parent."""
+    os.mkdir(space / "deploys")
+    os.makedirs(space / "deploys" / "x" / "a")
+    (space / "deploys" / "x" / "a" / "b.md").write_text("b\n")
+    (space / "deploys" / "x" / "z.md").write_text("z\n")
+    run("rm", "-rf", str(space / "deploys"))
+    daemon.cli("restore", "alice/deploys")
+    found = sorted(os.path.relpath(os.path.join(d, f), space / "deploys")
+                   for d, _, files in os.walk(space / "deploys") for f in files)
+    assert found == ["SKILL.md", "x/a/b.md", "x/z.md"]
