@@ -406,7 +406,8 @@ def space_list(ctx, as_json):
 @click.argument("name")
 @click.pass_context
 def space_delete(ctx, name):
-    """Delete a space (its skills and sessions stay)."""
+    """Delete a space into the trash, with the skills no other space includes (sessions
+    stay; `skillfs restore NAME` brings it back)."""
     _client(ctx).request("DELETE", f"/spaces/{name}")
     click.echo(f"deleted space {name}")
 
@@ -798,6 +799,43 @@ def purge(ctx, path, version, regex, why, as_json):
                        f"{d['rewritten']}")
     _emit(out, as_json, render)
     _check_compacted(ctx, out)
+
+
+@main.command()
+@click.option("--space", "space_name", help="Only what was deleted in or with this space.")
+@json_option
+@click.pass_context
+def trash(ctx, space_name, as_json):
+    """Deleted spaces, skills and files, and their last version: what `skillfs restore`
+    can bring back."""
+    params = {"space": space_name} if space_name else {}
+    rows = _client(ctx).request("GET", "/trash", params=params).json()
+
+    def render(rows):
+        for r in rows:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"]))
+            last = f"v{r['version']}" if r["version"] else ""
+            files = f" ({_n(r['files'], 'file')})" if r["files"] is not None else ""
+            click.echo(f"{r['kind']:<5} {when}  {r['author']:<8} {last:<5} {r['path']}{files}")
+    _emit(rows, as_json, render)
+
+
+@main.command()
+@click.argument("path")
+@click.pass_context
+def restore(ctx, path):
+    """Bring back a deleted file, skill or space from the trash, as a new version: PATH is
+    SPACE/SKILL/FILE, SPACE/SKILL, SPACE, or the same under the mount."""
+    client, rel = _path_client(ctx, path)
+    out = client.request("POST", "/trash/restore", json={"path": rel}).json()
+    if out["kind"] == "file":
+        click.echo(f"restored {out['path']}: version {out['restored_version']} is current "
+                   f"again as version {out['version']}")
+    elif out["kind"] == "skill":
+        click.echo(f"restored skill {out['path']} ({_n(out['files'], 'file')})")
+    else:
+        click.echo(f"restored space {out['path']} ({_n(len(out['skills']), 'skill')}: "
+                   f"{', '.join(out['skills'])})")
 
 
 def _split_version(spec: str) -> tuple[str, int | None]:

@@ -4,13 +4,22 @@ Reads are answered from the in-memory tree (and the content cache) without touch
 in the common case. What open handles share, and when writes become versions, is kept in
 `skillfs.openfiles`; every handler sits behind `skillfs.boundary`, so no error ends the
 daemon.
+
+Deleting is whole: a skill folder lists its SKILL.md last, so `rm -rf`, `shutil.rmtree` and
+`find -delete` remove its other entries first; unlinking SKILL.md from an otherwise empty
+folder deletes the skill (into the trash, or only out of this space if another includes it)
+and leaves the folder empty for the deleter's rmdir; rmdir of an empty space deletes it.
+While other entries remain, SKILL.md cannot be unlinked (EBUSY), so a deleter that stops
+halfway never leaves a skill without one.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
+import time
 
 from . import noflush  # before pyfuse3: see skillfs/noflush.py
 
@@ -22,6 +31,8 @@ from .openfiles import OpenFiles
 from .skillmd import render
 from .store import SKILL_MD, Store
 from .tree import ROOT_INO, DirRef, FileNode
+
+log = logging.getLogger(__name__)
 
 CACHE_TIMEOUT = 300.0
 BLOCK = 4096
@@ -110,7 +121,7 @@ class SkillFS(pyfuse3.Operations):
             subdirs = len(self.tree.spaces)
             mtime = self.tree.root_mtime
         elif obj.skill is None:
-            subdirs = len(obj.space.skills)
+            subdirs = len(obj.space.entries())
             mtime = obj.space.updated_ns
         else:
             entries = obj.skill.children.get(obj.path, {})
@@ -179,7 +190,7 @@ class SkillFS(pyfuse3.Operations):
 
     async def readdir(self, fh, start_id, token):
         ref = self._dir(fh)
-        entries = self.tree.children(ref)
+        entries = self.tree.children(ref, last=SKILL_MD)
         for i in range(start_id, len(entries)):
             name, ino, _ = entries[i]
             attrs = self._attrs(ino, self.tree.inodes[ino])
@@ -216,11 +227,13 @@ class SkillFS(pyfuse3.Operations):
             raise _err(errno.ENOENT)
         if ref.space is None:
             space = self.tree.space_names[text]
-            if space.skills:
+            if space.entries():
                 raise _err(errno.ENOTEMPTY)
             await self.store.delete_space(space.id, author="fuse")
         elif ref.skill is None:
-            raise _err(errno.ENOTEMPTY)  # a skill folder always holds its SKILL.md
+            if text not in ref.space.empty:
+                raise _err(errno.ENOTEMPTY)  # a skill's folder holds its SKILL.md
+            self.tree.remove_empty_folder(ref.space, text, time.time_ns())
         else:
             if isinstance(self.tree.inodes[ino], FileNode):
                 raise _err(errno.ENOTDIR)
@@ -279,7 +292,22 @@ class SkillFS(pyfuse3.Operations):
             raise _err(errno.ENOENT)
         if not isinstance(self.tree.inodes[ino], FileNode):
             raise _err(errno.EISDIR)
-        await self.store.delete_file(ref.skill.id, self._join(ref, text), author="fuse")
+        if ref.path or text != SKILL_MD:
+            await self.store.delete_file(ref.skill.id, self._join(ref, text), author="fuse")
+        else:
+            await self._unlink_skill_md(ref, parent_inode)
+
+    async def _unlink_skill_md(self, ref: DirRef, folder_ino: int) -> None:
+        """The last entry of a skill's folder: the skill leaves this space with it."""
+        others = sorted(set(ref.skill.children[""]) - {SKILL_MD})
+        if others:
+            log.warning("unlink %s/%s/%s refused: the folder still holds %s; remove those "
+                        "first (rm -rf removes SKILL.md last), or: skillfs skill delete %s "
+                        "--space %s", ref.space.name, ref.skill.name, SKILL_MD,
+                        ", ".join(others[:5]), ref.skill.name, ref.space.name)
+            raise _err(errno.EBUSY)
+        await self.store.remove_skill(ref.space.id, ref.skill.id, author="fuse")
+        self.tree.leave_empty_folder(ref.space, ref.skill, folder_ino)
 
     async def open(self, inode, flags, ctx):
         node = self._obj(inode)

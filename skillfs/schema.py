@@ -77,13 +77,27 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE messages ADD COLUMN purged_at_ns BIGINT",
         "ALTER TABLE messages ADD COLUMN purge_reason VARCHAR",
     ],
+    # 4: what deleting a space or a skill removed from its tables, so it can come back
+    # (deleted files need nothing new: their versions stay in file_versions).
+    # kind 'space' | 'skill'; row: the deleted row as JSON (a skill's row also holds its
+    # folders); links: a space's skill ids, or a skill's space ids, as a JSON list
+    [
+        """CREATE TABLE trash (
+            kind VARCHAR NOT NULL, id VARCHAR NOT NULL, name VARCHAR NOT NULL,
+            row VARCHAR NOT NULL, links VARCHAR NOT NULL, author VARCHAR NOT NULL,
+            at_ns BIGINT NOT NULL)""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> int:
-    """Bring the database to SCHEMA_VERSION; return the version it had before."""
+    """Bring the database to SCHEMA_VERSION; return the version it had before.
+
+    Each migration missing from `schema_version` is applied, not only those above the
+    highest: migrations written on separate branches stay independent of their order. An
+    empty one is a number reserved for another change and is not recorded."""
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = con.execute("SELECT max(version) FROM schema_version").fetchone()
     before = row[0] or 0
@@ -91,7 +105,10 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
         raise RuntimeError(
             f"database schema version {before} is newer than this skillfs ({SCHEMA_VERSION})"
         )
-    for version in range(before + 1, SCHEMA_VERSION + 1):
+    done = {v for (v,) in con.execute("SELECT version FROM schema_version").fetchall()}
+    for version in range(1, SCHEMA_VERSION + 1):
+        if version in done or not MIGRATIONS[version - 1]:
+            continue
         con.execute("BEGIN TRANSACTION")
         try:
             for stmt in MIGRATIONS[version - 1]:

@@ -9,6 +9,11 @@ Inodes: 1 is the mount's root; a space, a (space, skill, folder) triple and a fi
 a number the first time the mount needs one. A skill included in several spaces has a folder
 inode per space but its files have one inode each, seen at several paths. Numbers are never
 reused within a daemon's life.
+
+Empty folders: when the mount's last SKILL.md unlink takes a skill out of a space, its folder
+stays listed, empty, until rmdir: `rm -rf`, `shutil.rmtree` and `find -delete` all remove a
+folder after its entries, and fail if it has vanished. These stand-ins live only in memory;
+a restart, an rmdir or a new skill of that name ends them.
 """
 
 from __future__ import annotations
@@ -56,18 +61,15 @@ class Skill:
     spaces: set[str] = field(default_factory=set)
     user: str | None = None
 
-    def add_dir(self, path: str, now_ns: int) -> list[str]:
-        """Add folder `path` and its missing parents; return the folders that were new."""
-        new = []
-        while path and path not in self.children:
-            self.children[path] = {}
-            self.dir_mtime[path] = now_ns
-            new.append(path)
-            parent, _, name = path.rpartition("/")
-            self.children.setdefault(parent, {})[name] = None
-            self.dir_mtime[parent] = now_ns
-            path = parent
-        return new
+    def add_dir(self, path: str, now_ns: int) -> None:
+        """Add folder `path` and its missing parents, each listed in its parent."""
+        if not path or path in self.children:
+            return
+        parent, _, name = path.rpartition("/")
+        self.add_dir(parent, now_ns)
+        self.children[path] = {}
+        self.children[parent][name] = None
+        self.dir_mtime[path] = self.dir_mtime[parent] = now_ns
 
     def add_file(self, node: FileNode) -> None:
         parent, _, name = node.path.rpartition("/")
@@ -104,6 +106,10 @@ class Space:
     updated_ns: int
     skills: dict[str, Skill] = field(default_factory=dict)  # by skill name
     ino: int = 0
+    empty: dict[str, Skill] = field(default_factory=dict)  # stand-in folders, by name
+
+    def entries(self) -> dict[str, Skill]:
+        return {**self.empty, **self.skills}
 
 
 class DirRef:
@@ -198,19 +204,22 @@ class Tree:
 
     # -- lookups -----------------------------------------------------------------------
 
-    def children(self, ref: DirRef) -> list[tuple[str, int, DirRef | FileNode]]:
-        """(name, inode, object) for each entry of a folder, in a stable order."""
+    def children(self, ref: DirRef, last: str | None = None
+                 ) -> list[tuple[str, int, DirRef | FileNode]]:
+        """(name, inode, object) for each entry of a folder, in a stable order; `last`, in a
+        skill's own folder, comes after the rest (recursive deleters reach it last)."""
         if ref.space is None:
             return [(s.name, self.space_ino(s), s) for s in
                     sorted(self.spaces.values(), key=lambda s: s.name)]
         space = ref.space
         if ref.skill is None:
             return [(name, self.dir_ino(space, sk, ""), sk) for name, sk in
-                    sorted(space.skills.items())]
+                    sorted(space.entries().items())]
         skill = ref.skill
         out = []
         prefix = ref.path + "/" if ref.path else ""
-        for name, node in sorted(skill.children.get(ref.path, {}).items()):
+        entries = skill.children.get(ref.path, {}).items()
+        for name, node in sorted(entries, key=lambda e: (not ref.path and e[0] == last, e[0])):
             if node is None:
                 out.append((name, self.dir_ino(space, skill, prefix + name), None))
             else:
@@ -223,7 +232,7 @@ class Tree:
             return self.space_ino(space) if space else None
         space = ref.space
         if ref.skill is None:
-            skill = space.skills.get(name)
+            skill = space.entries().get(name)
             return self.dir_ino(space, skill, "") if skill else None
         entries = ref.skill.children.get(ref.path)
         if entries is None or name not in entries:
@@ -241,7 +250,7 @@ class Tree:
             return False
         if ref.skill is None:
             return True
-        return (ref.space.skills.get(ref.skill.name) is ref.skill
+        return (ref.space.entries().get(ref.skill.name) is ref.skill
                 and ref.path in ref.skill.children)
 
     # -- changes (called by the store after a commit) ------------------------------------
@@ -268,6 +277,7 @@ class Tree:
         self.skills[skill.id] = skill
 
     def link_skill(self, space: Space, skill: Skill, now_ns: int) -> None:
+        space.empty.pop(skill.name, None)
         space.skills[skill.name] = skill
         skill.spaces.add(space.id)
         space.updated_ns = now_ns
@@ -277,6 +287,20 @@ class Tree:
         skill.spaces.discard(space.id)
         for path in list(skill.children):
             self.forget_dir(space.id, skill.id, path)
+
+    def leave_empty_folder(self, space: Space, skill: Skill, ino: int) -> None:
+        """After `skill` left `space` through its folder: keep that folder, empty, under the
+        inode the kernel knows, until rmdir."""
+        stand_in = Skill(f"empty:{skill.id}", skill.name, "", {}, skill.created_ns,
+                         skill.updated_ns)
+        space.empty[skill.name] = stand_in
+        self._dir_inos[(space.id, stand_in.id, "")] = ino
+        self.inodes[ino] = DirRef(space, stand_in, "")
+
+    def remove_empty_folder(self, space: Space, name: str, now_ns: int) -> None:
+        stand_in = space.empty.pop(name)
+        self.forget_dir(space.id, stand_in.id, "")
+        space.updated_ns = now_ns
 
     def add_file(self, node: FileNode) -> None:
         self.file_ids[node.id] = node

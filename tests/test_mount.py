@@ -176,9 +176,12 @@ def test_invalid_skill_md_is_refused_and_old_version_stays(space):
     good = b"---\nname: daily-logs\ndescription: A new description.\n---\n\nRules.\n"
     assert _close_error(path, good) == 0
     assert path.read_bytes() == good
+    # SKILL.md goes last, and takes the skill with it (tests/test_trash.py)
+    (path.parent / "other.md").write_text("x")
     with pytest.raises(OSError) as e:
         os.unlink(path)
-    assert e.value.errno == errno.EPERM
+    assert e.value.errno == errno.EBUSY
+    assert path.read_bytes() == good
 
 
 def test_bad_names_and_size_cap(space):

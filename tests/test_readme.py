@@ -40,4 +40,5 @@ def test_the_walkthrough_runs_as_written(tmp_path):
     assert "identity.md:- Name is Gus" in out
     assert "Task: Deploy API v2 to staging" in out and "**Outcome**: success" in out
     assert "version 1 is current again" in out
+    assert "restored skill alice/daily-logs" in out
     assert not is_mounted(mnt)

@@ -95,7 +95,7 @@ async def create_space(request: Request, body: SpaceIn):
 @router.delete("/spaces/{ref}")
 async def delete_space(request: Request, ref: str):
     store = _store(request)
-    await store.delete_space(store.space(ref).id, author="cli")
+    await store.delete_space(store.space(ref).id, author="cli", with_skills=True)
     return {"deleted": ref}
 
 
@@ -121,13 +121,9 @@ async def delete_skill(request: Request, space: str, skill: str):
     history stays in the database)."""
     store = _store(request)
     found = _skill_in(store, space, skill)
-    space_id = store.space(space).id
-    if found.spaces - {space_id}:
-        await store.exclude_skill(space_id, found.id, author="cli")
-        return {"name": found.name, "deleted": False, "still_in": sorted(
-            store.tree.spaces[s].name for s in found.spaces)}
-    await store.delete_skill(found.id, author="cli")
-    return {"name": found.name, "deleted": True, "still_in": []}
+    deleted = await store.remove_skill(store.space(space).id, found.id, author="cli")
+    return {"name": found.name, "deleted": deleted, "still_in": sorted(
+        store.tree.spaces[s].name for s in found.spaces)}
 
 
 @router.post("/skills/import", status_code=201)
@@ -306,6 +302,24 @@ async def purge_session(request: Request, session_ref: str, body: SessionPurgeIn
     session_id = await _session_id(store, session_ref)
     count, compacted = await store.purge_session(session_id, by=by, why=why)
     return {"session_id": session_id, "purged": count, "compacted": compacted}
+
+
+@router.get("/trash")
+async def list_trash(request: Request, space: str | None = None):
+    """Deleted spaces, skills and files, oldest deletion first."""
+    return [{"kind": e.kind, "path": e.path, "author": e.author, "at": _ns(e.at_ns),
+             "version": e.version, "files": e.files}
+            for e in await _store(request).list_trash(space)]
+
+
+class RestoreIn(BaseModel):
+    path: str
+
+
+@router.post("/trash/restore")
+async def restore(request: Request, body: RestoreIn):
+    """Bring back a deleted space, skill or file as a new version."""
+    return await _store(request).restore(body.path, author="cli")
 
 
 @router.post("/sessions/{session_ref}/flush")

@@ -18,9 +18,11 @@ from .rows import *  # noqa: F401,F403  (the rows and events callers use)
 from .rows import __all__ as _rows_all
 from .sessions import SessionsMixin
 from .spaces import SpacesMixin
+from .trash import TrashMixin
 
 
-class Store(SpacesMixin, FilesMixin, SessionsMixin, LearningMixin, PurgeMixin, StoreBase):
+class Store(SpacesMixin, TrashMixin, FilesMixin, SessionsMixin, LearningMixin, PurgeMixin,
+            StoreBase):
     """One DuckDB file: spaces, skills, versioned files, sessions, messages, learning."""
 
 

@@ -519,7 +519,7 @@ class FilesMixin:
         return await self._undelete(skill, fid, path, content, version, author), True
 
     async def _undelete(self, skill: Skill, fid: int, path: str, content: bytes, version: int,
-                        author: str) -> FileNode:
+                        author: str, reason: str | None = None) -> FileNode:
         self._check_size(content)
         async with self._lock:
             if path in skill.files:
@@ -534,8 +534,8 @@ class FilesMixin:
             def sql(con):
                 con.execute("UPDATE files SET version = ?, path = ?, deleted = false "
                             "WHERE id = ?", [node.version, path, fid])
-                self._sql_version(con, node, content, author, f"revert to version {version}",
-                                  None, None, False)
+                self._sql_version(con, node, content, author,
+                                  reason or f"revert to version {version}", None, None, False)
             await self._write(sql)
             self.tree.add_file(node)
             self.cache.put((node.id, node.version), content)

@@ -135,12 +135,24 @@ class SpacesMixin:
             await self._tell_kernel([("entry", 1, old_name), ("inode", 1, True)], author)
         return space
 
-    async def delete_space(self, space_id: str, author: str = "api") -> None:
-        """Delete a space; its skills and sessions stay (sessions are detached)."""
+    async def delete_space(self, space_id: str, author: str = "api",
+                           with_skills: bool = False) -> None:
+        """Delete a space into the trash; sessions are detached. Its skills stay, unless
+        `with_skills`: then those no other space includes go to the trash with it (the
+        mount and the CLI show no skill outside a space)."""
+        space = self.space(space_id)
+        held = [skill.id for skill in space.skills.values()]
+        if with_skills:
+            for skill in list(space.skills.values()):
+                if skill.spaces == {space.id}:
+                    await self.delete_skill(skill.id, author)
         async with self._lock:
             space = self.space(space_id)
+            row = {"user": space.user, "meta": space.meta, "created_ns": space.created_ns}
 
             def sql(con):
+                self._sql_trash(con, "space", space.id, space.name, row, held, author,
+                                now_ns())
                 con.execute("DELETE FROM space_skills WHERE space_id = ?", [space.id])
                 con.execute("DELETE FROM spaces WHERE id = ?", [space.id])
                 con.execute("UPDATE sessions SET space_id = NULL WHERE space_id = ?",
@@ -226,23 +238,46 @@ class SpacesMixin:
         await self._tell_kernel([("entry", ino, skill.name), ("inode", ino, True)], author)
         return True
 
-    async def delete_skill(self, skill_id: str, author: str = "api") -> None:
-        """Delete a skill everywhere. Its file history is kept (files are marked deleted)."""
+    async def remove_skill(self, space_id: str, skill_id: str, author: str = "api") -> bool:
+        """Take a skill out of a space; delete it (into the trash) when no other space
+        includes it. Returns whether it was deleted."""
         skill = self.skill(skill_id)
-        for space_id in list(skill.spaces):
+        if skill.spaces - {space_id}:
+            await self.exclude_skill(space_id, skill_id, author)
+            return False
+        await self.delete_skill(skill_id, author)
+        return True
+
+    async def delete_skill(self, skill_id: str, author: str = "api") -> None:
+        """Delete a skill everywhere, into the trash: its row, folders and the spaces it was
+        in are kept there, its files' history stays (the files are marked deleted)."""
+        skill = self.skill(skill_id)
+        spaces = sorted(skill.spaces)
+        for space_id in spaces:
             await self.exclude_skill(space_id, skill_id, author)
         async with self._lock:
             t = now_ns()
-            nodes = list(skill.files.values())
+            nodes = [node for node in skill.files.values() if node.version]
+            row = {"description": skill.description, "meta": skill.meta, "user": skill.user,
+                   "created_ns": skill.created_ns,
+                   "dirs": sorted(d for d in skill.children if d)}
 
             def sql(con):
                 for node in nodes:
                     self._sql_delete_version(con, node, t, author, "delete skill", None, None)
                 con.execute("DELETE FROM skills WHERE id = ?", [skill.id])
+                con.execute("DELETE FROM skill_dirs WHERE skill_id = ?", [skill.id])
+                self._sql_trash(con, "skill", skill.id, skill.name, row, spaces, author, t)
             await self._write(sql)
-            for node in nodes:
+            for node in list(skill.files.values()):
                 self.tree.remove_file(node, t)
             del self.tree.skills[skill.id]
+
+    @staticmethod
+    def _sql_trash(con, kind: str, id: str, name: str, row: dict, links: list[str],
+                   author: str, t: int) -> None:
+        con.execute("INSERT INTO trash VALUES (?,?,?,?,?,?,?)",
+                    [kind, id, name, _json(row), _json(links), author, t])
 
     def list_space_skills(self, space_id: str) -> list[Skill]:
         return sorted(self.space(space_id).skills.values(), key=lambda s: s.created_ns)
