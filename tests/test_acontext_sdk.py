@@ -512,10 +512,10 @@ def test_concurrent_learns_one_wins(api):
     try:
         for c in clients:  # connections open before the race
             c.ping()
-        for (first, second), session_id in zip(rounds, sessions):
+        for (first, second), session_id in zip(rounds, sessions, strict=True):
             barrier = threading.Barrier(2)
 
-            def attempt(c, space_id):
+            def attempt(c, space_id, barrier=barrier, session_id=session_id):
                 barrier.wait()
                 try:
                     c.learning_spaces.learn(space_id, session_id=session_id)

@@ -737,7 +737,7 @@ def _lesson_row(session_id, space_id, task_id=None, **payload):
 
 
 def test_store_lessons(tmp_path):
-    from skillfs.errors import Invalid, NotFound
+    from skillfs.errors import Invalid, NotFound, SkillfsError
     from skillfs.store import TaskRow
 
     path = str(tmp_path / "l.duckdb")
@@ -785,7 +785,7 @@ def test_store_lessons(tmp_path):
         # all or nothing: a batch that cannot be kept leaves no task, lesson or progress
         d = _lesson_row(row.id, sp.id, "task-2")
         task2 = TaskRow("task-2", row.id, 2, "Roll back", "failed")
-        with pytest.raises(Exception):
+        with pytest.raises(SkillfsError, match="database error"):
             await store.save_lessons(row.id, [d, d], tasks=[task2], learned_seq=6)
         assert (await store.get_learning(row.id)).learned_seq == 5
         assert [t.id for t in await store.list_tasks(row.id)] == ["task-1"]

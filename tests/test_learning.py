@@ -6,6 +6,7 @@ The model is a scripted OpenAI-compatible server (tests/llm_server.py) reached w
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -213,7 +214,7 @@ def test_one_writer_per_space_spaces_in_parallel(make_daemon):
         one = sorted(r for r in runs if "Ann" in r[2] or "Bob" in r[2])
         two = [r for r in runs if "Cid" in r[2]]
         # space one: never two runs at once (a lesson that arrives mid-run joins that run)
-        for (a0, a1, _), (b0, b1, _) in zip(one, one[1:]):
+        for (_, a1, _), (b0, _, _) in itertools.pairwise(one):
             assert b0 >= a1 - 0.05, "two writer runs overlapped in one space"
         written = json.dumps([req["messages"] for req in srv.requests_offering("create_file")])
         assert "Name is Ann" in written and "Name is Bob" in written

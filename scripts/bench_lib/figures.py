@@ -89,7 +89,8 @@ def timed(cmd: list[str], out: Path) -> float:
 def relative(out: Path, root: Path) -> list[str]:
     prefix = str(root).rstrip("/") + "/"
     lines = out.read_text().splitlines()
-    return sorted(l[len(prefix):] if l.startswith(prefix) else l for l in lines if l != str(root))
+    return sorted(line[len(prefix):] if line.startswith(prefix) else line
+                  for line in lines if line != str(root))
 
 
 def pct(samples: list[float], q: float) -> float:

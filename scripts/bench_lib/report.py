@@ -16,8 +16,8 @@ ORDER = ["native", "floor", "peer", "skillfs"]
 def label(key: str) -> tuple[str, str, bool]:
     if key in FIGURES:
         return FIGURES[key]
-    l, u = DAEMON_FIGURES.get(key, (key, ""))
-    return l, u, False
+    name, unit = DAEMON_FIGURES.get(key, (key, ""))
+    return name, unit, False
 
 
 def fmt(v: float | None, unit: str) -> str:
@@ -36,7 +36,7 @@ def add_ratios(size_result: dict) -> None:
     """ratio = figure / native's figure, measured in the same run."""
     systems = size_result["systems"]
     native = systems.get("native", {}).get("figures", {})
-    for name, res in systems.items():
+    for res in systems.values():
         for key, f in res.get("figures", {}).items():
             base = native.get(key, {}).get("value")
             f["ratio"] = f["value"] / base if label(key)[2] and base else None
@@ -200,7 +200,7 @@ def chart(result: dict, path: Path) -> bool:
     keys = [k for k, (_, _, cmp) in FIGURES.items() if cmp]
     fig, axes = plt.subplots(len(sizes), 1, figsize=(13, 4.2 * len(sizes)), squeeze=False)
     colors = {"floor": "#4c72b0", "peer": "#dd8452", "skillfs": "#55a868"}
-    for ax, size in zip(axes[:, 0], sizes):
+    for ax, size in zip(axes[:, 0], sizes, strict=True):
         systems = [s for s in ORDER if s != "native" and s in result["sizes"][size]["systems"]]
         width = 0.8 / max(1, len(systems))
         for j, s in enumerate(systems):

@@ -264,7 +264,7 @@ class Skillfs(System):
         try:
             r = self._run("--help", timeout=60)
         except subprocess.TimeoutExpired:
-            raise Unavailable("`skillfs --help` did not answer in 60 s")
+            raise Unavailable("`skillfs --help` did not answer in 60 s") from None
         if r.returncode != 0:
             raise Unavailable(f"`skillfs --help` failed: {(r.stderr or r.stdout).strip()[-300:]}")
         self.commands = {line.split()[0] for line in r.stdout.split("Commands:", 1)[-1].splitlines()

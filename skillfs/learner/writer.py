@@ -359,7 +359,7 @@ async def write_with_agent(llm: LLM, store: Any, space_id: str, lessons: list[Le
             return None
         first = len(edits.lessons) + 1
         edits.lessons.extend(more)
-        text = "\n\n".join(l.describe(first + i) for i, l in enumerate(more))
+        text = "\n\n".join(lesson.describe(first + i) for i, lesson in enumerate(more))
         return f"Not finished yet: more lessons arrived. Record these too, then finish.\n\n{text}"
 
     tools = [
@@ -393,13 +393,13 @@ async def _writer_input(edits: Edits, lessons: list[Lesson]) -> str:
             bodies[name] = ""
     parts = [f"Skills in this space:\n\n{skills_overview(edits, bodies)}"]
     facts = skills.get(FACTS)
-    if facts is not None and any(l.kind in ("facts", "preferences") or l.preferences
-                                 for l in lessons):
+    if facts is not None and any(lesson.kind in ("facts", "preferences") or lesson.preferences
+                                 for lesson in lessons):
         shown = await shown_files(edits.store, facts)
         if shown:
             parts.append(f"Current text of the {FACTS} files:\n\n{shown}")
     parts.append("Lessons to record (each with its own date):\n\n"
-                 + "\n\n".join(l.describe(i + 1) for i, l in enumerate(lessons)))
+                 + "\n\n".join(lesson.describe(i + 1) for i, lesson in enumerate(lessons)))
     return "\n\n".join(parts)
 
 

@@ -209,7 +209,7 @@ def _insert_many(con: duckdb.DuckDBPyConnection, table: str, ncols: int,
             "ORDER BY ordinal_position", [table]).fetchall()]
     if len(types) != ncols:
         raise RuntimeError(f"{table} has {len(types)} columns, not {ncols}")
-    columns = [list(c) for c in zip(*rows)]
+    columns = [list(c) for c in zip(*rows, strict=True)]
     select = ", ".join(f"unnest(?::{t}[])" for t in types)
     con.execute(f"INSERT INTO {table} SELECT * FROM (SELECT {select})", columns)
 
@@ -250,7 +250,8 @@ class _MessageBatch:
         return [_json({"role": r, "text": x, "tool_calls": json.loads(c), "tool_call_id": i,
                        "name": n, "format": f}) if len(x) > self._LONG_TEXT else None
                 for r, x, c, i, n, f in zip(self.roles, self.texts, self.tool_calls,
-                                             self.tool_call_ids, self.names, self.formats)]
+                                             self.tool_call_ids, self.names, self.formats,
+                                             strict=True)]
 
     def insert(self, con: duckdb.DuckDBPyConnection) -> None:
         if self.seqs:
