@@ -75,8 +75,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 def migrate(con: duckdb.DuckDBPyConnection) -> int:
     """Bring the database to SCHEMA_VERSION; return the version it had before."""
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
-    before = row[0] or 0
+    # an aggregate yields one row: fetchall, whose rows need no None check
+    before = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0
     if before > SCHEMA_VERSION:
         raise RuntimeError(
             f"database schema version {before} is newer than this skillfs ({SCHEMA_VERSION})"

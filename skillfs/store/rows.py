@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import duckdb
 
@@ -23,6 +23,12 @@ def now_ns() -> int:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+@overload
+def _json(obj: None) -> None: ...
+@overload
+def _json(obj: object) -> str: ...
 
 
 def _json(obj: Any) -> str | None:
@@ -150,7 +156,7 @@ class IngestResult:
     space_id: str
     session_id: str
     messages: int
-    events: list[str]
+    events: Sequence[str]
 
 
 _TASK_COLS = ("id, session_id, ord, description, status, progress, preferences, first_seq, "
@@ -180,7 +186,8 @@ def _session(row) -> SessionRow:
 def where(**columns: Any) -> tuple[str, list]:
     """`" WHERE a = ? AND b IN (?,?)"` and its arguments, for the columns whose value is not
     None (a list or tuple means any of its values)."""
-    clauses, args = [], []
+    clauses: list[str] = []
+    args: list[Any] = []
     for col, value in columns.items():
         if value is None:
             continue
