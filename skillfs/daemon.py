@@ -287,5 +287,5 @@ class Daemon:
         hc.graceful_timeout = 1.0
         hc.keep_alive_timeout = 30
         if bind.startswith("unix:"):
-            hc.unix_permissions = 0o600
+            hc.umask = 0o177  # the socket is made 0600
         await serve(app, hc, task_status=task_status, mode="asgi")
