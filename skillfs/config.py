@@ -66,7 +66,7 @@ class Config(BaseModel):
     max_request_bytes: int = 32 << 20  # larger HTTP request bodies get a 413
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
 
-    def resolved(self) -> Config:
+    def resolved(self) -> ResolvedConfig:
         c = self.model_copy(deep=True)
         c.home = Path(c.home).expanduser()
         c.db = Path(c.db or c.home / "skillfs.duckdb").expanduser()
@@ -74,10 +74,20 @@ class Config(BaseModel):
         c.socket = Path(c.socket or c.home / "skillfs.sock").expanduser()
         c.log_file = Path(c.log_file or c.home / "skillfs.log").expanduser()
         c.duckdb_temp = Path(c.duckdb_temp or c.home / "duckdb.tmp").expanduser()
-        return c
+        return ResolvedConfig.model_validate(c.model_dump())
 
 
-def load(path: str | os.PathLike | None = None, **overrides) -> Config:
+class ResolvedConfig(Config):
+    """A Config whose paths are all set: what `load` returns and the daemon runs with."""
+
+    db: Path
+    spool: Path
+    socket: Path
+    log_file: Path
+    duckdb_temp: Path
+
+
+def load(path: str | os.PathLike | None = None, **overrides) -> ResolvedConfig:
     """Read the TOML config (if any) and apply non-None overrides."""
     data: dict = {}
     if path is None:

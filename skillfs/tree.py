@@ -198,8 +198,9 @@ class Tree:
 
     # -- lookups -----------------------------------------------------------------------
 
-    def children(self, ref: DirRef) -> list[tuple[str, int, DirRef | FileNode]]:
-        """(name, inode, object) for each entry of a folder, in a stable order."""
+    def children(self, ref: DirRef) -> list[tuple[str, int, Space | Skill | FileNode | None]]:
+        """(name, inode, object) for each entry of a folder, in a stable order; the object is
+        None for a folder inside a skill."""
         if ref.space is None:
             return [(s.name, self.space_ino(s), s) for s in
                     sorted(self.spaces.values(), key=lambda s: s.name)]
@@ -208,7 +209,7 @@ class Tree:
             return [(name, self.dir_ino(space, sk, ""), sk) for name, sk in
                     sorted(space.skills.items())]
         skill = ref.skill
-        out = []
+        out: list[tuple[str, int, Space | Skill | FileNode | None]] = []
         prefix = ref.path + "/" if ref.path else ""
         for name, node in sorted(skill.children.get(ref.path, {}).items()):
             if node is None:
