@@ -265,6 +265,7 @@ class SkillFS(pyfuse3.Operations):
     async def create(self, parent_inode, name, mode, flags, ctx):
         ref = self._skill_dir(parent_inode)
         path = self._join(ref, _name(name))
+        assert ref.skill is not None  # _skill_dir refuses a folder outside a skill
         node = await self.store.reserve_file(ref.skill.id, path)
         fh = self.files.open_writer(node, truncate=False, append=bool(flags & os.O_APPEND),
                                     created=True)
@@ -279,6 +280,7 @@ class SkillFS(pyfuse3.Operations):
             raise _err(errno.ENOENT)
         if not isinstance(self.tree.inodes[ino], FileNode):
             raise _err(errno.EISDIR)
+        assert ref.skill is not None  # _skill_dir refuses a folder outside a skill
         await self.store.delete_file(ref.skill.id, self._join(ref, text), author="fuse")
 
     async def open(self, inode, flags, ctx):

@@ -300,6 +300,7 @@ def normalize(obj: Any, format: str | None = None) -> Message:
     fmt = format or detect_format(obj)
     parsed = _parse(obj, fmt)
     return Message(
+        # a str, checked by the model; the format, one of FORMATS, by _parse
         role=parsed.role,  # type: ignore[arg-type]
         text=_join(parsed.pieces),
         tool_calls=parsed.tool_calls,

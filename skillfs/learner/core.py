@@ -13,7 +13,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import trio
 
@@ -60,6 +60,7 @@ class LearnerConfig:
         """`backend` None picks openai when a key or base URL is configured, else rules."""
         env = os.environ
         cfg = cls(llm=LLMConfig.from_env(**llm))
+        # any str may come: choose_backend refuses one that is not a Backend
         cfg.backend = choose_backend(LearnerConfig(backend=backend, llm=cfg.llm))  # type: ignore[arg-type]
         if env.get("SKILLFS_LEARN_BUFFER"):
             cfg.buffer_messages = int(env["SKILLFS_LEARN_BUFFER"])
@@ -123,7 +124,7 @@ def task_time(last: Msg | None, original_date: str | None, now: datetime) -> dat
 def _last_learned(tasks: list[Task], taken: set[str]) -> Task | None:
     """The session's last task whose entry is written: a reaction may still judge it."""
     done = [t for t in tasks if t.learned and t.first_seq is not None]
-    last = max(done, key=lambda t: t.first_seq, default=None)
+    last = max(done, key=lambda t: t.first_seq or 0, default=None)  # each first_seq is set
     return last if last is not None and last.id not in taken else None
 
 
@@ -137,7 +138,7 @@ def _kind(rt: rules.RuleTask) -> str:
     return "success" if rt.status == "success" else "failure"
 
 
-def choose_backend(config: Any = None) -> str:
+def choose_backend(config: Any = None) -> Backend:
     """The back end to run: the configured one, else openai when a key or base URL is known
     (configuration or OPENAI_API_KEY / SKILLFS_LLM_BASE_URL), else rules."""
     backend = getattr(config, "backend", None) or os.environ.get("SKILLFS_LEARNER") or None
@@ -149,7 +150,7 @@ def choose_backend(config: Any = None) -> str:
         backend = "openai" if known else "rules"
     if backend not in ("openai", "rules", "off"):
         raise ValueError(f"unknown learner {backend!r} (openai, rules or off)")
-    return backend
+    return cast(Backend, backend)  # one of Backend's values, checked just above
 
 
 def _settings(config: Any, backend: str | None) -> LearnerConfig:
@@ -164,12 +165,13 @@ def _settings(config: Any, backend: str | None) -> LearnerConfig:
                                  model=getattr(config, "model", None),
                                  timeout=getattr(config, "timeout", None),
                                  retries=getattr(config, "retries", None))
-        cfg = LearnerConfig(backend=choose_backend(config), llm=llm)  # type: ignore[arg-type]
+        cfg = LearnerConfig(backend=choose_backend(config), llm=llm)
         for name in ("buffer_messages", "idle_seconds", "extract_turns", "distill_turns",
                      "write_turns", "write_delay", "redact_input"):
             value = getattr(config, name, None)
             if value is not None:
                 setattr(cfg, name, value)
+    # any str may come: choose_backend refuses one that is not a Backend
     cfg.backend = choose_backend(LearnerConfig(backend=backend or cfg.backend, llm=cfg.llm))  # type: ignore[arg-type]
     return cfg
 
@@ -556,7 +558,8 @@ class Learner:
         open_starts = [t.first_seq for t in tasks
                        if not t.learned and t.first_seq is not None and t.id not in taken]
         last = _last_learned(tasks, taken)
-        start = min(open_starts + [s.learned_seq + 1] + ([last.first_seq] if last else []))
+        start = min(open_starts + [s.learned_seq + 1]
+                    + ([last.first_seq] if last and last.first_seq is not None else []))
         msgs = await self._messages(s, start - 1, high)
         found, facts = rules.analyze(msgs, final, idle=self._idle(s, final))
         facts = [f for f in facts if f.seq > s.learned_seq]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -449,7 +450,7 @@ async def _write_facts(edits: Edits, skill: Any, facts: list[rules.Fact],
             found += [k for k in clean.kinds if k not in found]
     for topic, group in by_topic.items():
         await _rules_edit(edits, skill, f"{topic}.md",
-                          lambda old, t=topic, fs=group: rules.merge_facts(old, t, fs), who,
+                          partial(rules.merge_facts, topic=topic, facts=group), who,
                           kinds[topic])
 
 

@@ -137,7 +137,7 @@ def parse_record(obj: Any, line: int | None = None, where: str | None = None) ->
         if "role" in obj:
             raise SpoolReject(line, field("event"), "a record is a message (role) or a control record (event), not both")
         event = obj["event"]
-        if not isinstance(event, str) or event not in ("end", "flush"):
+        if event not in ("end", "flush"):  # equal to neither unless it is that str
             raise SpoolReject(line, field("event"), f"unknown event {event!r} (expected 'end' or 'flush')")
         return Control(event=event, original=obj)
     try:
