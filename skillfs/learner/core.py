@@ -638,8 +638,8 @@ class Learner:
             await self._phase(s, "extracting")
             context: list[Msg] = []
             if s.learned_seq >= 0 and self.config.context_messages:
-                earlier = await self._messages(s, max(-1, s.learned_seq - self.config.context_messages),
-                                               s.learned_seq)
+                earlier = await self._messages(
+                    s, max(-1, s.learned_seq - self.config.context_messages), s.learned_seq)
                 context = earlier
             ex = await extract_tasks(self.llm, tasks, new, final=final, context=context,
                                      known=await known.known_facts(self.store, s.space_id),

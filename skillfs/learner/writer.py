@@ -90,7 +90,8 @@ class Edits:
     def attribution(self, result: int | None) -> dict[str, Any]:
         if result is None:
             if len(self.lessons) != 1:
-                raise ToolError(f"pass result (1-{len(self.lessons)}): which lesson this edit records")
+                raise ToolError(f"pass result (1-{len(self.lessons)}): "
+                                "which lesson this edit records")
             lesson = self.lessons[0]
         elif not 1 <= result <= len(self.lessons):
             raise ToolError(f"result must be between 1 and {len(self.lessons)}")
@@ -280,7 +281,8 @@ class DeleteFile(PathArg, Attributed):
 
 
 class CreateSkill(Attributed):
-    skill_md: str = Field(description="the full SKILL.md: front matter (name, description) and body")
+    skill_md: str = Field(
+        description="the full SKILL.md: front matter (name, description) and body")
 
 
 class Finish(BaseModel):
