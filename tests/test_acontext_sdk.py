@@ -491,7 +491,8 @@ def test_skill_meta_and_user(api, client):
                     .encode()})))
     assert plain.meta is None and plain.user_id is None
     r = api.api("POST", "/api/v1/agent_skills", data={"meta": "[1]"},
-                files={"file": ("s.zip", zip_of({"SKILL.md": b"---\nname: m\ndescription: M.\n---\n"}))})
+                files={"file": ("s.zip", zip_of(
+                    {"SKILL.md": b"---\nname: m\ndescription: M.\n---\n"}))})
     assert r.status_code == 400
     # deleting the user deletes the user's own skills (and spaces, and sessions)
     client.users.delete(user)

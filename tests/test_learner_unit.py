@@ -42,7 +42,8 @@ AT = datetime(2025, 6, 15, 14, 30)
     ("I prefer Python 3.11+ with type hints", "coding-preferences",
      "Prefers Python 3.11+ with type hints"),
     ("I use pytest, not unittest", "coding-preferences", "Uses pytest, not unittest"),
-    ("Always use blue-green deployments", "deploy-preferences", "Always use blue-green deployments"),
+    ("Always use blue-green deployments", "deploy-preferences",
+     "Always use blue-green deployments"),
     ("I always run my tests first", "coding-preferences", "Always runs their tests first"),
     ("never deploy on Fridays!", "deploy-preferences", "Never deploy on Fridays"),
     ("I use vim, if that matters", "tools", "Uses vim"),
@@ -156,14 +157,16 @@ def test_rules_outcomes_from_tools_reports_and_reactions():
     # an is_error result with a neutral reply after it is a failure
     assert _titles([Msg(1, "user", "Run the migration"),
                     Msg(2, "tool", "psql: connection reset", error=True),
-                    Msg(3, "assistant", "Here is the output.")]) == [("Run the migration", "failed")]
+                    Msg(3, "assistant", "Here is the output.")]
+                   ) == [("Run the migration", "failed")]
     # a killed job's exit status
     assert _titles([Msg(1, "user", "Build the image"), Msg(2, "tool", "Killed\nexit code 137"),
                     ]) == [("Build the image", "failed")]
     # a report that mentions the earlier failure before the fix is a success
     assert _titles([Msg(1, "user", "Fix the CI"), Msg(2, "tool", "exit status 1"),
                     Msg(3, "assistant", "The first run failed on a missing fixture. I added it "
-                                        "and all 40 tests pass now.")]) == [("Fix the CI", "success")]
+                                        "and all 40 tests pass now.")]
+                   ) == [("Fix the CI", "success")]
     # sarcasm and resignation judge the task before them and start none
     for reaction in ("perfect, now the login page is down", "ok, leave it",
                      "Actually it doesn't work"):
@@ -204,7 +207,8 @@ def test_rules_reasons_come_from_the_agent_or_not_at_all():
         Msg(2, "assistant", "I split it into two files because the second one locks a table. "
                             "Next time run it off-peak.")], final=True)
     entry = rules.daily_entry(tasks[0], AT)
-    assert "- **Key Decisions**: I split it into two files because the second one locks a table." in entry
+    assert ("- **Key Decisions**: I split it into two files because the second one locks a "
+            "table.") in entry
     assert "- **Learnings**: Next time run it off-peak." in entry
     assert "small commits" not in entry
 
@@ -283,7 +287,8 @@ def _tools(got: list):
     async def finish(_a: Empty) -> None:
         return None
 
-    return [Tool("add", "add a number", Add, add), Tool("finish", "done", Empty, finish, final=True)]
+    return [Tool("add", "add a number", Add, add),
+            Tool("finish", "done", Empty, finish, final=True)]
 
 
 def _llm(srv: LLMServer, **kw) -> LLM:
@@ -461,7 +466,8 @@ def test_writer_agent_tools(store):
             call("create_file", skill="daily-logs", path="2025-06-15.md",
                  content="# 2025-06-15\n\n## [14:30] Task: Deploy\n- **Outcome**: success\n"),
             call("create_file", skill="daily-logs", path="../escape.md", content="x"),
-            call("create_skill", skill_md="---\nname: deploys\ndescription: How deploys go.\n---\n\n# Deploys\n"),
+            call("create_skill",
+                 skill_md="---\nname: deploys\ndescription: How deploys go.\n---\n\n# Deploys\n"),
             call("append_to_file", skill="deploys", path="SKILL.md", text="- Use blue-green"),
             call("finish"),
         )

@@ -336,7 +336,8 @@ def test_model_idle_after_the_answer_closes_the_last_task(make_daemon):
 def test_rules_idle_learns_the_last_task_and_a_late_reaction_rewrites_it(make_daemon):
     d = learning_daemon(make_daemon, "rules")
     spool(d, "alice", "fix", [
-        {"role": "user", "content": "Fix the flaky login test", "timestamp": "2025-03-04T10:00:00Z"},
+        {"role": "user", "content": "Fix the flaky login test",
+         "timestamp": "2025-03-04T10:00:00Z"},
         {"role": "assistant", "timestamp": "2025-03-04T10:05:00Z",
          "content": "I pinned the clock in the fixture because the test raced midnight. "
                     "The test passes now."}])
@@ -346,7 +347,8 @@ def test_rules_idle_learns_the_last_task_and_a_late_reaction_rewrites_it(make_da
     day = d.mnt / "alice" / "daily-logs" / "2025-03-04.md"
     log = day.read_text()
     assert "## [10:05] Task: Fix the flaky login test\n- **Outcome**: success" in log
-    assert "- **Key Decisions**: I pinned the clock in the fixture because the test raced midnight." in log
+    assert ("- **Key Decisions**: I pinned the clock in the fixture because the test raced "
+            "midnight.") in log
     # a day later the user says it does not work: the same entry is judged again
     spool(d, "alice", "fix", [{"role": "user", "content": "Actually it doesn't work, still flaky.",
                                "timestamp": "2025-03-05T09:00:00Z"}, {"event": "end"}],
