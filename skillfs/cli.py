@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ from . import locations
 from .client import DaemonClient
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .config import ResolvedConfig
 
 
 def _client(ctx: click.Context, timeout: float = 60.0) -> DaemonClient:
@@ -78,6 +79,11 @@ def _emit(data, as_json: bool, render) -> None:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         render(data)
+
+
+def _echo_lines(lines: Iterable[str]) -> None:
+    for line in lines:
+        click.echo(line)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -155,7 +161,7 @@ def _config():
     return config
 
 
-def _load_config(config_file, options=(), flags=None) -> Config:
+def _load_config(config_file, options=(), flags=None) -> ResolvedConfig:
     configmod = _config()
     try:
         return configmod.load(config_file, options, flags)
@@ -427,8 +433,8 @@ def skill():
 def skill_list(ctx, space_name, as_json):
     """The skills of a space: name, files, description."""
     rows = _client(ctx).request("GET", "/skills", params={"space": space_name}).json()
-    _emit(rows, as_json, lambda rows: [click.echo(
-        f"{r['name']}\t{_n(len(r['files']), 'file')}\t{r['description']}") for r in rows])
+    _emit(rows, as_json, lambda rows: _echo_lines(
+        f"{r['name']}\t{_n(len(r['files']), 'file')}\t{r['description']}" for r in rows))
 
 
 @skill.command("delete")
@@ -592,7 +598,7 @@ def learn_status(ctx, session_id, space_name, as_json):
     """Learning status of one session, or of all (of a space)."""
     params = {k: v for k, v in (("session", session_id), ("space", space_name)) if v}
     rows = _client(ctx).request("GET", "/learning", params=params).json()
-    _emit(rows, as_json, lambda rows: [click.echo(_learning_line(r)) for r in rows])
+    _emit(rows, as_json, lambda rows: _echo_lines(_learning_line(r) for r in rows))
 
 
 @learn.command("wait")
@@ -684,8 +690,8 @@ def sandbox_list(ctx, as_json):
     _, home = _daemon_home(ctx)
     rows = [{"space": b.space, "dir": b.dir, "ro": b.ro, "state": sb.state(b.dir)}
             for b in sb.load(home)]
-    _emit(rows, as_json, lambda rows: [click.echo(
-        f"{r['dir']}\t{r['space']}\t{'ro' if r['ro'] else 'rw'}\t{r['state']}") for r in rows])
+    _emit(rows, as_json, lambda rows: _echo_lines(
+        f"{r['dir']}\t{r['space']}\t{'ro' if r['ro'] else 'rw'}\t{r['state']}" for r in rows))
 
 
 @sandbox.command("rebind")

@@ -171,7 +171,7 @@ class Config(BaseSettings):
         return (init_settings, _Env(settings_cls), _AliasEnv(settings_cls),
                 TomlConfigSettingsSource(settings_cls, toml_file=_toml_file.get()))
 
-    def resolved(self) -> Config:
+    def resolved(self) -> ResolvedConfig:
         c = self.model_copy(deep=True)
         c.home = Path(c.home).expanduser()
         c.db = Path(c.db or c.home / "skillfs.duckdb").expanduser()
@@ -179,7 +179,7 @@ class Config(BaseSettings):
         c.socket = Path(c.socket or c.home / "skillfs.sock").expanduser()
         c.log_file = Path(c.log_file or c.home / "skillfs.log").expanduser()
         c.duckdb_temp = Path(c.duckdb_temp or c.home / "duckdb.tmp").expanduser()
-        return c
+        return ResolvedConfig.model_validate(c.model_dump())
 
 
 class _Env(EnvSettingsSource):
@@ -269,7 +269,7 @@ def _checked(where: str, info, value: Any) -> Any:
 
 
 def load(path: str | os.PathLike | None = None, options: Iterable[str] = (),
-         flags: Mapping[str, Any] | None = None) -> Config:
+         flags: Mapping[str, Any] | None = None) -> ResolvedConfig:
     """The configuration from the command line (`-o` pairs, then the flags given as
     {dotted key: value or None}), the environment, the TOML file and the defaults."""
     given = _given(options, flags)
@@ -327,6 +327,18 @@ def shown(key: str, value: Any) -> str:
     if key in SECRET_KEYS and value:
         return f"<{len(value)} tokens>" if isinstance(value, list) else "****"
     return "unset" if value is None else str(value)
+
+
+class ResolvedConfig(Config):
+    """A Config whose paths are all set: what `load` returns and the daemon runs with."""
+
+    db: Path
+    spool: Path
+    socket: Path
+    log_file: Path
+    duckdb_temp: Path
+
+
 
 
 def all_tokens(configured: list[str], token_file: Path | None = None) -> list[str]:

@@ -15,18 +15,23 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import noflush  # noqa: F401  (before pyfuse3)
 
 import pyfuse3  # noqa: E402
 import trio
 
-from .config import Config
+from .config import ResolvedConfig
 from .errors import SkillfsError
 from .fs import SkillFS, mount_options
 from .invalidate import KernelInvalidator
 from .mounts import FSNAME_PREFIX, daemon_pid, mount_state, unmount  # noqa: F401
 from .store import Store
+
+if TYPE_CHECKING:  # run() and _start_learner() import them; here only their types
+    from .learner import Learner
+    from .spool import SpoolIngester
 
 log = logging.getLogger("skillfs")
 
@@ -102,13 +107,13 @@ class DbLock:
 
 
 class Daemon:
-    def __init__(self, config: Config, mountpoint: Path, nonempty: bool = False):
+    def __init__(self, config: ResolvedConfig, mountpoint: Path, nonempty: bool = False):
         self.config = config
         self.nonempty = nonempty
         self.mountpoint = Path(mountpoint).resolve()
         self.store: Store | None = None
-        self.spool = None
-        self.learner = None
+        self.spool: SpoolIngester | None = None
+        self.learner: Learner | None = None
         self.learner_backend = "off"
         self.started_at = time.time()
         self._cancel: trio.CancelScope | None = None
@@ -199,7 +204,7 @@ class Daemon:
                 nursery.start_soon(self.spool.run)
                 if self.learner is not None:
                     await nursery.start(self.learner.run)
-                nursery.start_soon(self._preload)
+                nursery.start_soon(self._preload, store)
                 nursery.start_soon(trio.to_thread.run_sync, self._rebind_sandboxes)
                 log.info("skillfs ready: mount %s, database %s, spool %s, socket %s",
                          self.mountpoint, c.db, c.spool, c.socket)
@@ -247,10 +252,10 @@ class Daemon:
                 log.warning("sandbox %s not bound again (%s); run `skillfs sandbox rebind` as "
                             "a user allowed to mount", b.dir, e)
 
-    async def _preload(self) -> None:
+    async def _preload(self, store: Store) -> None:
         t0 = time.monotonic()
         try:
-            n = await self.store.preload()
+            n = await store.preload()
         except Exception:
             # Only a head start: reads fetch what they need themselves.
             log.exception("preloading the content cache failed; files are read on demand")
@@ -287,5 +292,5 @@ class Daemon:
         hc.graceful_timeout = 1.0
         hc.keep_alive_timeout = 30
         if bind.startswith("unix:"):
-            hc.unix_permissions = 0o600
+            hc.umask = 0o177  # the socket is made 0600
         await serve(app, hc, task_status=task_status, mode="asgi")

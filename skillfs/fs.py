@@ -278,6 +278,7 @@ class SkillFS(pyfuse3.Operations):
     async def create(self, parent_inode, name, mode, flags, ctx):
         ref = self._skill_dir(parent_inode)
         path = self._join(ref, _name(name))
+        assert ref.skill is not None  # _skill_dir refuses a folder outside a skill
         node = await self.store.reserve_file(ref.skill.id, path)
         fh = self.files.open_writer(node, truncate=False, append=bool(flags & os.O_APPEND),
                                     created=True)
@@ -292,6 +293,7 @@ class SkillFS(pyfuse3.Operations):
             raise _err(errno.ENOENT)
         if not isinstance(self.tree.inodes[ino], FileNode):
             raise _err(errno.EISDIR)
+        assert ref.skill is not None  # _skill_dir refuses a folder outside a skill
         if ref.path or text != SKILL_MD:
             await self.store.delete_file(ref.skill.id, self._join(ref, text), author="fuse")
         else:
@@ -299,15 +301,17 @@ class SkillFS(pyfuse3.Operations):
 
     async def _unlink_skill_md(self, ref: DirRef, folder_ino: int) -> None:
         """The last entry of a skill's folder: the skill leaves this space with it."""
-        others = sorted(set(ref.skill.children[""]) - {SKILL_MD})
+        space, skill = ref.space, ref.skill
+        assert space is not None and skill is not None  # the folder of a skill
+        others = sorted(set(skill.children[""]) - {SKILL_MD})
         if others:
             log.warning("unlink %s/%s/%s refused: the folder still holds %s; remove those "
                         "first (rm -rf removes SKILL.md last), or: skillfs skill delete %s "
-                        "--space %s", ref.space.name, ref.skill.name, SKILL_MD,
-                        ", ".join(others[:5]), ref.skill.name, ref.space.name)
+                        "--space %s", space.name, skill.name, SKILL_MD,
+                        ", ".join(others[:5]), skill.name, space.name)
             raise _err(errno.EBUSY)
-        await self.store.remove_skill(ref.space.id, ref.skill.id, author="fuse")
-        self.tree.leave_empty_folder(ref.space, ref.skill, folder_ino)
+        await self.store.remove_skill(space.id, skill.id, author="fuse")
+        self.tree.leave_empty_folder(space, skill, folder_ino)
 
     async def open(self, inode, flags, ctx):
         node = self._obj(inode)

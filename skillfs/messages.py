@@ -233,7 +233,8 @@ def _role(obj: dict, allowed: set[str], form: str) -> str:
     _want(role, str, "role", "a string")
     if role not in allowed:
         raise InvalidMessage(
-            "role", f"unknown role {role!r} for {form} (expected one of {', '.join(sorted(allowed))})"
+            "role",
+            f"unknown role {role!r} for {form} (expected one of {', '.join(sorted(allowed))})"
         )
     return role
 
@@ -248,7 +249,8 @@ def detect_format(obj: Any) -> str:
     if "parts" in obj:
         if "content" in obj:
             raise InvalidMessage(
-                "parts", "a message has 'content' (OpenAI/Anthropic) or 'parts' (Acontext), not both"
+                "parts",
+                "a message has 'content' (OpenAI/Anthropic) or 'parts' (Acontext), not both"
             )
         return "acontext"
     # Empty values ("tool_calls": [] / null from SDK dumps) say nothing about the form.
@@ -300,12 +302,12 @@ def normalize(obj: Any, format: str | None = None) -> Message:
     fmt = format or detect_format(obj)
     parsed = _parse(obj, fmt)
     return Message(
-        role=parsed.role,  # type: ignore[arg-type]
+        role=parsed.role,
         text=_join(parsed.pieces),
         tool_calls=parsed.tool_calls,
         tool_call_id=parsed.tool_call_id,
         name=parsed.name,
-        format=fmt,  # type: ignore[arg-type]
+        format=fmt,
         original=obj,
     )
 
@@ -345,7 +347,8 @@ def _parse_openai(obj: dict) -> _Parsed:
             raise InvalidMessage("content", "missing" if "content" not in obj else
                                  f"a {role} message needs a string or an array of parts")
     else:
-        raise InvalidMessage("content", f"expected a string, an array of parts or null, got {json_type(content)}")
+        raise InvalidMessage("content", "expected a string, an array of parts or null, "
+                                        f"got {json_type(content)}")
 
     refusal = _opt_str(obj, "refusal", "refusal")
     if refusal:
@@ -355,7 +358,8 @@ def _parse_openai(obj: dict) -> _Parsed:
     if tool_calls is not None:
         _want(tool_calls, list, "tool_calls", "an array")
         if tool_calls and role != "assistant":
-            raise InvalidMessage("tool_calls", f"only assistant messages make tool calls, not {role}")
+            raise InvalidMessage("tool_calls",
+                                 f"only assistant messages make tool calls, not {role}")
         for i, call in enumerate(tool_calls):
             parsed.tool_calls.append(_openai_tool_call(call, f"tool_calls[{i}]"))
     fcall = obj.get("function_call")
@@ -391,9 +395,11 @@ def _openai_tool_call(call: Any, at: str) -> ToolCall:
         _want(custom, dict, f"{at}.custom", "an object")
         raw = custom.get("input", "")
         _want(raw, str, f"{at}.custom.input", "a string")
-        return ToolCall(id=call_id, name=_req_str(custom, "name", f"{at}.custom.name"), arguments=raw)
+        return ToolCall(id=call_id, name=_req_str(custom, "name", f"{at}.custom.name"),
+                        arguments=raw)
     if ctype != "function":
-        raise InvalidMessage(f"{at}.type", f"unknown tool call type {ctype!r} (expected 'function')")
+        raise InvalidMessage(f"{at}.type",
+                             f"unknown tool call type {ctype!r} (expected 'function')")
     fn = call.get("function")
     if fn is None:
         raise InvalidMessage(f"{at}.function", "missing")
@@ -499,7 +505,8 @@ def _parse_acontext(obj: dict) -> _Parsed:
             parsed.pieces.append(_Piece("text", text))
         elif ptype == "tool-call":
             if pmeta is None:
-                raise InvalidMessage(f"{at}.meta", "missing (a tool-call part carries name and arguments)")
+                raise InvalidMessage(f"{at}.meta",
+                                     "missing (a tool-call part carries name and arguments)")
             name_key = "name" if "name" in pmeta else "tool_name"  # older servers: tool_name
             args_key = "arguments" if "arguments" in pmeta else "input"
             if args_key not in pmeta:
@@ -511,7 +518,8 @@ def _parse_acontext(obj: dict) -> _Parsed:
             ))
         elif ptype == "tool-result":
             if pmeta is None:
-                raise InvalidMessage(f"{at}.meta", "missing (a tool-result part carries tool_call_id)")
+                raise InvalidMessage(f"{at}.meta",
+                                     "missing (a tool-result part carries tool_call_id)")
             ref = _req_str(pmeta, "tool_call_id", f"{at}.meta.tool_call_id")
             parsed.pieces.append(_Piece("result", text or "", ref))
         elif ptype in ("thinking", "redacted_thinking"):

@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 from pathlib import Path
 
 FSNAME_PREFIX = "skillfs:"
+# The kernel writes space, tab, newline and backslash in a mount's fields as \ooo, and every
+# other byte as it is (so a UTF-8 name reads back as itself).
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
 def _mount_entries() -> list[tuple[str, str]]:
     """(source, mountpoint) of every mount, unescaped."""
     out = []
-    with open("/proc/self/mounts") as f:
+    # surrogateescape: a name that is not UTF-8 compares equal to os.fsdecode's form of it
+    with open("/proc/self/mounts", errors="surrogateescape") as f:
         for line in f:
-            fields = line.split()
-            out.append(tuple(x.encode().decode("unicode_escape") for x in fields[:2]))
+            source, mountpoint = line.split()[:2]
+            out.append((_unescape(source), _unescape(mountpoint)))
     return out
+
+
+def _unescape(field: str) -> str:
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m[1], 8)), field)
 
 
 def _lock_lines(source: str) -> list[str]:

@@ -79,7 +79,8 @@ _SAID = re.compile(
     rf"(?<![A-Za-z])(?P<name>{_PASSWORD}|{_NAMED})(?![A-Za-z])"
     # a few words between: "password for staging is", "password of the db was"
     r"(?P<mid>(?:[ \t]+(?!is\b|was\b|are\b)[\w.@/-]+){0,4}?)"
-    r"(?:[ \t]*(?:[:=]|[ \t](?:is|was|are)(?:[ \t]+(?:now|still|just|set[ \t]+to|always))?(?:[ \t]*:)?)[ \t]*"
+    r"(?:[ \t]*(?:[:=]|[ \t](?:is|was|are)"
+    r"(?:[ \t]+(?:now|still|just|set[ \t]+to|always))?(?:[ \t]*:)?)[ \t]*"
     r"(?P<v>\"[^\"\n]+\"|'[^'\n]+'|`[^`\n]+`|[^\s\"'`,;]+)"
     # no separator: "my password hunter2", a value with a digit or a sign in it
     r"|[ \t]+(?P<bare>(?=[^\s\"'`,;]*[\d!@#%^&*+=~])[^\s\"'`,;]{4,}))", re.I)

@@ -99,8 +99,8 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     highest: migrations written on separate branches stay independent of their order. An
     empty one is a number reserved for another change and is not recorded."""
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
-    before = row[0] or 0
+    # an aggregate yields one row: fetchall, whose rows need no None check
+    before = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0
     if before > SCHEMA_VERSION:
         raise RuntimeError(
             f"database schema version {before} is newer than this skillfs ({SCHEMA_VERSION})"

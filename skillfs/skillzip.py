@@ -53,10 +53,13 @@ def _open(data: bytes | BinaryIO, limits: ZipLimits) -> zipfile.ZipFile:
         # The end record's entry count and directory size, before zipfile builds an object
         # for each entry (hundreds of thousands fit in a body under the cap). zipfile reads
         # the whole directory whatever the count says, so its size is bounded too.
-        end = zipfile._EndRecData(fp)
-        if end and end[zipfile._ECD_ENTRIES_TOTAL] > limits.max_files:
+        # (zipfile's own end-record reader and its field indices: private, not in typeshed)
+        end = zipfile._EndRecData(fp)  # type: ignore[attr-defined]
+        count_at = zipfile._ECD_ENTRIES_TOTAL  # type: ignore[attr-defined]
+        size_at = zipfile._ECD_SIZE  # type: ignore[attr-defined]
+        if end and end[count_at] > limits.max_files:
             raise BadZip(f"ZIP holds more than {limits.max_files} entries")
-        if end and end[zipfile._ECD_SIZE] > limits.max_files * _DIR_ENTRY_BYTES:
+        if end and end[size_at] > limits.max_files * _DIR_ENTRY_BYTES:
             raise BadZip(f"ZIP's directory is over {limits.max_files * _DIR_ENTRY_BYTES} "
                          "bytes")
         return zipfile.ZipFile(fp)

@@ -205,9 +205,10 @@ class Tree:
     # -- lookups -----------------------------------------------------------------------
 
     def children(self, ref: DirRef, last: str | None = None
-                 ) -> list[tuple[str, int, DirRef | FileNode]]:
+                 ) -> list[tuple[str, int, Space | Skill | FileNode | None]]:
         """(name, inode, object) for each entry of a folder, in a stable order; `last`, in a
-        skill's own folder, comes after the rest (recursive deleters reach it last)."""
+        skill's own folder, comes after the rest (recursive deleters reach it last). The object
+        is None for a folder inside a skill."""
         if ref.space is None:
             return [(s.name, self.space_ino(s), s) for s in
                     sorted(self.spaces.values(), key=lambda s: s.name)]
@@ -216,7 +217,7 @@ class Tree:
             return [(name, self.dir_ino(space, sk, ""), sk) for name, sk in
                     sorted(space.entries().items())]
         skill = ref.skill
-        out = []
+        out: list[tuple[str, int, Space | Skill | FileNode | None]] = []
         prefix = ref.path + "/" if ref.path else ""
         entries = skill.children.get(ref.path, {}).items()
         for name, node in sorted(entries, key=lambda e: (not ref.path and e[0] == last, e[0])):

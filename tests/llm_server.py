@@ -6,7 +6,8 @@ is a message (text and/or tool calls), an HTTP error, a delay before another rep
 callable that receives the request and returns one of those. Every request is recorded.
 
     with LLMServer() as srv:
-        srv.add(call("insert_task", description="Deploy"), call("finish"), when=offers("insert_task"))
+        srv.add(call("insert_task", description="Deploy"), call("finish"),
+                when=offers("insert_task"))
         cfg = LearnerConfig(backend="openai", base_url=srv.base_url, api_key="test")
 """
 

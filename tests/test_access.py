@@ -43,6 +43,7 @@ def test_mount_and_data_files_are_private_by_default(open_root, make_daemon):
     assert stat.S_IMODE(os.stat(d.mnt / "alice").st_mode) == 0o700
     for p in (d.db, Path(f"{d.db}.lock"), d.home / "skillfs.log", d.home, d.spool):
         assert stat.S_IMODE(os.stat(p).st_mode) & 0o077 == 0, p
+    assert stat.S_IMODE(os.stat(d.socket).st_mode) == 0o600
 
 
 def test_data_files_left_readable_are_made_private_at_start(open_root, make_daemon):

@@ -14,7 +14,6 @@ import json
 import os
 import socket
 import threading
-import time
 import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -491,7 +490,8 @@ def test_skill_meta_and_user(api, client):
                     .encode()})))
     assert plain.meta is None and plain.user_id is None
     r = api.api("POST", "/api/v1/agent_skills", data={"meta": "[1]"},
-                files={"file": ("s.zip", zip_of({"SKILL.md": b"---\nname: m\ndescription: M.\n---\n"}))})
+                files={"file": ("s.zip", zip_of(
+                    {"SKILL.md": b"---\nname: m\ndescription: M.\n---\n"}))})
     assert r.status_code == 400
     # deleting the user deletes the user's own skills (and spaces, and sessions)
     client.users.delete(user)
@@ -512,10 +512,10 @@ def test_concurrent_learns_one_wins(api):
     try:
         for c in clients:  # connections open before the race
             c.ping()
-        for (first, second), session_id in zip(rounds, sessions):
+        for (first, second), session_id in zip(rounds, sessions, strict=True):
             barrier = threading.Barrier(2)
 
-            def attempt(c, space_id):
+            def attempt(c, space_id, barrier=barrier, session_id=session_id):
                 barrier.wait()
                 try:
                     c.learning_spaces.learn(space_id, session_id=session_id)

@@ -200,19 +200,19 @@ def test_bodies_over_the_cap_get_413(make_daemon):
     assert [m["content"] for m in got] == [fits]
 
 
-LONE = '"\\ud800"'  # JSON for a lone surrogate
+LONE = "\ud800"  # a lone surrogate: json.dumps writes it as the escape \ud800
 
 
 @pytest.mark.parametrize("method,path,body", [
-    ("POST", "/skillfs/v1/spaces", '{"name": %s}' % LONE),
-    ("POST", "/skillfs/v1/spaces", '{"name": "ok", "user": %s}' % LONE),
-    ("POST", "/skillfs/v1/spaces", '{"name": "ok", "meta": {"k": [1, %s]}}' % LONE),
-    ("POST", "/skillfs/v1/spaces", '{"name": "ok", "meta": {%s: 1}}' % LONE),
-    ("POST", "/api/v1/learning_spaces", '{"user": %s}' % LONE),
-    ("POST", "/api/v1/learning_spaces", '{"meta": {"name": %s}}' % LONE),
-    ("POST", "/api/v1/session", '{"user": %s}' % LONE),
-    ("POST", "/api/v1/session", '{"configs": {"a": %s}}' % LONE),
-    ("POST", "/skillfs/v1/files/revert", '{"path": %s, "version": 1}' % LONE),
+    ("POST", "/skillfs/v1/spaces", json.dumps({"name": LONE})),
+    ("POST", "/skillfs/v1/spaces", json.dumps({"name": "ok", "user": LONE})),
+    ("POST", "/skillfs/v1/spaces", json.dumps({"name": "ok", "meta": {"k": [1, LONE]}})),
+    ("POST", "/skillfs/v1/spaces", json.dumps({"name": "ok", "meta": {LONE: 1}})),
+    ("POST", "/api/v1/learning_spaces", json.dumps({"user": LONE})),
+    ("POST", "/api/v1/learning_spaces", json.dumps({"meta": {"name": LONE}})),
+    ("POST", "/api/v1/session", json.dumps({"user": LONE})),
+    ("POST", "/api/v1/session", json.dumps({"configs": {"a": LONE}})),
+    ("POST", "/skillfs/v1/files/revert", json.dumps({"path": LONE, "version": 1})),
 ])
 def test_lone_surrogates_are_refused(shared, method, path, body):
     spaces = shared.api("GET", "/skillfs/v1/spaces").json()
@@ -229,19 +229,19 @@ def test_lone_surrogates_in_messages_and_forms(shared):
     daemon = shared
     session = daemon.api("POST", "/api/v1/session", json={}).json()["data"]["id"]
     url = f"/api/v1/session/{session}/messages"
-    r = daemon.api("POST", url, content=('{"blob": {"role": "user", "content": %s}}' % LONE)
+    r = daemon.api("POST", url, content=json.dumps({"blob": {"role": "user", "content": LONE}})
                    .encode(), headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["code"] == 400
-    r = daemon.api("POST", url, data={"payload": '{"blob": {"role": "user", "content": '
-                                                 '"hi"}, "meta": {"a": %s}}' % LONE})
+    r = daemon.api("POST", url, data={"payload": json.dumps(
+        {"blob": {"role": "user", "content": "hi"}, "meta": {"a": LONE}})})
     assert r.status_code == 400, r.text
     r = daemon.api("POST", "/api/v1/agent_skills", data={"user": "\ud800".encode(
         "utf-8", "surrogatepass")}, files={"file": ("s.zip", make_zip({"SKILL.md": SKILL_MD}))})
     # a form field is decoded with replacement characters: stored, but never as a surrogate
     assert r.status_code == 201, r.text
     assert r.json()["data"]["user_id"]
-    r = daemon.api("GET", "/api/v1/learning_spaces", params={"filter_by_meta": '{"a": %s}'
-                                                               % LONE})
+    r = daemon.api("GET", "/api/v1/learning_spaces",
+                   params={"filter_by_meta": json.dumps({"a": LONE})})
     assert r.status_code == 400, r.text
 
 

@@ -43,7 +43,8 @@ AT = datetime(2025, 6, 15, 14, 30)
     ("I prefer Python 3.11+ with type hints", "coding-preferences",
      "Prefers Python 3.11+ with type hints"),
     ("I use pytest, not unittest", "coding-preferences", "Uses pytest, not unittest"),
-    ("Always use blue-green deployments", "deploy-preferences", "Always use blue-green deployments"),
+    ("Always use blue-green deployments", "deploy-preferences",
+     "Always use blue-green deployments"),
     ("I always run my tests first", "coding-preferences", "Always runs their tests first"),
     ("never deploy on Fridays!", "deploy-preferences", "Never deploy on Fridays"),
     ("I use vim, if that matters", "tools", "Uses vim"),
@@ -157,14 +158,16 @@ def test_rules_outcomes_from_tools_reports_and_reactions():
     # an is_error result with a neutral reply after it is a failure
     assert _titles([Msg(1, "user", "Run the migration"),
                     Msg(2, "tool", "psql: connection reset", error=True),
-                    Msg(3, "assistant", "Here is the output.")]) == [("Run the migration", "failed")]
+                    Msg(3, "assistant", "Here is the output.")]
+                   ) == [("Run the migration", "failed")]
     # a killed job's exit status
     assert _titles([Msg(1, "user", "Build the image"), Msg(2, "tool", "Killed\nexit code 137"),
                     ]) == [("Build the image", "failed")]
     # a report that mentions the earlier failure before the fix is a success
     assert _titles([Msg(1, "user", "Fix the CI"), Msg(2, "tool", "exit status 1"),
                     Msg(3, "assistant", "The first run failed on a missing fixture. I added it "
-                                        "and all 40 tests pass now.")]) == [("Fix the CI", "success")]
+                                        "and all 40 tests pass now.")]
+                   ) == [("Fix the CI", "success")]
     # sarcasm and resignation judge the task before them and start none
     for reaction in ("perfect, now the login page is down", "ok, leave it",
                      "Actually it doesn't work"):
@@ -205,7 +208,8 @@ def test_rules_reasons_come_from_the_agent_or_not_at_all():
         Msg(2, "assistant", "I split it into two files because the second one locks a table. "
                             "Next time run it off-peak.")], final=True)
     entry = rules.daily_entry(tasks[0], AT)
-    assert "- **Key Decisions**: I split it into two files because the second one locks a table." in entry
+    assert ("- **Key Decisions**: I split it into two files because the second one locks a "
+            "table.") in entry
     assert "- **Learnings**: Next time run it off-peak." in entry
     assert "small commits" not in entry
 
@@ -284,7 +288,8 @@ def _tools(got: list):
     async def finish(_a: Empty) -> None:
         return None
 
-    return [Tool("add", "add a number", Add, add), Tool("finish", "done", Empty, finish, final=True)]
+    return [Tool("add", "add a number", Add, add),
+            Tool("finish", "done", Empty, finish, final=True)]
 
 
 def _llm(srv: LLMServer, **kw) -> LLM:
@@ -462,7 +467,8 @@ def test_writer_agent_tools(store):
             call("create_file", skill="daily-logs", path="2025-06-15.md",
                  content="# 2025-06-15\n\n## [14:30] Task: Deploy\n- **Outcome**: success\n"),
             call("create_file", skill="daily-logs", path="../escape.md", content="x"),
-            call("create_skill", skill_md="---\nname: deploys\ndescription: How deploys go.\n---\n\n# Deploys\n"),
+            call("create_skill",
+                 skill_md="---\nname: deploys\ndescription: How deploys go.\n---\n\n# Deploys\n"),
             call("append_to_file", skill="deploys", path="SKILL.md", text="- Use blue-green"),
             call("finish"),
         )
@@ -737,7 +743,7 @@ def _lesson_row(session_id, space_id, task_id=None, **payload):
 
 
 def test_store_lessons(tmp_path):
-    from skillfs.errors import Invalid, NotFound
+    from skillfs.errors import Invalid, NotFound, SkillfsError
     from skillfs.store import TaskRow
 
     path = str(tmp_path / "l.duckdb")
@@ -785,7 +791,7 @@ def test_store_lessons(tmp_path):
         # all or nothing: a batch that cannot be kept leaves no task, lesson or progress
         d = _lesson_row(row.id, sp.id, "task-2")
         task2 = TaskRow("task-2", row.id, 2, "Roll back", "failed")
-        with pytest.raises(Exception):
+        with pytest.raises(SkillfsError, match="database error"):
             await store.save_lessons(row.id, [d, d], tasks=[task2], learned_seq=6)
         assert (await store.get_learning(row.id)).learned_seq == 5
         assert [t.id for t in await store.list_tasks(row.id)] == ["task-1"]

@@ -6,6 +6,7 @@ The model is a scripted OpenAI-compatible server (tests/llm_server.py) reached w
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -213,7 +214,7 @@ def test_one_writer_per_space_spaces_in_parallel(make_daemon):
         one = sorted(r for r in runs if "Ann" in r[2] or "Bob" in r[2])
         two = [r for r in runs if "Cid" in r[2]]
         # space one: never two runs at once (a lesson that arrives mid-run joins that run)
-        for (a0, a1, _), (b0, b1, _) in zip(one, one[1:]):
+        for (_, a1, _), (b0, _, _) in itertools.pairwise(one):
             assert b0 >= a1 - 0.05, "two writer runs overlapped in one space"
         written = json.dumps([req["messages"] for req in srv.requests_offering("create_file")])
         assert "Name is Ann" in written and "Name is Bob" in written
@@ -335,7 +336,8 @@ def test_model_idle_after_the_answer_closes_the_last_task(make_daemon):
 def test_rules_idle_learns_the_last_task_and_a_late_reaction_rewrites_it(make_daemon):
     d = learning_daemon(make_daemon, "rules")
     spool(d, "alice", "fix", [
-        {"role": "user", "content": "Fix the flaky login test", "timestamp": "2025-03-04T10:00:00Z"},
+        {"role": "user", "content": "Fix the flaky login test",
+         "timestamp": "2025-03-04T10:00:00Z"},
         {"role": "assistant", "timestamp": "2025-03-04T10:05:00Z",
          "content": "I pinned the clock in the fixture because the test raced midnight. "
                     "The test passes now."}])
@@ -345,7 +347,8 @@ def test_rules_idle_learns_the_last_task_and_a_late_reaction_rewrites_it(make_da
     day = d.mnt / "alice" / "daily-logs" / "2025-03-04.md"
     log = day.read_text()
     assert "## [10:05] Task: Fix the flaky login test\n- **Outcome**: success" in log
-    assert "- **Key Decisions**: I pinned the clock in the fixture because the test raced midnight." in log
+    assert ("- **Key Decisions**: I pinned the clock in the fixture because the test raced "
+            "midnight.") in log
     # a day later the user says it does not work: the same entry is judged again
     spool(d, "alice", "fix", [{"role": "user", "content": "Actually it doesn't work, still flaky.",
                                "timestamp": "2025-03-05T09:00:00Z"}, {"event": "end"}],

@@ -240,6 +240,20 @@ def test_stale_mount_is_cleaned_up_on_start(daemon, space):
     assert (space / "daily-logs" / "x.md").read_text() == "survives"
 
 
+def test_a_mount_at_a_non_ascii_path_is_found_and_cleaned_up_when_stale(make_daemon, tmp_path):
+    # /proc/self/mounts holds the path as UTF-8 bytes; it must read back as the same path
+    d = make_daemon("--learner", "off", start=False)
+    d.mnt = tmp_path / "café"
+    d.mnt.mkdir()
+    d.start()
+    assert d.pid  # found through the mount table
+    os.mkdir(d.mnt / "alice")
+    (d.mnt / "alice" / "daily-logs" / "x.md").write_text("survives")
+    d.kill9()
+    d.start()
+    assert (d.mnt / "alice" / "daily-logs" / "x.md").read_text() == "survives"
+
+
 def test_umount_and_sigterm(daemon):
     pid = daemon.pid
     os.kill(pid, 15)

@@ -76,7 +76,8 @@ def test_each_message_form_is_ingested_in_order(daemon):
 
 def test_temp_and_dot_files_are_left_alone(daemon):
     os.makedirs(daemon.spool / "alice" / "s1")
-    (daemon.spool / "alice" / "s1" / "a.jsonl.tmp").write_text(lines({"role": "user", "content": "x"}))
+    (daemon.spool / "alice" / "s1" / "a.jsonl.tmp").write_text(
+        lines({"role": "user", "content": "x"}))
     (daemon.spool / "alice" / "s1" / ".b.jsonl").write_text(lines({"role": "user", "content": "y"}))
     daemon.write_spool("alice/s1/c.jsonl", lines({"role": "user", "content": "z"}))
     drained(daemon)
@@ -106,7 +107,8 @@ def test_bad_files_are_rejected_with_a_reason_and_the_rest_ingested(daemon):
     daemon.write_spool("alice/s/05-huge.jsonl",
                        json.dumps({"role": "user", "content": "x" * (2 << 20)}) + "\n")
     daemon.write_spool("alice/s/06-norole.json", json.dumps({"content": "who am i"}))
-    daemon.write_spool("alice/s/07-good.jsonl", lines({"role": "assistant", "content": "also fine"}))
+    daemon.write_spool("alice/s/07-good.jsonl",
+                       lines({"role": "assistant", "content": "also fine"}))
     daemon.write_spool("stray.jsonl", good)
     daemon.write_spool("alice/not-a-session.jsonl", good)
     drained(daemon)

@@ -145,7 +145,8 @@ def test_session_folder_swapped_for_a_link_while_ingesting(daemon, outside, tmp_
 
 
 def test_lone_surrogate_is_rejected_and_the_next_file_taken(daemon):
-    daemon.write_spool("alice/s/001.jsonl", msg("before") + '{"role": "user", "content": "a\\ud800b"}\n')
+    daemon.write_spool("alice/s/001.jsonl",
+                       msg("before") + '{"role": "user", "content": "a\\ud800b"}\n')
     daemon.write_spool("alice/s/002.jsonl", msg("after"))
     wait_for(lambda: session_texts(daemon, "s") == ["after"], timeout=10, what="the next file")
     info = sidecars(daemon)["alice__s__001.jsonl"]
@@ -161,7 +162,8 @@ def test_3_mib_messages_in_json_files_are_ingested_and_bigger_ones_rejected(daem
     for i, text in enumerate(texts):
         daemon.write_spool(f"alice/big{i}/001.json", json.dumps({"role": "user", "content": text}))
     daemon.write_spool("alice/big0/002.json", json.dumps([{"role": "user", "content": "small"}]))
-    daemon.write_spool("alice/big0/003.json", json.dumps({"role": "user", "content": "w" * (4 << 20)}))
+    daemon.write_spool("alice/big0/003.json",
+                       json.dumps({"role": "user", "content": "w" * (4 << 20)}))
     daemon.write_spool("alice/big0/004.json", json.dumps({"role": "user", "content": "after"}))
     wait_for(lambda: len(session_texts(daemon, "big0")) == 3, timeout=30, what="the big messages")
     assert session_texts(daemon, "big0") == [texts[0], "small", "after"]

@@ -101,7 +101,8 @@ def test_anthropic_forms():
         {"role": "tool", "tool_call_id": "toolu_2", "content": "nothing"},
     ]
     one = normalize({"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "t", "content": "ok"}, {"type": "text", "text": "and?"}]})
+        {"type": "tool_result", "tool_use_id": "t", "content": "ok"},
+        {"type": "text", "text": "and?"}]})
     assert one.role == "user" and one.text == "ok\nand?" and one.tool_call_id == "t"
     assert one.to_openai_messages()[-1] == {"role": "user", "content": "and?"}
 
@@ -140,7 +141,8 @@ def test_explicit_format_and_roundtrip():
     ({"role": "assistant", "tool_calls": "f()"}, "tool_calls"),
     ({"role": "assistant", "content": [{"type": "tool_use", "id": "a", "name": "b", "input": []}]},
      "content[0].input"),
-    ({"role": "user", "parts": [{"type": "tool-call", "meta": {"name": "f"}}]}, "parts[0].meta.arguments"),
+    ({"role": "user", "parts": [{"type": "tool-call", "meta": {"name": "f"}}]},
+     "parts[0].meta.arguments"),
     ({"role": "user", "parts": "hello"}, "parts"),
     ({"role": "user", "parts": [], "content": "x"}, "parts"),
 ])
@@ -170,7 +172,8 @@ def test_parse_jsonl_keeps_order_and_controls():
     data = _jsonl({"role": "user", "content": "one"}, ANTHROPIC_ASSISTANT) + b"\n  \n" + \
         _jsonl(ACONTEXT_ASSISTANT, {"event": "flush"}, {"event": "end"})
     recs = parse_spool_bytes(data, ".jsonl")
-    assert [type(r).__name__ for r in recs] == ["Message", "Message", "Message", "Control", "Control"]
+    assert [type(r).__name__ for r in recs] == ["Message", "Message", "Message", "Control",
+                                                "Control"]
     assert [r.format for r in recs[:3]] == ["openai", "anthropic", "acontext"]
     assert recs[3] == Control(event="flush", original={"event": "flush"}) and recs[4].event == "end"
 
@@ -178,15 +181,18 @@ def test_parse_jsonl_keeps_order_and_controls():
 def test_parse_json_object_and_array():
     one = parse_spool_bytes(b'{"role": "user", "content": "a"}', ".json")
     assert len(one) == 1 and one[0].text == "a"
-    many = parse_spool_bytes(json.dumps([{"role": "user", "content": "a"}, {"event": "end"}]).encode(), "json")
+    many = parse_spool_bytes(
+        json.dumps([{"role": "user", "content": "a"}, {"event": "end"}]).encode(), "json")
     assert [type(r) for r in many] == [Message, Control]
     crlf = parse_spool_bytes(b'\xef\xbb\xbf{"role":"user","content":"a"}\r\n', ".jsonl")
     assert crlf[0].text == "a"
 
 
 @pytest.mark.parametrize("data, suffix, line, field, words", [
-    (b'{"role":"user","content":"a"}\n{"role": "user", content}\n', ".jsonl", 2, None, "malformed JSON"),
-    (b'{"role":"user","content":"a"}\n\n{"role":"user","content":"\xff"}\n', ".jsonl", 3, None, "UTF-8"),
+    (b'{"role":"user","content":"a"}\n{"role": "user", content}\n', ".jsonl", 2, None,
+     "malformed JSON"),
+    (b'{"role":"user","content":"a"}\n\n{"role":"user","content":"\xff"}\n', ".jsonl", 3, None,
+     "UTF-8"),
     (b'[1, 2]\n', ".jsonl", 1, None, "expected a JSON object, got array"),
     (b'{"event": "stop"}\n', ".jsonl", 1, "event", "unknown event"),
     (b'{"event": "end", "role": "user"}\n', ".jsonl", 1, "event", "not both"),
@@ -322,8 +328,10 @@ def test_scan_ingests_in_order_ignores_wip_and_rejects_bad(tmp_path):
     assert side["work__s1__004.jsonl"]["line"] == 2
     assert "malformed JSON" in side["work__s1__004.jsonl"]["reason"]
     assert "empty" in side["work__s1__005.jsonl"]["reason"]
-    assert side["work__s1__006.jsonl"]["line"] == 1 and "UTF-8" in side["work__s1__006.jsonl"]["reason"]
-    assert side["work__s1__007.jsonl"]["line"] == 1 and "cap" in side["work__s1__007.jsonl"]["reason"]
+    assert side["work__s1__006.jsonl"]["line"] == 1
+    assert "UTF-8" in side["work__s1__006.jsonl"]["reason"]
+    assert side["work__s1__007.jsonl"]["line"] == 1
+    assert "cap" in side["work__s1__007.jsonl"]["reason"]
     assert side["work__s1__notes.txt"]["path"] == "work/s1/notes.txt"
     assert side["work__stray.jsonl"]["path"] == "work/stray.jsonl"
     left = sorted(str(p.relative_to(spool)) for p in spool.rglob("*")

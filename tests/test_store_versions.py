@@ -40,7 +40,7 @@ def test_appends_through_the_mount_cost_what_was_appended(make_daemon):
     rng = random.Random(7)
     written: list[bytes] = []
     content = b""
-    for i in range(200):
+    for _ in range(200):
         chunk = bytes(rng.choice(b"abcdefghijklmnop \n") for _ in range(1023)) + b"\n"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:

@@ -47,8 +47,10 @@ DAEMON_FIGURES: dict[str, tuple[str, str]] = {
     "learning_model_p99": (("learning: session end to daily log visible, scripted model, "
                             "beyond model time p99"), "ms"),
     "learning_model_calls": ("learning: model calls per session (scripted model)", "calls"),
-    "learning_model_per_call": ("learning: overhead per model call before the entry is visible p50", "ms"),
-    "learning_model_tokens": ("learning: input tokens per learned task, scripted model p50", "tokens"),
+    "learning_model_per_call": (
+        "learning: overhead per model call before the entry is visible p50", "ms"),
+    "learning_model_tokens": (
+        "learning: input tokens per learned task, scripted model p50", "tokens"),
     "db_mb_after_load": ("database size after the daemon figures' load (file + log)", "MB"),
     "rss_mb_after_load": ("daemon RSS after the daemon figures' load", "MB"),
 }
@@ -84,7 +86,8 @@ def _wait_gone(paths: list[Path], spool: Path, deadline: float) -> None:
             why = errors[0].read_text()[:300] if errors else "no sidecar"
             raise RuntimeError(f"the daemon rejected a spool file: {why}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{len(pending)} spool files still there after {SPOOL_TIMEOUT:.0f} s")
+            raise RuntimeError(
+                f"{len(pending)} spool files still there after {SPOOL_TIMEOUT:.0f} s")
         time.sleep(0.0005)
 
 
@@ -156,7 +159,8 @@ def edit_to_visible(system, corpus, rel_path: str, runs: int) -> dict:
             deadline = time.monotonic() + 10
             while marker not in subprocess.run(["cat", str(path)], capture_output=True).stdout:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"edit {i} not visible through the mount after 10 s (stale cache)")
+                    raise RuntimeError(
+                        f"edit {i} not visible through the mount after 10 s (stale cache)")
             lat.append((time.perf_counter() - t0) * 1000)
     return {"edit_visible_p50": {"value": pct(lat, 0.5), "runs": len(lat)},
             "edit_visible_p99": {"value": pct(lat, 0.99), "runs": len(lat)}}
@@ -231,8 +235,8 @@ def _wait_learner_idle(api) -> float:
         if not busy:
             return time.monotonic() - t0
         if time.monotonic() - t0 > BACKLOG_TIMEOUT:
-            raise RuntimeError(f"{len(busy)} session(s) still learning after {BACKLOG_TIMEOUT:.0f} s "
-                               f"(e.g. {busy[0]})")
+            raise RuntimeError(f"{len(busy)} session(s) still learning after "
+                               f"{BACKLOG_TIMEOUT:.0f} s (e.g. {busy[0]})")
         time.sleep(0.05)
 
 
@@ -341,7 +345,8 @@ def _learning_model_runs(system, model: ScriptedModel, runs: int) -> dict:
         # where the overhead goes, p50 over sessions
         "to_first_call_p50_ms": round(pct([x["to_first_call_ms"] for x in measured], 0.5), 2),
         "between_calls_p50_ms": round(pct([x["between_calls_ms"] for x in measured], 0.5), 2),
-        "last_answer_to_visible_p50_ms": round(pct([x["last_answer_to_visible_ms"] for x in measured], 0.5), 2),
+        "last_answer_to_visible_p50_ms": round(
+            pct([x["last_answer_to_visible_ms"] for x in measured], 0.5), 2),
         # each gap between one answer and the next request (the daemon's own work)
         "between_calls_by_step_p50_ms": {
             k: round(pct([x["steps_ms"][k] for x in measured if k in x["steps_ms"]], 0.5), 2)
@@ -354,7 +359,8 @@ def _learning_model_runs(system, model: ScriptedModel, runs: int) -> dict:
         "learning_model_p99": {"value": pct(over, 0.99), "runs": len(over)},
         "learning_model_calls": {"value": pct(calls, 0.5), "runs": len(calls),
                                  "min": min(calls), "max": max(calls),
-                                 "before_visible_p50": pct([x["calls_before_visible"] for x in measured], 0.5)},
+                                 "before_visible_p50": pct(
+                                     [x["calls_before_visible"] for x in measured], 0.5)},
         "learning_model_per_call": {"value": pct(per_call, 0.5), "runs": len(per_call),
                                     "p99": pct(per_call, 0.99)},
         "learning_model_tokens": _tokens_figure([x["per_task"] for x in measured]),
@@ -400,12 +406,14 @@ def _one_model_session(system, model: ScriptedModel, api, space: str, logs: Path
         if status == "failed":
             raise RuntimeError(f"session {i}: learning failed after the entry was written: {error}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"session {i}: learning status still {status} after {LEARN_TIMEOUT:.0f} s")
+            raise RuntimeError(f"session {i}: learning status still {status} after "
+                               f"{LEARN_TIMEOUT:.0f} s")
         time.sleep(0.005)
     usage = _learning_usage(api, space, name)
     mine = sorted((c for c in model.snapshot() if marker in c.markers), key=lambda c: c.received)
     if not mine:
-        raise RuntimeError(f"session {i}: the daily-log entry appeared but the model was never asked")
+        raise RuntimeError(
+            f"session {i}: the daily-log entry appeared but the model was never asked")
     # Model time: the part of each request's handling inside [t0, t1].
     model_s = sum(max(0.0, min(c.answered, t1) - max(c.received, t0)) for c in mine)
     before = [c for c in mine if c.received < t1]
@@ -424,7 +432,8 @@ def _one_model_session(system, model: ScriptedModel, api, space: str, logs: Path
         "to_first_call_ms": (mine[0].received - t0) * 1000,
         "between_calls_ms": gaps * 1000,
         "steps_ms": steps,
-        "last_answer_to_visible_ms": (t1 - max(c.answered for c in before)) * 1000 if before else 0.0,
+        "last_answer_to_visible_ms": ((t1 - max(c.answered for c in before)) * 1000
+                                      if before else 0.0),
         "stages": stages,
         "per_task": usage.get("per_task") or {},
     }
@@ -450,8 +459,8 @@ def run_all(system, corpus, s) -> tuple[dict, dict]:
     skipped: dict = {}
     space = corpus.spaces[0]
     steps = [
-        ("spool ingestion", lambda: spool_ingestion(system, space, s.spool_msgs, s.spool_one_msg_files,
-                                                    s.spool_singles)),
+        ("spool ingestion", lambda: spool_ingestion(system, space, s.spool_msgs,
+                                                    s.spool_one_msg_files, s.spool_singles)),
         ("edit to visible", lambda: edit_to_visible(system, corpus, corpus.files[1], s.edit_runs)),
         ("learning overhead", lambda: learning_overhead(system, s.learn_runs)),
         ("learning overhead, scripted model",

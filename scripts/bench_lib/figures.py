@@ -89,7 +89,8 @@ def timed(cmd: list[str], out: Path) -> float:
 def relative(out: Path, root: Path) -> list[str]:
     prefix = str(root).rstrip("/") + "/"
     lines = out.read_text().splitlines()
-    return sorted(l[len(prefix):] if l.startswith(prefix) else l for l in lines if l != str(root))
+    return sorted(line[len(prefix):] if line.startswith(prefix) else line
+                  for line in lines if line != str(root))
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -149,7 +150,8 @@ class Runner:
         if got != want:
             missing = sorted(set(want) - set(got))[:3]
             extra = sorted(set(got) - set(want))[:3]
-            self.checks.append(f"{what}: {len(got)} lines, want {len(want)}; missing {missing} extra {extra}")
+            self.checks.append(f"{what}: {len(got)} lines, want {len(want)}; "
+                               f"missing {missing} extra {extra}")
 
     def grep(self, where: Path, want: list[str], what: str) -> float:
         out = self.scratch / "grep.out"
@@ -208,8 +210,10 @@ class Runner:
         self.put("grep_all_cold", self.repeat(cold_all))
         try:
             # Everything has been read once by the cold grep above: warm from here.
-            self.put("grep_all_warm", self.repeat(lambda: self.grep(sysm.root, c.needle_files, "grep all warm")))
-            self.put("grep_space_warm", self.repeat(lambda: self.grep(space_dir(), space_want, "grep space warm")))
+            self.put("grep_all_warm", self.repeat(
+                lambda: self.grep(sysm.root, c.needle_files, "grep all warm")))
+            self.put("grep_space_warm", self.repeat(
+                lambda: self.grep(space_dir(), space_want, "grep space warm")))
 
             out = self.scratch / "find.out"
             want_find = sorted(_all_paths(c.files))
@@ -228,7 +232,8 @@ class Runner:
                 return took
 
             self.put("find_warm", self.repeat(find))
-            self.put("ls_lR_warm", self.repeat(lambda: timed(["ls", "-lR", str(sysm.root)], self.scratch / "ls.out")))
+            self.put("ls_lR_warm", self.repeat(
+                lambda: timed(["ls", "-lR", str(sysm.root)], self.scratch / "ls.out")))
 
             cat = ["cat", str(sysm.root / self.cat_file)]
             for _ in range(10):

@@ -80,7 +80,7 @@ class FloorFS(pyfuse3.Operations):
         try:
             return self.attrs[self.children[parent_inode][name]]
         except KeyError:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
 
     async def getattr(self, inode, ctx=None):
         return self.attrs[inode]

@@ -25,16 +25,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Measure skillfs against native tmpfs, a minimal pyfuse3 floor and "
                     "pyfuse3's passthrough example, on the same deterministic corpus.",
     )
-    p.add_argument("--quick", action="store_true", help="2,000 and 20,000 files, fewer runs (< 5 min)")
-    p.add_argument("--out", type=Path, default=Path("bench-out"), help="output directory (default ./bench-out)")
-    p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], help="corpus sizes, e.g. 2000,20000")
+    p.add_argument("--quick", action="store_true",
+                   help="2,000 and 20,000 files, fewer runs (< 5 min)")
+    p.add_argument("--out", type=Path, default=Path("bench-out"),
+                   help="output directory (default ./bench-out)")
+    p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
+                   help="corpus sizes, e.g. 2000,20000")
     p.add_argument("--systems", default="native,floor,peer,skillfs", help="comma-separated subset")
     p.add_argument("--runs", type=int, help="runs per figure (default 3 quick, 5 full)")
-    p.add_argument("--budget", type=float, help="seconds per figure after which no further run starts "
-                                                "(default 8 quick, 60 full)")
+    p.add_argument("--budget", type=float,
+                   help="seconds per figure after which no further run starts "
+                        "(default 8 quick, 60 full)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--no-chart", action="store_true", help="skip the PNG (and the matplotlib install)")
-    p.add_argument("--no-drop-caches", action="store_true", help="do not write /proc/sys/vm/drop_caches")
+    p.add_argument("--no-chart", action="store_true",
+                   help="skip the PNG (and the matplotlib install)")
+    p.add_argument("--no-drop-caches", action="store_true",
+                   help="do not write /proc/sys/vm/drop_caches")
     return p.parse_args(argv)
 
 
@@ -125,7 +131,8 @@ def _run(args, sizes, s, out: Path, logs: Path, started: float) -> int:
     for name in args.systems.split(","):
         cls = systems.ALL.get(name.strip())
         if cls is None:
-            print(f"bench: unknown system {name!r}; known: {', '.join(systems.ALL)}", file=sys.stderr)
+            print(f"bench: unknown system {name!r}; known: {', '.join(systems.ALL)}",
+                  file=sys.stderr)
             return 2
         sysm = cls(work, logs)
         try:
@@ -163,7 +170,8 @@ def _run(args, sizes, s, out: Path, logs: Path, started: float) -> int:
                 entry["extra_entries"] = runner.extra_entries
                 for chk in runner.checks:
                     print(f"bench: {sysm.name} WRONG OUTPUT: {chk}", file=sys.stderr)
-                if isinstance(sysm, systems.Skillfs) and (s.daemon_sizes == "all" or size == sizes[0]):
+                if isinstance(sysm, systems.Skillfs) and (s.daemon_sizes == "all"
+                                                         or size == sizes[0]):
                     sysm.mount()
                     try:
                         dfig, dskip = daemon_figures.run_all(sysm, c, s)
@@ -179,7 +187,8 @@ def _run(args, sizes, s, out: Path, logs: Path, started: float) -> int:
                 entry["skipped"]["run"] = f"failed: {msg}"
             finally:
                 sysm.finish()
-            print(f"bench: {sysm.name:8s} {size:>7,} files: {time.monotonic() - t:5.1f} s", file=sys.stderr)
+            print(f"bench: {sysm.name:8s} {size:>7,} files: {time.monotonic() - t:5.1f} s",
+                  file=sys.stderr)
         shutil.rmtree(c.root, ignore_errors=True)
         # Partial results survive a later failure or Ctrl-C.
         report.write(result, out, with_chart=False)
@@ -190,5 +199,6 @@ def _run(args, sizes, s, out: Path, logs: Path, started: float) -> int:
     print(md)
     print(f"bench: {result['meta']['elapsed_s']} s; wrote {out}/bench.json, bench.md"
           + ("" if args.no_chart else ", bench.png"), file=sys.stderr)
-    failures = [n for sres in result["sizes"].values() for n, e in sres["systems"].items() if e.get("check_failures")]
+    failures = [n for sres in result["sizes"].values() for n, e in sres["systems"].items()
+                if e.get("check_failures")]
     return 1 if failures else 0

@@ -16,8 +16,8 @@ ORDER = ["native", "floor", "peer", "skillfs"]
 def label(key: str) -> tuple[str, str, bool]:
     if key in FIGURES:
         return FIGURES[key]
-    l, u = DAEMON_FIGURES.get(key, (key, ""))
-    return l, u, False
+    name, unit = DAEMON_FIGURES.get(key, (key, ""))
+    return name, unit, False
 
 
 def fmt(v: float | None, unit: str) -> str:
@@ -36,7 +36,7 @@ def add_ratios(size_result: dict) -> None:
     """ratio = figure / native's figure, measured in the same run."""
     systems = size_result["systems"]
     native = systems.get("native", {}).get("figures", {})
-    for name, res in systems.items():
+    for res in systems.values():
         for key, f in res.get("figures", {}).items():
             base = native.get(key, {}).get("value")
             f["ratio"] = f["value"] / base if label(key)[2] and base else None
@@ -48,30 +48,39 @@ def targets(result: dict) -> list[tuple[str, str, str]]:
     sizes = result["sizes"]
 
     def get(size, system, key):
-        return sizes.get(str(size), {}).get("systems", {}).get(system, {}).get("figures", {}).get(key, {}).get("value")
+        figures = sizes.get(str(size), {}).get("systems", {}).get(system, {}).get("figures", {})
+        return figures.get(key, {}).get("value")
 
     def row(target, value_text, ok):
-        rows.append((target, value_text, "not measured" if ok is None else ("met" if ok else "missed")))
+        rows.append((target, value_text,
+                     "not measured" if ok is None else ("met" if ok else "missed")))
 
     small = min((int(s) for s in sizes), default=None)
     if small is None:
         return rows
-    w, fl, nat, peer = (get(small, s, "grep_all_warm") for s in ("skillfs", "floor", "native", "peer"))
+    w, fl, nat, peer = (get(small, s, "grep_all_warm")
+                        for s in ("skillfs", "floor", "native", "peer"))
     n = f"{small:,} files"
-    row(f"warm grep -r ≤ 1.2× floor ({n})", f"{w / fl:.2f}× floor" if w and fl else "—", (w / fl <= 1.2) if w and fl else None)
-    row(f"warm grep -r ≤ 10× native ({n})", f"{w / nat:.1f}× native" if w and nat else "—", (w / nat <= 10) if w and nat else None)
-    row(f"warm grep -r ≥ 8× faster than peer ({n})", f"{peer / w:.1f}× faster" if w and peer else "—", (peer / w >= 8) if w and peer else None)
+    row(f"warm grep -r ≤ 1.2× floor ({n})", f"{w / fl:.2f}× floor" if w and fl else "—",
+        (w / fl <= 1.2) if w and fl else None)
+    row(f"warm grep -r ≤ 10× native ({n})", f"{w / nat:.1f}× native" if w and nat else "—",
+        (w / nat <= 10) if w and nat else None)
+    row(f"warm grep -r ≥ 8× faster than peer ({n})",
+        f"{peer / w:.1f}× faster" if w and peer else "—", (peer / w >= 8) if w and peer else None)
     c, cn = get(small, "skillfs", "grep_all_cold"), get(small, "native", "grep_all_cold")
-    row(f"cold grep -r ≤ 20× native ({n})", f"{c / cn:.1f}× native" if c and cn else "—", (c / cn <= 20) if c and cn else None)
+    row(f"cold grep -r ≤ 20× native ({n})", f"{c / cn:.1f}× native" if c and cn else "—",
+        (c / cn <= 20) if c and cn else None)
     o = get(small, "skillfs", "orc_p50")
     row("file read p50 < 150 µs warm (in-process open+read+close; `cat` itself spawns a process)",
         f"{o:.0f} µs" if o else "—", (o < 150) if o else None)
     e = get(small, "skillfs", "edit_visible_p99")
     row("edit-to-visible p99 < 50 ms", f"{e:.1f} ms" if e else "—", (e < 50) if e else None)
     i = get(small, "skillfs", "spool_10000_msgs_s")
-    row("ingestion ≥ 50,000 msg/s (large files)", f"{i:,.0f} msg/s" if i else "—", (i >= 50000) if i else None)
+    row("ingestion ≥ 50,000 msg/s (large files)", f"{i:,.0f} msg/s" if i else "—",
+        (i >= 50000) if i else None)
     sc = get(small, "skillfs", "spool_commit_p50")
-    row("single small spool file committed < 50 ms p50", f"{sc:.1f} ms" if sc else "—", (sc < 50) if sc else None)
+    row("single small spool file committed < 50 ms p50", f"{sc:.1f} ms" if sc else "—",
+        (sc < 50) if sc else None)
     big = 100_000
     m, r = get(big, "skillfs", "mount_ready"), get(big, "skillfs", "rss")
     row("100,000 files: mount ready < 3 s", f"{m:.2f} s" if m else "—", (m < 3) if m else None)
@@ -79,16 +88,20 @@ def targets(result: dict) -> list[tuple[str, str, str]]:
     g_big, g_small = get(big, "skillfs", "grep_all_warm"), get(small, "skillfs", "grep_all_warm")
     if g_big and g_small and small != big:
         per = (g_big / big) / (g_small / small)
-        row("100,000 files: grep -r linear in files (per-file cost vs smallest, ≤ 1.5×)", f"{per:.2f}×", per <= 1.5)
+        row("100,000 files: grep -r linear in files (per-file cost vs smallest, ≤ 1.5×)",
+            f"{per:.2f}×", per <= 1.5)
     else:
         row("100,000 files: grep -r linear in files", "—", None)
     lo = get(small, "skillfs", "learning_overhead")
     row("learning overhead < 200 ms beyond model time (rules learner, no model; p50)",
         f"{lo:.0f} ms" if lo else "—", (lo < 200) if lo else None)
-    lm, lm99 = get(small, "skillfs", "learning_model_p50"), get(small, "skillfs", "learning_model_p99")
-    calls, per = get(small, "skillfs", "learning_model_calls"), get(small, "skillfs", "learning_model_per_call")
+    lm = get(small, "skillfs", "learning_model_p50")
+    lm99 = get(small, "skillfs", "learning_model_p99")
+    calls = get(small, "skillfs", "learning_model_calls")
+    per = get(small, "skillfs", "learning_model_per_call")
     tokens = get(small, "skillfs", "learning_model_tokens")
-    row("learning overhead < 200 ms beyond model time (openai learner, scripted zero-latency model; p50)",
+    row("learning overhead < 200 ms beyond model time "
+        "(openai learner, scripted zero-latency model; p50)",
         f"{lm:.0f} ms p50, {lm99:.0f} ms p99; {calls:.0f} calls/session, {per:.1f} ms/call"
         + (f"; {tokens:.0f} input tokens/task" if tokens else "")
         if lm is not None and lm99 is not None and calls and per is not None else "—",
@@ -101,7 +114,8 @@ def markdown(result: dict) -> str:
     lines = [
         "# skillfs benchmark",
         "",
-        f"{meta['date']} · {meta['mode']} · kernel {meta['kernel']} · {meta['fuse']} · pyfuse3 {meta['pyfuse3']} · "
+        f"{meta['date']} · {meta['mode']} · kernel {meta['kernel']} · {meta['fuse']} · "
+        f"pyfuse3 {meta['pyfuse3']} · "
         f"Python {meta['python']} · {meta['cpus']} CPUs · commit {meta['commit']}",
         "",
         "Each time is the median of the runs shown in the JSON (fewer than asked when one run "
@@ -114,7 +128,8 @@ def markdown(result: dict) -> str:
     for size, sres in result["sizes"].items():
         c = sres["corpus"]
         systems = [s for s in ORDER if s in sres["systems"]]
-        lines += ["", f"## {int(size):,} files · {c['bytes'] / 1e6:.1f} MB · {c['spaces']} spaces · {c['skills']} skills", ""]
+        lines += ["", f"## {int(size):,} files · {c['bytes'] / 1e6:.1f} MB · "
+                      f"{c['spaces']} spaces · {c['skills']} skills", ""]
         lines.append("| figure | " + " | ".join(systems) + " |")
         lines.append("|---|" + "---:|" * len(systems))
         keys = []
@@ -144,24 +159,26 @@ def markdown(result: dict) -> str:
             if sres["systems"][s].get("import_how"):
                 notes.append(f"- {s}: corpus imported through {sres['systems'][s]['import_how']}")
             if sres["systems"][s].get("extra_entries"):
-                notes.append(f"- {s}: {sres['systems'][s]['extra_entries']} entries beyond the corpus "
-                             "(skills every space starts with); grep reads them too")
+                notes.append(f"- {s}: {sres['systems'][s]['extra_entries']} entries beyond the "
+                             "corpus (skills every space starts with); grep reads them too")
             lm = sres["systems"][s].get("figures", {}).get("learning_model_p50")
             if lm and "wall_p50_ms" in lm:
+                by_step = lm.get("between_calls_by_step_p50_ms", {})
                 notes.append(
-                    f"- {s}, learning with the scripted model ({lm['runs']} sessions after one warm-up "
-                    f"of {lm['first_session_ms']:.0f} ms): wall {lm['wall_p50_ms']:.1f} ms p50, of which "
-                    f"model {lm['model_p50_ms']:.2f} ms; spool rename to first call "
-                    f"{lm['to_first_call_p50_ms']:.1f} ms, between calls {lm['between_calls_p50_ms']:.1f} ms, "
-                    f"last answer to entry visible {lm['last_answer_to_visible_p50_ms']:.1f} ms (p50s); "
-                    "between calls by step: "
-                    + ", ".join(f"{k} {v:.1f} ms" for k, v in lm.get("between_calls_by_step_p50_ms", {}).items())
+                    f"- {s}, learning with the scripted model ({lm['runs']} sessions after one "
+                    f"warm-up of {lm['first_session_ms']:.0f} ms): wall {lm['wall_p50_ms']:.1f} ms "
+                    f"p50, of which model {lm['model_p50_ms']:.2f} ms; spool rename to first call "
+                    f"{lm['to_first_call_p50_ms']:.1f} ms, between calls "
+                    f"{lm['between_calls_p50_ms']:.1f} ms, last answer to entry visible "
+                    f"{lm['last_answer_to_visible_p50_ms']:.1f} ms (p50s); between calls by step: "
+                    + ", ".join(f"{k} {v:.1f} ms" for k, v in by_step.items())
                     + f"; calls: {', '.join(f'{k} {v}' for k, v in lm['calls_by_stage'].items())}")
             for key in ("learning_overhead", "learning_model_p50"):
                 b = sres["systems"][s].get("figures", {}).get(key, {}).get("backlog_s")
                 if b and b >= 0.5:
-                    notes.append(f"- {s}, {key}: {b:.1f} s waited first for the learner to finish the "
-                                 "sessions the spool figures left (the figure measures an idle learner)")
+                    notes.append(f"- {s}, {key}: {b:.1f} s waited first for the learner to "
+                                 "finish the sessions the spool figures left (the figure "
+                                 "measures an idle learner)")
             for chk in sres["systems"][s].get("check_failures", []):
                 notes.append(f"- {s}: WRONG OUTPUT: {chk}")
         if notes:
@@ -181,10 +198,12 @@ def ensure_matplotlib() -> bool:
         return True
     except ImportError:
         pass
-    print("bench: matplotlib is missing; installing it into the venv for the chart", file=sys.stderr)
+    print("bench: matplotlib is missing; installing it into the venv for the chart",
+          file=sys.stderr)
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "matplotlib"])
     if r.returncode != 0:
-        print("bench: could not install matplotlib; no chart (pip install matplotlib)", file=sys.stderr)
+        print("bench: could not install matplotlib; no chart (pip install matplotlib)",
+              file=sys.stderr)
         return False
     return True
 
@@ -200,7 +219,7 @@ def chart(result: dict, path: Path) -> bool:
     keys = [k for k, (_, _, cmp) in FIGURES.items() if cmp]
     fig, axes = plt.subplots(len(sizes), 1, figsize=(13, 4.2 * len(sizes)), squeeze=False)
     colors = {"floor": "#4c72b0", "peer": "#dd8452", "skillfs": "#55a868"}
-    for ax, size in zip(axes[:, 0], sizes):
+    for ax, size in zip(axes[:, 0], sizes, strict=True):
         systems = [s for s in ORDER if s != "native" and s in result["sizes"][size]["systems"]]
         width = 0.8 / max(1, len(systems))
         for j, s in enumerate(systems):

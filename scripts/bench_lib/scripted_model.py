@@ -82,12 +82,14 @@ def _exchange(req: dict) -> _Exchange:
                    if isinstance(m, dict) and m.get("role") == "user"), "")
     if not isinstance(prompt, str):
         prompt = json.dumps(prompt)
-    ex = _Exchange(prompt, sum(1 for m in msgs if isinstance(m, dict) and m.get("role") == "assistant"))
+    ex = _Exchange(prompt, sum(1 for m in msgs
+                               if isinstance(m, dict) and m.get("role") == "assistant"))
     # the last assistant message and the tool answers after it
     for i in range(len(msgs) - 1, -1, -1):
         m = msgs[i]
         if isinstance(m, dict) and m.get("role") == "assistant":
-            ex.last_tools = [(c.get("function") or {}).get("name", "") for c in m.get("tool_calls") or []]
+            ex.last_tools = [(c.get("function") or {}).get("name", "")
+                             for c in m.get("tool_calls") or []]
             ex.last_results = [x.get("content") or "" for x in msgs[i + 1:]
                                if isinstance(x, dict) and x.get("role") == "tool"]
             break
@@ -95,7 +97,8 @@ def _exchange(req: dict) -> _Exchange:
 
 
 def _offered(req: dict) -> set[str]:
-    return {(t.get("function") or {}).get("name") for t in req.get("tools") or [] if isinstance(t, dict)}
+    return {(t.get("function") or {}).get("name") for t in req.get("tools") or []
+            if isinstance(t, dict)}
 
 
 def _markers(text: str) -> tuple[str, ...]:
@@ -137,7 +140,8 @@ def decide(req: dict) -> tuple[str, str, dict, tuple[str, ...]]:
             "applies_when": "Deploys of the payment service"}, markers
     if "append_to_file" in tools:
         m = _NOW_RE.search(ex.prompt)
-        day, hhmm = (m.group(1), m.group(2)) if m else (time.strftime("%Y-%m-%d"), time.strftime("%H:%M"))
+        day, hhmm = ((m.group(1), m.group(2)) if m
+                     else (time.strftime("%Y-%m-%d"), time.strftime("%H:%M")))
         entry = "".join(f"## [{hhmm}] Task: Deploy the payment service {k} to staging\n"
                         "- **Outcome**: success\n- **Summary**: Deployed; health checks passed\n\n"
                         for k in markers).rstrip("\n") + "\n"
@@ -202,7 +206,8 @@ class _Handler(BaseHTTPRequestHandler):
                 status, payload = 411, _error("Content-Length required")
                 self.close_connection = True
             elif not 0 <= int(length) <= owner.max_body:
-                status, payload = 413, _error(f"request bodies are limited to {owner.max_body} bytes")
+                status, payload = 413, _error(
+                    f"request bodies are limited to {owner.max_body} bytes")
                 self.close_connection = True
             else:
                 body = self.rfile.read(int(length))
@@ -294,7 +299,8 @@ class ScriptedModel:
 
     def start(self) -> ScriptedModel:
         self._httpd = _Server(self)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
                                         name="scripted-model", daemon=True)
         self._thread.start()
         return self

@@ -60,11 +60,14 @@ def force_unmount(path: Path) -> None:
     """Unmount whatever is at path; lazily if a plain unmount is refused."""
     if not is_mounted(path):
         return
-    for cmd in (["fusermount3", "-u", str(path)], ["umount", str(path)], ["umount", "-l", str(path)]):
-        if subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+    for cmd in (["fusermount3", "-u", str(path)], ["umount", str(path)],
+                ["umount", "-l", str(path)]):
+        if subprocess.run(cmd, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0:
             return
     # A dead server leaves a mount whose ismount() still answers; -z detaches it.
-    subprocess.run(["fusermount3", "-uz", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["fusermount3", "-uz", str(path)], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
 
 
 def _stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
@@ -206,7 +209,8 @@ def fetch_passthroughfs() -> Path:
     )
     sdist = CACHE / f"pyfuse3-{version}.tar.gz"
     if r.returncode != 0 or not sdist.exists():
-        raise Unavailable(f"could not download the pyfuse3 {version} sdist: {r.stderr.strip()[-300:]}")
+        raise Unavailable(f"could not download the pyfuse3 {version} sdist: "
+                          f"{r.stderr.strip()[-300:]}")
     member = f"pyfuse3-{version}/examples/passthroughfs.py"
     with tarfile.open(sdist) as tar:
         tar.extract(member, CACHE, filter="data")
@@ -264,7 +268,7 @@ class Skillfs(System):
         try:
             r = self._run("--help", timeout=60)
         except subprocess.TimeoutExpired:
-            raise Unavailable("`skillfs --help` did not answer in 60 s")
+            raise Unavailable("`skillfs --help` did not answer in 60 s") from None
         if r.returncode != 0:
             raise Unavailable(f"`skillfs --help` failed: {(r.stderr or r.stdout).strip()[-300:]}")
         self.commands = {line.split()[0] for line in r.stdout.split("Commands:", 1)[-1].splitlines()
@@ -297,7 +301,8 @@ class Skillfs(System):
             r = self._run("import-tree", str(corpus.root), "--db", str(self.db), timeout=3600)
             self._log("import-tree", r)
             if r.returncode != 0:
-                raise RuntimeError(f"skillfs import-tree failed: {(r.stderr or r.stdout).strip()[-500:]}")
+                raise RuntimeError("skillfs import-tree failed: "
+                                   f"{(r.stderr or r.stdout).strip()[-500:]}")
         else:
             how = "control API (no import-tree in the CLI yet)"
             self.mount()
@@ -416,7 +421,8 @@ def _import_via_api(system: Skillfs, corpus) -> None:
             r = api.post("/skills/import", params={"space": space}, content=buf.getvalue(),
                          headers={"Content-Type": "application/zip"})
             if r.status_code >= 400:
-                raise RuntimeError(f"import of {space}/{skill} failed: HTTP {r.status_code} {r.text[:300]}")
+                raise RuntimeError(f"import of {space}/{skill} failed: "
+                                   f"HTTP {r.status_code} {r.text[:300]}")
 
 
 ALL = {"native": Native, "floor": Floor, "peer": Peer, "skillfs": Skillfs}

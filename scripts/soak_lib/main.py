@@ -122,7 +122,8 @@ class Soak:
                 if self.stop.is_set():
                     break
                 markers = [f"soak-s{n}-{k}" for k in range(2)]
-                lines = [{"role": "user", "content": f"Deploy service {n} to staging ({markers[0]})"},
+                lines = [{"role": "user",
+                          "content": f"Deploy service {n} to staging ({markers[0]})"},
                          {"role": "assistant",
                           "content": f"Deployed service {n}; health checks pass ({markers[1]})."},
                          {"event": "end"} if i == FILES_PER_SESSION - 1 else {"event": "flush"}]
@@ -228,7 +229,8 @@ class Soak:
     def report(self, t: float) -> None:
         backlog = str(self.waiting())
         t_ = self.tally
-        sample = {"t": round(t, 1), "rss_mb": round(self.rss_mb(), 1), "db_mb": round(self.db_mb(), 1)}
+        sample = {"t": round(t, 1), "rss_mb": round(self.rss_mb(), 1),
+                  "db_mb": round(self.db_mb(), 1)}
         print(f"{sample['t']:>6} {sample['rss_mb']:>7} {sample['db_mb']:>7} {t_.spool_files:>6} "
               f"{backlog:>7} {t_.api_messages:>6} {t_.reads:>7} {sum(t_.errors.values()):>6}",
               flush=True)
@@ -271,7 +273,8 @@ class Soak:
         for s in (x for x in self.tally.samples if "writer" in x):
             text = Path(s["path"]).read_text()
             have = set(text.splitlines())
-            lost += sum(1 for i in range(s["lines"]) if f"writer {s['writer']} line {i}" not in have)
+            lost += sum(1 for i in range(s["lines"])
+                        if f"writer {s['writer']} line {i}" not in have)
         return lost
 
     def check(self, seconds: float) -> dict:

@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import inspect
 import io
 import json
 import mimetypes
@@ -24,6 +25,7 @@ import time
 import uuid
 import zipfile
 from datetime import datetime, UTC
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -101,7 +103,7 @@ def ok(data: Any = None, status: int = 200, msg: str = "ok") -> JSONResponse:
 
 
 def error(status: int, msg: str, detail: str | None = None,
-          headers: dict[str, str] | None = None, request: Request | None = None
+          headers: Mapping[str, str] | None = None, request: Request | None = None
           ) -> JSONResponse:
     body: dict[str, Any] = {"code": status, "msg": msg}
     if detail:
@@ -240,8 +242,8 @@ def user_json(store: Store, identifier: str, created_ns: int, updated_ns: int) -
 # -- messages in the three forms -----------------------------------------------------------
 
 def _acontext_parts(sm: StoredMessage, m: Message) -> list[dict]:
+    parts: list[dict[str, Any]] = []
     if sm.format == "acontext":
-        parts = []
         for p in sm.original.get("parts") or []:
             if isinstance(p, str):
                 parts.append({"type": "text", "text": p})
@@ -249,7 +251,6 @@ def _acontext_parts(sm: StoredMessage, m: Message) -> list[dict]:
                 parts.append({k: p[k] for k in ("type", "text", "filename", "meta")
                               if p.get(k) is not None})
         return parts
-    parts = []
     if m.role == "assistant":
         if m.text:
             parts.append({"type": "text", "text": m.text})
@@ -836,9 +837,16 @@ async def project_configs():
 
 # -- wiring --------------------------------------------------------------------------------
 
-def _errors(errors: list) -> str:
+def _errors(errors: Sequence) -> str:
     return "; ".join(".".join(str(p) for p in e.get("loc", ())) + ": " + str(e.get("msg", ""))
                      for e in errors)
+
+
+async def _answer(handler: Callable[[Request, Any], Response | Awaitable[Response]],
+                  request: Request, exc: Exception) -> Response:
+    """What an exception handler answers: Starlette takes plain functions as well as async."""
+    response = handler(request, exc)
+    return await response if inspect.isawaitable(response) else response
 
 
 def _ours(request: Request) -> bool:
@@ -855,33 +863,34 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     app.state.acontext_secret = os.urandom(32)
     app.state.auth_exempt = _signed_raw
-    before = {cls: app.exception_handlers.get(cls, default) for cls, default in (
-        (SkillfsError, None), (HTTPException, http_exception_handler),
-        (RequestValidationError, request_validation_exception_handler), (Exception, None))}
+    skillfs_before = app.exception_handlers.get(SkillfsError)
+    internal_before = app.exception_handlers.get(Exception)
+    http_before = app.exception_handlers.get(HTTPException, http_exception_handler)
+    validation_before = app.exception_handlers.get(RequestValidationError,
+                                                   request_validation_exception_handler)
 
+    @app.exception_handler(SkillfsError)
     async def skillfs_error(request: Request, exc: SkillfsError):
-        if _ours(request) or before[SkillfsError] is None:
+        if _ours(request) or skillfs_before is None:
             # Go answers bad input with 400 where skillfs says 422.
             status = 400 if exc.http_status == 422 else exc.http_status
             return error(status, exc.message, request=request)
-        return await before[SkillfsError](request, exc)
+        return await _answer(skillfs_before, request, exc)
 
+    @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
-        if _ours(request) or before[Exception] is None:
+        if _ours(request) or internal_before is None:
             return error(500, "internal error", request=request)
-        return await before[Exception](request, exc)
+        return await _answer(internal_before, request, exc)
 
+    @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         if _ours(request):
             return error(exc.status_code, str(exc.detail), headers=exc.headers)
-        return await before[HTTPException](request, exc)
+        return await _answer(http_before, request, exc)
 
+    @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         if _ours(request):
             return error(400, "parameter error", _errors(exc.errors()))
-        return await before[RequestValidationError](request, exc)
-
-    app.add_exception_handler(SkillfsError, skillfs_error)
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(Exception, internal_error)
+        return await _answer(validation_before, request, exc)

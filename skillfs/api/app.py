@@ -8,6 +8,7 @@ with a reason; anything else that goes wrong is a 5xx that names its request id.
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -80,7 +81,7 @@ class BearerAuth:
             return
         if scope["type"] not in ("http", "websocket"):
             return  # a kind of connection this app does not know: nothing is served
-        body = {"error": "missing or wrong bearer token"}
+        body: dict[str, Any] = {"error": "missing or wrong bearer token"}
         if scope.get("path", "").startswith("/api/v1/"):
             # The Acontext SDK reads "code" and "msg".
             body = {"code": 401, "msg": "unauthorized", **body}

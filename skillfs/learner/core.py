@@ -87,7 +87,7 @@ def task_time(last: Msg | None, original_date: str | None, now: datetime) -> dat
 def _last_learned(tasks: list[Task], taken: set[str]) -> Task | None:
     """The session's last task whose entry is written: a reaction may still judge it."""
     done = [t for t in tasks if t.learned and t.first_seq is not None]
-    last = max(done, key=lambda t: t.first_seq, default=None)
+    last = max(done, key=lambda t: t.first_seq or 0, default=None)  # each first_seq is set
     return last if last is not None and last.id not in taken else None
 
 
@@ -449,13 +449,14 @@ class Learner:
             return
         assert s.space_id is not None
         await self.store.save_lessons(
-            s.id, [LessonRow(l.id, s.id, s.space_id, l.task_id, l.payload()) for l in lessons],
+            s.id, [LessonRow(lesson.id, s.id, s.space_id, lesson.task_id, lesson.payload())
+                   for lesson in lessons],
             tasks=[TaskRow(t.id, s.id, t.ord, t.description, t.status, t.progress,
                            t.preferences, t.first_seq, t.last_seq, t.learned) for t in dirty],
             learned_seq=high if advance else None)
         for t in dirty:
             t.dirty = False
-        s.meter.tasks += sum(1 for l in lessons if l.task_id)
+        s.meter.tasks += sum(1 for lesson in lessons if lesson.task_id)
         if advance:
             assert high is not None
             s.learned_seq = high
@@ -483,7 +484,8 @@ class Learner:
         open_starts = [t.first_seq for t in tasks
                        if not t.learned and t.first_seq is not None and t.id not in taken]
         last = _last_learned(tasks, taken)
-        start = min(open_starts + [s.learned_seq + 1] + ([last.first_seq] if last else []))
+        start = min(open_starts + [s.learned_seq + 1]
+                    + ([last.first_seq] if last and last.first_seq is not None else []))
         msgs = await self._messages(s, start - 1, high)
         found, facts = rules.analyze(msgs, final, idle=self._idle(s, final))
         facts = [f for f in facts if f.seq > s.learned_seq]
@@ -562,8 +564,8 @@ class Learner:
             await self._phase(s, "extracting")
             context: list[Msg] = []
             if s.learned_seq >= 0 and self.config.context_messages:
-                earlier = await self._messages(s, max(-1, s.learned_seq - self.config.context_messages),
-                                               s.learned_seq)
+                earlier = await self._messages(
+                    s, max(-1, s.learned_seq - self.config.context_messages), s.learned_seq)
                 context = earlier
             ex = await extract_tasks(self.llm, tasks, new, final=final, context=context,
                                      known=await known.known_facts(self.store, s.space_id),
@@ -646,7 +648,7 @@ class Learner:
                                            usage.output_tokens * share, usage.counted)
 
     async def _write_batch(self, space_id: str, sp: _Space, batch: list[Lesson]) -> None:
-        sessions = {l.session_id for l in batch}
+        sessions = {lesson.session_id for lesson in batch}
         for sid in sessions:
             if sid in self._sessions:
                 await self._publish(self._sessions[sid])
@@ -666,14 +668,14 @@ class Learner:
                     self._charge(batch, usage)
             # the lessons and their tasks are done in one transaction; a crash before it
             # writes them again (the edits are redone against the files as they are then)
-            await self.store.mark_lessons([l.id for l in batch], "written")
+            await self.store.mark_lessons([lesson.id for lesson in batch], "written")
         except trio.Cancelled:
             raise
         except Exception as e:
             log.warning("writing skills for space %s failed: %s", space_id, e, exc_info=True)
             error = f"writing failed: {e}"
             try:
-                await self.store.mark_lessons([l.id for l in batch], "failed", error)
+                await self.store.mark_lessons([lesson.id for lesson in batch], "failed", error)
             except Exception:
                 log.exception("cannot record that lessons of space %s failed", space_id)
         for lesson in batch:
@@ -686,7 +688,7 @@ class Learner:
                 s.failed_lessons.append(lesson)
             elif lesson.task_id:
                 s.inflight.discard(lesson.task_id)
-        for sid in {l.session_id for l in batch}:
+        for sid in {lesson.session_id for lesson in batch}:
             if sid in self._sessions:
                 with trio.CancelScope(shield=True):
                     await self._publish(self._sessions[sid])

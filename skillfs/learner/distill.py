@@ -68,7 +68,8 @@ class Lesson:
     def describe(self, n: int) -> str:
         head = f"R{n}"
         if self.task:
-            head += f" — task: {self.task} — outcome: {self.outcome} — finished {self.at:%Y-%m-%d %H:%M}"
+            head += (f" — task: {self.task} — outcome: {self.outcome}"
+                     f" — finished {self.at:%Y-%m-%d %H:%M}")
         else:
             head += f" — stated by the user, {self.at:%Y-%m-%d %H:%M}"
         lines = [head, f"  kind: {self.kind}"]

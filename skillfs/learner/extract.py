@@ -8,6 +8,7 @@ covers them from one call to the next.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Literal
@@ -99,7 +100,7 @@ def _plain(fact: str) -> str:
 
 
 async def extract_tasks(llm: LLM, tasks: list[Task], new: list[Msg], *, final: bool,
-                        context: list[Msg] | None = None, known: list[str] = (),
+                        context: list[Msg] | None = None, known: Sequence[str] = (),
                         criteria: str | None = None, max_turns: int = 30,
                         usage: Usage | None = None) -> Extraction:
     """Update `tasks` (in place) from the new messages; return what changed. `known` are
@@ -197,7 +198,7 @@ async def extract_tasks(llm: LLM, tasks: list[Task], new: list[Msg], *, final: b
 
 
 def _extract_input(tasks: list[Task], new: list[Msg], final: bool, context: list[Msg] | None,
-                   known: list[str], criteria: str | None) -> str:
+                   known: Sequence[str], criteria: str | None) -> str:
     parts = []
     if criteria:
         parts.append(f"Task criteria (how this project judges a task):\n{criteria.strip()}")

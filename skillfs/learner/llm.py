@@ -75,7 +75,8 @@ class LLM:
         for attempt in range(cfg.retries + 1):
             if attempt:
                 delay = min(cfg.backoff * 2 ** (attempt - 1), cfg.backoff_max)
-                log.warning("model call failed (%s); retry %d in %.1fs", _describe(last), attempt, delay)
+                log.warning("model call failed (%s); retry %d in %.1fs", _describe(last), attempt,
+                            delay)
                 await trio.sleep(delay)
             try:
                 # the SDK's own timeout covers the request; this one covers a hung stream

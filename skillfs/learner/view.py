@@ -54,7 +54,7 @@ def _flagged_error(original: Any) -> bool:
     for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict):
             continue
-        meta = item.get("meta") if isinstance(item.get("meta"), dict) else {}
+        meta = found if isinstance(found := item.get("meta"), dict) else {}
         if item.get("is_error") is True or meta.get("is_error") is True:
             return True
     return False

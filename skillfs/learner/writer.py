@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -89,7 +90,8 @@ class Edits:
     def attribution(self, result: int | None) -> dict[str, Any]:
         if result is None:
             if len(self.lessons) != 1:
-                raise ToolError(f"pass result (1-{len(self.lessons)}): which lesson this edit records")
+                raise ToolError(f"pass result (1-{len(self.lessons)}): "
+                                "which lesson this edit records")
             lesson = self.lessons[0]
         elif not 1 <= result <= len(self.lessons):
             raise ToolError(f"result must be between 1 and {len(self.lessons)}")
@@ -279,7 +281,8 @@ class DeleteFile(PathArg, Attributed):
 
 
 class CreateSkill(Attributed):
-    skill_md: str = Field(description="the full SKILL.md: front matter (name, description) and body")
+    skill_md: str = Field(
+        description="the full SKILL.md: front matter (name, description) and body")
 
 
 class Finish(BaseModel):
@@ -359,7 +362,7 @@ async def write_with_agent(llm: LLM, store: Any, space_id: str, lessons: list[Le
             return None
         first = len(edits.lessons) + 1
         edits.lessons.extend(more)
-        text = "\n\n".join(l.describe(first + i) for i, l in enumerate(more))
+        text = "\n\n".join(lesson.describe(first + i) for i, lesson in enumerate(more))
         return f"Not finished yet: more lessons arrived. Record these too, then finish.\n\n{text}"
 
     tools = [
@@ -393,13 +396,13 @@ async def _writer_input(edits: Edits, lessons: list[Lesson]) -> str:
             bodies[name] = ""
     parts = [f"Skills in this space:\n\n{skills_overview(edits, bodies)}"]
     facts = skills.get(FACTS)
-    if facts is not None and any(l.kind in ("facts", "preferences") or l.preferences
-                                 for l in lessons):
+    if facts is not None and any(lesson.kind in ("facts", "preferences") or lesson.preferences
+                                 for lesson in lessons):
         shown = await shown_files(edits.store, facts)
         if shown:
             parts.append(f"Current text of the {FACTS} files:\n\n{shown}")
     parts.append("Lessons to record (each with its own date):\n\n"
-                 + "\n\n".join(l.describe(i + 1) for i, l in enumerate(lessons)))
+                 + "\n\n".join(lesson.describe(i + 1) for i, lesson in enumerate(lessons)))
     return "\n\n".join(parts)
 
 
@@ -449,7 +452,7 @@ async def _write_facts(edits: Edits, skill: Any, facts: list[rules.Fact],
             found += [k for k in clean.kinds if k not in found]
     for topic, group in by_topic.items():
         await _rules_edit(edits, skill, f"{topic}.md",
-                          lambda old, t=topic, fs=group: rules.merge_facts(old, t, fs), who,
+                          partial(rules.merge_facts, topic=topic, facts=group), who,
                           kinds[topic])
 
 

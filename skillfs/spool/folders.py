@@ -151,7 +151,8 @@ def _read_checked(fd: int, max_bytes: int) -> tuple[bytes, os.stat_result]:
         # A hard link can make another file's content look like a spool file.
         raise SpoolReject(None, None, "a file with several hard links")
     if before.st_size > max_bytes:
-        raise SpoolReject(None, None, f"file is {before.st_size} bytes, over the {max_bytes}-byte cap")
+        raise SpoolReject(None, None,
+                          f"file is {before.st_size} bytes, over the {max_bytes}-byte cap")
     chunks: list[bytes] = []
     size = 0
     while size <= max_bytes and (chunk := os.read(fd, _READ_CHUNK)):

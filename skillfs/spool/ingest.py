@@ -380,7 +380,7 @@ class SpoolIngester:
                 return True
             if kind_of(st.st_mode) != "file":
                 raise SpoolReject(None, None, WHY_NOT[kind_of(st.st_mode)])
-            data, st = await _thread(folder.read, name, self.max_file_bytes)
+            data, read_stat = await _thread(folder.read, name, self.max_file_bytes)
         except FileNotFoundError:
             return True  # gone (renamed away or already handled)
         except SpoolReject as e:
@@ -391,7 +391,7 @@ class SpoolIngester:
         except OSError as e:
             log.warning("spool: cannot read %s: %s; will retry", shown(folder.child(name)), e)
             return await self._failed(walk, folder, name, f"cannot read it: {e}")
-        return await self._commit(walk, folder, name, sp, data, st)
+        return await self._commit(walk, folder, name, sp, data, read_stat)
 
     async def _commit(self, walk: _Pass, folder: Folder, name: str, sp: SpoolPath,
                       data: bytes, st: os.stat_result) -> bool:

@@ -135,10 +135,12 @@ def parse_record(obj: Any, line: int | None = None, where: str | None = None) ->
         raise SpoolReject(line, field(None), f"expected a JSON object, got {json_type(obj)}")
     if "event" in obj:
         if "role" in obj:
-            raise SpoolReject(line, field("event"), "a record is a message (role) or a control record (event), not both")
+            raise SpoolReject(line, field("event"), "a record is a message (role) or a control "
+                                                    "record (event), not both")
         event = obj["event"]
-        if not isinstance(event, str) or event not in ("end", "flush"):
-            raise SpoolReject(line, field("event"), f"unknown event {event!r} (expected 'end' or 'flush')")
+        if event not in ("end", "flush"):  # equal to neither unless it is that str
+            raise SpoolReject(line, field("event"),
+                              f"unknown event {event!r} (expected 'end' or 'flush')")
         return Control(event=event, original=obj)
     try:
         return normalize(obj)
@@ -206,7 +208,8 @@ def parse_spool_bytes(
     if suffix not in SUFFIXES:
         raise SpoolReject(None, None, f"unsupported suffix {suffix!r} (expected .jsonl or .json)")
     if len(data) > max_file_bytes:
-        raise SpoolReject(None, None, f"file is {len(data)} bytes, over the {max_file_bytes}-byte cap")
+        raise SpoolReject(None, None,
+                          f"file is {len(data)} bytes, over the {max_file_bytes}-byte cap")
     if data.startswith(b"\xef\xbb\xbf"):  # a BOM some editors add
         data = data[3:]
     if suffix == ".jsonl":
@@ -226,7 +229,8 @@ def _parse_lines(data: bytes, max_line_bytes: int) -> list[Record]:
     records: list[Record] = []
     for n, raw in enumerate(data.split(b"\n"), start=1):
         if len(raw) > max_line_bytes:
-            raise SpoolReject(n, None, f"line is {len(raw)} bytes, over the {max_line_bytes}-byte cap")
+            raise SpoolReject(n, None,
+                              f"line is {len(raw)} bytes, over the {max_line_bytes}-byte cap")
         text = _decode_utf8(raw, n)
         if not text.strip():
             continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import trio
@@ -14,7 +14,7 @@ import trio
 from ..errors import SkillfsError
 from ..tree import ContentCache, FileNode, Skill, Space, Tree
 from .database import Database
-from .rows import DEFAULT_MAX_FILE_SIZE, Kernel, StoreEvent, _unjson
+from .rows import DEFAULT_MAX_FILE_SIZE, Kernel, SessionRow, StoreEvent, _unjson
 
 log = logging.getLogger("skillfs.store")
 
@@ -110,7 +110,7 @@ class StoreBase:
                 # the skill's own id string, not a copy per file (~9 MB at 100,000 files)
                 tree.add_file(FileNode(fid, skills[skill_id].id, path, version, size, digest,
                                        at, created))
-        self._next_file_id = (con.execute("SELECT max(id) FROM files").fetchone()[0] or 0) + 1
+        self._next_file_id = (con.execute("SELECT max(id) FROM files").fetchall()[0][0] or 0) + 1
         self._session_seq = dict(con.execute(
             "SELECT session_id, max(seq) FROM messages GROUP BY session_id").fetchall())
         for space in tree.spaces.values():
@@ -124,7 +124,7 @@ class StoreBase:
         def q():
             out = {}
             for table in ("sessions", "messages", "tasks", "file_versions", "spool_ledger"):
-                out[table] = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                out[table] = self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
             return out
         try:
             out = await self._db(q)
@@ -140,3 +140,63 @@ class StoreBase:
 
     async def checkpoint(self) -> None:
         await self._db(self.db.checkpoint)
+
+
+class StoreMixin(StoreBase):
+    """What each mixin of the Store sees of the whole: the base, and the methods it calls
+    that another mixin defines. Those are declared for the type checker only (the Store's
+    own mixins define them at runtime, and the checker holds the two signatures to each
+    other); this class goes when the mixins become parts the Store is composed of."""
+
+    if TYPE_CHECKING:
+        # SpacesMixin
+        def space(self, id_or_name: str) -> Space: ...
+        def skill(self, skill_id: str) -> Skill: ...
+        def _alloc_file_id(self) -> int: ...
+
+        def _plan_space(self, name: str, user: str | None, meta: dict | None, author: str,
+                        space_id: str | None = None
+                        ) -> tuple[Space, list[tuple[Skill, FileNode, bytes]]]: ...
+
+        def _apply_space(self, space: Space,
+                         skills: list[tuple[Skill, FileNode, bytes]]) -> None: ...
+
+        @staticmethod
+        def _sql_space(con: duckdb.DuckDBPyConnection, space: Space,
+                       skills: list[tuple[Skill, FileNode, bytes]], author: str) -> None: ...
+
+        @staticmethod
+        def _sql_new_file(con: duckdb.DuckDBPyConnection, node: FileNode, content: bytes,
+                          author: str, reason: str, session_id: str | None = None,
+                          task_id: str | None = None) -> None: ...
+
+        @staticmethod
+        def _sql_version(con: duckdb.DuckDBPyConnection, node: FileNode, content: bytes | None,
+                         author: str, reason: str, session_id: str | None,
+                         task_id: str | None, deleted: bool,
+                         prev: bytes | None = None) -> None: ...
+
+        # FilesMixin
+        def _check_size(self, content: bytes) -> None: ...
+
+        def _sql_delete_version(self, con: duckdb.DuckDBPyConnection, node: FileNode, t: int,
+                                author: str, reason: str, session_id: str | None,
+                                task_id: str | None) -> None: ...
+
+        def _check_skill_md(self, skill: Skill, path: str, content: bytes) -> str | None: ...
+        def _find_file_id(self, skill: Skill, path: str) -> int: ...
+        def _read_versions(self, keys: list[tuple[int, int]]
+                           ) -> dict[tuple[int, int], bytes]: ...
+        async def content(self, node: FileNode) -> bytes: ...
+        async def read_version(self, skill_id: str, path: str, version: int) -> bytes: ...
+
+        async def _undelete(self, skill: Skill, fid: int, path: str, content: bytes,
+                            version: int, author: str, reason: str | None = None
+                            ) -> FileNode: ...
+
+        # SpacesMixin (public)
+        async def include_skill(self, space_id: str, skill_id: str,
+                                author: str = "api") -> None: ...
+
+        # SessionsMixin
+        async def get_session(self, session_id: str) -> SessionRow: ...

@@ -300,7 +300,7 @@ class Database:
             self._remove_copy()  # a failed copy's part
 
     def _copy_to(self, target: str) -> None:
-        name = self.con.execute("SELECT current_database()").fetchone()[0]
+        name = self.con.execute("SELECT current_database()").fetchall()[0][0]
         self.con.execute("SET enable_progress_bar = false")  # it would print to the log
         self.con.execute("ATTACH ? AS skillfs_compact", [target])
         try:

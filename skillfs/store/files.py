@@ -16,10 +16,11 @@ from ..errors import (
 )
 from ..tree import FileNode, Skill, Space
 from . import versions
+from .base import StoreMixin
 from .rows import SKILL_MD, FileContent, VersionRow, _insert_many, _json, now_ns, sha256
 
 
-class FilesMixin:
+class FilesMixin(StoreMixin):
     # -- files -------------------------------------------------------------------------
 
     def _check_size(self, content: bytes) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import Invalid, NotFound
+from .base import StoreMixin
 from .rows import (
     _LEARNING_COLS,
     _LESSON_COLS,
@@ -22,7 +23,7 @@ from .rows import (
 )
 
 
-class LearningMixin:
+class LearningMixin(StoreMixin):
     # -- tasks and learning status --------------------------------------------------------
 
     async def list_tasks(self, session_id: str) -> list[TaskRow]:

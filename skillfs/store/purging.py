@@ -20,6 +20,7 @@ import time
 from ..errors import Invalid, NotFound, SkillfsError
 from ..tree import FileNode, Skill
 from . import versions
+from .base import StoreMixin
 from .rows import PurgeResult, now_ns, sha256
 
 log = logging.getLogger("skillfs.store")
@@ -31,7 +32,7 @@ _TOMBSTONE_ORIGINAL = ("CASE format WHEN 'acontext' THEN json_object('role', rol
                        "json('[]')) ELSE json_object('role', role, 'content', '') END::VARCHAR")
 
 
-class PurgeMixin:
+class PurgeMixin(StoreMixin):
     async def purge_file(self, skill_id: str, path: str, *, by: str, why: str,
                          version: int | None = None,
                          pattern: re.Pattern[bytes] | None = None) -> PurgeResult:
@@ -56,6 +57,7 @@ class PurgeMixin:
             stamp = (by, now_ns(), why)
             rewritten = None
             if node is not None and node.version in doomed:
+                assert pattern is not None  # a current version cannot be purged by number
                 content = pattern.sub(PURGED, await self.content(node))
                 items = await self._rewrite_purged(skill, node, content, fid, doomed, stamp)
                 rewritten = node.version

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import duckdb
 
@@ -23,6 +23,12 @@ def now_ns() -> int:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+@overload
+def _json(obj: None) -> None: ...
+@overload
+def _json(obj: object) -> str: ...
 
 
 def _json(obj: Any) -> str | None:
@@ -165,7 +171,7 @@ class IngestResult:
     space_id: str
     session_id: str
     messages: int
-    events: list[str]
+    events: Sequence[str]
 
 
 _TASK_COLS = ("id, session_id, ord, description, status, progress, preferences, first_seq, "
@@ -195,7 +201,8 @@ def _session(row) -> SessionRow:
 def where(**columns: Any) -> tuple[str, list]:
     """`" WHERE a = ? AND b IN (?,?)"` and its arguments, for the columns whose value is not
     None (a list or tuple means any of its values)."""
-    clauses, args = [], []
+    clauses: list[str] = []
+    args: list[Any] = []
     for col, value in columns.items():
         if value is None:
             continue
@@ -224,7 +231,7 @@ def _insert_many(con: duckdb.DuckDBPyConnection, table: str, ncols: int,
             "ORDER BY ordinal_position", [table]).fetchall()]
     if len(types) != ncols:
         raise RuntimeError(f"{table} has {len(types)} columns, not {ncols}")
-    columns = [list(c) for c in zip(*rows)]
+    columns = [list(c) for c in zip(*rows, strict=True)]
     select = ", ".join(f"unnest(?::{t}[])" for t in types)
     con.execute(f"INSERT INTO {table} SELECT * FROM (SELECT {select})", columns)
 
@@ -265,7 +272,8 @@ class _MessageBatch:
         return [_json({"role": r, "text": x, "tool_calls": json.loads(c), "tool_call_id": i,
                        "name": n, "format": f}) if len(x) > self._LONG_TEXT else None
                 for r, x, c, i, n, f in zip(self.roles, self.texts, self.tool_calls,
-                                             self.tool_call_ids, self.names, self.formats)]
+                                             self.tool_call_ids, self.names, self.formats,
+                                             strict=True)]
 
     def insert(self, con: duckdb.DuckDBPyConnection) -> None:
         if self.seqs:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from .. import names
 from ..errors import Conflict, Exists, Invalid, NotFound
 from ..messages import Control
+from .base import StoreMixin
 from .rows import (
     _LEARNING_COLS,
     _SESSION_COLS,
@@ -27,7 +28,7 @@ from .rows import (
 )
 
 
-class SessionsMixin:
+class SessionsMixin(StoreMixin):
     # -- sessions and messages ------------------------------------------------------------
 
     async def create_session(self, user: str | None = None, configs: dict | None = None,

@@ -8,10 +8,11 @@ from .. import names, skillmd
 from ..errors import Exists, Invalid, NotFound
 from ..tree import FileNode, Skill, Space
 from . import versions
+from .base import StoreMixin
 from .rows import SKILL_MD, _is_uuid, _json, now_ns, sha256
 
 
-class SpacesMixin:
+class SpacesMixin(StoreMixin):
     # -- spaces ------------------------------------------------------------------------
 
     def space(self, id_or_name: str) -> Space:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ..errors import Exists, Invalid, NotFound
 from ..tree import FileNode, Skill, Space
+from .base import StoreMixin
 from .rows import SKILL_MD, _json, _unjson, now_ns
 
 _NOT_RENAME = "d.reason IS NULL OR d.reason NOT LIKE 'rename %'"
@@ -68,7 +69,7 @@ class _Trashed:
     at_ns: int
 
 
-class TrashMixin:
+class TrashMixin(StoreMixin):
     def _trashed(self, kind: str) -> list[_Trashed]:
         rows = self.con.execute(
             "SELECT kind, id, name, row, links, author, at_ns FROM trash WHERE kind = ? "
@@ -156,7 +157,7 @@ class TrashMixin:
             fid = self._find_file_id(skill, path)
             row = self.con.execute(
                 "SELECT max(version) FROM file_versions WHERE file_id = ? AND NOT deleted",
-                [fid]).fetchone()
+                [fid]).fetchall()[0]
             if row[0] is None:
                 raise NotFound(f"{path!r} has no version to restore")
             return fid, row[0]

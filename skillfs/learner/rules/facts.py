@@ -10,6 +10,7 @@ Nothing is inferred, and text the rules cannot read (another language) gives no 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .text import cap, is_english, strip_fillers, strip_lead, words
@@ -122,7 +123,7 @@ def _habit(m: re.Match) -> str:
 _UPDATE = r"(?:actually,? |now,? |these days,? |from now on,? |nowadays,? )?"
 _ADVERB = r"(?:really |strongly |generally |usually |mostly |mainly |only |always |now |also )?"
 # (pattern on the sentence without lead-ins and fillers, builder)
-_RULES: list[tuple[re.Pattern, object]] = [
+_RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [
     (re.compile(r"^my name is (?P<v>.+)$", re.I), lambda m: f"Name is {_name(m)}"),
     (re.compile(r"^(?:i am|i'm) called (?P<v>.+)$", re.I), lambda m: f"Name is {_name(m)}"),
     (re.compile(r"^(?:you can |please )?call me (?P<v>.+)$", re.I),
@@ -206,7 +207,7 @@ def _fact_from_clause(s: str, seq: int) -> Fact | None:
         m = pattern.match(s)
         if not m:
             continue
-        text = _clean(build(m))  # type: ignore[operator]
+        text = _clean(build(m))
         old = m.groupdict().get("old")
         value = (m.groupdict().get("v") or m.groupdict().get("rest") or "").strip()
         if _EMPTY_VALUE.match(value) or len(text.split()) < 2 or len(text.split()) > 16:

@@ -1,0 +1,3 @@
+# The C extension's interface (skillfs/_noflush.c), for the type checker.
+
+def replies() -> int: ...
