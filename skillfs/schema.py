@@ -93,11 +93,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> int:
-    """Bring the database to SCHEMA_VERSION; return the version it had before.
-
-    Each migration missing from `schema_version` is applied, not only those above the
-    highest: migrations written on separate branches stay independent of their order. An
-    empty one is a number reserved for another change and is not recorded."""
+    """Bring the database to SCHEMA_VERSION, each migration in its own transaction; return
+    the version it had before."""
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     # an aggregate yields one row: fetchall, whose rows need no None check
     before = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0
@@ -105,10 +102,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
         raise RuntimeError(
             f"database schema version {before} is newer than this skillfs ({SCHEMA_VERSION})"
         )
-    done = {v for (v,) in con.execute("SELECT version FROM schema_version").fetchall()}
-    for version in range(1, SCHEMA_VERSION + 1):
-        if version in done or not MIGRATIONS[version - 1]:
-            continue
+    for version in range(before + 1, SCHEMA_VERSION + 1):
         con.execute("BEGIN TRANSACTION")
         try:
             for stmt in MIGRATIONS[version - 1]:

@@ -250,25 +250,6 @@ def test_deleted_and_restored_behind_the_kernels_back(daemon, space):
     assert r.status_code == 404
 
 
-def test_migrations_apply_in_any_order(tmp_path, monkeypatch):
-    """The trash table (migration 4) does not wait for migration 3, and a migration 3 that
-    arrives later is still applied to a database already at 4."""
-    import duckdb
-
-    from skillfs import schema
-
-    con = duckdb.connect(str(tmp_path / "db.duckdb"))
-    schema.migrate(con)
-    assert con.execute("SELECT count(*) FROM trash").fetchone() == (0,)
-    assert 3 not in {v for (v,) in con.execute("SELECT version FROM schema_version").fetchall()}
-    migrations = list(schema.MIGRATIONS)
-    migrations[2] = ["CREATE TABLE later (x INTEGER)"]
-    monkeypatch.setattr(schema, "MIGRATIONS", migrations)
-    schema.migrate(con)
-    assert con.execute("SELECT count(*) FROM later").fetchone() == (0,)
-    con.close()
-
-
 def test_restore_rebuilds_nested_folders(daemon, space):
     """A restore adds the deepest file first (rm removed it first): its folders must all
     be listed, each in its parent."""
