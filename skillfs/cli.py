@@ -139,18 +139,25 @@ def mount(ctx, mountpoint, db, spool, socket_opt, config_file, foreground, liste
                                "/proc/PID/cmdline); use --token-file PATH or SKILLFS_TOKEN")
     # Everything the daemon creates (database, log, spool folders) is its user's alone.
     os.umask(0o077)
-    flags = {"db": db, "spool": spool, "socket": socket_opt or ctx.obj.get("socket"),
-             "listen": listen, "max_file_size": max_file_size, "allow_other": allow_other,
-             "mount_group": mount_group, "learner.backend": learner, "learner.model": model}
-    cfg = _load_config(config_file, options, flags)
-    cfg.tokens = _config().all_tokens(cfg.tokens, token_file)
-    if cfg.listen and not cfg.tokens:
-        raise click.ClickException("--listen needs a bearer token: --token-file PATH, "
-                                   "SKILLFS_TOKEN, or tokens = [...] in the config")
     if not foreground:
-        _detach(ctx, cfg, mountpoint)
+        _detach(mountpoint)
         return
-    _run_foreground(cfg, mountpoint, debug, ready_fd, nonempty)
+    ready = _ReadyPipe(ready_fd)
+    try:
+        flags = {"db": db, "spool": spool, "socket": socket_opt or ctx.obj.get("socket"),
+                 "listen": listen, "max_file_size": max_file_size, "allow_other": allow_other,
+                 "mount_group": mount_group, "learner.backend": learner, "learner.model": model}
+        cfg = _load_config(config_file, options, flags)
+        cfg.tokens = _config().all_tokens(cfg.tokens, token_file)
+        if cfg.listen and not cfg.tokens:
+            raise click.ClickException("--listen needs a bearer token: --token-file PATH, "
+                                       "SKILLFS_TOKEN, or tokens = [...] in the config")
+    except click.ClickException as e:
+        ready.say("usage" if isinstance(e, click.UsageError) else "error", e.message)
+        raise
+    if ready_fd is not None:
+        _log_to(cfg.log_file)
+    _run_foreground(cfg, mountpoint, debug, ready, nonempty)
 
 
 def _config():
@@ -169,32 +176,65 @@ def _load_config(config_file, options=(), flags=None) -> ResolvedConfig:
         raise click.UsageError(str(e)) from None
 
 
-def _detach(ctx: click.Context, cfg, mountpoint: Path) -> None:
-    """Re-run ourselves in the foreground in a new session; return once it is ready."""
-    cfg.home.mkdir(parents=True, exist_ok=True)
+class _ReadyPipe:
+    """How a detached daemon tells `skillfs mount` it is ready, or why it is not: one
+    message, `KIND TEXT`, then the pipe closes."""
+
+    def __init__(self, fd: int | None):
+        self.fd = fd
+
+    def say(self, kind: str, text: str) -> None:
+        if self.fd is not None:
+            os.write(self.fd, f"{kind} {text}".encode())
+            os.close(self.fd)
+            self.fd = None
+
+
+def _log_to(log_file: Path) -> None:
+    """A detached daemon's output goes to its log file from here on."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    for target in (1, 2):
+        os.dup2(fd, target)
+    os.close(fd)
+
+
+def _detach(mountpoint: Path) -> None:
+    """Re-run ourselves in the foreground in a new session; return once it is ready. The
+    daemon reads its own configuration and reports back (building it here too would double
+    the cost of every start); what it prints before its log is open comes back here."""
     read_fd, write_fd = os.pipe()
-    args = [a for a in sys.argv[1:]]
     # -P: the current folder is not put on the import path (started from the folder holding
     # a clone named skillfs, that folder would be taken for the package).
-    cmd = [sys.executable, "-P", "-m", "skillfs.cli", *args, "--foreground",
+    cmd = [sys.executable, "-P", "-m", "skillfs.cli", *sys.argv[1:], "--foreground",
            "--ready-fd", str(write_fd)]
-    with open(cfg.log_file, "ab") as logf:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                pass_fds=(write_fd,), start_new_session=True)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, pass_fds=(write_fd,),
+                            start_new_session=True)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as r:
-        msg = r.read().decode(errors="replace").strip()
-    if msg == "ready":
+        kind, _, text = r.read().decode(errors="replace").strip().partition(" ")
+    if kind == "ready":
+        assert proc.stderr is not None
+        proc.stderr.close()  # the daemon writes to its log now
+        info = json.loads(text)
         click.echo(f"skillfs mounted at {mountpoint.resolve()} (pid {proc.pid})\n"
-                   f"  spool:    {cfg.spool}\n  socket:   {cfg.socket}\n"
-                   f"  database: {cfg.db}\n  log:      {cfg.log_file}")
+                   f"  spool:    {info['spool']}\n  socket:   {info['socket']}\n"
+                   f"  database: {info['db']}\n  log:      {info['log']}")
         return
-    proc.wait(timeout=10)
-    raise click.ClickException(msg.removeprefix("error: ") or
-                               f"the daemon exited with {proc.returncode}; see {cfg.log_file}")
+    try:
+        _, early = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, early = proc.communicate()
+    if kind == "usage":
+        raise click.UsageError(text)
+    tail = early.decode(errors="replace").strip().splitlines()[-1:]
+    raise click.ClickException(text or (tail[0] if tail else "") or
+                               f"the daemon exited with {proc.returncode}")
 
 
-def _run_foreground(cfg, mountpoint: Path, debug: bool, ready_fd: int | None,
+def _run_foreground(cfg, mountpoint: Path, debug: bool, ready: _ReadyPipe,
                     nonempty: bool = False) -> None:
     import trio
 
@@ -205,22 +245,17 @@ def _run_foreground(cfg, mountpoint: Path, debug: bool, ready_fd: int | None,
     for noisy in ("httpx", "watchfiles", "hypercorn.error"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    def say(text: str) -> None:
-        nonlocal ready_fd
-        if ready_fd is not None:
-            os.write(ready_fd, text.encode())
-            os.close(ready_fd)
-            ready_fd = None
-
+    summary = json.dumps({"spool": str(cfg.spool), "socket": str(cfg.socket),
+                          "db": str(cfg.db), "log": str(cfg.log_file)})
     daemon = Daemon(cfg, mountpoint, nonempty=nonempty)
     try:
         daemon.prepare()
-        trio.run(daemon.run, lambda: say("ready"))
+        trio.run(daemon.run, lambda: ready.say("ready", summary))
     except StartupError as e:
-        say(f"error: {e.message}")
+        ready.say("error", e.message)
         raise click.ClickException(e.message) from None
     except BaseException as e:
-        say(f"error: {type(e).__name__}: {e}")
+        ready.say("error", f"{type(e).__name__}: {e}")
         raise
     # Everything is closed (database checkpointed, mount and socket gone). Skipping the
     # interpreter's teardown skips DuckDB's binding reporting objects still referenced at exit.
