@@ -23,6 +23,12 @@ from skillfs.mounts import daemon_pid
 SKILLFS = str(Path(sys.executable).with_name("skillfs"))
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked `long` start first: started last, one would run on alone at the end of
+    the parallel run."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
     deadline = time.monotonic() + timeout
     while True:

@@ -27,6 +27,9 @@ from acontext.errors import APIError
 from conftest import Daemon, wait_for
 from llm_server import LLMServer, call, text
 
+# the module-scoped fixture is made once: its tests stay on one xdist worker
+pytestmark = pytest.mark.xdist_group("acontext_sdk")
+
 TOKEN = "sdk-test-token"
 BINARY = bytes(range(256)) + b"\xff\xfe\x00 not utf-8"
 
@@ -728,6 +731,7 @@ def test_unix_socket_without_tcp(daemon, tmp_path):
 # ---------------------------------------------------------------------------------------
 # generated requests against the served schema: no 5xx
 
+@pytest.mark.long
 def test_schemathesis_finds_no_server_errors(tmp_path):
     import schemathesis
     from hypothesis import HealthCheck, given, settings

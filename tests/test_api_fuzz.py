@@ -19,6 +19,9 @@ from schemathesis import GenerationMode
 
 from conftest import Daemon, wait_for
 
+# the module-scoped fixture is made once: its tests stay on one xdist worker
+pytestmark = pytest.mark.xdist_group("api_fuzz")
+
 TOKEN = "fuzz-token"
 # stopping the daemon, or waiting on the learner, is not input handling
 SKIP = r"^/skillfs/v1/(shutdown|learning/[^/]+/wait)$"
@@ -53,6 +56,7 @@ def served(tmp_path_factory):
         d.cleanup()
 
 
+@pytest.mark.long
 def test_every_control_operation_with_bad_and_good_input(served):
     """Acontext's operations get the same in test_acontext_sdk.py."""
     _, root, auth, schema = served

@@ -18,6 +18,9 @@ from acontext.errors import APIError
 
 from conftest import Daemon
 
+# the module-scoped fixture is made once: its tests stay on one xdist worker
+pytestmark = pytest.mark.xdist_group("api_input")
+
 SKILL_MD = b"---\nname: hostile\ndescription: A skill to test the importer.\n---\n"
 MiB = 1 << 20
 

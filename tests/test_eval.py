@@ -18,6 +18,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from eval_lib import scenarios as sc  # noqa: E402
 
+# the module-scoped fixture is made once: its tests stay on one xdist worker
+pytestmark = pytest.mark.xdist_group("eval")
+
 MIN_SCENARIOS = 30
 
 
@@ -37,6 +40,7 @@ def _failed(results: dict, category: str) -> list[str]:
             if c["category"] == category and not c["passed"]]
 
 
+@pytest.mark.long
 def test_every_scenario_learns_and_is_scored(results):
     assert len(results["scenarios"]) >= MIN_SCENARIOS
     assert all(not s["problems"] for s in results["scenarios"]), \

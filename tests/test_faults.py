@@ -88,6 +88,7 @@ def test_disk_full_refuses_writes_and_recovers_once_space_is_freed(small_disk, m
         assert name.startswith("refused-") and len((folder / name).read_bytes()) == 400_000
 
 
+@pytest.mark.long
 def test_tiny_memory_limit_under_sustained_load(make_daemon, tmp_path):
     """16 MB for DuckDB, the rules learner, a stream of spool files, many versions of a
     700 KB file and eight parallel writers at once: nothing crashes, everything reads back,

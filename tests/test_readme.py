@@ -7,6 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import is_mounted
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +21,7 @@ def walkthrough() -> str:
     return "\n".join(blocks)
 
 
+@pytest.mark.long
 def test_the_walkthrough_runs_as_written(tmp_path):
     mnt = tmp_path / "memory"
     script = walkthrough().replace("/tmp/memory", str(mnt))

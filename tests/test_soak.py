@@ -7,9 +7,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.long
 def test_one_minute_soak_loses_and_duplicates_nothing(tmp_path):
     out = tmp_path / "soak.json"
     r = subprocess.run([str(REPO / "scripts" / "soak"), "--minutes", "1", "--spool-rate", "15",
