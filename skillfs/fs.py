@@ -26,6 +26,7 @@ from . import noflush  # before pyfuse3: see skillfs/noflush.py
 import pyfuse3  # noqa: E402
 
 from .boundary import error_boundary
+from .invalidate import Invalidations
 from .names import check_skill_name
 from .openfiles import OpenFiles
 from .skillmd import render
@@ -66,7 +67,10 @@ class SkillFS(pyfuse3.Operations):
         group = (0o60 if group_write else 0o40) if shared else 0
         self.file_mode = 0o600 | group
         self.dir_mode = 0o700 | group | (0o10 if shared else 0)
-        self.files = OpenFiles(store)
+        # The store says what changed; the mount works out what the kernel must forget.
+        self.invalidations = Invalidations(store.tree)
+        store.subscribe(self.invalidations.on_event)
+        self.files = OpenFiles(store, self.invalidations)
         self._lookups: dict[int, int] = {}
 
     # -- helpers -----------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import Invalid, NotFound
-from .base import StoreMixin
+from .context import Service
 from .rows import (
     _LEARNING_COLS,
     _LESSON_COLS,
@@ -23,7 +23,9 @@ from .rows import (
 )
 
 
-class LearningMixin(StoreMixin):
+class Learning(Service):
+    """Tasks, learning status and lessons."""
+
     # -- tasks and learning status --------------------------------------------------------
 
     async def list_tasks(self, session_id: str) -> list[TaskRow]:
@@ -60,7 +62,7 @@ class LearningMixin(StoreMixin):
         return LearningRow(*row) if row else None
 
     async def list_learning(self, space_id: str | None = None) -> list[LearningRow]:
-        cond, args = where(space_id=self.space(space_id).id if space_id is not None else None)
+        cond, args = where(space_id=self.ctx.space(space_id).id if space_id is not None else None)
         rows = await self._db(lambda: self.con.execute(
             f"SELECT {_LEARNING_COLS} FROM learning{cond} ORDER BY created_ns", args).fetchall())
         return [LearningRow(*r) for r in rows]

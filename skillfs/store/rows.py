@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, overload
+from typing import Any, overload
 
 import duckdb
 
@@ -37,20 +37,6 @@ def _json(obj: Any) -> str | None:
 
 def _unjson(text: str | None, default: Any = None) -> Any:
     return default if text is None else json.loads(text)
-
-
-class Kernel(Protocol):
-    """What the store needs from the mount: a way to make the kernel drop cached state."""
-
-    async def invalidate(self, items: list[tuple], wait: bool) -> None: ...
-
-
-@dataclass
-class StoreEvent:
-    kind: str  # "messages" | "end" | "flush" | "attached" | "session_deleted"
-    session_id: str
-    space_id: str | None = None
-    count: int = 0
 
 
 @dataclass
@@ -290,7 +276,6 @@ def _is_uuid(text: str) -> bool:
         return False
 
 
-__all__ = ["AUTHORS", "DEFAULT_MAX_FILE_SIZE", "SKILL_MD", "LESSON_STATUSES", "Kernel",
-           "StoreEvent", "FileContent", "VersionRow", "PurgeResult", "SessionRow",
-           "StoredMessage", "TaskRow",
+__all__ = ["AUTHORS", "DEFAULT_MAX_FILE_SIZE", "SKILL_MD", "LESSON_STATUSES", "FileContent",
+           "VersionRow", "PurgeResult", "SessionRow", "StoredMessage", "TaskRow",
            "LearningRow", "LessonRow", "IngestResult", "now_ns", "sha256"]
