@@ -210,15 +210,15 @@ class SkillFS(pyfuse3.Operations):
         ref = self._dir(parent_inode)
         text = _name(name)
         if ref.space is None:
-            space = await self.store.create_space(text, author="fuse")
-            return self._entry(self.tree.space_ino(space))
+            row = await self.store.create_space(text, author="fuse")
+            return self._entry(self.tree.space_ino(self.tree.spaces[row.id]))
         if ref.skill is None:
             check_skill_name(text)
             template = render(text, f"Describe what the {text} skill holds and when to use it.",
                               f"# {text}\n\nWrite this skill's rules here.")
-            skill = await self.store.create_skill(
+            made = await self.store.create_skill(
                 template, space_id=ref.space.id, author="fuse", reason="mkdir")
-            return self._entry(self.tree.dir_ino(ref.space, skill, ""))
+            return self._entry(self.tree.dir_ino(ref.space, self.tree.skills[made.id], ""))
         path = self._join(ref, text)
         await self.store.make_dir(ref.skill.id, path, author="fuse")
         return self._entry(self.tree.dir_ino(ref.space, ref.skill, path))

@@ -69,7 +69,7 @@ def test_appends_through_the_mount_cost_what_was_appended(make_daemon):
 def _write_all(store: Store, contents: list[bytes]) -> int:
     async def main():
         space = await store.create_space("s")
-        skill = space.skills["daily-logs"]
+        skill = store.space(space.id).skills["daily-logs"]
         node = None
         for data in contents:
             node = await store.write_file(skill.id, "f.md", data, author="api")

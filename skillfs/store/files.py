@@ -27,7 +27,7 @@ from .events import (
     FolderRemoved,
     TreeEvent,
 )
-from .rows import SKILL_MD, FileContent, VersionRow, _insert_many, _json, now_ns, sha256
+from .rows import SKILL_MD, FileContent, FileRow, VersionRow, _insert_many, _json, now_ns, sha256
 
 
 class Files(Service):
@@ -47,7 +47,7 @@ class Files(Service):
             raise NotFound(f"no file {path!r} in skill {self.ctx.skill(skill_id).name!r}")
         return FileContent(await self.content(node), node.version, node.sha256, node.path)
 
-    async def content(self, node: FileNode) -> bytes:
+    async def content(self, node: FileNode | FileRow) -> bytes:
         if node.version == 0:
             return b""
         key = (node.id, node.version)
@@ -101,7 +101,7 @@ class Files(Service):
                 self.cache.put(k, content)
         return len(found)
 
-    def _uncached_neighbours(self, node: FileNode) -> list[tuple[int, int]]:
+    def _uncached_neighbours(self, node: FileNode | FileRow) -> list[tuple[int, int]]:
         """Uncached files likely read next: the rest of the folder, then the files created
         after this one (a tree walk meets them next: ids follow creation order)."""
         skill = self.tree.skills.get(node.skill_id)
@@ -141,7 +141,7 @@ class Files(Service):
     async def write_file(self, skill_id: str, path: str, content: bytes, *, author: str,
                          reason: str = "", session_id: str | None = None,
                          task_id: str | None = None,
-                         expect_version: int | None = None) -> FileNode:
+                         expect_version: int | None = None) -> FileRow:
         """Create or replace a file as a new version."""
         names.check_rel_path(path)
         self.ctx.check_size(content)
@@ -150,7 +150,7 @@ class Files(Service):
             node, events = await self._write_locked(skill, path, content, author, reason,
                                                     session_id, task_id, expect_version)
         await self.ctx.publish(*events)
-        return node
+        return FileRow.of(node)
 
     async def _write_locked(self, skill: Skill, path: str, content: bytes, author: str,
                             reason: str, session_id: str | None, task_id: str | None,
@@ -276,7 +276,7 @@ class Files(Service):
 
     async def move_file(self, skill_id: str, old: str, new: str, *, author: str,
                         reason: str = "", session_id: str | None = None,
-                        task_id: str | None = None, replace: bool = True) -> FileNode:
+                        task_id: str | None = None, replace: bool = True) -> FileRow:
         """Rename a file inside a skill. Over an existing file, the target keeps its history
         and gains the source's content as a new version (an editor's save); the source is
         recorded as deleted."""
@@ -287,7 +287,7 @@ class Files(Service):
             if node is None:
                 raise NotFound(f"no file {old!r} in skill {skill.name!r}")
             if old == new:
-                return node
+                return FileRow.of(node)
             if old == SKILL_MD:
                 raise Forbidden("SKILL.md cannot be renamed")
             target = skill.files.get(new)
@@ -297,7 +297,7 @@ class Files(Service):
                 self.tree.remove_file(node, now_ns())
                 node.deleted, node.path = False, new
                 self.tree.add_file(node)
-                return node
+                return FileRow.of(node)
             if target is not None and not replace:
                 raise Exists(f"{new!r} already exists")
             self._check_path_free(skill, new, target)
@@ -352,7 +352,7 @@ class Files(Service):
                 events = []
             skill.updated_ns = t
         await self.ctx.publish(FileMoved(skill.id, old, new, node.id, author), *events)
-        return result
+        return FileRow.of(result)
 
     async def make_dir(self, skill_id: str, path: str, author: str = "api") -> None:
         names.check_rel_path(path)
@@ -487,7 +487,7 @@ class Files(Service):
         return content
 
     async def revert_file(self, skill_id: str, path: str, version: int,
-                          author: str = "cli") -> tuple[FileNode, bool]:
+                          author: str = "cli") -> tuple[FileRow, bool]:
         """Make an old version current again, as a new version (history is kept). Returns
         the file and whether anything changed: reverting to the current content is a no-op."""
         skill = self.ctx.skill(skill_id)
@@ -495,11 +495,12 @@ class Files(Service):
         node = skill.files.get(path)
         if node is not None:
             if node.version and node.sha256 == sha256(content):
-                return node, False
+                return FileRow.of(node), False
             return await self.write_file(skill_id, path, content, author=author,
                                          reason=f"revert to version {version}"), True
         fid = await self._db(self.find_file_id, skill, path)
-        return await self.undelete(skill, fid, path, content, version, author), True
+        node = await self.undelete(skill, fid, path, content, version, author)
+        return FileRow.of(node), True
 
     async def undelete(self, skill: Skill, fid: int, path: str, content: bytes, version: int,
                         author: str, reason: str | None = None) -> FileNode:

@@ -12,6 +12,8 @@ from typing import Any, overload
 
 import duckdb
 
+from ..tree import FileNode, Skill, Space
+
 AUTHORS = ("fuse", "api", "spool", "learner", "cli")
 DEFAULT_MAX_FILE_SIZE = 1 << 20
 SKILL_MD = "SKILL.md"
@@ -37,6 +39,67 @@ def _json(obj: Any) -> str | None:
 
 def _unjson(text: str | None, default: Any = None) -> Any:
     return default if text is None else json.loads(text)
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """A committed file as it is now (a file the mount reserved but has not written yet is
+    not one)."""
+
+    id: int
+    skill_id: str
+    path: str
+    version: int
+    size: int
+    sha256: str
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, node: FileNode) -> FileRow:
+        return cls(node.id, node.skill_id, node.path, node.version, node.size, node.sha256,
+                   node.mtime_ns, node.ctime_ns)
+
+
+@dataclass(frozen=True)
+class SkillRow:
+    """A skill as it is now: its committed files by path, the ids of the spaces that
+    include it."""
+
+    id: str
+    name: str
+    description: str
+    meta: dict
+    user: str | None
+    created_ns: int
+    updated_ns: int
+    files: dict[str, FileRow]
+    spaces: frozenset[str]
+
+    @classmethod
+    def of(cls, skill: Skill) -> SkillRow:
+        return cls(skill.id, skill.name, skill.description, dict(skill.meta), skill.user,
+                   skill.created_ns, skill.updated_ns,
+                   {p: FileRow.of(n) for p, n in sorted(skill.files.items()) if n.version},
+                   frozenset(skill.spaces))
+
+
+@dataclass(frozen=True)
+class SpaceRow:
+    """A space as it is now: its skills' ids by name."""
+
+    id: str
+    name: str
+    user: str | None
+    meta: dict
+    created_ns: int
+    updated_ns: int
+    skills: dict[str, str]
+
+    @classmethod
+    def of(cls, space: Space) -> SpaceRow:
+        return cls(space.id, space.name, space.user, dict(space.meta), space.created_ns,
+                   space.updated_ns, {name: k.id for name, k in space.skills.items()})
 
 
 @dataclass
@@ -276,6 +339,7 @@ def _is_uuid(text: str) -> bool:
         return False
 
 
-__all__ = ["AUTHORS", "DEFAULT_MAX_FILE_SIZE", "SKILL_MD", "LESSON_STATUSES", "FileContent",
+__all__ = ["AUTHORS", "DEFAULT_MAX_FILE_SIZE", "SKILL_MD", "LESSON_STATUSES", "FileRow",
+           "SkillRow", "SpaceRow", "FileContent",
            "VersionRow", "PurgeResult", "SessionRow", "StoredMessage", "TaskRow",
            "LearningRow", "LessonRow", "IngestResult", "now_ns", "sha256"]

@@ -10,7 +10,7 @@ from ..tree import FileNode, Skill, Space
 from . import writes
 from .context import Service
 from .events import SkillAdded, SkillRemoved, SpaceAdded, SpaceRemoved, SpaceRenamed
-from .rows import SKILL_MD, _is_uuid, _json, now_ns, sha256
+from .rows import SKILL_MD, SkillRow, SpaceRow, _is_uuid, _json, now_ns, sha256
 
 
 class Spaces(Service):
@@ -53,7 +53,7 @@ class Spaces(Service):
             self.tree.link_skill(space, skill, space.created_ns)
 
     async def create_space(self, name: str, user: str | None = None, meta: dict | None = None,
-                           author: str = "api", space_id: str | None = None) -> Space:
+                           author: str = "api", space_id: str | None = None) -> SpaceRow:
         """`space_id` (a UUID) lets the caller pick the id, e.g. to derive the name from it;
         Exists if a space already has that id or name."""
         async with self._lock:
@@ -61,10 +61,10 @@ class Spaces(Service):
             await self._write(lambda con: writes.space(con, space, skills, author))
             self.apply_space(space, skills)
         await self.ctx.publish(SpaceAdded(space.id, space.name, author))
-        return space
+        return SpaceRow.of(space)
 
     async def update_space(self, space_id: str, *, meta: dict | None = None,
-                           name: str | None = None, author: str = "api") -> Space:
+                           name: str | None = None, author: str = "api") -> SpaceRow:
         async with self._lock:
             space = self.ctx.space(space_id)
             new_meta = {**space.meta, **(meta or {})}
@@ -84,7 +84,7 @@ class Spaces(Service):
                 self.tree.rename_space(space, new_name, t)
         if new_name != old_name:
             await self.ctx.publish(SpaceRenamed(space.id, old_name, new_name, author))
-        return space
+        return SpaceRow.of(space)
 
     async def delete_space(self, space_id: str, author: str = "api",
                            with_skills: bool = False) -> None:
@@ -120,7 +120,7 @@ class Spaces(Service):
                            *, space_id: str | None = None, author: str = "api",
                            reason: str = "create skill", session_id: str | None = None,
                            task_id: str | None = None, meta: dict | None = None,
-                           user: str | None = None) -> Skill:
+                           user: str | None = None) -> SkillRow:
         content = skill_md.encode() if isinstance(skill_md, str) else skill_md
         parsed = skillmd.parse(content)
         files = dict(files or {})
@@ -158,7 +158,7 @@ class Spaces(Service):
                 self.tree.link_skill(space, skill, t)
         if space is not None:
             await self.ctx.publish(SkillAdded(space.id, skill.id, skill.name, author))
-        return skill
+        return SkillRow.of(skill)
 
     async def include_skill(self, space_id: str, skill_id: str, author: str = "api") -> None:
         async with self._lock:
@@ -222,5 +222,33 @@ class Spaces(Service):
                 self.tree.remove_file(node, t)
             del self.tree.skills[skill.id]
 
-    def list_space_skills(self, space_id: str) -> list[Skill]:
-        return sorted(self.ctx.space(space_id).skills.values(), key=lambda s: s.created_ns)
+    # -- reading: rows, never the index's own objects --------------------------------------
+
+    def list_space_skills(self, space_id: str) -> list[SkillRow]:
+        skills = sorted(self.ctx.space(space_id).skills.values(), key=lambda s: s.created_ns)
+        return [SkillRow.of(s) for s in skills]
+
+    def get_space(self, id_or_name: str) -> SpaceRow:
+        """NotFound if there is no such space."""
+        return SpaceRow.of(self.ctx.space(id_or_name))
+
+    def find_space(self, id_or_name: str) -> SpaceRow | None:
+        space = self.tree.spaces.get(id_or_name) or self.tree.space_names.get(id_or_name)
+        return SpaceRow.of(space) if space is not None else None
+
+    def has_space_named(self, name: str) -> bool:
+        return name in self.tree.space_names
+
+    def list_spaces(self) -> list[SpaceRow]:
+        return [SpaceRow.of(s) for s in self.tree.spaces.values()]
+
+    def get_skill(self, skill_id: str) -> SkillRow:
+        """NotFound if there is no such skill."""
+        return SkillRow.of(self.ctx.skill(skill_id))
+
+    def find_skill(self, skill_id: str) -> SkillRow | None:
+        skill = self.tree.skills.get(skill_id)
+        return SkillRow.of(skill) if skill is not None else None
+
+    def list_skills(self) -> list[SkillRow]:
+        return [SkillRow.of(s) for s in self.tree.skills.values()]

@@ -48,7 +48,8 @@ class Store:
 
     def _delegate(self) -> None:
         """The services' methods as the store's own, for callers written against one
-        object."""
+        object. `space` and `skill` hand out the index's live objects, for the mount; the
+        others hand out frozen rows."""
         ctx, spaces, trash, files = self.ctx, self.spaces, self.trash, self.files
         sessions, purge, learning = self.sessions, self.purge, self.learning
         self.space, self.skill = ctx.space, ctx.skill
@@ -57,6 +58,10 @@ class Store:
         self.include_skill, self.exclude_skill = spaces.include_skill, spaces.exclude_skill
         self.remove_skill, self.delete_skill = spaces.remove_skill, spaces.delete_skill
         self.list_space_skills = spaces.list_space_skills
+        self.get_space, self.find_space = spaces.get_space, spaces.find_space
+        self.list_spaces, self.get_skill = spaces.list_spaces, spaces.get_skill
+        self.find_skill, self.list_skills = spaces.find_skill, spaces.list_skills
+        self.has_space_named = spaces.has_space_named
         self.list_trash, self.restore = trash.list_trash, trash.restore
         self.restore_skill, self.restore_space = trash.restore_skill, trash.restore_space
         self.read_file, self.content, self.preload = files.read_file, files.content, files.preload

@@ -189,13 +189,31 @@ async def test_a_reopened_store_goes_on_where_it_stopped(store: Store, db_path) 
     skill_id = await _skill(store)
     await store.write_file(skill_id, "b.md", b"bee\n", author="api")
     await store.delete_file(skill_id, "b.md", author="api")
+    gone = store.skill(skill_id).files.get("b.md")
     store.close()  # the fixture checks the file afresh
     reopened = Store(str(db_path))
     try:
         # File ids are not reused, even those of deleted files.
+        known = [f.id for f in reopened.tree.file_ids.values()]
         node = await reopened.write_file(skill_id, "c.md", b"see\n", author="api")
-        assert node.id > max(f.id for f in reopened.tree.file_ids.values() if f is not node)
+        assert gone is None and node.id > max(known) and node.id not in known
         assert [v.deleted for v in await reopened.file_log(skill_id, "b.md")] == [False, True]
         check_consistency(reopened)
     finally:
         reopened.close()
+
+
+async def test_callers_get_frozen_rows_without_reserved_files(store: Store, fs) -> None:
+    from skillfs.fs import ROOT_INO
+    space = await store.create_space("alice")
+    folder = (await fs.lookup((await fs.lookup(ROOT_INO, b"alice", None)).st_ino,
+                              b"daily-logs", None)).st_ino
+    info, _ = await fs.create(folder, b"open.md", 0o644, 0, None)  # reserved, not written
+    skill = store.get_skill(space.skills["daily-logs"])
+    assert "open.md" not in skill.files and "open.md" in store.skill(skill.id).files
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        skill.name = "changed"  # type: ignore[misc]
+    row = await store.write_file(skill.id, "a.md", b"x", author="api")
+    assert row.version == 1 and store.get_skill(skill.id).files["a.md"] == row
+    assert skill.files.get("a.md") is None  # a row is what was, not a live view
+    await fs.release(info.fh)

@@ -72,7 +72,7 @@ async def test_changes_from_elsewhere_are_forgotten_and_waited_for(
     space = await store.create_space("alice")
     space_ino = await _ino(fs, ROOT_INO, "alice")
     folder = await _ino(fs, space_ino, "daily-logs")
-    skill = space.skills["daily-logs"]
+    skill = store.get_skill(space.skills["daily-logs"])
     kernel.batches.clear()
 
     await store.write_file(skill.id, "new.md", b"x", author="learner")

@@ -71,14 +71,14 @@ async def test_a_skill_in_two_spaces_is_one_skill(store: Store) -> None:
     b = await store.create_space("bob")
     seen: list = []
     store.subscribe(seen.append)
-    skill = a.skills["daily-logs"]
+    skill_id = a.skills["daily-logs"]
     with pytest.raises(errors.Exists):  # bob has a daily-logs of his own
-        await store.include_skill(b.id, skill.id)
-    await store.exclude_skill(b.id, b.skills["daily-logs"].id)
-    await store.include_skill(b.id, skill.id)
-    assert seen[-1] == SkillAdded(b.id, skill.id, "daily-logs", "api")
-    assert skill.spaces == {a.id, b.id}
-    assert not await store.remove_skill(a.id, skill.id)  # bob still has it
-    assert skill.id in store.tree.skills
-    assert await store.remove_skill(b.id, skill.id)  # the last space: into the trash
-    assert skill.id not in store.tree.skills
+        await store.include_skill(b.id, skill_id)
+    await store.exclude_skill(b.id, b.skills["daily-logs"])
+    await store.include_skill(b.id, skill_id)
+    assert seen[-1] == SkillAdded(b.id, skill_id, "daily-logs", "api")
+    assert store.get_skill(skill_id).spaces == {a.id, b.id}
+    assert not await store.remove_skill(a.id, skill_id)  # bob still has it
+    assert store.find_skill(skill_id) is not None
+    assert await store.remove_skill(b.id, skill_id)  # the last space: into the trash
+    assert store.find_skill(skill_id) is None
