@@ -27,7 +27,7 @@ from .events import (
     FolderRemoved,
     TreeEvent,
 )
-from .rows import SKILL_MD, FileContent, FileRow, VersionRow, _insert_many, _json, now_ns, sha256
+from .rows import SKILL_MD, FileContent, FileRow, VersionRow, _json, now_ns, sha256
 
 
 class Files(Service):
@@ -587,13 +587,13 @@ class Files(Service):
                     progress(counts)
 
         def sql(con):
-            _insert_many(con, "spaces", 6, space_rows)
-            _insert_many(con, "skills", 7, skill_rows)
-            _insert_many(con, "space_skills", 3, link_rows)
-            _insert_many(con, "skill_dirs", 3, dir_rows)
-            _insert_many(con, "files", 6, file_rows)
-            _insert_many(con, "file_versions", versions.COLUMNS, version_rows)
-            _insert_many(con, "version_chunks", 4, chunk_rows)
+            self.ctx.db.insert_many(con, "spaces", 6, space_rows)
+            self.ctx.db.insert_many(con, "skills", 7, skill_rows)
+            self.ctx.db.insert_many(con, "space_skills", 3, link_rows)
+            self.ctx.db.insert_many(con, "skill_dirs", 3, dir_rows)
+            self.ctx.db.insert_many(con, "files", 6, file_rows)
+            self.ctx.db.insert_many(con, "file_versions", versions.COLUMNS, version_rows)
+            self.ctx.db.insert_many(con, "version_chunks", 4, chunk_rows)
         self.ctx.db.tx(sql)
         for apply, *args in later:  # the tree learns of it only once it is committed
             apply(*args)

@@ -14,7 +14,6 @@ from .rows import (
     LearningRow,
     LessonRow,
     TaskRow,
-    _insert_many,
     _json,
     _lesson,
     _task,
@@ -109,7 +108,7 @@ class Learning(Service):
                 raise NotFound(f"session {session_id!r} does not learn into any space")
             for task in tasks:
                 self._sql_task(con, task)
-            _insert_many(con, "lessons", 10, rows)
+            self.ctx.db.insert_many(con, "lessons", 10, rows)
             if learned_seq is not None:
                 con.execute("UPDATE learning SET learned_seq = ?, updated_ns = ? "
                             "WHERE session_id = ?", [learned_seq, t, session_id])

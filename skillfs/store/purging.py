@@ -30,9 +30,6 @@ log = logging.getLogger("skillfs.store")
 
 PURGED = b"[purged]"  # what a match in the current content is replaced by
 BATCH = 64  # versions read at a time while matching: a file may have thousands
-# A purged message's original, still a message of its own form (the API hands it out as is)
-_TOMBSTONE_ORIGINAL = ("CASE format WHEN 'acontext' THEN json_object('role', role, 'parts', "
-                       "json('[]')) ELSE json_object('role', role, 'content', '') END::VARCHAR")
 
 
 class Purge(Service):
@@ -144,14 +141,7 @@ class Purge(Service):
         stamp = [by, now_ns(), why]
 
         def sql(con):
-            count = con.execute(
-                "UPDATE messages SET body = json_object('role', role, 'text', '', "
-                "'tool_calls', json('[]'), 'tool_call_id', NULL, 'name', NULL, "
-                "'format', format)::VARCHAR, original = " + _TOMBSTONE_ORIGINAL + ", "
-                "meta = NULL, purged_by = ?, "
-                "purged_at_ns = ?, purge_reason = ? "
-                "WHERE session_id = ? AND purged_at_ns IS NULL",
-                [*stamp, session_id]).fetchone()[0]
+            count = self.ctx.db.tombstone_messages(con, session_id, stamp)
             con.execute("UPDATE tasks SET description = '[purged]', progress = NULL, "
                         "preferences = NULL WHERE session_id = ?", [session_id])
             con.execute("DELETE FROM lessons WHERE session_id = ?", [session_id])

@@ -264,27 +264,6 @@ def where(**columns: Any) -> tuple[str, list]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
-_column_types: dict[str, list[str]] = {}
-
-
-def _insert_many(con: duckdb.DuckDBPyConnection, table: str, ncols: int,
-                 rows: Sequence[Sequence[Any]]) -> None:
-    """Insert rows as one list per column: DuckDB converts each list in one call, about ten
-    times faster than binding every value of a multi-row VALUES."""
-    if not rows:
-        return
-    types = _column_types.get(table)
-    if types is None:
-        types = _column_types[table] = [t for (t,) in con.execute(
-            "SELECT data_type FROM information_schema.columns WHERE table_name = ? "
-            "ORDER BY ordinal_position", [table]).fetchall()]
-    if len(types) != ncols:
-        raise RuntimeError(f"{table} has {len(types)} columns, not {ncols}")
-    columns = [list(c) for c in zip(*rows, strict=True)]
-    select = ", ".join(f"unnest(?::{t}[])" for t in types)
-    con.execute(f"INSERT INTO {table} SELECT * FROM (SELECT {select})", columns)
-
-
 @dataclass
 class _MessageBatch:
     """Messages to insert, a list per column. DuckDB builds each stored body (the normalised

@@ -217,3 +217,32 @@ async def test_callers_get_frozen_rows_without_reserved_files(store: Store, fs) 
     assert row.version == 1 and store.get_skill(skill.id).files["a.md"] == row
     assert skill.files.get("a.md") is None  # a row is what was, not a live view
     await fs.release(info.fh)
+
+
+async def test_a_bulk_import_is_one_transaction_of_column_inserts(store: Store,
+                                                                  tmp_path) -> None:
+    skill_dir = tmp_path / "src" / "bob" / "tips"
+    (skill_dir / "sub").mkdir(parents=True)
+    (skill_dir / "SKILL.md").write_bytes(b"---\nname: tips\ndescription: t\n---\n")
+    (skill_dir / "sub" / "a.md").write_bytes(b"long line\n" * 1000)  # stored in chunks
+    counts = store.import_tree(str(tmp_path / "src"))
+    assert (counts["spaces"], counts["skills"], counts["files"]) == (1, 1, 2)
+    skill = store.get_skill(store.get_space("bob").skills["tips"])
+    assert set(skill.files) == {"SKILL.md", "sub/a.md"}
+    assert (await store.read_file(skill.id, "sub/a.md")).content == b"long line\n" * 1000
+    with pytest.raises(errors.Exists):  # the same skill again: nothing is imported
+        store.import_tree(str(tmp_path / "src"))
+
+
+async def test_a_failing_subscriber_stops_neither_the_change_nor_the_others(
+        store: Store, caplog) -> None:
+    seen: list = []
+
+    def broken(event) -> None:
+        raise RuntimeError("subscriber bug")
+    store.subscribe(broken)
+    store.subscribe(seen.append)
+    skill_id = await _skill(store)
+    assert [type(e) for e in seen] == [SpaceAdded, SkillAdded]
+    assert (await store.read_file(skill_id, "a.md")).content == b"one\n"
+    assert "store subscriber failed" in caplog.text
