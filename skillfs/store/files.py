@@ -190,7 +190,7 @@ class Files(Service):
             def sql(con):
                 con.execute("UPDATE files SET version = ? WHERE id = ?", [new.version, new.id])
                 writes.version(con, new, content, author, reason, session_id, task_id, False,
-                                  prev)
+                               prev)
                 if new_desc is not None:
                     con.execute("UPDATE skills SET description = ?, updated_ns = ? WHERE id = ?",
                                 [new_desc, t, skill.id])
@@ -315,7 +315,7 @@ class Files(Service):
                     con.execute("UPDATE files SET version = ? WHERE id = ?",
                                 [upd.version, upd.id])
                     writes.version(con, upd, content, author, reason, session_id, task_id,
-                                      False, prev)
+                                   False, prev)
                     writes.delete_version(con, node, t, author, reason, session_id, task_id)
                     if new_desc is not None:
                         con.execute("UPDATE skills SET description = ? WHERE id = ?",
@@ -341,7 +341,7 @@ class Files(Service):
                     con.execute("UPDATE files SET version = ?, path = ? WHERE id = ?",
                                 [moved.version, new, node.id])
                     writes.version(con, moved, content, author, reason, session_id, task_id,
-                                      False, content)
+                                   False, content)
                 await self._write(sql)
                 self.tree.remove_file(node, t)
                 node.deleted = False
@@ -414,8 +414,8 @@ class Files(Service):
                     con.execute("UPDATE files SET version = ?, path = ? WHERE id = ?",
                                 [moved.version, moved.path, n.id])
                     writes.version(con, moved, contents[n.id], author,
-                                      f"rename {old} -> {new}", None, None, False,
-                                      contents[n.id])
+                                   f"rename {old} -> {new}", None, None, False,
+                                   contents[n.id])
             await self._write(sql)
             for n in moved_files:
                 self.tree.remove_file(n, t)
@@ -503,7 +503,7 @@ class Files(Service):
         return FileRow.of(node), True
 
     async def undelete(self, skill: Skill, fid: int, path: str, content: bytes, version: int,
-                        author: str, reason: str | None = None) -> FileNode:
+                       author: str, reason: str | None = None) -> FileNode:
         self.ctx.check_size(content)
         async with self._lock:
             if path in skill.files:
@@ -519,7 +519,7 @@ class Files(Service):
                 con.execute("UPDATE files SET version = ?, path = ?, deleted = false "
                             "WHERE id = ?", [node.version, path, fid])
                 writes.version(con, node, content, author,
-                                  reason or f"revert to version {version}", None, None, False)
+                               reason or f"revert to version {version}", None, None, False)
             await self._write(sql)
             self.tree.add_file(node)
             self.cache.put((node.id, node.version), content)

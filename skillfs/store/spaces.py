@@ -19,8 +19,8 @@ class Spaces(Service):
     # -- spaces ------------------------------------------------------------------------
 
     def plan_space(self, name: str, user: str | None, meta: dict | None, author: str,
-                    space_id: str | None = None
-                    ) -> tuple[Space, list[tuple[Skill, FileNode, bytes]]]:
+                   space_id: str | None = None
+                   ) -> tuple[Space, list[tuple[Skill, FileNode, bytes]]]:
         names.check_space_name(name)
         if space_id is not None:
             if not _is_uuid(space_id):
@@ -103,7 +103,7 @@ class Spaces(Service):
 
             def sql(con):
                 writes.trash(con, "space", space.id, space.name, row, held, author,
-                                now_ns())
+                             now_ns())
                 con.execute("DELETE FROM space_skills WHERE space_id = ?", [space.id])
                 con.execute("DELETE FROM spaces WHERE id = ?", [space.id])
                 con.execute("UPDATE sessions SET space_id = NULL WHERE space_id = ?",
@@ -144,7 +144,7 @@ class Spaces(Service):
 
             def sql(con):
                 writes.new_skill(con, skill, node, content, author, reason, session_id,
-                                    task_id)
+                                 task_id)
                 for other, data in others:
                     writes.new_file(con, other, data, author, reason, session_id, task_id)
                 if space is not None:

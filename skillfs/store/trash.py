@@ -236,7 +236,7 @@ class Trash(Service):
             con.execute("UPDATE files SET version = ?, path = ?, deleted = false WHERE id = ?",
                         [n.version, n.path, n.id])
             writes.version(con, n, contents[n.id], author, "restore",
-                              None, None, False)
+                           None, None, False)
         con.execute("DELETE FROM trash WHERE kind = 'skill' AND id = ?", [skill.id])
 
     async def restore_space(self, name: str, author: str = "cli") -> dict:
