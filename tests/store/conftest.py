@@ -33,20 +33,25 @@ def db_path(tmp_path: Path) -> Path:
 async def store(db_path: Path) -> AsyncIterator[Store]:
     store = Store(str(db_path))
     yield store
-    if _closed(store):  # the test closed it: check what it left on disk
-        store = Store(str(db_path))
-    if store.db.healthy:
-        check_consistency(store)
-        left = snapshot(store.tree)
-        store.close()
-        again = Store(str(db_path))
-        try:
-            assert snapshot(again.tree) == left, "a restart loads another tree"
-            check_consistency(again)
-        finally:
-            again.close()
-    else:
-        store.close()
+    store.close()
+
+
+@pytest.fixture(autouse=True)
+async def consistent(store: Store, db_path: Path) -> AsyncIterator[None]:
+    """After the test: the index against the database, then against a reopened store."""
+    yield
+    checked = Store(str(db_path)) if _closed(store) else store  # closed: what is on disk
+    try:
+        check_consistency(checked)
+        left = snapshot(checked.tree)
+    finally:
+        checked.close()
+    again = Store(str(db_path))
+    try:
+        assert snapshot(again.tree) == left, "a restart loads another tree"
+        check_consistency(again)
+    finally:
+        again.close()
 
 
 def _closed(store: Store) -> bool:

@@ -246,3 +246,16 @@ async def test_a_failing_subscriber_stops_neither_the_change_nor_the_others(
     assert [type(e) for e in seen] == [SpaceAdded, SkillAdded]
     assert (await store.read_file(skill_id, "a.md")).content == b"one\n"
     assert "store subscriber failed" in caplog.text
+
+
+async def test_the_check_catches_an_index_that_drifted(store: Store) -> None:
+    skill_id = await _skill(store)
+    node = store.skill(skill_id).files["a.md"]
+    node.sha256, real = "0" * 64, node.sha256
+    with pytest.raises(AssertionError, match="files"):
+        check_consistency(store)
+    node.sha256 = real
+    store.cache.put((node.id, node.version), b"not what was written\n")
+    with pytest.raises(AssertionError, match="cache"):
+        check_consistency(store)
+    store.cache.forget((node.id, node.version))

@@ -100,3 +100,15 @@ async def test_a_refused_first_write_takes_the_name_back(fs: SkillFS, store: Sto
     assert "big.md" not in skill.files
     # Dropped whatever the author: its creator's close must not outlive the name.
     assert ([("entry", folder, "big.md"), ("inode", folder, True)], True) in kernel.batches
+
+
+async def test_mkdir_makes_spaces_skills_and_folders(fs: SkillFS, store: Store) -> None:
+    space_ino = (await fs.mkdir(ROOT_INO, b"carol", 0o755, None)).st_ino
+    skill_ino = (await fs.mkdir(space_ino, b"tips", 0o755, None)).st_ino
+    folder_ino = (await fs.mkdir(skill_ino, b"notes", 0o755, None)).st_ino
+    assert await _ino(fs, ROOT_INO, "carol", "tips", "notes") == folder_ino
+    skill = store.get_skill(store.get_space("carol").skills["tips"])
+    assert "SKILL.md" in skill.files and "notes" in store.skill(skill.id).children
+    with pytest.raises(pyfuse3.FUSEError) as refused:
+        await fs.mkdir(space_ino, b"Not_A_Skill", 0o755, None)
+    assert refused.value.errno == errno.EINVAL
