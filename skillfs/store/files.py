@@ -400,14 +400,15 @@ class Files(Service):
             contents = {n.id: await self.content(n) for n in moved_files}
 
             def sql(con):
+                # The empty folder moved over goes first: the moved one takes its path.
+                if new in skill.children:
+                    con.execute("DELETE FROM skill_dirs WHERE skill_id = ? AND path = ?",
+                                [skill.id, new])
                 for d in moved_dirs:
                     con.execute("DELETE FROM skill_dirs WHERE skill_id = ? AND path = ?",
                                 [skill.id, d])
                     con.execute("INSERT INTO skill_dirs VALUES (?,?,?)",
                                 [skill.id, new + d[len(old):], t])
-                if new in skill.children:
-                    con.execute("DELETE FROM skill_dirs WHERE skill_id = ? AND path = ?",
-                                [skill.id, new])
                 for n in moved_files:
                     moved = FileNode(n.id, skill.id, new + n.path[len(old):], n.version + 1,
                                      n.size, n.sha256, t, n.ctime_ns)

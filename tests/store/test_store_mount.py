@@ -112,3 +112,22 @@ async def test_mkdir_makes_spaces_skills_and_folders(fs: SkillFS, store: Store) 
     with pytest.raises(pyfuse3.FUSEError) as refused:
         await fs.mkdir(space_ino, b"Not_A_Skill", 0o755, None)
     assert refused.value.errno == errno.EINVAL
+
+
+async def test_folder_numbers_follow_moves_and_end_with_removal(fs: SkillFS,
+                                                                 store: Store) -> None:
+    space = await store.create_space("alice")
+    skill_id = space.skills["daily-logs"]
+    await store.write_file(skill_id, "d/e/a.md", b"a", author="api")
+    await store.make_dir(skill_id, "empty")
+    skill_ino = await _ino(fs, ROOT_INO, "alice", "daily-logs")
+    d_ino, e_ino = await _ino(fs, skill_ino, "d"), await _ino(fs, skill_ino, "d", "e")
+    gone_ino = await _ino(fs, skill_ino, "empty")
+    await store.move_dir(skill_id, "d", "empty")  # over an empty folder
+    assert await _ino(fs, skill_ino, "empty") == d_ino  # the kernel's number moved with it
+    assert await _ino(fs, skill_ino, "empty", "e") == e_ino
+    assert gone_ino not in (d_ino, e_ino)
+    await store.delete_file(skill_id, "empty/e/a.md", author="api")
+    await store.remove_dir(skill_id, "empty/e")
+    await store.make_dir(skill_id, "empty/e")
+    assert await _ino(fs, skill_ino, "empty", "e") != e_ino  # a new folder, a new number
