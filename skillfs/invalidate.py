@@ -100,17 +100,25 @@ class KernelInvalidator:
 
 
 class Invalidations:
-    """The mount's subscriber to the store: each change becomes the entries and inodes
-    the kernel must forget. A change the kernel itself made (author "fuse") is queued and
-    not waited for; any other is waited for, so its caller returns only once readers see
-    it; so is a dropped reservation, which its creator's close() must not outlive."""
+    """The mount's subscriber to the store: keeps folder inode numbers in step with folders
+    moved and removed, and turns each change into the entries and inodes the kernel must
+    forget. A change the kernel itself made (author "fuse") is queued and not waited for;
+    any other is waited for, so its caller returns only once readers see it; so is a
+    dropped reservation, which its creator's close() must not outlive.
+
+    Called on the trio thread right after the store updated its index, before any other
+    task runs (the store publishes with no checkpoint in between), so no request sees a
+    folder whose number is not yet re-keyed."""
 
     def __init__(self, tree: Tree) -> None:
         self.tree = tree
         self.kernel: KernelInvalidator | None = None
 
     def on_event(self, event: StoreEvent) -> Awaitable[None] | None:
-        if self.kernel is None or isinstance(event, SessionEvent):
+        if isinstance(event, SessionEvent):
+            return None
+        self._renumber(event)
+        if self.kernel is None:
             return None
         items = self._items(event)
         if not items:
@@ -122,6 +130,20 @@ class Invalidations:
         """For the mount's own needs (an open file's pages)."""
         if self.kernel is not None:
             await self.kernel.invalidate(items, wait)
+
+    def _renumber(self, event: TreeEvent) -> None:
+        """A removed folder's path gets a new number if made again; a moved folder keeps
+        its numbers at the new path (over an empty folder there, whose number goes)."""
+        if not isinstance(event, FolderRemoved | FolderMoved):
+            return
+        skill = self.tree.skills.get(event.skill_id)
+        if skill is None:
+            return
+        gone = event.path if isinstance(event, FolderRemoved) else event.new_path
+        for space_id in skill.spaces:
+            self.tree.forget_dir(space_id, skill.id, gone)
+        if isinstance(event, FolderMoved):
+            self.tree.rename_dirs(skill, event.old_path, event.new_path)
 
     def _items(self, event: TreeEvent) -> list[tuple]:
         match event:

@@ -377,8 +377,6 @@ class Files(Service):
             await self._write(lambda con: con.execute(
                 "DELETE FROM skill_dirs WHERE skill_id = ? AND path = ?", [skill.id, path]))
             skill.remove_dir(path, now_ns())
-            for space_id in skill.spaces:
-                self.tree.forget_dir(space_id, skill.id, path)
         await self.ctx.publish(FolderRemoved(skill.id, path, author))
 
     async def move_dir(self, skill_id: str, old: str, new: str, author: str = "api") -> None:
@@ -424,9 +422,6 @@ class Files(Service):
                 skill.remove_dir(d, t)
             if new in skill.children:
                 skill.remove_dir(new, t)
-                for space_id in skill.spaces:
-                    self.tree.forget_dir(space_id, skill.id, new)
-            self.tree.rename_dirs(skill, old, new)
             for d in sorted(moved_dirs):
                 skill.add_dir(new + d[len(old):], t)
             for n in moved_files:
