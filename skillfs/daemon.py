@@ -191,7 +191,7 @@ class Daemon:
                          mount_options(f"{FSNAME_PREFIX}{c.db}", c.allow_other))
             mounted = True
             invalidator.start()
-            store.kernel = invalidator
+            fs.invalidations.kernel = invalidator
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
                 nursery.start_soon(self._fuse_main)
@@ -214,7 +214,7 @@ class Daemon:
         finally:
             sd_notify("STOPPING=1")
             invalidator.stop()
-            store.kernel = None
+            fs.invalidations.kernel = None
             if mounted:
                 pyfuse3.close(unmount=True)
             try:

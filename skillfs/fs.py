@@ -26,6 +26,7 @@ from . import noflush  # before pyfuse3: see skillfs/noflush.py
 import pyfuse3  # noqa: E402
 
 from .boundary import error_boundary
+from .invalidate import Invalidations
 from .names import check_skill_name
 from .openfiles import OpenFiles
 from .skillmd import render
@@ -66,7 +67,10 @@ class SkillFS(pyfuse3.Operations):
         group = (0o60 if group_write else 0o40) if shared else 0
         self.file_mode = 0o600 | group
         self.dir_mode = 0o700 | group | (0o10 if shared else 0)
-        self.files = OpenFiles(store)
+        # The store says what changed; the mount works out what the kernel must forget.
+        self.invalidations = Invalidations(store.tree)
+        store.subscribe(self.invalidations.on_event)
+        self.files = OpenFiles(store, self.invalidations)
         self._lookups: dict[int, int] = {}
 
     # -- helpers -----------------------------------------------------------------------
@@ -206,15 +210,15 @@ class SkillFS(pyfuse3.Operations):
         ref = self._dir(parent_inode)
         text = _name(name)
         if ref.space is None:
-            space = await self.store.create_space(text, author="fuse")
-            return self._entry(self.tree.space_ino(space))
+            row = await self.store.create_space(text, author="fuse")
+            return self._entry(self.tree.space_ino(self.tree.spaces[row.id]))
         if ref.skill is None:
             check_skill_name(text)
             template = render(text, f"Describe what the {text} skill holds and when to use it.",
                               f"# {text}\n\nWrite this skill's rules here.")
-            skill = await self.store.create_skill(
+            made = await self.store.create_skill(
                 template, space_id=ref.space.id, author="fuse", reason="mkdir")
-            return self._entry(self.tree.dir_ino(ref.space, skill, ""))
+            return self._entry(self.tree.dir_ino(ref.space, self.tree.skills[made.id], ""))
         path = self._join(ref, text)
         await self.store.make_dir(ref.skill.id, path, author="fuse")
         return self._entry(self.tree.dir_ino(ref.space, ref.skill, path))

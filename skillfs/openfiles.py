@@ -46,6 +46,7 @@ import trio
 
 from .boundary import errno_for
 from .errors import SkillfsError, TooBig
+from .invalidate import Invalidations
 from .store import Store
 from .tree import FileNode
 
@@ -110,8 +111,9 @@ class Handle:
 
 
 class OpenFiles:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, kernel: Invalidations):
         self.store = store
+        self.kernel = kernel
         self._handles: dict[int, Handle] = {}
         self._files: dict[int, OpenFile] = {}  # by file id, while a writer has it open
         self._next_fh = 1
@@ -314,5 +316,5 @@ class OpenFiles:
         await self._forget_pages(of.node, wait=wait)
 
     async def _forget_pages(self, node: FileNode, *, wait: bool) -> None:
-        if node.ino and self.store.kernel is not None:
-            await self.store.kernel.invalidate([("inode", node.ino, False)], wait=wait)
+        if node.ino:
+            await self.kernel.invalidate([("inode", node.ino, False)], wait=wait)

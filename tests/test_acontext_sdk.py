@@ -557,7 +557,7 @@ def test_store_features_behind_the_api(tmp_path):
         ids: dict = {}
         sid = str(uuid.uuid4())
         space = await store.create_space("space-" + sid[:8], space_id=sid)
-        assert space.id == sid and store.tree.space_names["space-" + sid[:8]] is space
+        assert space.id == sid and store.tree.space_names["space-" + sid[:8]].id == space.id
         with pytest.raises(Exists):
             await store.create_space("another", space_id=sid)
         with pytest.raises(Exists):

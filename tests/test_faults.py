@@ -156,7 +156,7 @@ def test_a_dead_connection_is_refused_then_reopened(tmp_path, monkeypatch):
 
     async def main():
         space = await store.create_space("s")
-        skill = space.skills["daily-logs"]
+        skill = store.space(space.id).skills["daily-logs"]
         await store.write_file(skill.id, "a.md", b"before\n", author="api")
         async with trio.open_nursery() as nursery:
             store.db.con.close()

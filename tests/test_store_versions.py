@@ -69,7 +69,7 @@ def test_appends_through_the_mount_cost_what_was_appended(make_daemon):
 def _write_all(store: Store, contents: list[bytes]) -> int:
     async def main():
         space = await store.create_space("s")
-        skill = space.skills["daily-logs"]
+        skill = store.space(space.id).skills["daily-logs"]
         node = None
         for data in contents:
             node = await store.write_file(skill.id, "f.md", data, author="api")
@@ -100,7 +100,7 @@ def test_edits_anywhere_read_back_and_chains_stay_short(tmp_path):
     file_id = _write_all(store, contents)
 
     async def reread():
-        return await store._db(store._read_versions,
+        return await store.db.run(store.files.read_versions,
                                [(file_id, v) for v in range(1, len(contents) + 1)])
     got = trio.run(reread)
     store.close()
@@ -141,7 +141,7 @@ def test_an_old_database_upgrades_in_place(tmp_path):
     async def main():
         assert (await store.read_file("k1", "a.md")).content == old
         await store.write_file("k1", "a.md", newer, author="api")
-        return await store._db(store._read_versions, [(2, 1), (2, 2), (2, 3)])
+        return await store.db.run(store.files.read_versions, [(2, 1), (2, 2), (2, 3)])
     got = trio.run(main)
     store.close()
     assert got == {(2, 1): old[:5000], (2, 2): old, (2, 3): newer}
@@ -185,7 +185,7 @@ def test_import_tree_keeps_long_content_in_chunks(tmp_path):
         skill = store.space("alice").skills["notes"]
         return (await store.read_file(skill.id, "big.md")).content
     assert trio.run(main) == big
-    chunks, = store.con.execute("SELECT count(*) FROM version_chunks").fetchone()
+    chunks, = store.db.con.execute("SELECT count(*) FROM version_chunks").fetchone()
     store.close()
     assert chunks == -(-len(big) // versions.CHUNK)
 
@@ -219,17 +219,17 @@ def test_purging_versions_rebases_the_splices_after_them(tmp_path):
     store = Store(str(db))
     file_id = _write_all(store, contents)
     doomed = {1, 2, 7, 39, 40, 41, 80, 119}
-    store._tx(lambda con: versions.purge(con, file_id, doomed, ("tester", 1, "test")))
+    store.db.tx(lambda con: versions.purge(con, file_id, doomed, ("tester", 1, "test")))
     every = [(file_id, v) for v in range(1, len(contents) + 1)]
-    got = store._read_versions(every)
+    got = store.files.read_versions(every)
     for v in range(1, len(contents) + 1):
         expected = b"" if v in doomed else contents[v - 1]
         assert got[(file_id, v)] == expected, f"version {v} differs"
-    _chains_hold(store.con, file_id)
-    left, = store.con.execute(
+    _chains_hold(store.db.con, file_id)
+    left, = store.db.con.execute(
         f"SELECT count(*) FROM version_chunks WHERE file_id = ? AND version IN "
         f"({','.join(map(str, doomed))})", [file_id]).fetchone()
-    marked = store.con.execute(
+    marked = store.db.con.execute(
         "SELECT version, purged_by, purge_reason, sha256 FROM file_versions "
         "WHERE purged_at_ns IS NOT NULL ORDER BY version").fetchall()
     store.close()
@@ -256,9 +256,9 @@ def test_purge_by_pattern_rewrites_the_current_content(tmp_path):
         log = await store.file_log(skill.id, "f.md")
         return out, current, log
     out, current, log = trio.run(main)
-    got = store._read_versions([(file_id, v) for v in range(1, 8)])
-    _chains_hold(store.con, file_id)
-    depth, = store.con.execute("SELECT delta_depth FROM file_versions WHERE file_id = ? "
+    got = store.files.read_versions([(file_id, v) for v in range(1, 8)])
+    _chains_hold(store.db.con, file_id)
+    depth, = store.db.con.execute("SELECT delta_depth FROM file_versions WHERE file_id = ? "
                                "AND version = 7", [file_id]).fetchone()
     store.close()
     assert out.purged == [2, 3, 5] and out.rewritten == 6 and out.compacted

@@ -193,8 +193,7 @@ def _mime(path: str) -> str:
 
 
 def _files(skill) -> list:
-    # A file created through the mount but not yet closed (version 0) has no content yet.
-    return [n for _, n in sorted(skill.files.items()) if n.version > 0]
+    return [n for _, n in sorted(skill.files.items())]
 
 
 def skill_json(skill, index: bool = True) -> dict:
@@ -348,14 +347,14 @@ class MessageIn(BaseModel):
 # -- lookups -------------------------------------------------------------------------------
 
 def _space(store: Store, space_id: uuid.UUID):
-    space = store.tree.spaces.get(str(space_id))
-    if space is None:
+    space = store.find_space(str(space_id))
+    if space is None or space.id != str(space_id):  # by id, not by a name that looks like one
         raise NotFound("learning space not found")
     return space
 
 
 def _skill(store: Store, skill_id: uuid.UUID):
-    skill = store.tree.skills.get(str(skill_id))
+    skill = store.find_skill(str(skill_id))
     if skill is None:
         raise NotFound("skill not found")
     return skill
@@ -379,7 +378,7 @@ async def ping():
 
 def _free_name(store: Store, base: str) -> str:
     name, n = base, 1
-    while name in store.tree.space_names:
+    while store.has_space_named(name):
         n += 1
         name = f"{base}-{n}"
     return name
@@ -393,7 +392,7 @@ def _wanted_name(store: Store, meta: dict | None) -> str | None:
         names.check_space_name(wanted)
     except Invalid:
         return None
-    return None if wanted in store.tree.space_names else wanted
+    return None if store.has_space_named(wanted) else wanted
 
 
 @router.post("/learning_spaces", status_code=201)
@@ -424,7 +423,7 @@ async def list_spaces(request: Request, user: str | None = None,
                       time_desc: bool = False, filter_by_meta: str | None = None):
     store = _store(request)
     want = _json_object(filter_by_meta, "filter_by_meta")
-    rows = list(store.tree.spaces.values())
+    rows = store.list_spaces()
     if user:
         rows = [s for s in rows if s.user == user]
     if want:
@@ -489,15 +488,16 @@ async def get_space_session(request: Request, space_id: uuid.UUID, session_id: u
 async def include_skill(request: Request, space_id: uuid.UUID, body: IncludeIn):
     store = _store(request)
     space, skill = _space(store, space_id), _skill(store, body.skill_id)
-    if space.skills.get(skill.name) is skill:
+    if space.skills.get(skill.name) == skill.id:
         raise Conflict("skill already included in this space")
     if skill.name in space.skills:
         raise Conflict(f"skill with name '{skill.name}' already exists in this space")
     await store.include_skill(space.id, skill.id, author="api")
     # Including a skill stamps the space with the time of the link.
+    linked = store.get_space(space.id).updated_ns
     return ok({"id": _derived("space-skill", space.id, skill.id),
                "learning_space_id": space.id, "skill_id": skill.id,
-               "created_at": _iso(space.updated_ns)}, 201)
+               "created_at": _iso(linked)}, 201)
 
 
 @router.get("/learning_spaces/{space_id}/skills")
@@ -510,7 +510,7 @@ async def list_space_skills(request: Request, space_id: uuid.UUID):
 async def exclude_skill(request: Request, space_id: uuid.UUID, skill_id: uuid.UUID):
     store = _store(request)
     space = _space(store, space_id)
-    if str(skill_id) in store.tree.skills:  # excluding an unknown skill is a no-op
+    if store.find_skill(str(skill_id)) is not None:  # excluding an unknown skill: a no-op
         await store.exclude_skill(space.id, str(skill_id), author="api")
     return ok()
 
@@ -687,7 +687,7 @@ async def list_skills(request: Request, user: str | None = None,
                       limit: int = Query(20, ge=1, le=MAX_LIMIT), cursor: str | None = None,
                       time_desc: bool = False):
     store = _store(request)
-    rows = list(store.tree.skills.values())
+    rows = store.list_skills()
     if user:
         rows = [s for s in rows if s.user == user]
     items, more, nxt = _page(rows, lambda s: (s.created_ns, s.id), limit, cursor, time_desc)
@@ -713,7 +713,7 @@ def _file_node(store: Store, skill_id: uuid.UUID, file_path: str):
     except Invalid as e:
         raise BadRequest(e.message) from None
     node = skill.files.get(file_path)
-    if node is None or node.version == 0:
+    if node is None:
         raise NotFound(f"file path '{file_path}' not found in agent_skills")
     return skill, node
 
@@ -781,8 +781,8 @@ async def download_zip(request: Request, skill_id: uuid.UUID):
 
 async def _users(store: Store) -> dict[str, list[int]]:
     seen: dict[str, list[int]] = {}
-    rows = [(s.user, s.created_ns, s.updated_ns) for s in store.tree.spaces.values()]
-    rows += [(s.user, s.created_ns, s.updated_ns) for s in store.tree.skills.values()]
+    rows = [(s.user, s.created_ns, s.updated_ns) for s in store.list_spaces()]
+    rows += [(s.user, s.created_ns, s.updated_ns) for s in store.list_skills()]
     rows += [(r.user, r.created_ns, r.updated_ns) for r in await store.list_sessions()]
     for user, c, u in rows:
         if user:
@@ -804,7 +804,7 @@ async def list_users(request: Request, limit: int | None = Query(None, ge=0, le=
 async def user_resources(request: Request, identifier: str):
     store = _store(request)
     sessions = await store.list_sessions(user=identifier)
-    skills = [s for s in store.tree.skills.values() if s.user == identifier]
+    skills = [s for s in store.list_skills() if s.user == identifier]
     # skillfs has no disks.
     return ok({"counts": {"sessions_count": len(sessions), "disks_count": 0,
                           "skills_count": len(skills)}})
@@ -817,11 +817,11 @@ async def delete_user(request: Request, identifier: str):
     store = _store(request)
     if identifier not in await _users(store):
         raise NotFound("user not found")
-    for space in [s for s in store.tree.spaces.values() if s.user == identifier]:
+    for space in [s for s in store.list_spaces() if s.user == identifier]:
         await store.delete_space(space.id, author="api")
     for row in await store.list_sessions(user=identifier):
         await store.delete_session(row.id)
-    for skill in [s for s in store.tree.skills.values() if s.user == identifier]:
+    for skill in [s for s in store.list_skills() if s.user == identifier]:
         try:
             await store.delete_skill(skill.id, author="api")
         except NotFound:  # deleted in between

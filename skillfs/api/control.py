@@ -36,7 +36,7 @@ def space_json(space) -> dict:
 def skill_json(skill) -> dict:
     return {"id": skill.id, "name": skill.name, "description": skill.description,
             "files": [{"path": p, "size": n.size, "version": n.version}
-                      for p, n in sorted(skill.files.items()) if n.version],
+                      for p, n in sorted(skill.files.items())],
             "spaces": sorted(skill.spaces), "updated_at": _ns(skill.updated_ns)}
 
 
@@ -83,7 +83,7 @@ class SpaceIn(BaseModel):
 @router.get("/spaces")
 async def list_spaces(request: Request):
     return [space_json(s) for s in
-            sorted(_store(request).tree.spaces.values(), key=lambda s: s.name)]
+            sorted(_store(request).list_spaces(), key=lambda s: s.name)]
 
 
 @router.post("/spaces", status_code=201)
@@ -95,24 +95,24 @@ async def create_space(request: Request, body: SpaceIn):
 @router.delete("/spaces/{ref}")
 async def delete_space(request: Request, ref: str):
     store = _store(request)
-    await store.delete_space(store.space(ref).id, author="cli", with_skills=True)
+    await store.delete_space(store.get_space(ref).id, author="cli", with_skills=True)
     return {"deleted": ref}
 
 
 def _skill_in(store: Store, space: str, skill: str):
     """A skill of the space, by name or id. Another space's skill is not found here, and
     the answer does not tell whether it exists elsewhere."""
-    skills = store.space(space).skills
-    found = skills.get(skill) or next((s for s in skills.values() if s.id == skill), None)
+    skills = store.get_space(space).skills  # ids by name
+    found = skills.get(skill) or (skill if skill in skills.values() else None)
     if found is None:
         raise NotFound(f"no skill {skill!r} in space {space!r}")
-    return found
+    return store.get_skill(found)
 
 
 @router.get("/skills")
 async def list_skills(request: Request, space: str):
     store = _store(request)
-    return [skill_json(s) for s in store.list_space_skills(store.space(space).id)]
+    return [skill_json(s) for s in store.list_space_skills(store.get_space(space).id)]
 
 
 @router.delete("/skills")
@@ -121,9 +121,10 @@ async def delete_skill(request: Request, space: str, skill: str):
     history stays in the database)."""
     store = _store(request)
     found = _skill_in(store, space, skill)
-    deleted = await store.remove_skill(store.space(space).id, found.id, author="cli")
+    deleted = await store.remove_skill(store.get_space(space).id, found.id, author="cli")
+    left = store.find_skill(found.id)
     return {"name": found.name, "deleted": deleted, "still_in": sorted(
-        store.tree.spaces[s].name for s in found.spaces)}
+        store.get_space(s).name for s in (left.spaces if left else ()))}
 
 
 @router.post("/skills/import", status_code=201)
@@ -132,7 +133,7 @@ async def import_skill(request: Request, space: str = Query(...),
     store = _store(request)
     # Inflating takes a while: off the loop that also serves the mount.
     skill_md, files = await trio.to_thread.run_sync(read_skill_zip, data, store.max_file_size)
-    skill = await store.create_skill(skill_md, files, space_id=store.space(space).id,
+    skill = await store.create_skill(skill_md, files, space_id=store.get_space(space).id,
                                      author="cli", reason="import")
     return skill_json(skill)
 
@@ -141,7 +142,7 @@ async def import_skill(request: Request, space: str = Query(...),
 async def export_skill(request: Request, space: str, skill: str):
     store = _store(request)
     found = _skill_in(store, space, skill)
-    files = {p: await store.content(n) for p, n in found.files.items() if n.version}
+    files = {p: await store.content(n) for p, n in found.files.items()}
     return Response(write_skill_zip(found.name, files), media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{found.name}.zip"'})
 
@@ -150,7 +151,7 @@ async def export_skill(request: Request, space: str, skill: str):
 async def list_sessions(request: Request, space: str | None = None):
     store = _store(request)
     learning = {r.session_id: r for r in await store.list_learning()}
-    space_id = store.space(space).id if space else None
+    space_id = store.get_space(space).id if space else None
     return [session_json(s, learning.get(s.id))
             for s in await store.list_sessions(space_id=space_id)]
 
@@ -345,7 +346,7 @@ def _learner(request: Request):
 async def learning_status(request: Request, session: str | None = None,
                           space: str | None = None):
     store = _store(request)
-    space_id = store.space(space).id if space else None
+    space_id = store.get_space(space).id if space else None
     if session is not None:
         session = await _session_id(store, session)
         row = await store.get_learning(session)

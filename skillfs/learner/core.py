@@ -19,6 +19,7 @@ import trio
 from ..config import LearnerConfig
 from ..errors import NotFound, SkillfsError
 from ..messages import message_time
+from ..store.events import SessionEvent, StoreEvent
 from . import known, rules
 from .distill import Lesson, distill_task
 from .extract import Task, extract_tasks
@@ -212,9 +213,10 @@ class Learner:
 
     # -- state -------------------------------------------------------------------------
 
-    def on_store_event(self, event: Any) -> None:
-        """A store listener (StoreEvent: kind, session_id)."""
-        self.notify(event.session_id, event.kind)
+    def on_store_event(self, event: StoreEvent) -> None:
+        """A store subscriber: sessions' events wake it; the tree's are not its business."""
+        if isinstance(event, SessionEvent):
+            self.notify(event.session_id, event.kind)
 
     def _session(self, session_id: str) -> _Session:
         s = self._sessions.get(session_id)

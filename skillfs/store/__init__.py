@@ -1,29 +1,24 @@
-"""The store: the only code that touches DuckDB.
+"""The store: the only code that touches the database.
+
+`Store` (store.py) is the composition root: a `Database` part (the connection, its worker
+thread, transactions; the only code that knows DuckDB's dialect), the in-memory index (the
+tree and the content cache), and services that each own one kind of data, given what they
+need in their constructors (context.py says what they share).
 
 Every change is one transaction on one worker thread (DuckDB connections are not
 thread-safe, and one writer is all a single file needs). After a commit the store updates the
-in-memory tree on the trio thread, tells the kernel what it must forget (when the change did
-not come through the kernel itself) and tells subscribers (the learner) what happened.
+in-memory index on the trio thread and tells its subscribers what changed (events.py): the
+mount turns that into kernel invalidations, the learner into work.
 
-Mutations hold `self._lock` from validation to tree update, so the tree and the database
-never disagree; the kernel is told only after the lock is released, because telling it can
-wait for FUSE requests that may themselves be waiting for the lock.
+Mutations hold the context's lock from validation to index update, so the index and the
+database never disagree; subscribers are told only after the lock is released, because the
+mount's invalidation can wait for FUSE requests that may themselves be waiting for it.
 """
 
-from .base import StoreBase
-from .files import FilesMixin
-from .learning import LearningMixin
-from .purging import PurgeMixin
-from .rows import *  # noqa: F401,F403  (the rows and events callers use)
+from .events import *  # noqa: F401,F403  (the events subscribers get)
+from .events import __all__ as _events_all
+from .rows import *  # noqa: F401,F403  (the rows callers use)
 from .rows import __all__ as _rows_all
-from .sessions import SessionsMixin
-from .spaces import SpacesMixin
-from .trash import TrashMixin
+from .store import Store
 
-
-class Store(SpacesMixin, TrashMixin, FilesMixin, SessionsMixin, LearningMixin, PurgeMixin,
-            StoreBase):
-    """One DuckDB file: spaces, skills, versioned files, sessions, messages, learning."""
-
-
-__all__ = ["Store", *_rows_all]
+__all__ = ["Store", *_rows_all, *_events_all]

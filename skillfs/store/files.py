@@ -12,34 +12,42 @@ from ..errors import (
     NotEmpty,
     NotFound,
     StaleVersion,
-    TooBig,
 )
 from ..tree import FileNode, Skill, Space
-from . import versions
-from .base import StoreMixin
-from .rows import SKILL_MD, FileContent, VersionRow, _insert_many, _json, now_ns, sha256
+from . import versions, writes
+from .context import Service
+from .events import (
+    FileAdded,
+    FileChanged,
+    FileDropped,
+    FileMoved,
+    FileRemoved,
+    FolderAdded,
+    FolderMoved,
+    FolderRemoved,
+    TreeEvent,
+)
+from .rows import SKILL_MD, FileContent, FileRow, VersionRow, _json, now_ns, sha256
 
 
-class FilesMixin(StoreMixin):
+class Files(Service):
+    """Files of skills, their versions and folders, and reading their content."""
+
     # -- files -------------------------------------------------------------------------
 
-    def _check_size(self, content: bytes) -> None:
-        if len(content) > self.max_file_size:
-            raise TooBig(f"file is {len(content)} bytes; the limit is {self.max_file_size}")
-
-    def _check_skill_md(self, skill: Skill, path: str, content: bytes) -> str | None:
+    def check_skill_md(self, skill: Skill, path: str, content: bytes) -> str | None:
         """Validate a SKILL.md write; return the new description, if it is one."""
         if path != SKILL_MD:
             return None
         return skillmd.parse(content, skill.name).description
 
     async def read_file(self, skill_id: str, path: str) -> FileContent:
-        node = self.skill(skill_id).files.get(path)
+        node = self.ctx.skill(skill_id).files.get(path)
         if node is None:
-            raise NotFound(f"no file {path!r} in skill {self.skill(skill_id).name!r}")
+            raise NotFound(f"no file {path!r} in skill {self.ctx.skill(skill_id).name!r}")
         return FileContent(await self.content(node), node.version, node.sha256, node.path)
 
-    async def content(self, node: FileNode) -> bytes:
+    async def content(self, node: FileNode | FileRow) -> bytes:
         if node.version == 0:
             return b""
         key = (node.id, node.version)
@@ -49,7 +57,7 @@ class FilesMixin(StoreMixin):
             # the rest: fetch the folder's uncached files in the same query.
             keys = [key] + self._uncached_neighbours(node)
             self._fetched_upto = max(k[0] for k in keys)
-            found = await self._db(self._read_versions, keys)
+            found = await self._db(self.read_versions, keys)
             for k, content in found.items():
                 self.cache.put(k, content)
             data = found.get(key)
@@ -86,14 +94,14 @@ class FilesMixin(StoreMixin):
         return loaded
 
     async def _preload_chunk(self, keys: list[tuple[int, int]]) -> int:
-        found = await self._db(self._read_versions, keys)
+        found = await self._db(self.read_versions, keys)
         for k, content in found.items():
             # Not over anything read meanwhile: that is fresher and wanted more.
             if self.cache.get(k, touch=False) is None:
                 self.cache.put(k, content)
         return len(found)
 
-    def _uncached_neighbours(self, node: FileNode) -> list[tuple[int, int]]:
+    def _uncached_neighbours(self, node: FileNode | FileRow) -> list[tuple[int, int]]:
         """Uncached files likely read next: the rest of the folder, then the files created
         after this one (a tree walk meets them next: ids follow creation order)."""
         skill = self.tree.skills.get(node.skill_id)
@@ -127,27 +135,27 @@ class FilesMixin(StoreMixin):
                     break
         return out
 
-    def _read_versions(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    def read_versions(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         return versions.read_contents(self.con, keys)
 
     async def write_file(self, skill_id: str, path: str, content: bytes, *, author: str,
                          reason: str = "", session_id: str | None = None,
                          task_id: str | None = None,
-                         expect_version: int | None = None) -> FileNode:
+                         expect_version: int | None = None) -> FileRow:
         """Create or replace a file as a new version."""
         names.check_rel_path(path)
-        self._check_size(content)
+        self.ctx.check_size(content)
         async with self._lock:
-            skill = self.skill(skill_id)
-            node, items = await self._write_locked(skill, path, content, author, reason,
-                                                   session_id, task_id, expect_version)
-        await self._tell_kernel(items, author)
-        return node
+            skill = self.ctx.skill(skill_id)
+            node, events = await self._write_locked(skill, path, content, author, reason,
+                                                    session_id, task_id, expect_version)
+        await self.ctx.publish(*events)
+        return FileRow.of(node)
 
     async def _write_locked(self, skill: Skill, path: str, content: bytes, author: str,
                             reason: str, session_id: str | None, task_id: str | None,
-                            expect_version: int | None) -> tuple[FileNode, list[tuple]]:
-        new_desc = self._check_skill_md(skill, path, content)
+                            expect_version: int | None) -> tuple[FileNode, list[TreeEvent]]:
+        new_desc = self.check_skill_md(skill, path, content)
         node = skill.files.get(path)
         current = node.version if node else 0
         reserved = node if node is not None and node.version == 0 else None
@@ -161,13 +169,13 @@ class FilesMixin(StoreMixin):
         t = now_ns()
         digest = sha256(content)
         if node is None:
-            new = FileNode(reserved.id if reserved else self._alloc_file_id(), skill.id, path, 1,
+            new = FileNode(reserved.id if reserved else self.ctx.alloc_file_id(), skill.id, path, 1,
                            len(content), digest, t, t)
 
             new_dirs = [d for d in self._parents(path) if d not in skill.children]
 
             def sql(con):
-                self._sql_new_file(con, new, content, author, reason, session_id, task_id)
+                writes.new_file(con, new, content, author, reason, session_id, task_id)
                 # Folders a file implies are kept, as a real filesystem keeps them.
                 for d in new_dirs:
                     con.execute("INSERT INTO skill_dirs VALUES (?,?,?)", [skill.id, d, t])
@@ -181,37 +189,33 @@ class FilesMixin(StoreMixin):
 
             def sql(con):
                 con.execute("UPDATE files SET version = ? WHERE id = ?", [new.version, new.id])
-                self._sql_version(con, new, content, author, reason, session_id, task_id, False,
-                                  prev)
+                writes.version(con, new, content, author, reason, session_id, task_id, False,
+                               prev)
                 if new_desc is not None:
                     con.execute("UPDATE skills SET description = ?, updated_ns = ? WHERE id = ?",
                                 [new_desc, t, skill.id])
         await self._write(sql)
-        items: list[tuple] = []
+        events: list[TreeEvent] = []
         if reserved is not None:
             reserved.version, reserved.size, reserved.sha256, reserved.mtime_ns = (
                 1, new.size, new.sha256, t)
             new = reserved
-            if new.ino:
-                items.append(("inode", new.ino, False))
+            events.append(FileChanged(skill.id, path, new.id, author))
         elif node is None:
-            parent = path.rpartition("/")[0]
             self.tree.add_file(new)
-            items += self._dir_items(skill, parent)
-            for d in new_dirs:
-                items += self._dir_items(skill, d.rpartition("/")[0])
+            events.append(FileAdded(skill.id, path, new.id, author))
+            events += [FolderAdded(skill.id, d, author) for d in new_dirs]
         else:
-            # Keep the inode: the kernel knows this file by it.
+            # Keep the node: the mount knows this file by it.
             node.version, node.size, node.sha256, node.mtime_ns = (
                 new.version, new.size, new.sha256, new.mtime_ns)
             new = node
-            if new.ino:
-                items.append(("inode", new.ino, False))
+            events.append(FileChanged(skill.id, path, new.id, author))
         self.cache.put((new.id, new.version), content)
         if new_desc is not None:
             skill.description = new_desc
         skill.updated_ns = t
-        return new, items
+        return new, events
 
     @staticmethod
     def _parents(path: str) -> list[str]:
@@ -225,27 +229,19 @@ class FilesMixin(StoreMixin):
             if parent in skill.files:
                 raise Invalid(f"{parent!r} is a file, not a folder")
 
-    def _sql_delete_version(self, con, node: FileNode, t: int, author: str, reason: str,
-                            session_id: str | None, task_id: str | None) -> None:
-        gone = FileNode(node.id, node.skill_id, node.path, node.version + 1, 0, sha256(b""), t,
-                        node.ctime_ns)
-        con.execute("UPDATE files SET version = ?, deleted = true WHERE id = ?",
-                    [gone.version, node.id])
-        self._sql_version(con, gone, None, author, reason, session_id, task_id, True)
-
     async def reserve_file(self, skill_id: str, path: str) -> FileNode:
         """Make an empty file visible in the tree before its first version is committed
         (a file created through the mount exists from `create` until its first close)."""
         names.check_rel_path(path)
         async with self._lock:
-            skill = self.skill(skill_id)
+            skill = self.ctx.skill(skill_id)
             if path in skill.files:
                 raise Exists(f"{path!r} already exists")
             self._check_path_free(skill, path, None)
             if path.rpartition("/")[0] not in skill.children:
                 raise NotFound(f"no folder for {path!r}")
             t = now_ns()
-            node = FileNode(self._alloc_file_id(), skill.id, path, 0, 0, sha256(b""), t, t)
+            node = FileNode(self.ctx.alloc_file_id(), skill.id, path, 0, 0, sha256(b""), t, t)
             self.tree.add_file(node)
             return node
 
@@ -255,17 +251,14 @@ class FilesMixin(StoreMixin):
         name that is gone."""
         if node.version != 0 or node.deleted:
             return
-        skill = self.tree.skills[node.skill_id]
         self.tree.remove_file(node, now_ns())
-        parent, _, name = node.path.rpartition("/")
-        if self.kernel is not None:
-            await self.kernel.invalidate(self._dir_items(skill, parent, name), wait=True)
+        await self.ctx.publish(FileDropped(node.skill_id, node.path, node.id))
 
     async def delete_file(self, skill_id: str, path: str, *, author: str, reason: str = "delete",
                           session_id: str | None = None, task_id: str | None = None,
                           expect_version: int | None = None) -> None:
         async with self._lock:
-            skill = self.skill(skill_id)
+            skill = self.ctx.skill(skill_id)
             node = skill.files.get(path)
             if node is None:
                 raise NotFound(f"no file {path!r} in skill {skill.name!r}")
@@ -275,28 +268,26 @@ class FilesMixin(StoreMixin):
                 raise StaleVersion(f"{path!r} is at version {node.version}, not {expect_version}")
             t = now_ns()
             if node.version:  # a reserved file (version 0) was never written to the database
-                await self._write(lambda con: self._sql_delete_version(
+                await self._write(lambda con: writes.delete_version(
                     con, node, t, author, reason, session_id, task_id))
             self.tree.remove_file(node, t)
             skill.updated_ns = t
-            parent, _, name = path.rpartition("/")
-            items = self._dir_items(skill, parent, name)
-        await self._tell_kernel(items, author)
+        await self.ctx.publish(FileRemoved(skill.id, path, node.id, author))
 
     async def move_file(self, skill_id: str, old: str, new: str, *, author: str,
                         reason: str = "", session_id: str | None = None,
-                        task_id: str | None = None, replace: bool = True) -> FileNode:
+                        task_id: str | None = None, replace: bool = True) -> FileRow:
         """Rename a file inside a skill. Over an existing file, the target keeps its history
         and gains the source's content as a new version (an editor's save); the source is
         recorded as deleted."""
         names.check_rel_path(new)
         async with self._lock:
-            skill = self.skill(skill_id)
+            skill = self.ctx.skill(skill_id)
             node = skill.files.get(old)
             if node is None:
                 raise NotFound(f"no file {old!r} in skill {skill.name!r}")
             if old == new:
-                return node
+                return FileRow.of(node)
             if old == SKILL_MD:
                 raise Forbidden("SKILL.md cannot be renamed")
             target = skill.files.get(new)
@@ -306,14 +297,14 @@ class FilesMixin(StoreMixin):
                 self.tree.remove_file(node, now_ns())
                 node.deleted, node.path = False, new
                 self.tree.add_file(node)
-                return node
+                return FileRow.of(node)
             if target is not None and not replace:
                 raise Exists(f"{new!r} already exists")
             self._check_path_free(skill, new, target)
             reason = reason or f"rename {old} -> {new}"
             if target is not None:
                 content = await self.content(node)
-                new_desc = self._check_skill_md(skill, new, content)
+                new_desc = self.check_skill_md(skill, new, content)
                 t = now_ns()
                 digest = node.sha256
                 upd = FileNode(target.id, skill.id, new, target.version + 1, node.size, digest,
@@ -323,9 +314,9 @@ class FilesMixin(StoreMixin):
                 def sql(con):
                     con.execute("UPDATE files SET version = ? WHERE id = ?",
                                 [upd.version, upd.id])
-                    self._sql_version(con, upd, content, author, reason, session_id, task_id,
-                                      False, prev)
-                    self._sql_delete_version(con, node, t, author, reason, session_id, task_id)
+                    writes.version(con, upd, content, author, reason, session_id, task_id,
+                                   False, prev)
+                    writes.delete_version(con, node, t, author, reason, session_id, task_id)
                     if new_desc is not None:
                         con.execute("UPDATE skills SET description = ? WHERE id = ?",
                                     [new_desc, skill.id])
@@ -338,10 +329,10 @@ class FilesMixin(StoreMixin):
                 if new_desc is not None:
                     skill.description = new_desc
                 result = target
-                items = [("inode", target.ino, False)] if target.ino else []
+                events: list[TreeEvent] = [FileChanged(skill.id, new, target.id, author)]
             else:
                 content = await self.content(node)
-                self._check_skill_md(skill, new, content)
+                self.check_skill_md(skill, new, content)
                 t = now_ns()
                 moved = FileNode(node.id, skill.id, new, node.version + 1, node.size,
                                  node.sha256, t, node.ctime_ns)
@@ -349,8 +340,8 @@ class FilesMixin(StoreMixin):
                 def sql(con):
                     con.execute("UPDATE files SET version = ?, path = ? WHERE id = ?",
                                 [moved.version, new, node.id])
-                    self._sql_version(con, moved, content, author, reason, session_id, task_id,
-                                      False, content)
+                    writes.version(con, moved, content, author, reason, session_id, task_id,
+                                   False, content)
                 await self._write(sql)
                 self.tree.remove_file(node, t)
                 node.deleted = False
@@ -358,18 +349,15 @@ class FilesMixin(StoreMixin):
                 self.tree.add_file(node)
                 self.cache.put((node.id, node.version), content)
                 result = node
-                items = []
+                events = []
             skill.updated_ns = t
-            op, _, oname = old.rpartition("/")
-            np_, _, nname = new.rpartition("/")
-            items += self._dir_items(skill, op, oname) + self._dir_items(skill, np_, nname)
-        await self._tell_kernel(items, author)
-        return result
+        await self.ctx.publish(FileMoved(skill.id, old, new, node.id, author), *events)
+        return FileRow.of(result)
 
     async def make_dir(self, skill_id: str, path: str, author: str = "api") -> None:
         names.check_rel_path(path)
         async with self._lock:
-            skill = self.skill(skill_id)
+            skill = self.ctx.skill(skill_id)
             if path in skill.children or path in skill.files:
                 raise Exists(f"{path!r} already exists")
             self._check_path_free(skill, path + "/x", None)
@@ -377,30 +365,25 @@ class FilesMixin(StoreMixin):
             await self._write(lambda con: con.execute(
                 "INSERT INTO skill_dirs VALUES (?,?,?)", [skill.id, path, t]))
             skill.add_dir(path, t)
-            items = self._dir_items(skill, path.rpartition("/")[0])
-        await self._tell_kernel(items, author)
+        await self.ctx.publish(FolderAdded(skill.id, path, author))
 
     async def remove_dir(self, skill_id: str, path: str, author: str = "api") -> None:
         async with self._lock:
-            skill = self.skill(skill_id)
+            skill = self.ctx.skill(skill_id)
             if path not in skill.children or not path:
                 raise NotFound(f"no folder {path!r}")
             if skill.children[path]:
                 raise NotEmpty(f"folder {path!r} is not empty")
             await self._write(lambda con: con.execute(
                 "DELETE FROM skill_dirs WHERE skill_id = ? AND path = ?", [skill.id, path]))
-            parent, _, name = path.rpartition("/")
-            items = self._dir_items(skill, parent, name)
             skill.remove_dir(path, now_ns())
-            for space_id in skill.spaces:
-                self.tree.forget_dir(space_id, skill.id, path)
-        await self._tell_kernel(items, author)
+        await self.ctx.publish(FolderRemoved(skill.id, path, author))
 
     async def move_dir(self, skill_id: str, old: str, new: str, author: str = "api") -> None:
         """Rename a sub-folder of a skill with everything in it."""
         names.check_rel_path(new)
         async with self._lock:
-            skill = self.skill(skill_id)
+            skill = self.ctx.skill(skill_id)
             if old not in skill.children or not old:
                 raise NotFound(f"no folder {old!r}")
             if new in skill.files:
@@ -415,35 +398,30 @@ class FilesMixin(StoreMixin):
             contents = {n.id: await self.content(n) for n in moved_files}
 
             def sql(con):
+                # The empty folder moved over goes first: the moved one takes its path.
+                if new in skill.children:
+                    con.execute("DELETE FROM skill_dirs WHERE skill_id = ? AND path = ?",
+                                [skill.id, new])
                 for d in moved_dirs:
                     con.execute("DELETE FROM skill_dirs WHERE skill_id = ? AND path = ?",
                                 [skill.id, d])
                     con.execute("INSERT INTO skill_dirs VALUES (?,?,?)",
                                 [skill.id, new + d[len(old):], t])
-                if new in skill.children:
-                    con.execute("DELETE FROM skill_dirs WHERE skill_id = ? AND path = ?",
-                                [skill.id, new])
                 for n in moved_files:
                     moved = FileNode(n.id, skill.id, new + n.path[len(old):], n.version + 1,
                                      n.size, n.sha256, t, n.ctime_ns)
                     con.execute("UPDATE files SET version = ?, path = ? WHERE id = ?",
                                 [moved.version, moved.path, n.id])
-                    self._sql_version(con, moved, contents[n.id], author,
-                                      f"rename {old} -> {new}", None, None, False,
-                                      contents[n.id])
+                    writes.version(con, moved, contents[n.id], author,
+                                   f"rename {old} -> {new}", None, None, False,
+                                   contents[n.id])
             await self._write(sql)
-            op, _, oname = old.rpartition("/")
-            np_, _, nname = new.rpartition("/")
-            items = self._dir_items(skill, op, oname) + self._dir_items(skill, np_, nname)
             for n in moved_files:
                 self.tree.remove_file(n, t)
             for d in sorted(moved_dirs, reverse=True):
                 skill.remove_dir(d, t)
             if new in skill.children:
                 skill.remove_dir(new, t)
-                for space_id in skill.spaces:
-                    self.tree.forget_dir(space_id, skill.id, new)
-            self.tree.rename_dirs(skill, old, new)
             for d in sorted(moved_dirs):
                 skill.add_dir(new + d[len(old):], t)
             for n in moved_files:
@@ -451,9 +429,9 @@ class FilesMixin(StoreMixin):
                 n.path, n.version, n.mtime_ns = new + n.path[len(old):], n.version + 1, t
                 self.tree.add_file(n)
                 self.cache.put((n.id, n.version), contents[n.id])
-        await self._tell_kernel(items, author)
+        await self.ctx.publish(FolderMoved(skill.id, old, new, author))
 
-    def _find_file_id(self, skill: Skill, path: str) -> int:
+    def find_file_id(self, skill: Skill, path: str) -> int:
         node = skill.files.get(path)
         if node is not None:
             return node.id
@@ -471,10 +449,10 @@ class FilesMixin(StoreMixin):
 
     async def file_log(self, skill_id: str, path: str) -> list[VersionRow]:
         """All versions of the file at `path` (or of the last file that had that path)."""
-        skill = self.skill(skill_id)
+        skill = self.ctx.skill(skill_id)
 
         def q():
-            fid = self._find_file_id(skill, path)
+            fid = self.find_file_id(skill, path)
             return self.con.execute(
                 "SELECT version, path, sha256, size, author, reason, session_id, task_id, "
                 "at_ns, deleted, purged_by, purged_at_ns, purge_reason FROM file_versions "
@@ -485,10 +463,10 @@ class FilesMixin(StoreMixin):
     async def read_version(self, skill_id: str, path: str, version: int) -> bytes:
         """The content of one version of the file at `path` (or of the last file that had
         that path)."""
-        skill = self.skill(skill_id)
+        skill = self.ctx.skill(skill_id)
 
         def q() -> bytes | None:
-            fid = self._find_file_id(skill, path)
+            fid = self.find_file_id(skill, path)
             row = self.con.execute(
                 "SELECT deleted, purged_by, purged_at_ns, purge_reason FROM file_versions "
                 "WHERE file_id = ? AND version = ?", [fid, version]).fetchone()
@@ -505,23 +483,24 @@ class FilesMixin(StoreMixin):
         return content
 
     async def revert_file(self, skill_id: str, path: str, version: int,
-                          author: str = "cli") -> tuple[FileNode, bool]:
+                          author: str = "cli") -> tuple[FileRow, bool]:
         """Make an old version current again, as a new version (history is kept). Returns
         the file and whether anything changed: reverting to the current content is a no-op."""
-        skill = self.skill(skill_id)
+        skill = self.ctx.skill(skill_id)
         content = await self.read_version(skill_id, path, version)
         node = skill.files.get(path)
         if node is not None:
             if node.version and node.sha256 == sha256(content):
-                return node, False
+                return FileRow.of(node), False
             return await self.write_file(skill_id, path, content, author=author,
                                          reason=f"revert to version {version}"), True
-        fid = await self._db(self._find_file_id, skill, path)
-        return await self._undelete(skill, fid, path, content, version, author), True
+        fid = await self._db(self.find_file_id, skill, path)
+        node = await self.undelete(skill, fid, path, content, version, author)
+        return FileRow.of(node), True
 
-    async def _undelete(self, skill: Skill, fid: int, path: str, content: bytes, version: int,
-                        author: str, reason: str | None = None) -> FileNode:
-        self._check_size(content)
+    async def undelete(self, skill: Skill, fid: int, path: str, content: bytes, version: int,
+                       author: str, reason: str | None = None) -> FileNode:
+        self.ctx.check_size(content)
         async with self._lock:
             if path in skill.files:
                 raise Exists(f"{path!r} exists again")
@@ -535,13 +514,12 @@ class FilesMixin(StoreMixin):
             def sql(con):
                 con.execute("UPDATE files SET version = ?, path = ?, deleted = false "
                             "WHERE id = ?", [node.version, path, fid])
-                self._sql_version(con, node, content, author,
-                                  reason or f"revert to version {version}", None, None, False)
+                writes.version(con, node, content, author,
+                               reason or f"revert to version {version}", None, None, False)
             await self._write(sql)
             self.tree.add_file(node)
             self.cache.put((node.id, node.version), content)
-            items = self._dir_items(skill, path.rpartition("/")[0])
-        await self._tell_kernel(items, author)
+        await self.ctx.publish(FileAdded(skill.id, path, node.id, author))
         return node
 
     # -- bulk import (daemon not running) ------------------------------------------------
@@ -588,8 +566,8 @@ class FilesMixin(StoreMixin):
                         rel = fname if rel_dir == "." else f"{rel_dir}/{fname}"
                         names.check_rel_path(rel)
                         data = (Path(dirpath) / fname).read_bytes()
-                        self._check_size(data)
-                        node = FileNode(self._alloc_file_id(), skill.id, rel, 1, len(data),
+                        self.ctx.check_size(data)
+                        node = FileNode(self.ctx.alloc_file_id(), skill.id, rel, 1, len(data),
                                         sha256(data), t, t)
                         file_rows.append([node.id, skill.id, rel, 1, False, t])
                         pieces = versions.split(data) or []
@@ -605,15 +583,15 @@ class FilesMixin(StoreMixin):
                     progress(counts)
 
         def sql(con):
-            _insert_many(con, "spaces", 6, space_rows)
-            _insert_many(con, "skills", 7, skill_rows)
-            _insert_many(con, "space_skills", 3, link_rows)
-            _insert_many(con, "skill_dirs", 3, dir_rows)
-            _insert_many(con, "files", 6, file_rows)
-            _insert_many(con, "file_versions", versions.COLUMNS, version_rows)
-            _insert_many(con, "version_chunks", 4, chunk_rows)
-        self._tx(sql)
+            self.ctx.db.insert_many(con, "spaces", 6, space_rows)
+            self.ctx.db.insert_many(con, "skills", 7, skill_rows)
+            self.ctx.db.insert_many(con, "space_skills", 3, link_rows)
+            self.ctx.db.insert_many(con, "skill_dirs", 3, dir_rows)
+            self.ctx.db.insert_many(con, "files", 6, file_rows)
+            self.ctx.db.insert_many(con, "file_versions", versions.COLUMNS, version_rows)
+            self.ctx.db.insert_many(con, "version_chunks", 4, chunk_rows)
+        self.ctx.db.tx(sql)
         for apply, *args in later:  # the tree learns of it only once it is committed
             apply(*args)
-        self.con.execute("CHECKPOINT")
+        self.ctx.db.checkpoint()
         return counts

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import Invalid, NotFound
-from .base import StoreMixin
+from .context import Service
 from .rows import (
     _LEARNING_COLS,
     _LESSON_COLS,
@@ -14,7 +14,6 @@ from .rows import (
     LearningRow,
     LessonRow,
     TaskRow,
-    _insert_many,
     _json,
     _lesson,
     _task,
@@ -23,7 +22,9 @@ from .rows import (
 )
 
 
-class LearningMixin(StoreMixin):
+class Learning(Service):
+    """Tasks, learning status and lessons."""
+
     # -- tasks and learning status --------------------------------------------------------
 
     async def list_tasks(self, session_id: str) -> list[TaskRow]:
@@ -60,7 +61,7 @@ class LearningMixin(StoreMixin):
         return LearningRow(*row) if row else None
 
     async def list_learning(self, space_id: str | None = None) -> list[LearningRow]:
-        cond, args = where(space_id=self.space(space_id).id if space_id is not None else None)
+        cond, args = where(space_id=self.ctx.space(space_id).id if space_id is not None else None)
         rows = await self._db(lambda: self.con.execute(
             f"SELECT {_LEARNING_COLS} FROM learning{cond} ORDER BY created_ns", args).fetchall())
         return [LearningRow(*r) for r in rows]
@@ -107,7 +108,7 @@ class LearningMixin(StoreMixin):
                 raise NotFound(f"session {session_id!r} does not learn into any space")
             for task in tasks:
                 self._sql_task(con, task)
-            _insert_many(con, "lessons", 10, rows)
+            self.ctx.db.insert_many(con, "lessons", 10, rows)
             if learned_seq is not None:
                 con.execute("UPDATE learning SET learned_seq = ?, updated_ns = ? "
                             "WHERE session_id = ?", [learned_seq, t, session_id])

@@ -19,20 +19,27 @@ import time
 
 from ..errors import Invalid, NotFound, SkillfsError
 from ..tree import FileNode, Skill
-from . import versions
-from .base import StoreMixin
+from . import versions, writes
+from .context import Context, Service
+from .events import FileChanged
+from .files import Files
 from .rows import PurgeResult, now_ns, sha256
+from .sessions import Sessions
 
 log = logging.getLogger("skillfs.store")
 
 PURGED = b"[purged]"  # what a match in the current content is replaced by
 BATCH = 64  # versions read at a time while matching: a file may have thousands
-# A purged message's original, still a message of its own form (the API hands it out as is)
-_TOMBSTONE_ORIGINAL = ("CASE format WHEN 'acontext' THEN json_object('role', role, 'parts', "
-                       "json('[]')) ELSE json_object('role', role, 'content', '') END::VARCHAR")
 
 
-class PurgeMixin(StoreMixin):
+class Purge(Service):
+    """Purging file versions and session messages, then compacting the database."""
+
+    def __init__(self, ctx: Context, files: Files, sessions: Sessions) -> None:
+        super().__init__(ctx)
+        self.files = files
+        self.sessions = sessions
+
     async def purge_file(self, skill_id: str, path: str, *, by: str, why: str,
                          version: int | None = None,
                          pattern: re.Pattern[bytes] | None = None) -> PurgeResult:
@@ -40,9 +47,9 @@ class PurgeMixin(StoreMixin):
         path), or every version whose content `pattern` matches."""
         if (version is None) == (pattern is None):
             raise Invalid("purge one version or the versions matching a pattern")
-        skill = self.skill(skill_id)
+        skill = self.ctx.skill(skill_id)
         async with self._lock:
-            fid = await self._db(self._find_file_id, skill, path)
+            fid = await self._db(self.files.find_file_id, skill, path)
             node = skill.files.get(path)
             node = node if node is not None and node.id == fid and node.version else None
             if version is not None:
@@ -58,18 +65,18 @@ class PurgeMixin(StoreMixin):
             rewritten = None
             if node is not None and node.version in doomed:
                 assert pattern is not None  # a current version cannot be purged by number
-                content = pattern.sub(PURGED, await self.content(node))
-                items = await self._rewrite_purged(skill, node, content, fid, doomed, stamp)
+                content = pattern.sub(PURGED, await self.files.content(node))
+                await self._rewrite_purged(skill, node, content, fid, doomed, stamp)
                 rewritten = node.version
             else:
                 await self._write(lambda con: versions.purge(con, fid, doomed, stamp))
-                items = []
             for v in doomed:
                 self.cache.forget((fid, v))
         log.warning("purged %s/%s versions %s (file %d) by %s: %s%s", skill.name, path,
                     sorted(doomed), fid, by, why,
                     f"; the current content is version {rewritten}" if rewritten else "")
-        await self._tell_kernel(items, by)
+        if rewritten:
+            await self.ctx.publish(FileChanged(skill.id, path, fid, by))
         return PurgeResult(path, sorted(doomed), rewritten, await self._compact())
 
     def _purgeable(self, fid: int, path: str, version: int, current: int | None) -> set[int]:
@@ -100,11 +107,11 @@ class PurgeMixin(StoreMixin):
         return found
 
     async def _rewrite_purged(self, skill: Skill, node: FileNode, content: bytes, fid: int,
-                              doomed: set[int], stamp: tuple[str, int, str]) -> list[tuple]:
+                              doomed: set[int], stamp: tuple[str, int, str]) -> None:
         """Write the current content without the matches as a new version and purge the
         doomed versions (the old current one among them) in one transaction."""
-        self._check_size(content)
-        new_desc = self._check_skill_md(skill, node.path, content)
+        self.ctx.check_size(content)
+        new_desc = self.files.check_skill_md(skill, node.path, content)
         t = stamp[1]
         new = FileNode(node.id, skill.id, node.path, node.version + 1, len(content),
                        sha256(content), t, node.ctime_ns)
@@ -112,7 +119,7 @@ class PurgeMixin(StoreMixin):
 
         def sql(con):
             con.execute("UPDATE files SET version = ? WHERE id = ?", [new.version, fid])
-            self._sql_version(con, new, content, stamp[0], reason, None, None, False)
+            writes.version(con, new, content, stamp[0], reason, None, None, False)
             versions.purge(con, fid, doomed, stamp)
             if new_desc is not None:
                 con.execute("UPDATE skills SET description = ?, updated_ns = ? WHERE id = ?",
@@ -124,25 +131,17 @@ class PurgeMixin(StoreMixin):
         if new_desc is not None:
             skill.description = new_desc
         skill.updated_ns = t
-        return [("inode", node.ino, False)] if node.ino else []
 
     async def purge_session(self, session_id: str, *, by: str, why: str) -> tuple[int, bool]:
         """Replace the content of a session's messages (text, parts, meta) by a tombstone,
         and what the learner kept from them (task descriptions, progress, preferences, its
         lessons). The rows and the spool ledger stay: exactly-once ingestion still holds.
         Returns how many messages were purged, and whether the database was compacted."""
-        await self.get_session(session_id)
+        await self.sessions.get_session(session_id)
         stamp = [by, now_ns(), why]
 
         def sql(con):
-            count = con.execute(
-                "UPDATE messages SET body = json_object('role', role, 'text', '', "
-                "'tool_calls', json('[]'), 'tool_call_id', NULL, 'name', NULL, "
-                "'format', format)::VARCHAR, original = " + _TOMBSTONE_ORIGINAL + ", "
-                "meta = NULL, purged_by = ?, "
-                "purged_at_ns = ?, purge_reason = ? "
-                "WHERE session_id = ? AND purged_at_ns IS NULL",
-                [*stamp, session_id]).fetchone()[0]
+            count = self.ctx.db.tombstone_messages(con, session_id, stamp)
             con.execute("UPDATE tasks SET description = '[purged]', progress = NULL, "
                         "preferences = NULL WHERE session_id = ?", [session_id])
             con.execute("DELETE FROM lessons WHERE session_id = ?", [session_id])
@@ -156,7 +155,7 @@ class PurgeMixin(StoreMixin):
         purge stands: it is committed)."""
         t0 = time.monotonic()
         try:
-            await self._db(self.db.compact)
+            await self._db(self.ctx.db.compact)
         except (SkillfsError, OSError) as e:
             log.error("compacting the database after a purge failed: %s", e)
             return False

@@ -8,9 +8,11 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, overload
+from typing import Any, overload
 
 import duckdb
+
+from ..tree import FileNode, Skill, Space
 
 AUTHORS = ("fuse", "api", "spool", "learner", "cli")
 DEFAULT_MAX_FILE_SIZE = 1 << 20
@@ -39,18 +41,65 @@ def _unjson(text: str | None, default: Any = None) -> Any:
     return default if text is None else json.loads(text)
 
 
-class Kernel(Protocol):
-    """What the store needs from the mount: a way to make the kernel drop cached state."""
+@dataclass(frozen=True)
+class FileRow:
+    """A committed file as it is now (a file the mount reserved but has not written yet is
+    not one)."""
 
-    async def invalidate(self, items: list[tuple], wait: bool) -> None: ...
+    id: int
+    skill_id: str
+    path: str
+    version: int
+    size: int
+    sha256: str
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, node: FileNode) -> FileRow:
+        return cls(node.id, node.skill_id, node.path, node.version, node.size, node.sha256,
+                   node.mtime_ns, node.ctime_ns)
 
 
-@dataclass
-class StoreEvent:
-    kind: str  # "messages" | "end" | "flush" | "attached" | "session_deleted"
-    session_id: str
-    space_id: str | None = None
-    count: int = 0
+@dataclass(frozen=True)
+class SkillRow:
+    """A skill as it is now: its committed files by path, the ids of the spaces that
+    include it."""
+
+    id: str
+    name: str
+    description: str
+    meta: dict
+    user: str | None
+    created_ns: int
+    updated_ns: int
+    files: dict[str, FileRow]
+    spaces: frozenset[str]
+
+    @classmethod
+    def of(cls, skill: Skill) -> SkillRow:
+        return cls(skill.id, skill.name, skill.description, dict(skill.meta), skill.user,
+                   skill.created_ns, skill.updated_ns,
+                   {p: FileRow.of(n) for p, n in sorted(skill.files.items()) if n.version},
+                   frozenset(skill.spaces))
+
+
+@dataclass(frozen=True)
+class SpaceRow:
+    """A space as it is now: its skills' ids by name."""
+
+    id: str
+    name: str
+    user: str | None
+    meta: dict
+    created_ns: int
+    updated_ns: int
+    skills: dict[str, str]
+
+    @classmethod
+    def of(cls, space: Space) -> SpaceRow:
+        return cls(space.id, space.name, space.user, dict(space.meta), space.created_ns,
+                   space.updated_ns, {name: k.id for name, k in space.skills.items()})
 
 
 @dataclass
@@ -215,27 +264,6 @@ def where(**columns: Any) -> tuple[str, list]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
-_column_types: dict[str, list[str]] = {}
-
-
-def _insert_many(con: duckdb.DuckDBPyConnection, table: str, ncols: int,
-                 rows: Sequence[Sequence[Any]]) -> None:
-    """Insert rows as one list per column: DuckDB converts each list in one call, about ten
-    times faster than binding every value of a multi-row VALUES."""
-    if not rows:
-        return
-    types = _column_types.get(table)
-    if types is None:
-        types = _column_types[table] = [t for (t,) in con.execute(
-            "SELECT data_type FROM information_schema.columns WHERE table_name = ? "
-            "ORDER BY ordinal_position", [table]).fetchall()]
-    if len(types) != ncols:
-        raise RuntimeError(f"{table} has {len(types)} columns, not {ncols}")
-    columns = [list(c) for c in zip(*rows, strict=True)]
-    select = ", ".join(f"unnest(?::{t}[])" for t in types)
-    con.execute(f"INSERT INTO {table} SELECT * FROM (SELECT {select})", columns)
-
-
 @dataclass
 class _MessageBatch:
     """Messages to insert, a list per column. DuckDB builds each stored body (the normalised
@@ -290,7 +318,7 @@ def _is_uuid(text: str) -> bool:
         return False
 
 
-__all__ = ["AUTHORS", "DEFAULT_MAX_FILE_SIZE", "SKILL_MD", "LESSON_STATUSES", "Kernel",
-           "StoreEvent", "FileContent", "VersionRow", "PurgeResult", "SessionRow",
-           "StoredMessage", "TaskRow",
+__all__ = ["AUTHORS", "DEFAULT_MAX_FILE_SIZE", "SKILL_MD", "LESSON_STATUSES", "FileRow",
+           "SkillRow", "SpaceRow", "FileContent",
+           "VersionRow", "PurgeResult", "SessionRow", "StoredMessage", "TaskRow",
            "LearningRow", "LessonRow", "IngestResult", "now_ns", "sha256"]

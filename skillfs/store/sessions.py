@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from .. import names
 from ..errors import Conflict, Exists, Invalid, NotFound
 from ..messages import Control
-from .base import StoreMixin
+from . import writes
+from .context import Context, Service
+from .events import SessionEvent, SpaceAdded
 from .rows import (
     _LEARNING_COLS,
     _SESSION_COLS,
@@ -17,7 +19,6 @@ from .rows import (
     LearningRow,
     SessionRow,
     StoredMessage,
-    StoreEvent,
     _is_uuid,
     _json,
     _MessageBatch,
@@ -26,9 +27,18 @@ from .rows import (
     now_ns,
     where,
 )
+from .spaces import Spaces
 
 
-class SessionsMixin(StoreMixin):
+class Sessions(Service):
+    """Sessions, their messages, and the spool's ledger."""
+
+    def __init__(self, ctx: Context, spaces: Spaces) -> None:
+        super().__init__(ctx)
+        self.spaces = spaces
+        self._session_seq: dict[str, int] = dict(self.con.execute(
+            "SELECT session_id, max(seq) FROM messages GROUP BY session_id").fetchall())
+
     # -- sessions and messages ------------------------------------------------------------
 
     async def create_session(self, user: str | None = None, configs: dict | None = None,
@@ -37,7 +47,7 @@ class SessionsMixin(StoreMixin):
         """`session_id` (a UUID) lets the caller pick the id; Exists if it is taken."""
         if session_id is not None and not _is_uuid(session_id):
             raise Invalid(f"session id {session_id!r} is not a UUID (lower-case, with hyphens)")
-        space = self.space(space_id) if space_id else None
+        space = self.ctx.space(space_id) if space_id else None
         t = now_ns()
         row = SessionRow(session_id or str(uuid.uuid4()), name, user,
                          space.id if space else None, dict(configs or {}), False, t, t)
@@ -51,7 +61,7 @@ class SessionsMixin(StoreMixin):
                 self._sql_learning(con, row.id, space.id, t)
         await self._write(sql)
         if space is not None:
-            self._emit(StoreEvent("attached", row.id, space.id))
+            await self.ctx.publish(SessionEvent("attached", row.id, space.id))
         return row
 
     @staticmethod
@@ -78,7 +88,7 @@ class SessionsMixin(StoreMixin):
 
     async def list_sessions(self, space_id: str | None = None,
                             user: str | None = None) -> list[SessionRow]:
-        cond, args = where(space_id=self.space(space_id).id if space_id is not None else None,
+        cond, args = where(space_id=self.ctx.space(space_id).id if space_id is not None else None,
                            user=user)
         rows = await self._db(lambda: self.con.execute(
             f"SELECT {_SESSION_COLS} FROM sessions{cond} ORDER BY created_ns", args).fetchall())
@@ -114,7 +124,7 @@ class SessionsMixin(StoreMixin):
                 con.execute(f"DELETE FROM {table} WHERE {col} = ?", [session_id])
         await self._write(sql)
         self._session_seq.pop(session_id, None)
-        self._emit(StoreEvent("session_deleted", session_id))
+        await self.ctx.publish(SessionEvent("session_deleted", session_id))
 
     async def attach_session(self, session_id: str, space_id: str,
                              strict: bool = False) -> LearningRow:
@@ -122,7 +132,7 @@ class SessionsMixin(StoreMixin):
         `strict`, Conflict too if it learns into this very space already (a session is
         attached once; of two concurrent strict attaches, one wins)."""
         async with self._lock:
-            space = self.space(space_id)
+            space = self.ctx.space(space_id)
             t = now_ns()
 
             def sql(con):
@@ -147,7 +157,7 @@ class SessionsMixin(StoreMixin):
             existing = await self._write(sql)
             if existing is not None:
                 return existing
-        self._emit(StoreEvent("attached", session_id, space.id))
+        await self.ctx.publish(SessionEvent("attached", session_id, space.id))
         return LearningRow(session_id, space.id, "pending", None, -1, t, t)
 
     def _message_batch(self, session_id: str, messages: Sequence, source: str | None,
@@ -178,7 +188,8 @@ class SessionsMixin(StoreMixin):
             if batch.seqs:
                 self._session_seq[session_id] = batch.seqs[-1]
         if batch.seqs:
-            self._emit(StoreEvent("messages", session_id, session.space_id, len(batch.seqs)))
+            await self.ctx.publish(SessionEvent("messages", session_id, session.space_id,
+                                                len(batch.seqs)))
         return batch.seqs
 
     async def mark_session(self, session_id: str, event: str) -> None:
@@ -188,7 +199,7 @@ class SessionsMixin(StoreMixin):
             await self._write(lambda con: con.execute(
                 "UPDATE sessions SET ended = true, updated_ns = ? WHERE id = ?",
                 [now_ns(), session_id]))
-        self._emit(StoreEvent(event, session_id, session.space_id))
+        await self.ctx.publish(SessionEvent(event, session_id, session.space_id))
 
     async def get_messages(self, session_id: str, after_seq: int = -1,
                            limit: int | None = None) -> list[StoredMessage]:
@@ -230,7 +241,7 @@ class SessionsMixin(StoreMixin):
             space = self.tree.space_names.get(space_name)
             new_space = None
             if space is None:
-                new_space = self._plan_space(space_name, None, None, "spool")
+                new_space = self.spaces.plan_space(space_name, None, None, "spool")
                 space = new_space[0]
             session = await self._db(self._find_session, space.id, session_name)
             new_session = None
@@ -246,7 +257,7 @@ class SessionsMixin(StoreMixin):
 
             def sql(con):
                 if new_space is not None:
-                    self._sql_space(con, *new_space, "spool")
+                    writes.space(con, *new_space, "spool")
                 if new_session is not None:
                     self._sql_session(con, new_session)
                 elif attach:
@@ -265,17 +276,17 @@ class SessionsMixin(StoreMixin):
                             [rel_path, digest, file_key, len(batch.seqs), t])
             await self._write(sql)
             if new_space is not None:
-                self._apply_space(*new_space)
+                self.spaces.apply_space(*new_space)
             if batch.seqs:
                 self._session_seq[session.id] = batch.seqs[-1]
         if new_space is not None:
-            await self._tell_kernel([("inode", 1, True)], "spool")
+            await self.ctx.publish(SpaceAdded(space.id, space.name, "spool"))
         if new_session is not None or attach:
-            self._emit(StoreEvent("attached", session.id, space.id))
+            await self.ctx.publish(SessionEvent("attached", session.id, space.id))
         if batch.seqs:
-            self._emit(StoreEvent("messages", session.id, space.id, len(batch.seqs)))
+            await self.ctx.publish(SessionEvent("messages", session.id, space.id, len(batch.seqs)))
         for event in events:
-            self._emit(StoreEvent(event, session.id, space.id))
+            await self.ctx.publish(SessionEvent(event, session.id, space.id))
         return IngestResult(space.id, session.id, len(batch.seqs), events)
 
     def _find_session(self, space_id: str, name: str) -> SessionRow | None:

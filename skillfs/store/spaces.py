@@ -5,31 +5,22 @@ from __future__ import annotations
 import uuid
 
 from .. import names, skillmd
-from ..errors import Exists, Invalid, NotFound
+from ..errors import Exists, Invalid
 from ..tree import FileNode, Skill, Space
-from . import versions
-from .base import StoreMixin
-from .rows import SKILL_MD, _is_uuid, _json, now_ns, sha256
+from . import writes
+from .context import Service
+from .events import SkillAdded, SkillRemoved, SpaceAdded, SpaceRemoved, SpaceRenamed
+from .rows import SKILL_MD, SkillRow, SpaceRow, _is_uuid, _json, now_ns, sha256
 
 
-class SpacesMixin(StoreMixin):
+class Spaces(Service):
+    """Spaces, skills and which space includes which."""
+
     # -- spaces ------------------------------------------------------------------------
 
-    def space(self, id_or_name: str) -> Space:
-        space = self.tree.spaces.get(id_or_name) or self.tree.space_names.get(id_or_name)
-        if space is None:
-            raise NotFound(f"no learning space {id_or_name!r}")
-        return space
-
-    def skill(self, skill_id: str) -> Skill:
-        skill = self.tree.skills.get(skill_id)
-        if skill is None:
-            raise NotFound(f"no skill {skill_id!r}")
-        return skill
-
-    def _plan_space(self, name: str, user: str | None, meta: dict | None, author: str,
-                    space_id: str | None = None
-                    ) -> tuple[Space, list[tuple[Skill, FileNode, bytes]]]:
+    def plan_space(self, name: str, user: str | None, meta: dict | None, author: str,
+                   space_id: str | None = None
+                   ) -> tuple[Space, list[tuple[Skill, FileNode, bytes]]]:
         names.check_space_name(name)
         if space_id is not None:
             if not _is_uuid(space_id):
@@ -49,52 +40,11 @@ class SpacesMixin(StoreMixin):
     def _plan_skill(self, name: str, content: bytes, t: int) -> tuple[Skill, FileNode, bytes]:
         parsed = skillmd.parse(content, name)
         skill = Skill(str(uuid.uuid4()), name, parsed.description, {}, t, t)
-        node = FileNode(self._alloc_file_id(), skill.id, SKILL_MD, 1, len(content),
+        node = FileNode(self.ctx.alloc_file_id(), skill.id, SKILL_MD, 1, len(content),
                         sha256(content), t, t)
         return skill, node, content
 
-    def _alloc_file_id(self) -> int:
-        fid = self._next_file_id
-        self._next_file_id += 1
-        return fid
-
-    @staticmethod
-    def _sql_space(con, space: Space, skills: list[tuple[Skill, FileNode, bytes]],
-                   author: str) -> None:
-        con.execute("INSERT INTO spaces VALUES (?,?,?,?,?,?)",
-                    [space.id, space.name, space.user, _json(space.meta), space.created_ns,
-                     space.updated_ns])
-        for skill, node, content in skills:
-            SpacesMixin._sql_new_skill(con, skill, node, content, author, "default skill")
-            con.execute("INSERT INTO space_skills VALUES (?,?,?)",
-                        [space.id, skill.id, space.created_ns])
-
-    @staticmethod
-    def _sql_new_skill(con, skill: Skill, node: FileNode, content: bytes, author: str,
-                       reason: str, session_id: str | None = None,
-                       task_id: str | None = None) -> None:
-        con.execute("INSERT INTO skills VALUES (?,?,?,?,?,?,?)",
-                    [skill.id, skill.name, skill.description, _json(skill.meta),
-                     skill.created_ns, skill.updated_ns, skill.user])
-        SpacesMixin._sql_new_file(con, node, content, author, reason, session_id, task_id)
-
-    @staticmethod
-    def _sql_new_file(con, node: FileNode, content: bytes, author: str, reason: str,
-                      session_id: str | None = None, task_id: str | None = None) -> None:
-        con.execute("INSERT INTO files VALUES (?,?,?,?,false,?)",
-                    [node.id, node.skill_id, node.path, node.version, node.ctime_ns])
-        SpacesMixin._sql_version(con, node, content, author, reason, session_id, task_id, False)
-
-    @staticmethod
-    def _sql_version(con, node: FileNode, content: bytes | None, author: str, reason: str,
-                     session_id: str | None, task_id: str | None, deleted: bool,
-                     prev: bytes | None = None) -> None:
-        """`prev`: the previous version's content, when the caller has it at hand."""
-        versions.insert(con, [node.id, node.version, node.path, node.sha256, node.size,
-                              author, reason, session_id, task_id, node.mtime_ns, deleted],
-                        content, prev)
-
-    def _apply_space(self, space: Space, skills: list[tuple[Skill, FileNode, bytes]]) -> None:
+    def apply_space(self, space: Space, skills: list[tuple[Skill, FileNode, bytes]]) -> None:
         self.tree.add_space(space)
         for skill, node, content in skills:
             self.tree.add_skill(skill)
@@ -103,20 +53,20 @@ class SpacesMixin(StoreMixin):
             self.tree.link_skill(space, skill, space.created_ns)
 
     async def create_space(self, name: str, user: str | None = None, meta: dict | None = None,
-                           author: str = "api", space_id: str | None = None) -> Space:
+                           author: str = "api", space_id: str | None = None) -> SpaceRow:
         """`space_id` (a UUID) lets the caller pick the id, e.g. to derive the name from it;
         Exists if a space already has that id or name."""
         async with self._lock:
-            space, skills = self._plan_space(name, user, meta, author, space_id)
-            await self._write(lambda con: self._sql_space(con, space, skills, author))
-            self._apply_space(space, skills)
-        await self._tell_kernel([("inode", 1, True)], author)
-        return space
+            space, skills = self.plan_space(name, user, meta, author, space_id)
+            await self._write(lambda con: writes.space(con, space, skills, author))
+            self.apply_space(space, skills)
+        await self.ctx.publish(SpaceAdded(space.id, space.name, author))
+        return SpaceRow.of(space)
 
     async def update_space(self, space_id: str, *, meta: dict | None = None,
-                           name: str | None = None, author: str = "api") -> Space:
+                           name: str | None = None, author: str = "api") -> SpaceRow:
         async with self._lock:
-            space = self.space(space_id)
+            space = self.ctx.space(space_id)
             new_meta = {**space.meta, **(meta or {})}
             new_name = space.name
             if name is not None and name != space.name:
@@ -133,27 +83,27 @@ class SpacesMixin(StoreMixin):
             if new_name != old_name:
                 self.tree.rename_space(space, new_name, t)
         if new_name != old_name:
-            await self._tell_kernel([("entry", 1, old_name), ("inode", 1, True)], author)
-        return space
+            await self.ctx.publish(SpaceRenamed(space.id, old_name, new_name, author))
+        return SpaceRow.of(space)
 
     async def delete_space(self, space_id: str, author: str = "api",
                            with_skills: bool = False) -> None:
         """Delete a space into the trash; sessions are detached. Its skills stay, unless
         `with_skills`: then those no other space includes go to the trash with it (the
         mount and the CLI show no skill outside a space)."""
-        space = self.space(space_id)
+        space = self.ctx.space(space_id)
         held = [skill.id for skill in space.skills.values()]
         if with_skills:
             for skill in list(space.skills.values()):
                 if skill.spaces == {space.id}:
                     await self.delete_skill(skill.id, author)
         async with self._lock:
-            space = self.space(space_id)
+            space = self.ctx.space(space_id)
             row = {"user": space.user, "meta": space.meta, "created_ns": space.created_ns}
 
             def sql(con):
-                self._sql_trash(con, "space", space.id, space.name, row, held, author,
-                                now_ns())
+                writes.trash(con, "space", space.id, space.name, row, held, author,
+                             now_ns())
                 con.execute("DELETE FROM space_skills WHERE space_id = ?", [space.id])
                 con.execute("DELETE FROM spaces WHERE id = ?", [space.id])
                 con.execute("UPDATE sessions SET space_id = NULL WHERE space_id = ?",
@@ -162,7 +112,7 @@ class SpacesMixin(StoreMixin):
                 con.execute("DELETE FROM lessons WHERE space_id = ?", [space.id])
             await self._write(sql)
             self.tree.remove_space(space, now_ns())
-        await self._tell_kernel([("entry", 1, space.name), ("inode", 1, True)], author)
+        await self.ctx.publish(SpaceRemoved(space.id, space.name, author))
 
     # -- skills ------------------------------------------------------------------------
 
@@ -170,17 +120,17 @@ class SpacesMixin(StoreMixin):
                            *, space_id: str | None = None, author: str = "api",
                            reason: str = "create skill", session_id: str | None = None,
                            task_id: str | None = None, meta: dict | None = None,
-                           user: str | None = None) -> Skill:
+                           user: str | None = None) -> SkillRow:
         content = skill_md.encode() if isinstance(skill_md, str) else skill_md
         parsed = skillmd.parse(content)
         files = dict(files or {})
         files.pop(SKILL_MD, None)
         for path, data in files.items():
             names.check_rel_path(path)
-            self._check_size(data)
-        self._check_size(content)
+            self.ctx.check_size(data)
+        self.ctx.check_size(content)
         async with self._lock:
-            space = self.space(space_id) if space_id else None
+            space = self.ctx.space(space_id) if space_id else None
             if space is not None and parsed.name in space.skills:
                 raise Exists(f"space {space.name!r} already has a skill named {parsed.name!r}")
             t = now_ns()
@@ -189,14 +139,14 @@ class SpacesMixin(StoreMixin):
             others = []
             for path in sorted(files):
                 data = files[path]
-                others.append((FileNode(self._alloc_file_id(), skill.id, path, 1, len(data),
+                others.append((FileNode(self.ctx.alloc_file_id(), skill.id, path, 1, len(data),
                                         sha256(data), t, t), data))
 
             def sql(con):
-                self._sql_new_skill(con, skill, node, content, author, reason, session_id,
-                                    task_id)
+                writes.new_skill(con, skill, node, content, author, reason, session_id,
+                                 task_id)
                 for other, data in others:
-                    self._sql_new_file(con, other, data, author, reason, session_id, task_id)
+                    writes.new_file(con, other, data, author, reason, session_id, task_id)
                 if space is not None:
                     con.execute("INSERT INTO space_skills VALUES (?,?,?)", [space.id, skill.id, t])
             await self._write(sql)
@@ -204,16 +154,15 @@ class SpacesMixin(StoreMixin):
             for n, data in [(node, content)] + others:
                 self.tree.add_file(n)
                 self.cache.put((n.id, n.version), data)
-            items = []
             if space is not None:
                 self.tree.link_skill(space, skill, t)
-                items = [("inode", self.tree.space_ino(space), True)]
-        await self._tell_kernel(items, author)
-        return skill
+        if space is not None:
+            await self.ctx.publish(SkillAdded(space.id, skill.id, skill.name, author))
+        return SkillRow.of(skill)
 
     async def include_skill(self, space_id: str, skill_id: str, author: str = "api") -> None:
         async with self._lock:
-            space, skill = self.space(space_id), self.skill(skill_id)
+            space, skill = self.ctx.space(space_id), self.ctx.skill(skill_id)
             if skill.id in {s.id for s in space.skills.values()}:
                 raise Exists(f"skill {skill.name!r} is already in space {space.name!r}")
             if skill.name in space.skills:
@@ -222,12 +171,12 @@ class SpacesMixin(StoreMixin):
             await self._write(lambda con: con.execute(
                 "INSERT INTO space_skills VALUES (?,?,?)", [space.id, skill.id, t]))
             self.tree.link_skill(space, skill, t)
-        await self._tell_kernel([("inode", self.tree.space_ino(space), True)], author)
+        await self.ctx.publish(SkillAdded(space.id, skill.id, skill.name, author))
 
     async def exclude_skill(self, space_id: str, skill_id: str, author: str = "api") -> bool:
         """Remove a skill from a space (the skill itself stays); False if it was not there."""
         async with self._lock:
-            space, skill = self.space(space_id), self.skill(skill_id)
+            space, skill = self.ctx.space(space_id), self.ctx.skill(skill_id)
             if space.skills.get(skill.name) is not skill:
                 return False
             await self._write(lambda con: con.execute(
@@ -235,14 +184,13 @@ class SpacesMixin(StoreMixin):
                 [space.id, skill.id]))
             self.tree.unlink_skill(space, skill)
             space.updated_ns = now_ns()
-        ino = self.tree.space_ino(space)
-        await self._tell_kernel([("entry", ino, skill.name), ("inode", ino, True)], author)
+        await self.ctx.publish(SkillRemoved(space.id, skill.id, skill.name, author))
         return True
 
     async def remove_skill(self, space_id: str, skill_id: str, author: str = "api") -> bool:
         """Take a skill out of a space; delete it (into the trash) when no other space
         includes it. Returns whether it was deleted."""
-        skill = self.skill(skill_id)
+        skill = self.ctx.skill(skill_id)
         if skill.spaces - {space_id}:
             await self.exclude_skill(space_id, skill_id, author)
             return False
@@ -252,7 +200,7 @@ class SpacesMixin(StoreMixin):
     async def delete_skill(self, skill_id: str, author: str = "api") -> None:
         """Delete a skill everywhere, into the trash: its row, folders and the spaces it was
         in are kept there, its files' history stays (the files are marked deleted)."""
-        skill = self.skill(skill_id)
+        skill = self.ctx.skill(skill_id)
         spaces = sorted(skill.spaces)
         for space_id in spaces:
             await self.exclude_skill(space_id, skill_id, author)
@@ -265,20 +213,42 @@ class SpacesMixin(StoreMixin):
 
             def sql(con):
                 for node in nodes:
-                    self._sql_delete_version(con, node, t, author, "delete skill", None, None)
+                    writes.delete_version(con, node, t, author, "delete skill", None, None)
                 con.execute("DELETE FROM skills WHERE id = ?", [skill.id])
                 con.execute("DELETE FROM skill_dirs WHERE skill_id = ?", [skill.id])
-                self._sql_trash(con, "skill", skill.id, skill.name, row, spaces, author, t)
+                writes.trash(con, "skill", skill.id, skill.name, row, spaces, author, t)
             await self._write(sql)
             for node in list(skill.files.values()):
                 self.tree.remove_file(node, t)
             del self.tree.skills[skill.id]
 
-    @staticmethod
-    def _sql_trash(con, kind: str, id: str, name: str, row: dict, links: list[str],
-                   author: str, t: int) -> None:
-        con.execute("INSERT INTO trash VALUES (?,?,?,?,?,?,?)",
-                    [kind, id, name, _json(row), _json(links), author, t])
+    # -- reading: rows, never the index's own objects --------------------------------------
 
-    def list_space_skills(self, space_id: str) -> list[Skill]:
-        return sorted(self.space(space_id).skills.values(), key=lambda s: s.created_ns)
+    def list_space_skills(self, space_id: str) -> list[SkillRow]:
+        skills = sorted(self.ctx.space(space_id).skills.values(), key=lambda s: s.created_ns)
+        return [SkillRow.of(s) for s in skills]
+
+    def get_space(self, id_or_name: str) -> SpaceRow:
+        """NotFound if there is no such space."""
+        return SpaceRow.of(self.ctx.space(id_or_name))
+
+    def find_space(self, id_or_name: str) -> SpaceRow | None:
+        space = self.tree.spaces.get(id_or_name) or self.tree.space_names.get(id_or_name)
+        return SpaceRow.of(space) if space is not None else None
+
+    def has_space_named(self, name: str) -> bool:
+        return name in self.tree.space_names
+
+    def list_spaces(self) -> list[SpaceRow]:
+        return [SpaceRow.of(s) for s in self.tree.spaces.values()]
+
+    def get_skill(self, skill_id: str) -> SkillRow:
+        """NotFound if there is no such skill."""
+        return SkillRow.of(self.ctx.skill(skill_id))
+
+    def find_skill(self, skill_id: str) -> SkillRow | None:
+        skill = self.tree.skills.get(skill_id)
+        return SkillRow.of(skill) if skill is not None else None
+
+    def list_skills(self) -> list[SkillRow]:
+        return [SkillRow.of(s) for s in self.tree.skills.values()]

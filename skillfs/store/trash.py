@@ -20,8 +20,12 @@ from dataclasses import dataclass
 
 from ..errors import Exists, Invalid, NotFound
 from ..tree import FileNode, Skill, Space
-from .base import StoreMixin
+from . import writes
+from .context import Context, Service
+from .events import SkillAdded, SpaceAdded
+from .files import Files
 from .rows import SKILL_MD, _json, _unjson, now_ns
+from .spaces import Spaces
 
 _NOT_RENAME = "d.reason IS NULL OR d.reason NOT LIKE 'rename %'"
 
@@ -69,7 +73,14 @@ class _Trashed:
     at_ns: int
 
 
-class TrashMixin(StoreMixin):
+class Trash(Service):
+    """Listing what was deleted, and restoring it."""
+
+    def __init__(self, ctx: Context, spaces: Spaces, files: Files) -> None:
+        super().__init__(ctx)
+        self.spaces = spaces
+        self.files = files
+
     def _trashed(self, kind: str) -> list[_Trashed]:
         rows = self.con.execute(
             "SELECT kind, id, name, row, links, author, at_ns FROM trash WHERE kind = ? "
@@ -154,7 +165,7 @@ class TrashMixin(StoreMixin):
                          "first to restore the deleted one")
 
         def last_version() -> tuple[int, int]:
-            fid = self._find_file_id(skill, path)
+            fid = self.files.find_file_id(skill, path)
             row = self.con.execute(
                 "SELECT max(version) FROM file_versions WHERE file_id = ? AND NOT deleted",
                 [fid]).fetchall()[0]
@@ -162,8 +173,8 @@ class TrashMixin(StoreMixin):
                 raise NotFound(f"{path!r} has no version to restore")
             return fid, row[0]
         fid, version = await self._db(last_version)
-        content = await self.read_version(skill.id, path, version)
-        node = await self._undelete(skill, fid, path, content, version, author,
+        content = await self.files.read_version(skill.id, path, version)
+        node = await self.files.undelete(skill, fid, path, content, version, author,
                                     reason=f"restore version {version}")
         return {"kind": "file", "path": f"{space.name}/{skill_name}/{path}",
                 "version": node.version, "restored_version": version}
@@ -179,10 +190,10 @@ class TrashMixin(StoreMixin):
             raise NotFound(f"no skill {name!r} of space {space.name!r} in the trash")
         trashed = found[-1]
         async with self._lock:
-            if name in space.skills or self.space(space.id) is not space:
+            if name in space.skills or self.ctx.space(space.id) is not space:
                 raise Exists(f"space {space.name!r} has a skill named {name!r} again")
             skill, nodes, sources = await self._db(self._plan_restore, trashed)
-            found = await self._db(self._read_versions, list(sources.values()))
+            found = await self._db(self.files.read_versions, list(sources.values()))
             contents = {fid: found[key] for fid, key in sources.items()}
             t = now_ns()
             for n in nodes:
@@ -196,8 +207,7 @@ class TrashMixin(StoreMixin):
                 self.tree.add_file(n)
                 self.cache.put((n.id, n.version), contents[n.id])
             self.tree.link_skill(space, skill, t)
-        ino = self.tree.space_ino(space)
-        await self._tell_kernel([("entry", ino, name), ("inode", ino, True)], author)
+        await self.ctx.publish(SkillAdded(space.id, skill.id, name, author))
         return {"kind": "skill", "path": f"{space.name}/{name}", "files": len(nodes)}
 
     def _plan_restore(self, trashed: _Trashed
@@ -225,8 +235,8 @@ class TrashMixin(StoreMixin):
         for n in nodes:
             con.execute("UPDATE files SET version = ?, path = ?, deleted = false WHERE id = ?",
                         [n.version, n.path, n.id])
-            self._sql_version(con, n, contents[n.id], author, "restore",
-                              None, None, False)
+            writes.version(con, n, contents[n.id], author, "restore",
+                           None, None, False)
         con.execute("DELETE FROM trash WHERE kind = 'skill' AND id = ?", [skill.id])
 
     async def restore_space(self, name: str, author: str = "cli") -> dict:
@@ -251,7 +261,7 @@ class TrashMixin(StoreMixin):
                 con.execute("DELETE FROM trash WHERE kind = 'space' AND id = ?", [space.id])
             await self._write(sql)
             self.tree.add_space(space)
-        await self._tell_kernel([("entry", 1, name), ("inode", 1, True)], author)
+        await self.ctx.publish(SpaceAdded(space.id, name, author))
         skills = await self._restore_space_skills(space, trashed.links, author)
         return {"kind": "space", "path": name, "skills": skills}
 
@@ -260,7 +270,7 @@ class TrashMixin(StoreMixin):
         for skill_id in held:
             skill = self.tree.skills.get(skill_id)
             if skill is not None and skill.name not in space.skills:
-                await self.include_skill(space.id, skill_id, author)
+                await self.spaces.include_skill(space.id, skill_id, author)
         trashed = {t.name: t for t in await self._db(self._trashed, "skill")
                    if space.id in t.links}
         for name in sorted(trashed):

@@ -1,0 +1,120 @@
+"""`Store`, the composition root: it opens the database, loads the index and builds the
+services, each given what it needs. Its methods are the services' own, so callers keep
+one object to talk to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import SkillfsError
+from ..tree import ContentCache, Tree
+from .context import Context
+from .database import Database
+from .files import Files
+from .learning import Learning
+from .loading import load_tree
+from .purging import Purge
+from .events import Subscriber
+from .rows import DEFAULT_MAX_FILE_SIZE
+from .sessions import Sessions
+from .spaces import Spaces
+from .trash import Trash
+
+
+class Store:
+    """One DuckDB file: spaces, skills, versioned files, sessions, messages, learning."""
+
+    def __init__(self, db_path: str, *, max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+                 cache_bytes: int = 32 << 20, duckdb_memory: str | None = "32MB",
+                 checkpoint_memory: str | None = "1GB", temp_dir: Path | None = None,
+                 duckdb_threads: int | None = None) -> None:
+        self.db_path = str(db_path)
+        self.max_file_size = max_file_size
+        self.db = Database(self.db_path, memory_limit=duckdb_memory,
+                           checkpoint_memory=checkpoint_memory, temp_dir=temp_dir,
+                           threads=duckdb_threads)
+        self.tree = Tree()
+        self.cache = ContentCache(cache_bytes)
+        self.ctx = ctx = Context(self.db, self.tree, self.cache, max_file_size)
+        ctx.next_file_id = load_tree(self.db.con, self.tree)
+        self.files = Files(ctx)
+        self.spaces = Spaces(ctx)
+        self.trash = Trash(ctx, self.spaces, self.files)
+        self.sessions = Sessions(ctx, self.spaces)
+        self.purge = Purge(ctx, self.files, self.sessions)
+        self.learning = Learning(ctx)
+        self._delegate()
+
+    def _delegate(self) -> None:
+        """The services' methods as the store's own, for callers written against one
+        object. `space` and `skill` hand out the index's live objects, for the mount; the
+        others hand out frozen rows."""
+        ctx, spaces, trash, files = self.ctx, self.spaces, self.trash, self.files
+        sessions, purge, learning = self.sessions, self.purge, self.learning
+        self.space, self.skill = ctx.space, ctx.skill
+        self.create_space, self.update_space = spaces.create_space, spaces.update_space
+        self.delete_space, self.create_skill = spaces.delete_space, spaces.create_skill
+        self.include_skill, self.exclude_skill = spaces.include_skill, spaces.exclude_skill
+        self.remove_skill, self.delete_skill = spaces.remove_skill, spaces.delete_skill
+        self.list_space_skills = spaces.list_space_skills
+        self.get_space, self.find_space = spaces.get_space, spaces.find_space
+        self.list_spaces, self.get_skill = spaces.list_spaces, spaces.get_skill
+        self.find_skill, self.list_skills = spaces.find_skill, spaces.list_skills
+        self.has_space_named = spaces.has_space_named
+        self.list_trash, self.restore = trash.list_trash, trash.restore
+        self.restore_skill, self.restore_space = trash.restore_skill, trash.restore_space
+        self.read_file, self.content, self.preload = files.read_file, files.content, files.preload
+        self.write_file, self.reserve_file = files.write_file, files.reserve_file
+        self.drop_reserved, self.delete_file = files.drop_reserved, files.delete_file
+        self.move_file, self.make_dir = files.move_file, files.make_dir
+        self.remove_dir, self.move_dir = files.remove_dir, files.move_dir
+        self.file_log, self.read_version = files.file_log, files.read_version
+        self.revert_file, self.import_tree = files.revert_file, files.import_tree
+        self.purge_file, self.purge_session = purge.purge_file, purge.purge_session
+        self.create_session, self.get_session = sessions.create_session, sessions.get_session
+        self.list_sessions = sessions.list_sessions
+        self.update_session_configs = sessions.update_session_configs
+        self.delete_session, self.attach_session = (sessions.delete_session,
+                                                    sessions.attach_session)
+        self.add_messages, self.mark_session = sessions.add_messages, sessions.mark_session
+        self.get_messages, self.last_seq = sessions.get_messages, sessions.last_seq
+        self.spool_seen, self.ingest_spool_file = (sessions.spool_seen,
+                                                   sessions.ingest_spool_file)
+        self.list_tasks, self.save_task = learning.list_tasks, learning.save_task
+        self.get_learning, self.list_learning = learning.get_learning, learning.list_learning
+        self.set_learning, self.save_lessons = learning.set_learning, learning.save_lessons
+        self.mark_lessons, self.list_lessons = learning.mark_lessons, learning.list_lessons
+        self.unwritten_lessons = learning.unwritten_lessons
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Hear of every change after its commit (see events.py)."""
+        self.ctx.subscribers.append(callback)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- status ------------------------------------------------------------------------
+
+    async def counts(self) -> dict[str, int]:
+        """Rows per table; only what the tree knows while the database is unusable."""
+        def q():
+            out = {}
+            for table in ("sessions", "messages", "tasks", "file_versions", "spool_ledger"):
+                out[table] = self.db.con.execute(
+                    f"SELECT count(*) FROM {table}").fetchall()[0][0]
+            return out
+        try:
+            out = await self.db.run(q)
+        except SkillfsError:
+            out = {}
+        out["spaces"] = len(self.tree.spaces)
+        out["skills"] = len(self.tree.skills)
+        out["files"] = len(self.tree.file_ids)
+        return out
+
+    def health(self) -> dict[str, Any]:
+        return self.db.status()
+
+    async def checkpoint(self) -> None:
+        await self.db.run(self.db.checkpoint)

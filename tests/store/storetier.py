@@ -1,0 +1,72 @@
+"""The store tier's helpers: the consistency check (the in-memory index against the
+database) and a kernel that records what the mount asks it to forget."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from skillfs.store import Store, versions
+from skillfs.tree import Tree
+
+
+class RecordingKernel:
+    """Stands in for the invalidation thread: keeps what the mount asked it to forget."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list[tuple], bool]] = []
+
+    async def invalidate(self, items: list[tuple], wait: bool) -> None:
+        self.batches.append((items, wait))
+
+
+def snapshot(tree: Tree) -> dict:
+    """What the index holds that the database must hold too (reserved files, version 0,
+    and empty stand-in folders live only in memory)."""
+    return {
+        "spaces": {s.id: (s.name, s.user, s.meta, s.created_ns) for s in tree.spaces.values()},
+        "skills": {k.id: (k.name, k.description, k.meta, k.user, k.created_ns)
+                   for k in tree.skills.values()},
+        "links": {(s.id, k.id) for s in tree.spaces.values() for k in s.skills.values()},
+        "names": {(s.id, name) for s in tree.spaces.values() for name in s.skills},
+        "folders": {(k.id, d) for k in tree.skills.values() for d in k.children if d},
+        "files": {n.id: (n.skill_id, n.path, n.version, n.size, n.sha256)
+                  for n in tree.file_ids.values() if n.version},
+    }
+
+
+def from_database(store: Store) -> dict:
+    con = store.db.con
+    q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
+    return {
+        "spaces": {i: (n, u, json.loads(m) if m else {}, c)
+                   for i, n, u, m, c in q('SELECT id, name, "user", meta, created_ns '
+                                          'FROM spaces')},
+        "skills": {i: (n, d, json.loads(m) if m else {}, u, c)
+                   for i, n, d, m, u, c in q('SELECT id, name, description, meta, "user", '
+                                             'created_ns FROM skills')},
+        "links": set(q("SELECT space_id, skill_id FROM space_skills")),
+        "names": set(q("SELECT l.space_id, k.name FROM space_skills l "
+                       "JOIN skills k ON k.id = l.skill_id")),
+        "folders": set(q("SELECT skill_id, path FROM skill_dirs")),
+        "files": {i: (k, p, v, size, digest) for i, k, p, v, size, digest in q(
+            "SELECT f.id, f.skill_id, f.path, f.version, v.size, v.sha256 FROM files f "
+            "JOIN file_versions v ON v.file_id = f.id AND v.version = f.version "
+            "WHERE NOT f.deleted")},
+    }
+
+
+def check_consistency(store: Store) -> None:
+    """The index against the database, and every current content against its sha256."""
+    mine, theirs = snapshot(store.tree), from_database(store)
+    for part in mine:
+        assert mine[part] == theirs[part], f"{part}: the index and the database disagree"
+    files = theirs["files"]
+    contents = versions.read_contents(store.db.con, [(i, f[2]) for i, f in files.items()])
+    for fid, (_, path, version, size, digest) in files.items():
+        content = contents[(fid, version)]
+        assert (len(content), hashlib.sha256(content).hexdigest()) == (size, digest), path
+        cached = store.cache.get((fid, version), touch=False)
+        assert cached is None or cached == content, f"the cache holds another {path}"
+    for skill in store.tree.skills.values():
+        assert skill.spaces == {s for s, k in mine["links"] if k == skill.id}, skill.name
