@@ -200,7 +200,8 @@ class Database:
     def status(self) -> dict[str, Any]:
         return {"healthy": self.healthy, "reason": self.reason, "since": self.since,
                 "invalidated": self.invalidated, "memory_limit": self.config.get("memory_limit"),
-                "temp_directory": self.config.get("temp_directory")}
+                "temp_directory": self.config.get("temp_directory"),
+                "group_commit": dict(self.group_sizes)}
 
     def check_usable(self) -> None:
         """Refuse at once while the connection is dead (it is being reopened)."""
