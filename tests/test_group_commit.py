@@ -162,22 +162,27 @@ def _message_line(text: str) -> bytes:
 
 
 def test_a_burst_of_one_message_files_is_ingested_once_in_order_through_a_kill9(make_daemon):
+    """Files renamed in one by one, the sessions interleaved, while the daemon takes them in
+    (a listing can then show a file and miss the one renamed just before it); a kill -9
+    part of the way, the rest renamed in while it is down."""
     d = make_daemon("--learner", "off")
     sessions, per_session = 4, 500
     stage = d.root / "stage"
     for s in range(sessions):
+        (stage / f"s{s}").mkdir(parents=True)
+        (d.spool / f"burst/s{s}").mkdir(parents=True)
         for i in range(per_session):
-            path = stage / f"burst/s{s}/{i:05}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(_message_line(f"s{s}-{i}"))
-    (d.spool / "burst").mkdir(parents=True)
-    for s in range(sessions):
-        os.rename(stage / f"burst/s{s}", d.spool / f"burst/s{s}")  # each session at once
-    total = sessions * per_session
-    wait_for(lambda: len(pending(d)) < total, timeout=30, interval=0.002,
+            (stage / f"s{s}/{i:05}.jsonl").write_bytes(_message_line(f"s{s}-{i}"))
+    arrivals = [f"s{s}/{i:05}.jsonl" for i in range(per_session) for s in range(sessions)]
+    half = len(arrivals) // 2
+    for rel in arrivals[:half]:
+        os.rename(stage / rel, d.spool / "burst" / rel)
+    wait_for(lambda: len(pending(d)) < half, timeout=30, interval=0.002,
              what="the burst to start going in")
     d.kill9()
     left = len(pending(d))
+    for rel in arrivals[half:]:
+        os.rename(stage / rel, d.spool / "burst" / rel)
     d.start()
     wait_for(lambda: not pending(d), timeout=60, what="the spool to drain")
     for s in range(sessions):

@@ -57,6 +57,7 @@ from .parse import (
     is_ignored,
     parse_spool_bytes,
     shown,
+    spool_file_path,
 )
 
 log = logging.getLogger("skillfs.spool")
@@ -375,31 +376,52 @@ class SpoolIngester:
         if folder is None:
             return
         try:
-            names = [n for n in await _thread(folder.names) if not is_ignored(n)]
+            names = [n for n in await _thread(folder.settled_names) if not is_ignored(n)]
             walk.found.update(folder.child(n) for n in names)
             names = [n for n in names if folder.child(n) not in self._skipped]
             self._pending.update(folder.child(n) for n in names)
-            i = 0
-            while i < len(names):
-                retry = self._retry.get(folder.child(names[i]))
-                if retry and walk.respect_backoff and retry.due > walk.now:
-                    break
-                ready: list[_Ready] = []
-                try:
-                    ready = await _thread(self._read_ready, folder, self._chunk(folder, names, i))
-                    done = await (self._commit(walk, folder, ready) if ready
-                                  else self._file(walk, folder, names[i]))
-                except Exception as e:
-                    log.exception("spool: unexpected error on %s", shown(folder.child(names[i])))
-                    done = await self._failed(walk, folder, names[i], f"unexpected error: {e!r}")
-                if not done:
-                    break
-                for n in names[i:i + max(len(ready), 1)]:
-                    self._pending.discard(folder.child(n))
-                    self._retry.pop(folder.child(n), None)
-                i += max(len(ready), 1)
+            async with trio.open_nursery() as nursery:
+                # The next batch is read while this one commits.
+                send, batches = trio.open_memory_channel[tuple[int, list[_Ready]]](0)
+                nursery.start_soon(self._read_ahead, folder, names, send)
+                async for i, ready in batches:
+                    if not await self._take(walk, folder, names, i, ready):
+                        break
+                nursery.cancel_scope.cancel()
         finally:
             folder.close()
+
+    async def _read_ahead(self, folder: Folder, names: list[str],
+                          send: trio.MemorySendChannel[tuple[int, list[_Ready]]]) -> None:
+        """Batches of `names` as they read, each with where it starts; an empty one for a
+        file that must go the careful way."""
+        async with send:
+            i = 0
+            while i < len(names):
+                try:
+                    ready = await _thread(self._read_ready, folder, self._chunk(folder, names, i))
+                except Exception:
+                    ready = []  # `_file` meets the error again and handles it
+                await send.send((i, ready))
+                i += max(len(ready), 1)
+
+    async def _take(self, walk: _Pass, folder: Folder, names: list[str], i: int,
+                    ready: list[_Ready]) -> bool:
+        """Commit a batch (or the one file at `i`); False: the session waits."""
+        retry = self._retry.get(folder.child(names[i]))
+        if retry and walk.respect_backoff and retry.due > walk.now:
+            return False
+        try:
+            done = await (self._commit(walk, folder, ready) if ready
+                          else self._file(walk, folder, names[i]))
+        except Exception as e:
+            log.exception("spool: unexpected error on %s", shown(folder.child(names[i])))
+            done = await self._failed(walk, folder, names[i], f"unexpected error: {e!r}")
+        if done:
+            for n in names[i:i + max(len(ready), 1)]:
+                self._pending.discard(folder.child(n))
+                self._retry.pop(folder.child(n), None)
+        return done
 
     def _chunk(self, folder: Folder, names: list[str], i: int) -> list[str]:
         """`names[i]` and the files after it that are not waiting for a retry."""
@@ -420,18 +442,16 @@ class SpoolIngester:
                 one = self._ready(folder, name)
             except UNUSUAL:
                 break
-            if one is None:
-                break
             ready.append(one)
             size += one.st.st_size
             if size >= CHUNK_BYTES:
                 break
         return ready
 
-    def _ready(self, folder: Folder, name: str) -> _Ready | None:
-        sp = check_spool_path(folder.child(name))
-        if sp is None:
-            return None
+    def _ready(self, folder: Folder, name: str) -> _Ready:
+        # `_session` left out ignored names, and `_enter` checked the folders' names.
+        space, session = folder.rel.split("/")
+        sp = spool_file_path(space, session, name)
         # No lstat: the read refuses a link, a folder or anything but a plain file.
         data, read_stat = folder.read(name, self.max_file_bytes)
         records = self._parse(data, sp.suffix)
