@@ -2,7 +2,7 @@
 
 One worker does all ingestion, so files of a session go in name order and the store sees one
 spool transaction at a time. Exactly once: the store commits a file's records and a ledger
-row (path, sha256, file key) in one transaction, then the file is deleted; a file whose
+row (path, sha256, file key) in the same transaction, then the file is deleted; a file whose
 ledger row exists was committed before a crash and is only deleted.
 
 Many small files: a harness that writes one file per message is the common case. The files of
