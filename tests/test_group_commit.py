@@ -74,7 +74,7 @@ def test_concurrent_writes_commit_in_groups_and_a_failure_stays_with_its_writer(
     assert "constraint" in str(results["duplicate"]).lower()
     assert isinstance(results["raises"], ValueError)
     # the first runs alone, the rest queue behind it and share a commit
-    assert db.group_sizes == {"groups": 2, "writes": 303}
+    assert db.group_totals == {"groups": 2, "writes": 303}
     assert db.healthy
     db.close()
 
@@ -86,13 +86,13 @@ def test_groups_are_capped_by_count_and_bytes(tmp_path):
     big = database.GROUP_MAX_BYTES // 2 + 1  # two never fit in one group
 
     async def queued_behind_a_slow_one(writes: list) -> dict[str, int]:
-        before = dict(db.group_sizes)
+        before = dict(db.group_totals)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(db.write, _insert(-1 - len(_rows(db)), 0.2))
             await trio.sleep(0.05)
             for fn, size in writes:
                 nursery.start_soon(db.write, fn, size)
-        return {k: db.group_sizes[k] - before[k] for k in before}
+        return {k: db.group_totals[k] - before[k] for k in before}
 
     async def main():
         by_count = await queued_behind_a_slow_one([(_insert(x), 0) for x in range(many)])

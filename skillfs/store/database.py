@@ -141,7 +141,7 @@ class Database:
         self._queued: list[_Write] = []
         self._grouping = False  # a writer is running a group: the others wait for its end
         self._group_done = trio.Event()
-        self.group_sizes = {"groups": 0, "writes": 0}  # for figures: writes per commit
+        self.group_totals = {"groups": 0, "writes": 0}  # commits and the writes they held
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         config = dict(self.config)
@@ -201,7 +201,7 @@ class Database:
         return {"healthy": self.healthy, "reason": self.reason, "since": self.since,
                 "invalidated": self.invalidated, "memory_limit": self.config.get("memory_limit"),
                 "temp_directory": self.config.get("temp_directory"),
-                "group_commit": dict(self.group_sizes)}
+                "group_commit": dict(self.group_totals)}
 
     def check_usable(self) -> None:
         """Refuse at once while the connection is dead (it is being reopened)."""
@@ -317,8 +317,8 @@ class Database:
                 break
             count, size = count + 1, size + queued.size
         group, self._queued = self._queued[:count], self._queued[count:]
-        self.group_sizes["groups"] += 1
-        self.group_sizes["writes"] += count
+        self.group_totals["groups"] += 1
+        self.group_totals["writes"] += count
         return group
 
     def _mapped_outcome(self, result: outcome.Outcome) -> outcome.Outcome:
