@@ -70,6 +70,7 @@ WATCH_RETRY_BASE = 0.2  # pause before watching again after the watcher failed
 # how long the first of them waits for its commit.
 CHUNK_FILES = 512
 CHUNK_BYTES = 4 << 20
+SESSION_LISTINGS = 4  # listings of a session in one pass
 
 # Store errors that say the input is wrong: retrying cannot help, so the file is rejected.
 # (NameTooLong is an Invalid.)
@@ -376,20 +377,36 @@ class SpoolIngester:
         if folder is None:
             return
         try:
-            names = [n for n in await _thread(folder.settled_names) if not is_ignored(n)]
-            walk.found.update(folder.child(n) for n in names)
-            names = [n for n in names if folder.child(n) not in self._skipped]
-            self._pending.update(folder.child(n) for n in names)
-            async with trio.open_nursery() as nursery:
-                # The next batch is read while this one commits.
-                send, batches = trio.open_memory_channel[tuple[int, list[_Ready]]](0)
-                nursery.start_soon(self._read_ahead, folder, names, send)
-                async for i, ready in batches:
-                    if not await self._take(walk, folder, names, i, ready):
-                        break
-                nursery.cancel_scope.cancel()
+            # Files that arrived while the last listing was taken in are taken in too: a
+            # burst drains without waiting for the watcher (a few times, so a session
+            # written to without pause cannot hold back the others).
+            names: list[str] = []
+            for _ in range(SESSION_LISTINGS):
+                listed = await self._listing(walk, folder)
+                if not listed or listed == names or not await self._files(walk, folder, listed):
+                    break
+                names = listed
         finally:
             folder.close()
+
+    async def _listing(self, walk: _Pass, folder: Folder) -> list[str]:
+        names = [n for n in await _thread(folder.settled_names) if not is_ignored(n)]
+        walk.found.update(folder.child(n) for n in names)
+        names = [n for n in names if folder.child(n) not in self._skipped]
+        self._pending.update(folder.child(n) for n in names)
+        return names
+
+    async def _files(self, walk: _Pass, folder: Folder, names: list[str]) -> bool:
+        """Take `names` in in order; False if one must wait (and holds back the rest)."""
+        async with trio.open_nursery() as nursery:
+            # The next batch is read while this one commits.
+            send, batches = trio.open_memory_channel[tuple[int, list[_Ready]]](0)
+            nursery.start_soon(self._read_ahead, folder, names, send)
+            async for i, ready in batches:
+                if not await self._take(walk, folder, names, i, ready):
+                    nursery.cancel_scope.cancel()
+                    return False
+        return True
 
     async def _read_ahead(self, folder: Folder, names: list[str],
                           send: trio.MemorySendChannel[tuple[int, list[_Ready]]]) -> None:
