@@ -260,18 +260,19 @@ class FakeStore:
         self.calls: list[tuple[str, str, str, list]] = []
         self.fail: list[Exception] = []  # raised, one per call, before committing
 
-    async def spool_seen(self, rel_path, sha256, file_key=None):
-        await trio.lowlevel.checkpoint()
-        return (rel_path, sha256) in self.ledger
-
-    async def ingest_spool_file(self, space_name, session_name, rel_path, sha256, records,
-                                file_key=None):
+    async def ingest_spool_files(self, space_name, session_name, files):
         await trio.lowlevel.checkpoint()
         if self.fail:
             raise self.fail.pop(0)
-        self.ledger.add((rel_path, sha256))
-        self.calls.append((space_name, session_name, rel_path, records))
-        return {"messages": len(records)}
+        results = []
+        for f in files:
+            if (f.rel_path, f.digest) in self.ledger:
+                results.append(None)
+                continue
+            self.ledger.add((f.rel_path, f.digest))
+            self.calls.append((space_name, session_name, f.rel_path, f.records))
+            results.append({"messages": len(f.records)})
+        return results
 
     def texts(self, session):
         return [r.text if isinstance(r, Message) else r.event

@@ -28,7 +28,7 @@ def _put(spool: Path, rel: str, text: str) -> None:
 def _failing_first(store: Store, times: int) -> list[float]:
     """Make the store's ingest raise Unavailable `times` times; returns when each call came."""
     calls: list[float] = []
-    real = store.ingest_spool_file
+    real = store.ingest_spool_files
 
     async def ingest(*args, **kw):
         calls.append(trio.current_time())
@@ -36,7 +36,7 @@ def _failing_first(store: Store, times: int) -> list[float]:
             raise Unavailable("the database is being reopened")
         return await real(*args, **kw)
 
-    store.ingest_spool_file = ingest
+    store.ingest_spool_files = ingest
     return calls
 
 
@@ -83,14 +83,14 @@ def test_always_failing_file_is_rejected_after_bounded_tries_and_the_session_goe
     _put(spool, "sp/se/1.json", "doomed")
     _put(spool, "sp/se/2.json", "next")
     ing = SpoolIngester(store, spool, retry_base=0.02, retry_tries=4)
-    real = store.ingest_spool_file
+    real = store.ingest_spool_files
 
-    async def ingest(space, session, rel_path, *args, **kw):
-        if rel_path.endswith("1.json"):
+    async def ingest(space, session, files):
+        if files[0].rel_path.endswith("1.json"):
             raise Unavailable("the database is out of memory")
-        return await real(space, session, rel_path, *args, **kw)
+        return await real(space, session, files)
 
-    store.ingest_spool_file = ingest
+    store.ingest_spool_files = ingest
 
     async def done():
         return await _texts(store, "se") == ["next"]

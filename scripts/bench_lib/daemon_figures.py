@@ -34,6 +34,7 @@ SPOOL_SIZES = (1, 100, 10_000)
 SPOOL_TIMEOUT = 120.0
 
 DAEMON_FIGURES: dict[str, tuple[str, str]] = {
+    "spool_1_files_s": ("spool ingestion, one-message files (a file per message)", "files/s"),
     "spool_1_msgs_s": ("spool ingestion, files of 1 message", "msg/s"),
     "spool_100_msgs_s": ("spool ingestion, files of 100 messages", "msg/s"),
     "spool_10000_msgs_s": ("spool ingestion, files of 10,000 messages", "msg/s"),
@@ -75,9 +76,13 @@ def _drop(spool: Path, space: str, session: str, name: str, n_msgs: int) -> Path
 
 
 def _wait_gone(paths: list[Path], spool: Path, deadline: float) -> None:
+    # A listing per folder, not a stat per file: checking 2,000 files every half
+    # millisecond took the CPU the daemon was being measured on.
     pending = set(paths)
+    folders = {p.parent for p in paths}
     while pending:
-        pending = {p for p in pending if p.exists()}
+        there = {f / n for f in folders if f.is_dir() for n in os.listdir(f)}
+        pending &= there
         if not pending:
             return
         rejected = spool / ".rejected"
@@ -88,7 +93,7 @@ def _wait_gone(paths: list[Path], spool: Path, deadline: float) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"{len(pending)} spool files still there after {SPOOL_TIMEOUT:.0f} s")
-        time.sleep(0.0005)
+        time.sleep(0.0005 if len(pending) < 100 else 0.005)
 
 
 def spool_ingestion(system, space: str, total_msgs: int, one_msg_files: int, singles: int) -> dict:
@@ -122,6 +127,9 @@ def spool_ingestion(system, space: str, total_msgs: int, one_msg_files: int, sin
         took = time.perf_counter() - t0
         fig[f"spool_{size}_msgs_s"] = {"value": n_files * size / took, "runs": 1,
                                        "files": n_files, "seconds": took}
+        if size == 1:
+            fig["spool_1_files_s"] = {"value": n_files / took, "runs": 1, "files": n_files,
+                                      "seconds": took}
         shutil.rmtree(stage, ignore_errors=True)
     session = f"bench-single-{uuid.uuid4().hex[:8]}"
     lat = []

@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         # Ingestion and edit latency hardly depend on the corpus size.
         s.daemon_sizes = "first"
-        s.spool_one_msg_files = 300
+        # Enough one-message files that the watcher's debounce is not most of the time.
+        s.spool_one_msg_files = 2000
         s.spool_singles = 20
         s.edit_runs = 30
         s.learn_runs = 5

@@ -23,7 +23,7 @@ def label(key: str) -> tuple[str, str, bool]:
 def fmt(v: float | None, unit: str) -> str:
     if v is None:
         return "—"
-    if unit in ("µs", "msg/s"):
+    if unit in ("µs", "msg/s", "files/s"):
         return f"{v:,.0f}"
     if unit == "MB":
         return f"{v:,.1f}"

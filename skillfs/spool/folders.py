@@ -98,6 +98,17 @@ class Folder:
     def names(self) -> list[str]:
         return sorted(os.listdir(self.fd))
 
+    def settled_names(self) -> list[str]:
+        """The names, sorted, with no gap before the last: a listing taken while files are
+        renamed in may show a file and miss one renamed in just before it (a directory is
+        read in hash order), while a second listing has every file there when it began.
+        Writers add a session's files in name order, so names up to the first listing's
+        last are then complete; later ones wait for the next pass."""
+        first = self.names()
+        if not first:
+            return first
+        return [n for n in self.names() if n <= first[-1]]
+
     def lstat(self, name: str) -> os.stat_result | None:
         """What `name` is, without following it; None if it is gone."""
         try:

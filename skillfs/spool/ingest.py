@@ -2,8 +2,13 @@
 
 One worker does all ingestion, so files of a session go in name order and the store sees one
 spool transaction at a time. Exactly once: the store commits a file's records and a ledger
-row (path, sha256, file key) in one transaction, then the file is deleted; a file whose
+row (path, sha256, file key) in the same transaction, then the file is deleted; a file whose
 ledger row exists was committed before a crash and is only deleted.
+
+Many small files: a harness that writes one file per message is the common case. The files of
+a session that read and parse cleanly are read in one trip to a thread, committed in one
+store call (one transaction) and deleted in one more trip; a file with anything unusual
+about it goes the careful way, alone.
 
 Never stuck: a file that fails for a reason other than its content (the database unavailable,
 a full disk, an unexpected error) is tried again after 1, 2, 4 ... seconds; after
@@ -24,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from watchfiles import Change, awatch
 
 from ..errors import Conflict, Invalid, TooBig
+from ..store.sessions import SpoolFile
 from .folders import (
     REJECTED_DIR,
     WHY_NOT,
@@ -50,6 +57,7 @@ from .parse import (
     is_ignored,
     parse_spool_bytes,
     shown,
+    spool_file_path,
 )
 
 log = logging.getLogger("skillfs.spool")
@@ -58,12 +66,23 @@ RETRY_BASE = 1.0  # seconds before the second try; doubled for each further one
 RETRY_MAX = 30.0  # the longest wait between two tries
 RETRY_TRIES = 6  # tries before a file is rejected: 1+2+4+8+16 s of waiting in all
 WATCH_RETRY_BASE = 0.2  # pause before watching again after the watcher failed
+# Files of a session committed in one store call: a bound on one transaction's size, and on
+# how long the first of them waits for its commit.
+CHUNK_FILES = 512
+CHUNK_BYTES = 4 << 20
+SESSION_LISTINGS = 4  # listings of a session in one pass
 
 # Store errors that say the input is wrong: retrying cannot help, so the file is rejected.
 # (NameTooLong is an Invalid.)
 INPUT_ERRORS: tuple[type[Exception], ...] = (Invalid, Conflict, TooBig)
+# What makes a file unusual: it leaves the batch and goes the careful way, alone.
+UNUSUAL: tuple[type[Exception], ...] = (OSError, SpoolReject, Unstable, *INPUT_ERRORS)
 
 _thread = trio.to_thread.run_sync
+
+
+def _input_reject(error: Exception) -> SpoolReject:
+    return SpoolReject(None, None, getattr(error, "message", None) or str(error))
 
 
 @dataclass
@@ -74,6 +93,16 @@ class IngestedFile:
     sha256: str
     records: int
     result: Any
+
+
+@dataclass
+class _Ready:
+    """A spool file read and parsed, ready to commit."""
+
+    name: str
+    sp: SpoolPath
+    st: os.stat_result  # as read: deleted only if still the same file
+    file: SpoolFile
 
 
 @dataclass
@@ -197,13 +226,18 @@ class SpoolIngester:
                     log.exception("spool: scan failed")
                     self._next_full = min(self._next_full, trio.current_time() + self.retry_max)
 
-    def _watch_filter(self, _change: Any, path: str) -> bool:
-        rel = os.path.relpath(path, self.spool_dir)
-        return not rel.startswith("..") and rel != "." and not is_ignored(rel.replace(os.sep, "/"))
+    def _watch_filter(self, change: Any, path: str) -> bool:
+        # Called for every change, the ingester's own deletes included: kept cheap. A
+        # deletion brings nothing to ingest.
+        rel = self._spool_rel(path)
+        return change != Change.deleted and bool(rel) and not is_ignored(rel)
+
+    def _spool_rel(self, path: str) -> str:
+        """`path` from the spool root, "" if it is not under it."""
+        prefix = f"{self.spool_dir}{os.sep}"
+        return path[len(prefix):].replace(os.sep, "/") if path.startswith(prefix) else ""
 
     async def _watch(self) -> None:
-        from watchfiles import awatch
-
         delay = WATCH_RETRY_BASE
         while True:
             stop = trio.Event()
@@ -220,8 +254,7 @@ class SpoolIngester:
                     ):
                         delay = WATCH_RETRY_BASE
                         for _change, path in changes:
-                            rel = os.path.relpath(path, self.spool_dir).replace(os.sep, "/")
-                            self._mark("/".join(rel.split("/")[:2]))
+                            self._mark("/".join(self._spool_rel(path).split("/")[:2]))
                     nursery.cancel_scope.cancel()
             except Exception:
                 # E.g. a name that is not UTF-8 (the watcher cannot decode it), the inotify
@@ -344,26 +377,103 @@ class SpoolIngester:
         if folder is None:
             return
         try:
-            names = [n for n in await _thread(folder.names) if not is_ignored(n)]
-            walk.found.update(folder.child(n) for n in names)
-            names = [n for n in names if folder.child(n) not in self._skipped]
-            self._pending.update(folder.child(n) for n in names)
-            for n in names:
-                rel = folder.child(n)
-                retry = self._retry.get(rel)
-                if retry and walk.respect_backoff and retry.due > walk.now:
+            # Files that arrived while the last listing was taken in are taken in too: a
+            # burst drains without waiting for the watcher (a few times, so a session
+            # written to without pause cannot hold back the others).
+            names: list[str] = []
+            for _ in range(SESSION_LISTINGS):
+                listed = await self._listing(walk, folder)
+                if not listed or listed == names or not await self._files(walk, folder, listed):
                     break
-                try:
-                    done = await self._file(walk, folder, n)
-                except Exception as e:
-                    log.exception("spool: unexpected error on %s", shown(rel))
-                    done = await self._failed(walk, folder, n, f"unexpected error: {e!r}")
-                if not done:
-                    break
-                self._pending.discard(rel)
-                self._retry.pop(rel, None)
+                names = listed
         finally:
             folder.close()
+
+    async def _listing(self, walk: _Pass, folder: Folder) -> list[str]:
+        names = [n for n in await _thread(folder.settled_names) if not is_ignored(n)]
+        walk.found.update(folder.child(n) for n in names)
+        names = [n for n in names if folder.child(n) not in self._skipped]
+        self._pending.update(folder.child(n) for n in names)
+        return names
+
+    async def _files(self, walk: _Pass, folder: Folder, names: list[str]) -> bool:
+        """Take `names` in in order; False if one must wait (and holds back the rest)."""
+        async with trio.open_nursery() as nursery:
+            # The next batch is read while this one commits.
+            send, batches = trio.open_memory_channel[tuple[int, list[_Ready]]](0)
+            nursery.start_soon(self._read_ahead, folder, names, send)
+            async for i, ready in batches:
+                if not await self._take(walk, folder, names, i, ready):
+                    nursery.cancel_scope.cancel()
+                    return False
+        return True
+
+    async def _read_ahead(self, folder: Folder, names: list[str],
+                          send: trio.MemorySendChannel[tuple[int, list[_Ready]]]) -> None:
+        """Batches of `names` as they read, each with where it starts; an empty one for a
+        file that must go the careful way."""
+        async with send:
+            i = 0
+            while i < len(names):
+                try:
+                    ready = await _thread(self._read_ready, folder, self._chunk(folder, names, i))
+                except Exception:
+                    ready = []  # `_file` meets the error again and handles it
+                await send.send((i, ready))
+                i += max(len(ready), 1)
+
+    async def _take(self, walk: _Pass, folder: Folder, names: list[str], i: int,
+                    ready: list[_Ready]) -> bool:
+        """Commit a batch (or the one file at `i`); False: the session waits."""
+        retry = self._retry.get(folder.child(names[i]))
+        if retry and walk.respect_backoff and retry.due > walk.now:
+            return False
+        try:
+            done = await (self._commit(walk, folder, ready) if ready
+                          else self._file(walk, folder, names[i]))
+        except Exception as e:
+            log.exception("spool: unexpected error on %s", shown(folder.child(names[i])))
+            done = await self._failed(walk, folder, names[i], f"unexpected error: {e!r}")
+        if done:
+            for n in names[i:i + max(len(ready), 1)]:
+                self._pending.discard(folder.child(n))
+                self._retry.pop(folder.child(n), None)
+        return done
+
+    def _chunk(self, folder: Folder, names: list[str], i: int) -> list[str]:
+        """`names[i]` and the files after it that are not waiting for a retry."""
+        chunk = [names[i]]
+        for n in names[i + 1:i + CHUNK_FILES]:
+            if folder.child(n) in self._retry:
+                break
+            chunk.append(n)
+        return chunk
+
+    def _read_ready(self, folder: Folder, names: list[str]) -> list[_Ready]:
+        """The leading files of `names` that read and parse cleanly (on a thread); the first
+        that does not ends the list and is left to `_file`."""
+        ready: list[_Ready] = []
+        size = 0
+        for name in names:
+            try:
+                one = self._ready(folder, name)
+            except UNUSUAL:
+                break
+            ready.append(one)
+            size += one.st.st_size
+            if size >= CHUNK_BYTES:
+                break
+        return ready
+
+    def _ready(self, folder: Folder, name: str) -> _Ready:
+        # `_session` left out ignored names, and `_enter` checked the folders' names.
+        space, session = folder.rel.split("/")
+        sp = spool_file_path(space, session, name)
+        # No lstat: the read refuses a link, a folder or anything but a plain file.
+        data, read_stat = folder.read(name, self.max_file_bytes)
+        records = self._parse(data, sp.suffix)
+        return _Ready(name, sp, read_stat,
+                      SpoolFile(sp.rel, file_sha256(data), file_key(read_stat), records))
 
     # --- one file -------------------------------------------------------------------------
 
@@ -391,45 +501,63 @@ class SpoolIngester:
         except OSError as e:
             log.warning("spool: cannot read %s: %s; will retry", shown(folder.child(name)), e)
             return await self._failed(walk, folder, name, f"cannot read it: {e}")
-        return await self._commit(walk, folder, name, sp, data, read_stat)
-
-    async def _commit(self, walk: _Pass, folder: Folder, name: str, sp: SpoolPath,
-                      data: bytes, st: os.stat_result) -> bool:
-        sha, key = file_sha256(data), file_key(st)
         try:
-            if await self.store.spool_seen(sp.rel, sha, key):
-                # Committed before a crash, not yet deleted.
-                self.stats["duplicates"] += 1
-                return await self._unlink(walk, folder, name, st)
-            try:
-                records = await _thread(self._parse, data, sp.suffix)
-                result = await self.store.ingest_spool_file(
-                    sp.space, sp.session, sp.rel, sha, records, file_key=key)
-            except INPUT_ERRORS as e:
-                raise SpoolReject(None, None, getattr(e, "message", None) or str(e)) from None
+            records = await _thread(self._parse, data, sp.suffix)
         except SpoolReject as e:
-            return await self._reject(walk, folder, name, e, st)
+            return await self._reject(walk, folder, name, e, read_stat)
+        except INPUT_ERRORS as e:
+            return await self._reject(walk, folder, name, _input_reject(e), read_stat)
+        file = SpoolFile(sp.rel, file_sha256(data), file_key(read_stat), records)
+        return await self._commit(walk, folder, [_Ready(name, sp, read_stat, file)])
+
+    async def _commit(self, walk: _Pass, folder: Folder, ready: list[_Ready]) -> bool:
+        """Commit files of one session in one store call, then delete them. False: the
+        first stays for a retry (and holds back its session)."""
+        first = ready[0]
+        try:
+            results = await self.store.ingest_spool_files(
+                first.sp.space, first.sp.session, [r.file for r in ready])
+        except INPUT_ERRORS as e:
+            if len(ready) > 1:  # perhaps one file's fault: each alone finds which
+                return await self._commit_each(walk, folder, ready)
+            return await self._reject(walk, folder, first.name, _input_reject(e), first.st)
         except Exception as e:
-            log.exception("spool: the store failed on %s; will retry", sp.rel)
-            return await self._failed(walk, folder, name, f"the store failed: {e}")
-        self.stats["ingested"] += 1
-        ok = await self._unlink(walk, folder, name, st)
-        await self._notify(IngestedFile(sp.space, sp.session, sp.rel, sha, len(records), result))
-        # Committed either way: the ledger stops a re-ingest if the delete failed.
+            log.exception("spool: the store failed on %s; will retry", first.sp.rel)
+            return await self._failed(walk, folder, first.name, f"the store failed: {e}")
+        # Committed either way: the ledger stops a re-ingest if a delete failed.
+        unlinked = await _thread(self._unlink_all, folder, ready)
+        ok = True
+        for r, result, error in zip(ready, results, unlinked, strict=True):
+            self.stats["ingested" if result is not None else "duplicates"] += 1
+            if error is not None:
+                log.error("spool: could not delete %s: %s", shown(folder.child(r.name)), error)
+                ok = ok and await self._failed(walk, folder, r.name, f"cannot delete it: {error}")
+            if result is not None:
+                await self._notify(IngestedFile(r.sp.space, r.sp.session, r.sp.rel,
+                                                r.file.digest, len(r.file.records), result))
         return ok
+
+    async def _commit_each(self, walk: _Pass, folder: Folder, ready: list[_Ready]) -> bool:
+        for r in ready:
+            if not await self._commit(walk, folder, [r]):
+                return False
+        return True
+
+    @staticmethod
+    def _unlink_all(folder: Folder, ready: list[_Ready]) -> list[OSError | None]:
+        errors: list[OSError | None] = []
+        for r in ready:
+            try:
+                folder.unlink_if_same(r.name, r.st)
+                errors.append(None)
+            except OSError as e:
+                errors.append(e)
+        return errors
 
     def _parse(self, data: bytes, suffix: str) -> list[Record]:
         return parse_spool_bytes(
             data, suffix, max_line_bytes=self.max_line_bytes, max_file_bytes=self.max_file_bytes,
             max_message_bytes=self.max_message_bytes)
-
-    async def _unlink(self, walk: _Pass, folder: Folder, name: str, st: os.stat_result) -> bool:
-        try:
-            await _thread(folder.unlink_if_same, name, st)
-        except OSError as e:
-            log.exception("spool: could not delete %s", shown(folder.child(name)))
-            return await self._failed(walk, folder, name, f"cannot delete it: {e}")
-        return True
 
     async def _failed(self, walk: _Pass, folder: Folder, name: str, reason: str) -> bool:
         """A failure not caused by the file's content: try again later, up to a bound."""

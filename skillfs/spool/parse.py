@@ -325,6 +325,13 @@ def check_spool_path(rel: str) -> SpoolPath | None:
     space, session, name = parts
     check_folder(space)
     check_folder(f"{space}/{session}")
+    return spool_file_path(space, session, name)
+
+
+def spool_file_path(space: str, session: str, name: str) -> SpoolPath:
+    """`check_spool_path` for a file in a session folder whose names passed `check_folder`
+    (a batch of a session's files checks those once)."""
+    rel = f"{space}/{session}/{name}"
     check_utf8_name(rel, "name")
     if os.path.splitext(name)[1] not in SUFFIXES:
         raise SpoolReject(None, None, f"{name!r}: spool files end in .jsonl or .json")

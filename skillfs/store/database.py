@@ -15,6 +15,13 @@ a purged message) stay in the file after a checkpoint, VACUUM or a table rewrite
 Automatic checkpoints are turned off: DuckDB runs them inside a COMMIT, and a checkpoint that
 fails there makes a committed write look failed. `maybe_checkpoint` runs them after the
 commit instead, so a failing checkpoint never hides a commit.
+
+Small writes are committed in groups (`write`): an agent harness drops one spool file per
+message, and a transaction each costs a commit each. Writers queue their transaction
+function; whoever finds no group running runs everything queued in one transaction on the
+worker thread, commits once, and only then tells each writer. DuckDB has no SAVEPOINT, so a
+group in which one function raised is rolled back and each of its functions run alone: a
+failing function fails only its own caller.
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import outcome
 import trio
 
 from ..errors import SkillfsError, StorageFull, Unavailable
@@ -48,6 +57,10 @@ CHECKPOINT_WAL_BYTES = (512 << 10, 16 << 20)  # never below, never above
 REOPEN_FIRST_DELAY = 0.2
 REOPEN_MAX_DELAY = 30.0
 REOPEN_ATTEMPTS = 12  # failed reopens (not counting a full disk) before giving up
+# A group's bounds: what its transaction holds uncommitted must fit DuckDB's memory, and a
+# writer should not wait behind a long one.
+GROUP_MAX_WRITES = 1024
+GROUP_MAX_BYTES = 4 << 20
 
 
 class DatabaseLost(SkillfsError):
@@ -79,6 +92,15 @@ def _invalidates(error: BaseException) -> bool:
     return (isinstance(error, (duckdb.FatalException, duckdb.InternalException,
                                duckdb.ConnectionException))
             or "database has been invalidated" in str(error))
+
+
+@dataclass(eq=False)
+class _Write:
+    """A transaction function waiting in a group, and what became of it."""
+
+    fn: Callable[[duckdb.DuckDBPyConnection], Any]
+    size: int
+    result: outcome.Outcome | None = None
 
 
 class Database:
@@ -121,6 +143,10 @@ class Database:
         self._deferred: duckdb.Error | None = None  # a checkpoint's error, not yet judged
         self.limiter = trio.CapacityLimiter(1)  # connections are not thread-safe: one thread
         self._column_types: dict[str, list[str]] = {}
+        self._queued: list[_Write] = []
+        self._grouping = False  # a writer is running a group: the others wait for its end
+        self._group_done = trio.Event()
+        self.group_totals = {"groups": 0, "writes": 0}  # commits and the writes they held
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         config = dict(self.config)
@@ -179,7 +205,8 @@ class Database:
     def status(self) -> dict[str, Any]:
         return {"healthy": self.healthy, "reason": self.reason, "since": self.since,
                 "invalidated": self.invalidated, "memory_limit": self.config.get("memory_limit"),
-                "temp_directory": self.config.get("temp_directory")}
+                "temp_directory": self.config.get("temp_directory"),
+                "group_commit": dict(self.group_totals)}
 
     def check_usable(self) -> None:
         """Refuse at once while the connection is dead (it is being reopened)."""
@@ -227,17 +254,83 @@ class Database:
         try:
             result = await trio.to_thread.run_sync(self._roomy, fn, *args, limiter=self.limiter)
         except duckdb.Error as e:
-            mapped = self.failed(e)
-            if mapped is None:
-                # A bug, not the database's state: reported as an error of this call only,
-                # so no caller (a FUSE handler, a spool file) dies of a DuckDB exception.
-                log.exception("database error")
-                mapped = SkillfsError(f"database error: {str(e).splitlines()[0]}")
-            raise mapped from e
+            raise self._mapped(e) from e
         finally:
-            if self._deferred is not None:
-                deferred, self._deferred = self._deferred, None
-                self.failed(deferred)
+            self._judge_deferred()
+        return result
+
+    def _mapped(self, error: duckdb.Error) -> SkillfsError:
+        mapped = self.failed(error)
+        if mapped is None:
+            # A bug, not the database's state: reported as an error of this call only,
+            # so no caller (a FUSE handler, a spool file) dies of a DuckDB exception.
+            log.error("database error", exc_info=error)
+            mapped = SkillfsError(f"database error: {str(error).splitlines()[0]}")
+        return mapped
+
+    def _judge_deferred(self) -> None:
+        if self._deferred is not None:
+            deferred, self._deferred = self._deferred, None
+            self.failed(deferred)
+
+    # -- group commit (on the trio thread) ----------------------------------------------
+
+    async def write(self, fn: Callable[[duckdb.DuckDBPyConnection], Any], size: int = 0):
+        """Run `fn(con)` in a transaction, likely shared with other writers' functions;
+        return once it committed (`size`: about how many bytes it writes). Like `run`, it
+        is not cancelled half-way: a caller learns the fate of what it queued."""
+        self.check_usable()
+        queued = _Write(fn, size)
+        self._queued.append(queued)
+        with trio.CancelScope(shield=True):
+            result = await self._settled(queued)
+        value = result.unwrap()
+        self.recovered()
+        return value
+
+    async def _settled(self, queued: _Write) -> outcome.Outcome:
+        while True:
+            if queued.result is not None:
+                return queued.result
+            # One writer at a time runs a group; when it is done the others wake, the
+            # committed ones return, and one of the rest runs the next group.
+            if self._grouping:
+                await self._group_done.wait()
+            else:
+                await self._run_group()
+
+    async def _run_group(self) -> None:
+        self._grouping = True
+        group = self._next_group()
+        try:
+            results = await trio.to_thread.run_sync(self._tx_group, group,
+                                                    limiter=self.limiter)
+        except BaseException as e:  # the hop to the thread failed: no function ran
+            results = [outcome.Error(e)] * len(group)
+        finally:
+            self._grouping = False
+        self._judge_deferred()
+        for queued, result in zip(group, results, strict=True):
+            queued.result = self._mapped_outcome(result)
+        done, self._group_done = self._group_done, trio.Event()
+        done.set()
+
+    def _next_group(self) -> list[_Write]:
+        count, size = 0, 0
+        for queued in self._queued:
+            if count and (count == GROUP_MAX_WRITES or size + queued.size > GROUP_MAX_BYTES):
+                break
+            count, size = count + 1, size + queued.size
+        group, self._queued = self._queued[:count], self._queued[count:]
+        self.group_totals["groups"] += 1
+        self.group_totals["writes"] += count
+        return group
+
+    def _mapped_outcome(self, result: outcome.Outcome) -> outcome.Outcome:
+        if isinstance(result, outcome.Error) and isinstance(result.error, duckdb.Error):
+            mapped = self._mapped(result.error)
+            mapped.__cause__ = result.error
+            return outcome.Error(mapped)
         return result
 
     # -- transactions and checkpoints (on the database's worker thread) -----------------
@@ -256,6 +349,18 @@ class Database:
             result = self._tx_once(fn)
         self.maybe_checkpoint()
         return result
+
+    def _tx_group(self, group: list[_Write]) -> list[outcome.Outcome]:
+        """Each function's outcome: all in one transaction if none raises, else each in its
+        own (the group rolled back), so one function's error is only its own."""
+        if len(group) > 1:
+            try:
+                results = self.tx(lambda con: [queued.fn(con) for queued in group])
+                return [outcome.Value(result) for result in results]
+            except Exception as e:
+                if _invalidates(e):
+                    return [outcome.Error(e)] * len(group)
+        return [outcome.capture(self.tx, queued.fn) for queued in group]
 
     def _tx_once(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]):
         con = self.con

@@ -1,17 +1,24 @@
-"""Sessions, their messages, and exactly-once spool ingestion."""
+"""Sessions, their messages, and exactly-once spool ingestion.
+
+Messages are written through the database's group commit: many API messages and spool
+files share a transaction. A message's sequence number is taken when its write is queued,
+so writes of one session queued in order commit in that order, in one group or in groups
+one after the other.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from .. import names
 from ..errors import Conflict, Exists, Invalid, NotFound
 from ..messages import Control
 from . import writes
 from .context import Context, Service
-from .events import SessionEvent, SpaceAdded
+from .events import SessionEvent, SpaceAdded, StoreEvent
 from .rows import (
     _LEARNING_COLS,
     _SESSION_COLS,
@@ -28,6 +35,19 @@ from .rows import (
     where,
 )
 from .spaces import Spaces
+
+
+class SpoolFile(NamedTuple):
+    """A parsed spool file, as the ingester hands it over."""
+
+    rel_path: str
+    digest: str
+    file_key: str | None
+    records: Sequence[Any]
+
+
+def _batch_bytes(batch: _MessageBatch) -> int:
+    return sum(map(len, batch.texts)) + sum(map(len, batch.originals))
 
 
 class Sessions(Service):
@@ -162,7 +182,10 @@ class Sessions(Service):
 
     def _message_batch(self, session_id: str, messages: Sequence, source: str | None,
                        t: int, metas: Sequence[dict | None] | None = None) -> _MessageBatch:
+        """The messages with their sequence numbers, taken now (see `_unreserve`)."""
         first = self._session_seq.get(session_id, -1) + 1
+        if messages:
+            self._session_seq[session_id] = first + len(messages) - 1
         return _MessageBatch(
             session_id, source, t, list(range(first, first + len(messages))),
             [m.role for m in messages], [m.format for m in messages],
@@ -174,6 +197,19 @@ class Sessions(Service):
             [_json(meta) if meta else None for meta in metas] if metas is not None
             else [None] * len(messages))
 
+    def _unreserve(self, batch: _MessageBatch) -> None:
+        """Give back a failed batch's sequence numbers unless a later batch took some after
+        them (then they stay a gap: order, not density, is what a sequence promises)."""
+        if batch.seqs and self._session_seq.get(batch.session_id) == batch.seqs[-1]:
+            self._session_seq[batch.session_id] = batch.seqs[0] - 1
+
+    async def _write_messages(self, batch: _MessageBatch, sql) -> None:
+        try:
+            await self.ctx.db.write(sql, _batch_bytes(batch))
+        except BaseException:
+            self._unreserve(batch)
+            raise
+
     async def add_messages(self, session_id: str, messages: Sequence, author: str = "api",
                            source: str | None = None,
                            metas: Sequence[dict | None] | None = None) -> list[int]:
@@ -181,12 +217,8 @@ class Sessions(Service):
         if metas is not None and len(metas) != len(messages):
             raise Invalid(f"{len(metas)} metas for {len(messages)} messages")
         session = await self.get_session(session_id)
-        async with self._lock:
-            t = now_ns()
-            batch = self._message_batch(session_id, messages, source or author, t, metas)
-            await self._write(batch.insert)
-            if batch.seqs:
-                self._session_seq[session_id] = batch.seqs[-1]
+        batch = self._message_batch(session_id, messages, source or author, now_ns(), metas)
+        await self._write_messages(batch, batch.insert)
         if batch.seqs:
             await self.ctx.publish(SessionEvent("messages", session_id, session.space_id,
                                                 len(batch.seqs)))
@@ -218,76 +250,90 @@ class Sessions(Service):
 
     # -- spool -------------------------------------------------------------------------
 
-    async def spool_seen(self, rel_path: str, digest: str, file_key: str | None = None) -> bool:
-        """Whether this very file was committed already. `file_key` (device, inode, mtime)
-        tells a file left behind by a crash from a new file that happens to have the same
-        name and content."""
-        row = await self._db(lambda: self.con.execute(
-            "SELECT 1 FROM spool_ledger WHERE path = ? AND sha256 = ? "
-            "AND file_key IS NOT DISTINCT FROM ? LIMIT 1", [rel_path, digest, file_key]
-        ).fetchone())
-        return row is not None
-
-    async def ingest_spool_file(self, space_name: str, session_name: str, rel_path: str,
-                                digest: str, records: Sequence,
-                                file_key: str | None = None) -> IngestResult:
-        """Commit a spool file's messages, control events and ledger row in one transaction.
-        A missing space is created; a missing session is created and attached to it."""
+    async def ingest_spool_files(self, space_name: str, session_name: str,
+                                 files: Sequence[SpoolFile]) -> list[IngestResult | None]:
+        """Commit spool files of one session, in order, in one transaction: each file's
+        messages, control events and ledger row. A file the ledger has (the same path,
+        sha256 and file key: committed before a crash) is left out, None in its place. A
+        missing space is created; a missing session is created and attached to it."""
         names.check_component(session_name)
-        messages = [r for r in records if not isinstance(r, Control)]
-        events = [r.event for r in records if isinstance(r, Control)]
         async with self._lock:
-            t = now_ns()
-            space = self.tree.space_names.get(space_name)
-            new_space = None
-            if space is None:
-                new_space = self.spaces.plan_space(space_name, None, None, "spool")
-                space = new_space[0]
-            session = await self._db(self._find_session, space.id, session_name)
-            new_session = None
-            if session is None:
-                session = new_session = SessionRow(
-                    str(uuid.uuid4()) if not _is_uuid(session_name) else session_name,
-                    session_name, None, space.id, {}, False, t, t)
-            elif session.space_id not in (None, space.id):
-                raise Conflict(f"session {session_name!r} learns into another space")
-            attach = session.space_id is None
-            ended = "end" in events
-            batch = self._message_batch(session.id, messages, "spool", t)
+            seen = await self._db(self._spool_seen, files)
+            new = [f for i, f in enumerate(files) if i not in seen]
+            done, published = (await self._ingest_new(space_name, session_name, new) if new
+                               else ([], []))
+        await self.ctx.publish(*published)
+        results = iter(done)
+        return [None if i in seen else next(results) for i in range(len(files))]
 
-            def sql(con):
-                if new_space is not None:
-                    writes.space(con, *new_space, "spool")
-                if new_session is not None:
-                    self._sql_session(con, new_session)
-                elif attach:
-                    con.execute("UPDATE sessions SET space_id = ? WHERE id = ?",
-                                [space.id, session.id])
-                if new_session is not None or attach:
-                    has = con.execute("SELECT 1 FROM learning WHERE session_id = ?",
-                                      [session.id]).fetchone()
-                    if not has:
-                        self._sql_learning(con, session.id, space.id, t)
-                batch.insert(con)
-                if ended:
-                    con.execute("UPDATE sessions SET ended = true, updated_ns = ? WHERE id = ?",
-                                [t, session.id])
-                con.execute("INSERT INTO spool_ledger VALUES (?,?,?,?,?)",
-                            [rel_path, digest, file_key, len(batch.seqs), t])
-            await self._write(sql)
+    def _spool_seen(self, files: Sequence[SpoolFile]) -> set[int]:
+        """Which of `files` the ledger has (their indexes)."""
+        rows = self.con.execute(
+            "SELECT path, sha256, file_key FROM spool_ledger "
+            "WHERE path IN (SELECT unnest(?::VARCHAR[]))", [[f.rel_path for f in files]]
+        ).fetchall()
+        ledger = set(rows)
+        return {i for i, f in enumerate(files) if (f.rel_path, f.digest, f.file_key) in ledger}
+
+    async def _ingest_new(self, space_name: str, session_name: str,
+                          files: Sequence[SpoolFile]
+                          ) -> tuple[list[IngestResult], list[StoreEvent]]:
+        """Commit `files` (none of them in the ledger); return their results and the
+        events to publish once the lock is released."""
+        t = now_ns()
+        space = self.tree.space_names.get(space_name)
+        new_space = None
+        if space is None:
+            new_space = self.spaces.plan_space(space_name, None, None, "spool")
+            space = new_space[0]
+        session = await self._db(self._find_session, space.id, session_name)
+        new_session = None
+        if session is None:
+            session = new_session = SessionRow(
+                str(uuid.uuid4()) if not _is_uuid(session_name) else session_name,
+                session_name, None, space.id, {}, False, t, t)
+        elif session.space_id not in (None, space.id):
+            raise Conflict(f"session {session_name!r} learns into another space")
+        attach = session.space_id is None
+        per_file = [[r for r in f.records if not isinstance(r, Control)] for f in files]
+        events = [[r.event for r in f.records if isinstance(r, Control)] for f in files]
+        batch = self._message_batch(session.id, [m for ms in per_file for m in ms], "spool", t)
+
+        def sql(con):
             if new_space is not None:
-                self.spaces.apply_space(*new_space)
-            if batch.seqs:
-                self._session_seq[session.id] = batch.seqs[-1]
+                writes.space(con, *new_space, "spool")
+            if new_session is not None:
+                self._sql_session(con, new_session)
+            elif attach:
+                con.execute("UPDATE sessions SET space_id = ? WHERE id = ?",
+                            [space.id, session.id])
+            if new_session is not None or attach:
+                has = con.execute("SELECT 1 FROM learning WHERE session_id = ?",
+                                  [session.id]).fetchone()
+                if not has:
+                    self._sql_learning(con, session.id, space.id, t)
+            batch.insert(con)
+            if any("end" in e for e in events):
+                con.execute("UPDATE sessions SET ended = true, updated_ns = ? WHERE id = ?",
+                            [t, session.id])
+            con.execute(
+                "INSERT INTO spool_ledger SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
+                "unnest(?::VARCHAR[]), unnest(?::INTEGER[]), ?",
+                [[f.rel_path for f in files], [f.digest for f in files],
+                 [f.file_key for f in files], [len(ms) for ms in per_file], t])
+        await self._write_messages(batch, sql)
+        published: list[StoreEvent] = []
         if new_space is not None:
-            await self.ctx.publish(SpaceAdded(space.id, space.name, "spool"))
+            self.spaces.apply_space(*new_space)
+            published.append(SpaceAdded(space.id, space.name, "spool"))
         if new_session is not None or attach:
-            await self.ctx.publish(SessionEvent("attached", session.id, space.id))
-        if batch.seqs:
-            await self.ctx.publish(SessionEvent("messages", session.id, space.id, len(batch.seqs)))
-        for event in events:
-            await self.ctx.publish(SessionEvent(event, session.id, space.id))
-        return IngestResult(space.id, session.id, len(batch.seqs), events)
+            published.append(SessionEvent("attached", session.id, space.id))
+        for messages, file_events in zip(per_file, events, strict=True):
+            if messages:
+                published.append(SessionEvent("messages", session.id, space.id, len(messages)))
+            published += [SessionEvent(event, session.id, space.id) for event in file_events]
+        return ([IngestResult(space.id, session.id, len(ms), e)
+                 for ms, e in zip(per_file, events, strict=True)], published)
 
     def _find_session(self, space_id: str, name: str) -> SessionRow | None:
         row = self.con.execute(

@@ -79,8 +79,7 @@ class Store:
                                                     sessions.attach_session)
         self.add_messages, self.mark_session = sessions.add_messages, sessions.mark_session
         self.get_messages, self.last_seq = sessions.get_messages, sessions.last_seq
-        self.spool_seen, self.ingest_spool_file = (sessions.spool_seen,
-                                                   sessions.ingest_spool_file)
+        self.ingest_spool_files = sessions.ingest_spool_files
         self.list_tasks, self.save_task = learning.list_tasks, learning.save_task
         self.get_learning, self.list_learning = learning.get_learning, learning.list_learning
         self.set_learning, self.save_lessons = learning.set_learning, learning.save_lessons
