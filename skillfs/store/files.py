@@ -62,36 +62,38 @@ class FilesMixin(StoreMixin):
     _fetched_upto = -10  # the highest file id the last cold read fetched
 
     async def preload(self) -> int:
-        """Fill the content cache with current file contents, folder by folder, while it has
-        room: a fresh mount then answers its first reads without DuckDB. Returns the number
+        """Fill the content cache with current file contents, folder by folder, until it is
+        full: a fresh mount then answers its first reads without DuckDB. Returns the number
         of files loaded. Fetched in small chunks, so start-up needs no more of DuckDB's
-        memory than serving does."""
-        room = self.cache.max_bytes - self.cache.bytes
+        memory than serving does, and compressed on the database's thread."""
         loaded = 0
         keys: list[tuple[int, int]] = []
         chunk_bytes = 0
         for node in list(self.tree.file_ids.values()):
-            if not node.version or self.cache.get((node.id, node.version), touch=False):
+            if not node.version or (node.id, node.version) in self.cache:
                 continue
-            room -= node.size
-            if room < 0:
-                break
             keys.append((node.id, node.version))
             chunk_bytes += node.size
             if len(keys) == self._PREFETCH_FILES or chunk_bytes >= self._PRELOAD_CHUNK_BYTES:
+                if self.cache.full():
+                    return loaded
                 loaded += await self._preload_chunk(keys)
                 keys, chunk_bytes = [], 0
-        if keys:
+        if keys and not self.cache.full():
             loaded += await self._preload_chunk(keys)
         return loaded
 
     async def _preload_chunk(self, keys: list[tuple[int, int]]) -> int:
-        found = await self._db(self._read_versions, keys)
-        for k, content in found.items():
+        found = await self._db(self._read_packed, keys)
+        for k, packed in found.items():
             # Not over anything read meanwhile: that is fresher and wanted more.
-            if self.cache.get(k, touch=False) is None:
-                self.cache.put(k, content)
+            if k not in self.cache:
+                self.cache.put_packed(k, packed)
         return len(found)
+
+    def _read_packed(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        return {k: self.cache.pack(content)
+                for k, content in versions.read_contents(self.con, keys).items()}
 
     def _uncached_neighbours(self, node: FileNode) -> list[tuple[int, int]]:
         """Uncached files likely read next: the rest of the folder, then the files created
@@ -107,7 +109,7 @@ class FilesMixin(StoreMixin):
             if other is None or other is node or not other.version:
                 return True
             k = (other.id, other.version)
-            if self.cache.get(k, touch=False) is not None:
+            if k in self.cache:
                 return True
             budget -= other.size
             if budget < 0 or len(out) >= self._PREFETCH_FILES:
