@@ -72,16 +72,23 @@ class FilesMixin(StoreMixin):
         for node in list(self.tree.file_ids.values()):
             if not node.version or (node.id, node.version) in self.cache:
                 continue
-            keys.append((node.id, node.version))
-            chunk_bytes += node.size
-            if len(keys) == self._PREFETCH_FILES or chunk_bytes >= self._PRELOAD_CHUNK_BYTES:
-                if self.cache.full():
-                    return loaded
+            if keys and (len(keys) == self._PREFETCH_FILES
+                         or chunk_bytes + node.size > self._preload_room()):
                 loaded += await self._preload_chunk(keys)
                 keys, chunk_bytes = [], 0
-        if keys and not self.cache.full():
+                if self.cache.full():
+                    return loaded
+            if node.size <= self._preload_room():
+                keys.append((node.id, node.version))
+                chunk_bytes += node.size
+        if keys:
             loaded += await self._preload_chunk(keys)
         return loaded
+
+    def _preload_room(self) -> int:
+        # Raw sizes bound what a chunk takes compressed: a chunk never evicts what the
+        # preload loaded before it.
+        return min(self._PRELOAD_CHUNK_BYTES, self.cache.max_bytes - self.cache.bytes)
 
     async def _preload_chunk(self, keys: list[tuple[int, int]]) -> int:
         found = await self._db(self._read_packed, keys)
