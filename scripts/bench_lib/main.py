@@ -30,7 +30,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("bench-out"),
                    help="output directory (default ./bench-out)")
     p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
-                   help="corpus sizes, e.g. 2000,20000")
+                   help="corpus sizes, e.g. 2000,20000,100000 (--quick with 100,000 files "
+                        "takes ~15 min more)")
     p.add_argument("--systems", default="native,floor,peer,skillfs", help="comma-separated subset")
     p.add_argument("--runs", type=int, help="runs per figure (default 3 quick, 5 full)")
     p.add_argument("--budget", type=float,
