@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import zlib
 
 import trio
 
@@ -50,6 +51,7 @@ def _imported(tmp_path, files: int, **store_args) -> tuple[Store, dict[str, byte
 def test_the_cache_keeps_content_compressed_and_within_its_bound():
     rng = random.Random(1)
     cache = ContentCache(200_000)
+    cache.compress = True
     bodies = {(i, 1): _markdown(rng, 4_000) for i in range(2_000)}
     for key, body in bodies.items():
         cache.put(key, body)
@@ -67,8 +69,18 @@ def test_the_cache_keeps_content_compressed_and_within_its_bound():
 
 def test_one_file_larger_than_a_quarter_of_the_cache_is_not_kept():
     cache = ContentCache(4_000)
+    cache.compress = True
     cache.put((1, 1), os.urandom(2_000))  # random bytes do not compress
     assert (1, 1) not in cache and cache.bytes == 0
+
+
+def test_the_cache_compresses_only_what_was_put_while_compressing():
+    cache = ContentCache(1 << 20)
+    cache.put((1, 1), b"plain " * 100)
+    cache.compress = True
+    cache.put((2, 1), b"packed " * 100)
+    assert cache.bytes == 600 + len(zlib.compress(b"packed " * 100, ContentCache.LEVEL))
+    assert cache.get((1, 1)) == b"plain " * 100 and cache.get((2, 1)) == b"packed " * 100
 
 
 def test_content_reads_use_the_file_id_indexes(tmp_path):
@@ -134,10 +146,21 @@ def test_the_preload_fills_the_cache_and_reads_then_need_no_database(tmp_path):
         store.close()
 
 
+def test_the_preload_keeps_files_as_they_are_when_all_fit(tmp_path):
+    store, made = _imported(tmp_path, 40)
+    try:
+        trio.run(store.preload)
+        assert not store.cache.compress
+        assert store.cache.bytes == sum(n.size for n in store.tree.file_ids.values())
+    finally:
+        store.close()
+
+
 def test_the_preload_stops_when_the_cache_is_full_and_evicts_nothing(tmp_path):
     store, made = _imported(tmp_path, 120, cache_bytes=40_000)
     try:
         loaded = trio.run(store.preload)
+        assert store.cache.compress  # 120 files do not fit in 40 KB as they are
         assert 0 < loaded < len(made)
         assert store.cache.bytes <= store.cache.max_bytes
         assert len(store.cache._data) == loaded  # nothing it loaded was pushed out again

@@ -65,7 +65,10 @@ class FilesMixin(StoreMixin):
         """Fill the content cache with current file contents, folder by folder, until it is
         full: a fresh mount then answers its first reads without DuckDB. Returns the number
         of files loaded. Fetched in small chunks, so start-up needs no more of DuckDB's
-        memory than serving does, and compressed on the database's thread."""
+        memory than serving does, and compressed on the database's thread if every file
+        would not fit as it is."""
+        self.cache.compress = (sum(n.size for n in self.tree.file_ids.values())
+                               > self.cache.max_bytes)
         loaded = 0
         keys: list[tuple[int, int]] = []
         chunk_bytes = 0
@@ -98,7 +101,8 @@ class FilesMixin(StoreMixin):
                 self.cache.put_packed(k, packed)
         return len(found)
 
-    def _read_packed(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    def _read_packed(self, keys: list[tuple[int, int]]
+                     ) -> dict[tuple[int, int], tuple[bytes, bool]]:
         return {k: self.cache.pack(content)
                 for k, content in versions.read_contents(self.con, keys).items()}
 
