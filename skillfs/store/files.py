@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import trio
+
 from .. import names, skillmd
 from ..errors import (
     Exists,
@@ -65,8 +67,8 @@ class FilesMixin(StoreMixin):
         """Fill the content cache with current file contents, folder by folder, until it is
         full: a fresh mount then answers its first reads without DuckDB. Returns the number
         of files loaded. Fetched in small chunks, so start-up needs no more of DuckDB's
-        memory than serving does, and compressed on the database's thread if every file
-        would not fit as it is."""
+        memory than serving does, and compressed (on another thread) if every file would
+        not fit as it is."""
         self.cache.compress = (sum(n.size for n in self.tree.file_ids.values())
                                > self.cache.max_bytes)
         loaded = 0
@@ -94,17 +96,19 @@ class FilesMixin(StoreMixin):
         return min(self._PRELOAD_CHUNK_BYTES, self.cache.max_bytes - self.cache.bytes)
 
     async def _preload_chunk(self, keys: list[tuple[int, int]]) -> int:
-        found = await self._db(self._read_packed, keys)
-        for k, packed in found.items():
+        found = await self._db(self._read_versions, keys)
+        # Compressed on a thread of its own: the database's thread stays free for the cold
+        # reads that arrive meanwhile (zlib releases the GIL).
+        packed = await trio.to_thread.run_sync(self._pack_all, found)
+        for k, entry in packed.items():
             # Not over anything read meanwhile: that is fresher and wanted more.
             if k not in self.cache:
-                self.cache.put_packed(k, packed)
+                self.cache.put_packed(k, entry)
         return len(found)
 
-    def _read_packed(self, keys: list[tuple[int, int]]
-                     ) -> dict[tuple[int, int], tuple[bytes, bool]]:
-        return {k: self.cache.pack(content)
-                for k, content in versions.read_contents(self.con, keys).items()}
+    def _pack_all(self, found: dict[tuple[int, int], bytes]
+                  ) -> dict[tuple[int, int], tuple[bytes, bool]]:
+        return {k: self.cache.pack(content) for k, content in found.items()}
 
     def _uncached_neighbours(self, node: FileNode) -> list[tuple[int, int]]:
         """Uncached files likely read next: the rest of the folder, then the files created
