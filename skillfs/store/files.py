@@ -60,7 +60,9 @@ class FilesMixin(StoreMixin):
         return data
 
     _PREFETCH_FILES = 128
-    _PRELOAD_CHUNK_BYTES = 1 << 20
+    # Small: a cold read that arrives during the preload waits for the chunk in flight.
+    _PRELOAD_FILES = 32
+    _PRELOAD_CHUNK_BYTES = 256 << 10
     _fetched_upto = -10  # the highest file id the last cold read fetched
 
     async def preload(self) -> int:
@@ -77,7 +79,7 @@ class FilesMixin(StoreMixin):
         for node in list(self.tree.file_ids.values()):
             if not node.version or (node.id, node.version) in self.cache:
                 continue
-            if keys and (len(keys) == self._PREFETCH_FILES
+            if keys and (len(keys) == self._PRELOAD_FILES
                          or chunk_bytes + node.size > self._preload_room()):
                 loaded += await self._preload_chunk(keys)
                 keys, chunk_bytes = [], 0
