@@ -135,8 +135,11 @@ class Config(BaseSettings):
                                   json_schema_extra=_shown("HOME/skillfs.log"))
     max_file_size: int = Field(1 << 20, ge=1, description="Largest file in bytes (EFBIG / 413 "
                                "beyond)", json_schema_extra=_flag("--max-file-size"))
-    cache_bytes: int = Field(32 << 20, ge=0, description="File contents kept in memory (the "
-                             "kernel caches too)")
+    # Compressed when every file would not fit as it is: 256 MB then holds ~600 MB of
+    # Markdown, 100,000 files of the bench's corpus. Cold reads of what it does not hold
+    # cost a DuckDB query each (milliseconds). A bound, not an allocation.
+    cache_bytes: int = Field(256 << 20, ge=0, description="File contents kept in memory, "
+                             "compressed if they do not all fit (the kernel caches too)")
     # Measured: spool files, the rules learner and 700 KB versions together run in 16 MB
     # (tests/test_faults.py); the rest is room for DuckDB's indexes, which stay in memory.
     duckdb_memory: str = Field("64MB", description="DuckDB's buffer pool; it spills to "

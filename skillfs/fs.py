@@ -72,6 +72,12 @@ class SkillFS(pyfuse3.Operations):
         store.subscribe(self.invalidations.on_event)
         self.files = OpenFiles(store, self.invalidations)
         self._lookups: dict[int, int] = {}
+        # Attributes of files the kernel knows, while unchanged: `find` and `ls -lR` ask
+        # for every entry of every folder each time.
+        self._file_attrs: dict[int, tuple[tuple, pyfuse3.EntryAttributes]] = {}
+        # Per open folder: its inode, and the entries of the pass over it under way.
+        self._listings: dict[int, tuple[int, list | None]] = {}
+        self._next_dir_fh = 1
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -101,6 +107,15 @@ class SkillFS(pyfuse3.Operations):
         return f"{ref.path}/{name}" if ref.path else name
 
     def _attrs(self, ino: int, obj: DirRef | FileNode) -> pyfuse3.EntryAttributes:
+        if isinstance(obj, FileNode) and self.files.pending(obj) is None:
+            stamp = (obj.id, obj.version, obj.size, obj.mtime_ns)
+            known = self._file_attrs.get(ino)
+            if known is None or known[0] != stamp:
+                known = self._file_attrs[ino] = (stamp, self._new_attrs(ino, obj))
+            return known[1]
+        return self._new_attrs(ino, obj)
+
+    def _new_attrs(self, ino: int, obj: DirRef | FileNode) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = ino
         a.generation = 0
@@ -125,7 +140,7 @@ class SkillFS(pyfuse3.Operations):
             subdirs = len(self.tree.spaces)
             mtime = self.tree.root_mtime
         elif obj.skill is None:
-            subdirs = len(obj.space.entries())
+            subdirs = obj.space.entry_count()
             mtime = obj.space.updated_ns
         else:
             entries = obj.skill.children.get(obj.path, {})
@@ -171,6 +186,7 @@ class SkillFS(pyfuse3.Operations):
                 self._lookups[ino] = left
                 continue
             self._lookups.pop(ino, None)
+            self._file_attrs.pop(ino, None)
             self.tree.release_inode(ino)
 
     async def statfs(self, ctx):
@@ -190,21 +206,35 @@ class SkillFS(pyfuse3.Operations):
 
     async def opendir(self, inode, ctx):
         self._dir(inode)
-        return inode
+        fh = self._next_dir_fh
+        self._next_dir_fh += 1
+        self._listings[fh] = (inode, None)
+        return fh
 
     async def readdir(self, fh, start_id, token):
-        ref = self._dir(fh)
-        entries = self.tree.children(ref, last=SKILL_MD)
+        listing = self._listings.get(fh)
+        if listing is None:
+            raise _err(errno.EBADF)
+        inode, entries = listing
+        ref = self._dir(inode)
+        if entries is None or start_id == 0:
+            # One listing per pass: getdents(2) asks again until an empty answer, and
+            # rewinddir(3) starts a new pass at 0.
+            entries = self.tree.children(ref, last=SKILL_MD)
+            self._listings[fh] = (inode, entries)
+        inodes = self.tree.inodes
         for i in range(start_id, len(entries)):
             name, ino, _ = entries[i]
-            attrs = self._attrs(ino, self.tree.inodes[ino])
+            obj = inodes.get(ino)
+            if obj is None:
+                continue  # a file deleted since this pass began, already forgotten
             if not pyfuse3.readdir_reply(token, name.encode("utf-8", "surrogateescape"),
-                                         attrs, i + 1):
+                                         self._attrs(ino, obj), i + 1):
                 break
             self._lookups[ino] = self._lookups.get(ino, 0) + 1
 
     async def releasedir(self, fh):
-        pass
+        self._listings.pop(fh, None)
 
     async def mkdir(self, parent_inode, name, mode, ctx):
         ref = self._dir(parent_inode)
@@ -231,7 +261,7 @@ class SkillFS(pyfuse3.Operations):
             raise _err(errno.ENOENT)
         if ref.space is None:
             space = self.tree.space_names[text]
-            if space.entries():
+            if space.entry_count():
                 raise _err(errno.ENOTEMPTY)
             await self.store.delete_space(space.id, author="fuse")
         elif ref.skill is None:

@@ -51,7 +51,7 @@ class Settings:
     orc_files: int
     drop_caches: bool = True
     # Daemon-only figures (daemon_figures.py).
-    daemon_sizes: str = "all"  # "all" corpus sizes, or "first" only
+    daemon_sizes: str = "all"  # "all" corpus sizes, "first" only, or "none"
     spool_msgs: int = 20_000
     spool_one_msg_files: int = 2000
     spool_singles: int = 50

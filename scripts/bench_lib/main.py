@@ -30,13 +30,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("bench-out"),
                    help="output directory (default ./bench-out)")
     p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
-                   help="corpus sizes, e.g. 2000,20000")
+                   help="corpus sizes, e.g. 2000,20000,100000 (--quick with 100,000 files "
+                        "takes ~15 min more)")
     p.add_argument("--systems", default="native,floor,peer,skillfs", help="comma-separated subset")
     p.add_argument("--runs", type=int, help="runs per figure (default 3 quick, 5 full)")
     p.add_argument("--budget", type=float,
                    help="seconds per figure after which no further run starts "
                         "(default 8 quick, 60 full)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--reads-only", action="store_true",
+                   help="only the read figures: skip the daemon's own (ingestion, edits, "
+                        "learning), e.g. for a 100,000-file run")
     p.add_argument("--no-chart", action="store_true",
                    help="skip the PNG (and the matplotlib install)")
     p.add_argument("--no-drop-caches", action="store_true",
@@ -111,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         s.edit_runs = 30
         s.learn_runs = 5
         s.learn_model_runs = 10
+    if args.reads_only:
+        s.daemon_sizes = "none"
     out = args.out.resolve()
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -171,8 +177,9 @@ def _run(args, sizes, s, out: Path, logs: Path, started: float) -> int:
                 entry["extra_entries"] = runner.extra_entries
                 for chk in runner.checks:
                     print(f"bench: {sysm.name} WRONG OUTPUT: {chk}", file=sys.stderr)
-                if isinstance(sysm, systems.Skillfs) and (s.daemon_sizes == "all"
-                                                         or size == sizes[0]):
+                if isinstance(sysm, systems.Skillfs) and (
+                        s.daemon_sizes == "all" or (s.daemon_sizes == "first"
+                                                    and size == sizes[0])):
                     sysm.mount()
                     try:
                         dfig, dskip = daemon_figures.run_all(sysm, c, s)

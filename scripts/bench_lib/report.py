@@ -109,6 +109,38 @@ def targets(result: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+# Reads against the floor (floorfs.py: the same tree from Python dicts, the cost of FUSE and
+# Python alone): (figure, largest ratio to the floor that meets the target).
+FLOOR_TARGETS = [("orc_cold_p50", 2.0), ("grep_all_warm", 1.2), ("grep_space_warm", 1.2),
+                 ("find_warm", 1.2), ("ls_lR_warm", 1.2), ("orc_p50", 1.2), ("cat_p50", 1.2)]
+
+
+def against_floor(result: dict) -> list[str]:
+    """A table of skillfs's read figures as ratios to the floor's, at every size."""
+    sizes = [size for size, sres in result["sizes"].items()
+             if {"floor", "skillfs"} <= set(sres["systems"])]
+    if not sizes:
+        return []
+    lines = ["", "## Reads against the floor (skillfs ÷ floor, same run)", "",
+             "| figure | target | " + " | ".join(f"{int(s):,} files" for s in sizes) + " |",
+             "|---|---:|" + "---:|" * len(sizes)]
+    for key, limit in FLOOR_TARGETS:
+        lab, unit, _ = label(key)
+        cells = []
+        for size in sizes:
+            systems = result["sizes"][size]["systems"]
+            mine = systems["skillfs"].get("figures", {}).get(key, {}).get("value")
+            floor = systems["floor"].get("figures", {}).get(key, {}).get("value")
+            if not mine or not floor:
+                cells.append("—")
+                continue
+            ratio = mine / floor
+            cells.append(f"{fmt(mine, unit)} / {fmt(floor, unit)} = **{ratio:.2f}×** "
+                         + ("met" if ratio <= limit else "missed"))
+        lines.append(f"| {lab} ({unit}) | ≤ {limit:g}× | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     meta = result["meta"]
     lines = [
@@ -187,6 +219,7 @@ def markdown(result: dict) -> str:
     if skipped:
         lines += ["", "## Not measured", ""]
         lines += [f"- {s}: {why}" for s, why in skipped.items()]
+    lines += against_floor(result)
     lines += ["", "## Targets (skillfs)", "", "| target | now | status |", "|---|---|---|"]
     lines += [f"| {t} | {v} | {st} |" for t, v, st in targets(result)]
     return "\n".join(lines) + "\n"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import trio
+
 from .. import names, skillmd
 from ..errors import (
     Exists,
@@ -66,40 +68,57 @@ class Files(Service):
         return data
 
     _PREFETCH_FILES = 128
-    _PRELOAD_CHUNK_BYTES = 1 << 20
+    # Small: a cold read that arrives during the preload waits for the chunk in flight.
+    _PRELOAD_FILES = 32
+    _PRELOAD_CHUNK_BYTES = 256 << 10
     _fetched_upto = -10  # the highest file id the last cold read fetched
 
     async def preload(self) -> int:
-        """Fill the content cache with current file contents, folder by folder, while it has
-        room: a fresh mount then answers its first reads without DuckDB. Returns the number
+        """Fill the content cache with current file contents, folder by folder, until it is
+        full: a fresh mount then answers its first reads without DuckDB. Returns the number
         of files loaded. Fetched in small chunks, so start-up needs no more of DuckDB's
-        memory than serving does."""
-        room = self.cache.max_bytes - self.cache.bytes
+        memory than serving does, and compressed (on another thread) if every file would
+        not fit as it is."""
+        self.cache.compress = (sum(n.size for n in self.tree.file_ids.values())
+                               > self.cache.max_bytes)
         loaded = 0
         keys: list[tuple[int, int]] = []
         chunk_bytes = 0
         for node in list(self.tree.file_ids.values()):
-            if not node.version or self.cache.get((node.id, node.version), touch=False):
+            if not node.version or (node.id, node.version) in self.cache:
                 continue
-            room -= node.size
-            if room < 0:
-                break
-            keys.append((node.id, node.version))
-            chunk_bytes += node.size
-            if len(keys) == self._PREFETCH_FILES or chunk_bytes >= self._PRELOAD_CHUNK_BYTES:
+            if keys and (len(keys) == self._PRELOAD_FILES
+                         or chunk_bytes + node.size > self._preload_room()):
                 loaded += await self._preload_chunk(keys)
                 keys, chunk_bytes = [], 0
+                if self.cache.full():
+                    return loaded
+            if node.size <= self._preload_room():
+                keys.append((node.id, node.version))
+                chunk_bytes += node.size
         if keys:
             loaded += await self._preload_chunk(keys)
         return loaded
 
+    def _preload_room(self) -> int:
+        # Raw sizes bound what a chunk takes compressed: a chunk never evicts what the
+        # preload loaded before it.
+        return min(self._PRELOAD_CHUNK_BYTES, self.cache.max_bytes - self.cache.bytes)
+
     async def _preload_chunk(self, keys: list[tuple[int, int]]) -> int:
         found = await self._db(self.read_versions, keys)
-        for k, content in found.items():
+        # Compressed on a thread of its own: the database's thread stays free for the cold
+        # reads that arrive meanwhile (zlib releases the GIL).
+        packed = await trio.to_thread.run_sync(self._pack_all, found)
+        for k, entry in packed.items():
             # Not over anything read meanwhile: that is fresher and wanted more.
-            if self.cache.get(k, touch=False) is None:
-                self.cache.put(k, content)
+            if k not in self.cache:
+                self.cache.put_packed(k, entry)
         return len(found)
+
+    def _pack_all(self, found: dict[tuple[int, int], bytes]
+                  ) -> dict[tuple[int, int], tuple[bytes, bool]]:
+        return {k: self.cache.pack(content) for k, content in found.items()}
 
     def _uncached_neighbours(self, node: FileNode | FileRow) -> list[tuple[int, int]]:
         """Uncached files likely read next: the rest of the folder, then the files created
@@ -115,7 +134,7 @@ class Files(Service):
             if other is None or other is node or not other.version:
                 return True
             k = (other.id, other.version)
-            if self.cache.get(k, touch=False) is not None:
+            if k in self.cache:
                 return True
             budget -= other.size
             if budget < 0 or len(out) >= self._PREFETCH_FILES:

@@ -141,51 +141,40 @@ def read_contents(con: duckdb.DuckDBPyConnection,
 
 def _rows(con, keys: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[bytes, int]]:
     """What is stored for each key (whole content or a splice) and its delta_depth."""
-    # A filter (not a join) lets DuckDB skip row groups by file id and read content only
-    # for matching rows: a join reads every row's content.
-    ids = sorted({f for f, _ in keys})
     versions = sorted({n for _, n in keys})
-    found = con.execute(
-        "SELECT file_id, version, content, chunks, delta_depth FROM file_versions "
-        f"WHERE file_id BETWEEN ? AND ? AND file_id IN ({','.join('?' * len(ids))}) "
-        f"AND version IN ({','.join('?' * len(versions))})",
-        [ids[0], ids[-1], *ids, *versions]).fetchall()
-    wanted = set(keys)
-    found = [r for r in found if (r[0], r[1]) in wanted]
-    stored = _with_chunks(con, found)
-    return {(f, n): (stored[(f, n)], d or 0) for f, n, _, _, d in found}
+    found = _stored(con, {f for f, _ in keys},
+                    f"version IN ({','.join('?' * len(versions))})", versions)
+    return {key: found[key] for key in keys if key in found}
 
 
 def _chain_rows(con, chains: list[tuple[int, int, int]]) -> dict[tuple[int, int], bytes]:
     """What is stored (a whole copy, then splices) for each (file, first, last) range."""
-    ranges = " OR ".join("(file_id = ? AND version BETWEEN ? AND ?)" for _ in chains)
+    found = _stored(con, {f for f, _, _ in chains}, "version BETWEEN ? AND ?",
+                    [min(c[1] for c in chains), max(c[2] for c in chains)])
+    wanted = {(f, v) for f, first, last in chains for v in range(first, last + 1)}
+    return {key: stored for key, (stored, _) in found.items() if key in wanted}
+
+
+def _stored(con, file_ids: set[int], versions_sql: str, versions_args: list
+            ) -> dict[tuple[int, int], tuple[bytes, int]]:
+    """(stored bytes, delta_depth) of the versions of `file_ids` matching `versions_sql`:
+    the row and its chunks in one query. An equality or IN list on file_id is looked up in
+    the file_id indexes (schema 5); a join, or an OR of (file, version) pairs, scans."""
+    ids = sorted(file_ids)
+    where = f"file_id IN ({','.join('?' * len(ids))}) AND {versions_sql}"
+    args = [*ids, *versions_args]
     found = con.execute(
-        f"SELECT file_id, version, content, chunks, 0 FROM file_versions WHERE {ranges}",
-        [x for chain in chains for x in chain]).fetchall()
-    return _with_chunks(con, found)
-
-
-def _with_chunks(con, found: list[tuple]) -> dict[tuple[int, int], bytes]:
-    """The stored bytes of each (file_id, version, content, chunks, _) row."""
-    out = {(f, n): bytes(c) if c is not None else b"" for f, n, c, _, _ in found}
-    chunked = [(f, n) for f, n, _, k, _ in found if k]
-    if not chunked:
-        return out
-    parts: dict[tuple[int, int], list[bytes]] = {key: [] for key in chunked}
-    # As in _rows: a range and an IN list on file_id let DuckDB skip row groups; an OR of
-    # (file, version) pairs scanned the whole table (80 ms a cold read at 20,000 files).
-    ids = sorted({f for f, _ in chunked})
-    versions = sorted({n for _, n in chunked})
-    for f, n, data in con.execute(
-            "SELECT file_id, version, data FROM version_chunks "
-            f"WHERE file_id BETWEEN ? AND ? AND file_id IN ({','.join('?' * len(ids))}) "
-            f"AND version IN ({','.join('?' * len(versions))}) ORDER BY file_id, version, seq",
-            [ids[0], ids[-1], *ids, *versions]).fetchall():
-        if (f, n) in parts:
-            parts[(f, n)].append(data)
-    for key, pieces in parts.items():
-        out[key] = b"".join(pieces)
-    return out
+        f"SELECT file_id, version, -1 AS seq, content, delta_depth FROM file_versions "
+        f"WHERE {where} UNION ALL SELECT file_id, version, seq, data, 0 FROM version_chunks "
+        f"WHERE {where} ORDER BY file_id, version, seq", args + args).fetchall()
+    depths: dict[tuple[int, int], int] = {}
+    pieces: dict[tuple[int, int], list[bytes]] = {}
+    for f, n, seq, data, depth in found:
+        if seq < 0:  # the version's own row; its content is inline or in chunks, not both
+            depths[(f, n)] = depth or 0
+        if data is not None:
+            pieces.setdefault((f, n), []).append(data)
+    return {key: (b"".join(pieces.get(key, ())), depth) for key, depth in depths.items()}
 
 
 def purge(con: duckdb.DuckDBPyConnection, file_id: int, doomed: set[int],
