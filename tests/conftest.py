@@ -20,6 +20,9 @@ import pytest
 
 from skillfs.mounts import daemon_pid
 
+# the store tier's fixtures (store, fs, kernel, consistent …): tests/storetier.py
+pytest_plugins = ["storetier"]
+
 SKILLFS = str(Path(sys.executable).with_name("skillfs"))
 
 

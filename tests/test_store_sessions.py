@@ -10,7 +10,7 @@ from skillfs.messages import Control, normalize
 from skillfs.store import SessionEvent, SkillAdded, SpaceAdded, Store
 from skillfs.store.sessions import SpoolFile
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("consistent")]
 
 
 def _msgs(*texts: str) -> list:

@@ -28,7 +28,7 @@ from skillfs.store import (
     writes,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("consistent")]
 
 SKILL = b"---\nname: notes\ndescription: what we noted\n---\nKeep notes.\n"
 

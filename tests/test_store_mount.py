@@ -15,7 +15,7 @@ from skillfs import noflush
 from skillfs.fs import ROOT_INO, SkillFS
 from skillfs.store import Store
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("consistent")]
 
 
 async def _ino(fs: SkillFS, parent: int, *names: str) -> int:
