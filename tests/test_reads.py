@@ -86,12 +86,12 @@ def test_the_cache_compresses_only_what_was_put_while_compressing():
 def test_content_reads_use_the_file_id_indexes(tmp_path):
     store, made = _imported(tmp_path, 60)
     try:
-        indexes = {r[0] for r in store.con.execute(
+        indexes = {r[0] for r in store.db.con.execute(
             "SELECT index_name FROM duckdb_indexes()").fetchall()}
         assert {"file_versions_file", "version_chunks_file"} <= indexes
-        assert store.con.execute("SELECT max(version) FROM schema_version"
+        assert store.db.con.execute("SELECT max(version) FROM schema_version"
                                  ).fetchone()[0] == SCHEMA_VERSION
-        plan = store.con.execute(
+        plan = store.db.con.execute(
             "EXPLAIN ANALYZE SELECT data FROM version_chunks WHERE file_id IN (3, 4)"
         ).fetchall()[0][1]
         assert "Index Scan" in plan
@@ -113,8 +113,8 @@ def test_a_store_reads_every_version_back_after_edits_through_the_index(tmp_path
             await store.write_file(skill.id, "f0.md", content, author="api")
             history.append(content)
         node = skill.files["f0.md"]
-        got = await store._db(versions.read_contents, store.con,
-                              [(node.id, v) for v in range(1, len(history) + 1)])
+        got = await store.db.run(versions.read_contents, store.db.con,
+                                 [(node.id, v) for v in range(1, len(history) + 1)])
         return [got[(node.id, v)] for v in range(1, len(history) + 1)], history
     try:
         got, history = trio.run(edit_and_read)
@@ -131,7 +131,7 @@ def test_the_preload_fills_the_cache_and_reads_then_need_no_database(tmp_path):
 
         async def broken(*args):
             raise Unavailable("the database is gone")
-        store._db = broken  # every file must now come from the cache
+        store.ctx.read = broken  # type: ignore[method-assign]  # only the cache is left
         skills = store.space("alice").skills
         out = {}
         for rel in made:
