@@ -27,9 +27,11 @@ SKILLFS = str(Path(sys.executable).with_name("skillfs"))
 
 
 def pytest_collection_modifyitems(items):
-    """Tests marked `long` start first: started last, one would run on alone at the end of
-    the parallel run."""
-    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+    """Modules holding a test marked `long` start first: started last, such a test would
+    run on alone at the end of the parallel run. A module stays in one piece, so that its
+    module-scoped fixtures are made once."""
+    long_modules = {item.module for item in items if item.get_closest_marker("long")}
+    items.sort(key=lambda item: item.module not in long_modules)
 
 
 def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
