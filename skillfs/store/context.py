@@ -67,10 +67,9 @@ class Context:
         return await self.db.run(fn, *args)
 
     async def write(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
-        """Run `fn` in one transaction; returns once it is committed."""
-        result = await self.db.run(self.db.tx, fn)
-        self.db.recovered()
-        return result
+        """Run `fn` in a transaction (the database's group commit may share it with other
+        writers'); returns once it is committed."""
+        return await self.db.write(fn)
 
     # -- listeners ---------------------------------------------------------------------
 

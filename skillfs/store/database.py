@@ -355,12 +355,12 @@ class Database:
         own (the group rolled back), so one function's error is only its own."""
         if len(group) > 1:
             try:
-                results = self.tx(lambda con: [queued.fn(con) for queued in group])
+                results = self._roomy(self.tx, lambda con: [queued.fn(con) for queued in group])
                 return [outcome.Value(result) for result in results]
             except Exception as e:
                 if _invalidates(e):
                     return [outcome.Error(e)] * len(group)
-        return [outcome.capture(self.tx, queued.fn) for queued in group]
+        return [outcome.capture(self._roomy, self.tx, queued.fn) for queued in group]
 
     def _tx_once(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]):
         con = self.con
