@@ -7,12 +7,14 @@ leaves its mount behind. FUSE must work here: if the mount fails, the test fails
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -52,6 +54,8 @@ def is_mounted(path: Path) -> bool:
 
 
 class Daemon:
+    shared = False  # serves a whole module's tests (shared_daemon)
+
     def __init__(self, root: Path, args: list[str]):
         self.root = root
         self.home = root / "home"
@@ -153,10 +157,33 @@ def daemon(make_daemon) -> Daemon:
     return make_daemon("--learner", "off")
 
 
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory) -> Iterator[Daemon]:
+    """One daemon (learner off) for a module whose tests each work in a space of their own
+    and neither restart it nor look at the whole mount: starting a daemon is most of such a
+    test's cost. A module opts in by making `daemon` this one."""
+    d = Daemon(tmp_path_factory.mktemp("shared"), ["--learner", "off"])
+    d.shared = True
+    d.start()
+    yield d
+    d.cleanup()
+
+
+@pytest.fixture
+def own_daemon(make_daemon) -> Daemon:
+    """A daemon of the test's own, in a module that shares one: to restart or kill it."""
+    return make_daemon("--learner", "off")
+
+
+_space_numbers = itertools.count(1)
+
+
 @pytest.fixture
 def space(daemon) -> Path:
-    os.mkdir(daemon.mnt / "alice")
-    return daemon.mnt / "alice"
+    """A new space: "alice" on a daemon of the test's own, a name of its own on a shared one."""
+    name = f"s{next(_space_numbers)}" if daemon.shared else "alice"
+    os.mkdir(daemon.mnt / name)
+    return daemon.mnt / name
 
 
 def run(*cmd: str, cwd=None, check=True) -> subprocess.CompletedProcess:

@@ -13,6 +13,15 @@ import pytest
 
 from conftest import run, wait_for
 
+# most tests work in a space of their own on one daemon; those that restart or kill it, or
+# look at the whole mount, take their own (own_daemon)
+pytestmark = pytest.mark.xdist_group("mount")
+
+
+@pytest.fixture
+def daemon(shared_daemon):
+    return shared_daemon
+
 
 def test_new_space_has_default_skills(daemon, space):
     assert sorted(os.listdir(space)) == ["daily-logs", "user-general-facts"]
@@ -97,7 +106,8 @@ def test_mkdir_skill_and_subfolders_rmdir(space):
     assert e.value.errno == errno.EINVAL
 
 
-def test_space_rename_and_rmdir(daemon):
+def test_space_rename_and_rmdir(own_daemon):
+    daemon = own_daemon
     os.mkdir(daemon.mnt / "tmp-space")
     os.rename(daemon.mnt / "tmp-space", daemon.mnt / "renamed")
     assert "renamed" in os.listdir(daemon.mnt)
@@ -212,7 +222,9 @@ def test_statfs(daemon, space):
     assert st.f_namemax == 255 and st.f_blocks > 0
 
 
-def test_persistence_across_restart(daemon, space):
+def test_persistence_across_restart(own_daemon):
+    daemon, space = own_daemon, own_daemon.mnt / "alice"
+    os.mkdir(space)
     (space / "daily-logs" / "keep.md").write_text("kept\n")
     os.makedirs(space / "daily-logs" / "empty-folder")
     os.mkdir(space / "custom")
@@ -230,7 +242,9 @@ def test_second_daemon_on_same_db_refuses(daemon, make_daemon, tmp_path):
     assert "already using" in r.stderr
 
 
-def test_stale_mount_is_cleaned_up_on_start(daemon, space):
+def test_stale_mount_is_cleaned_up_on_start(own_daemon):
+    daemon, space = own_daemon, own_daemon.mnt / "alice"
+    os.mkdir(space)
     (space / "daily-logs" / "x.md").write_text("survives")
     daemon.kill9()
     with pytest.raises(OSError) as e:
@@ -254,7 +268,8 @@ def test_a_mount_at_a_non_ascii_path_is_found_and_cleaned_up_when_stale(make_dae
     assert (d.mnt / "alice" / "daily-logs" / "x.md").read_text() == "survives"
 
 
-def test_umount_and_sigterm(daemon):
+def test_umount_and_sigterm(own_daemon):
+    daemon = own_daemon
     pid = daemon.pid
     os.kill(pid, 15)
     wait_for(lambda: not os.path.ismount(daemon.mnt), what="unmount on SIGTERM")
@@ -282,7 +297,7 @@ def test_changes_from_api_are_visible_without_stale_reads(daemon, space):
     try:
         for i in range(1, 30):
             body = f"v{i}\n" * i
-            _api_write(daemon, "alice/daily-logs/live.md", body)
+            _api_write(daemon, f"{space.name}/daily-logs/live.md", body)
             got = f.read_text()
             if got != body:
                 errors.append(f"after commit {i} read {got[:20]!r}")

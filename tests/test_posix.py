@@ -19,6 +19,14 @@ import pytest
 
 from conftest import run
 
+# every test works in a space of its own: one daemon serves the module
+pytestmark = pytest.mark.xdist_group("posix")
+
+
+@pytest.fixture
+def daemon(shared_daemon):
+    return shared_daemon
+
 APPENDER = """
 import os, sys
 path, tag = sys.argv[1], sys.argv[2]
