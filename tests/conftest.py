@@ -28,12 +28,20 @@ pytest_plugins = ["storetier"]
 SKILLFS = str(Path(sys.executable).with_name("skillfs"))
 
 
-def pytest_collection_modifyitems(items):
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
     """Modules holding a test marked `long` start first: started last, such a test would
     run on alone at the end of the parallel run. A module stays in one piece, so that its
     module-scoped fixtures are made once."""
     long_modules = {item.module for item in items if item.get_closest_marker("long")}
     items.sort(key=lambda item: item.module not in long_modules)
+    # After xdist's own hook: a group it did not apply would silently cost a module
+    # fixture per worker (pytest-xdist 3.8 cannot apply them under pytest 9.2).
+    if config.getoption("dist", "no") == "loadgroup" and "PYTEST_XDIST_WORKER" in os.environ:
+        ungrouped = [item.nodeid for item in items
+                     if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+        if ungrouped:
+            raise pytest.UsageError(f"xdist_group was not applied to {ungrouped[0]} …")
 
 
 def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
