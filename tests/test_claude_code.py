@@ -1,0 +1,293 @@
+"""Claude Code: its transcripts through the hook into a real daemon's spool, and its skills.
+
+The transcripts in tests/fixtures/claude_code/ were written by hand from Claude Code's
+documented shapes (hook input on stdin; transcript lines wrapping Anthropic messages). The hook
+runs as Claude Code runs it: the `skillfs` command with the hook input on stdin, several at
+once, and killed with SIGKILL at each step of sending a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import SKILLFS, wait_for
+from skillfs.spool import SpoolReject, parse_spool_bytes
+
+FIXTURES = Path(__file__).parent / "fixtures" / "claude_code"
+DEPLOY = FIXTURES / "deploy.jsonl"
+SID = "7c1d3e2a-5b4f-4a6e-9c8d-2f1e0a9b8c7d"
+DAY = "2026-11-21"  # the fixture's timestamps
+
+
+def fixture_lines(path: Path = DEPLOY) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def expected(lines: list[bytes]) -> list[tuple[str, str]]:
+    """(role, text) of the messages the spool should hold for these transcript lines: the
+    user and assistant lines that are the conversation, read here independently of skillfs."""
+    out = []
+    for raw in lines:
+        line = json.loads(raw)
+        if line.get("type") not in ("user", "assistant") or line.get("isMeta"):
+            continue
+        content = line["message"]["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        texts = [b.get("text") or b.get("content") or "" for b in blocks
+                 if b["type"] in ("text", "tool_result")]
+        role = ("tool" if all(b["type"] == "tool_result" for b in blocks)
+                else line["message"]["role"])
+        out.append((role, "\n".join(t for t in texts if t)))
+    return out
+
+
+def hook_input(transcript: Path, event: str = "Stop", session: str = SID) -> str:
+    return json.dumps({"session_id": session, "transcript_path": str(transcript),
+                       "cwd": "/home/alice/api", "permission_mode": "default",
+                       "hook_event_name": event,
+                       **({"reason": "prompt_input_exit"} if event == "SessionEnd" else {})})
+
+
+def hook(d, stdin: str | bytes, *args: str, space: str = "alice") -> subprocess.CompletedProcess:
+    r = subprocess.run([SKILLFS, "hook", "claude-code", "--space", space, *args],
+                       input=stdin.encode() if isinstance(stdin, str) else stdin,
+                       env=d.env, capture_output=True, timeout=60)
+    return r
+
+
+def run_hook(d, transcript: Path, event: str = "Stop", session: str = SID) -> None:
+    r = hook(d, hook_input(transcript, event, session))
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+
+
+def messages(d, session: str = SID) -> list[tuple[str, str]]:
+    r = d.api("GET", f"/skillfs/v1/sessions/{session}")
+    if r.status_code == 404:
+        return []
+    return [(m["role"], m["text"]) for m in r.json()["messages"]]
+
+
+def settled(d, session: str, want: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The session's messages once the spool has no file of it left to take."""
+    outbox = d.spool / "alice" / session
+    wait_for(lambda: outbox.is_dir() and not [n for n in os.listdir(outbox)
+                                              if not n.startswith(".")],
+             timeout=20, what="the spool to take the hook's files")
+    wait_for(lambda: len(messages(d, session)) >= len(want), timeout=20,
+             what="the messages to be stored")
+    return messages(d, session)
+
+
+def grow(transcript: Path, lines: list[bytes]) -> None:
+    with open(transcript, "ab") as f:
+        f.write(b"".join(lines))
+
+
+# -- the fourth message form -------------------------------------------------------------
+
+def test_transcript_lines_are_messages_with_their_tool_calls():
+    conversation = [raw for raw in fixture_lines() if json.loads(raw)["type"] in
+                    ("user", "assistant")]
+    records = parse_spool_bytes(b"".join(conversation), ".jsonl")
+    assert {r.format for r in records} == {"claude-code"}
+    calls = [(c.id, c.name, c.arguments) for r in records for c in r.tool_calls]
+    assert calls[0] == ("toolu_01", "Bash", {"command": "./deploy.sh staging v2",
+                                             "description": "Deploy v2 to staging"})
+    results = [r for r in records if r.role == "tool"]
+    assert [(r.tool_call_id, r.text) for r in results] == [
+        ("toolu_01", "deployed v2, health checks green"),
+        ("toolu_02", "rollback.sh: timed out after 600s")]
+    # the whole line is the original: its timestamp and uuid stay with the message
+    assert records[0].original["timestamp"].startswith(DAY)
+    assert results[0].to_openai_messages() == [
+        {"role": "tool", "tool_call_id": "toolu_01",
+         "content": "deployed v2, health checks green"}]
+
+
+@pytest.mark.parametrize("line, field, reason", [
+    ({"type": "summary", "summary": "x", "leafUuid": "u1"}, "type", "is not a message"),
+    ({"type": "user", "uuid": "u1", "message": "hi"}, "message", "expected an object"),
+    ({"type": "user", "uuid": "u1"}, "message", "missing"),
+    ({"type": "user", "uuid": "u1", "message": {"role": "assistant", "content": "x"}},
+     "message.role", "in a line of type 'user'"),
+    ({"type": "user", "uuid": "u1", "message": {"content": [{"type": "tool_result"}]}},
+     "message.content[0].tool_use_id", "missing"),
+])
+def test_transcript_lines_that_are_not_messages_are_refused(line, field, reason):
+    with pytest.raises(SpoolReject) as e:
+        parse_spool_bytes(json.dumps(line).encode(), ".jsonl")
+    assert (e.value.line, e.value.field) == (1, field) and reason in e.value.reason
+
+
+# -- the hook ------------------------------------------------------------------------------
+
+def test_hook_sends_each_line_once_as_the_transcript_grows(daemon, tmp_path):
+    lines = fixture_lines()
+    transcript = tmp_path / f"{SID}.jsonl"
+    grow(transcript, lines[:5])
+    run_hook(daemon, transcript)
+    run_hook(daemon, transcript)  # nothing new: nothing sent
+    assert settled(daemon, SID, expected(lines[:5])) == expected(lines[:5])
+    # a line Claude Code is still writing waits for its end
+    half = len(lines[5]) // 2
+    grow(transcript, [lines[5][:half]])
+    run_hook(daemon, transcript)
+    grow(transcript, [lines[5][half:], *lines[6:11]])
+    # hooks of one session at the same time
+    procs = [subprocess.Popen([SKILLFS, "hook", "claude-code", "--space", "alice"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=daemon.env) for _ in range(6)]
+    for p in procs:
+        out, err = p.communicate(hook_input(transcript).encode(), timeout=60)
+        assert (p.returncode, out, err) == (0, b"", b"")
+    assert settled(daemon, SID, expected(lines[:11])) == expected(lines[:11])
+    grow(transcript, lines[11:])
+    run_hook(daemon, transcript, "SessionEnd")
+    want = expected(lines)
+    assert settled(daemon, SID, want) == want
+    assert len(want) == 12
+    r = daemon.api("GET", f"/skillfs/v1/sessions/{SID}").json()
+    assert r["ended"] is True
+
+
+KILLER = """
+import os, signal, sys
+from skillfs import cli
+
+mode, at = sys.argv[1], int(sys.argv[2])
+real, count = os.rename, [0]
+
+def rename(*args, **kwargs):
+    count[0] += 1
+    if mode == "before" and count[0] == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(*args, **kwargs)
+    if mode == "after" and count[0] == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.rename = rename
+cli.main(["hook", "claude-code", "--space", "alice"])
+"""
+
+
+# renames of one file: the state (pending), the spool file, the state (sent)
+@pytest.mark.parametrize("mode, at", [("before", 1), ("after", 1), ("after", 2)])
+def test_hook_killed_half_way_sends_each_line_once(daemon, tmp_path, mode, at):
+    session = str(uuid.uuid4())
+    lines = fixture_lines()
+    transcript = tmp_path / "t.jsonl"
+    grow(transcript, lines[:8])
+    killed = subprocess.run([sys.executable, "-c", KILLER, mode, str(at)],
+                            input=hook_input(transcript, session=session).encode(),
+                            env=daemon.env, capture_output=True, timeout=60)
+    assert killed.returncode == -9, killed.stderr
+    grow(transcript, lines[8:])
+    run_hook(daemon, transcript, "SessionEnd", session)
+    want = expected(lines)
+    assert settled(daemon, session, want) == want
+
+
+def test_hook_tool_calls_reach_the_learner(make_daemon, tmp_path):
+    d = make_daemon("--learner", "rules", start=False)
+    d.home.mkdir(parents=True, exist_ok=True)
+    (d.home / "config.toml").write_text("[learner]\nidle_seconds = 0.5\n")
+    d.start()
+    transcript = tmp_path / f"{SID}.jsonl"
+    grow(transcript, fixture_lines())
+    run_hook(d, transcript)
+    run_hook(d, transcript, "SessionEnd")
+    status = wait_for(lambda: (lambda s: s if s["learning_status"] in ("completed", "failed")
+                               else None)(d.api("GET", f"/skillfs/v1/sessions/{SID}").json()),
+                      timeout=30, what="learning")
+    assert status["learning_status"] == "completed", status
+    log = (d.mnt / "alice" / "daily-logs" / f"{DAY}.md").read_text()
+    assert "Task: Deploy API v2 to staging\n- **Outcome**: success" in log
+    assert "Task: Roll back staging after the test failure\n- **Outcome**: failed" in log
+    facts = (d.mnt / "alice" / "user-general-facts" / "deploy-preferences.md").read_text()
+    assert "- Prefers blue-green deployments" in facts
+    assert "- Always run DB migrations before switching traffic" in facts
+    # the tool calls and results, as an OpenAI client reads them back
+    items = d.api("GET", f"/api/v1/session/{SID}/messages",
+                  params={"format": "openai"}).json()["data"]["items"]
+    calls = [c for i in items for c in i.get("tool_calls") or []]
+    assert [(c["id"], c["function"]["name"]) for c in calls] == [
+        ("toolu_01", "Bash"), ("toolu_02", "Bash")]
+    assert json.loads(calls[0]["function"]["arguments"])["command"] == "./deploy.sh staging v2"
+    assert [(i["tool_call_id"], i["content"]) for i in items if i["role"] == "tool"] == [
+        ("toolu_01", "deployed v2, health checks green"),
+        ("toolu_02", "rollback.sh: timed out after 600s")]
+
+
+def test_hook_writes_the_spool_while_the_daemon_is_down(daemon, tmp_path):
+    daemon.stop()
+    transcript = tmp_path / f"{SID}.jsonl"
+    grow(transcript, fixture_lines())
+    run_hook(daemon, transcript, "SessionEnd")
+    sent = sorted(os.listdir(daemon.spool / "alice" / SID))
+    assert sent == ["cc-00000001.jsonl", "cc-00000002.jsonl"]
+    daemon.start()
+    want = expected(fixture_lines())
+    assert settled(daemon, SID, want) == want
+
+
+def test_hook_bad_input_is_said_on_stderr_and_never_fails_the_session(daemon, tmp_path):
+    transcript = tmp_path / f"{SID}.jsonl"
+    lines = fixture_lines()
+    good = hook_input(transcript)
+    cases = [
+        ("not json", (), "not JSON"),
+        (b"\xff\xfe{", (), "not JSON"),
+        ("[]", (), "not a JSON object"),
+        ("{}", (), "no session_id"),
+        (json.dumps({"session_id": SID, "hook_event_name": "Stop"}), (), "no transcript_path"),
+        (good, (), "no transcript at"),
+        (hook_input(transcript, session="../etc"), (), "session_id"),
+        (good, ("--space", "Not A Space"), "space name"),
+        (good, ("--bogus",), "No such option"),
+    ]
+    for stdin, args, said in cases:
+        r = hook(daemon, stdin, *args)
+        assert (r.returncode, r.stdout) == (0, b""), (stdin, r)
+        assert said in r.stderr.decode(), (stdin, r.stderr)
+    # lines the spool would refuse are left out, each said; the rest go through
+    broken = b'{"type":"user","uuid":"x","message":{"role":"user","content":7}}\n'
+    grow(transcript, [*lines[:4], b"{not json\n", broken, *lines[4:]])
+    r = hook(daemon, good)
+    assert r.returncode == 0 and r.stdout == b""
+    said = r.stderr.decode().splitlines()
+    assert len(said) == 2 and "not JSON" in said[0] and "message.content" in said[1], said
+    want = expected(lines)
+    assert settled(daemon, SID, want) == want
+    # a damaged state is said, and nothing is sent twice
+    state = daemon.home / "hooks" / "claude-code" / "alice" / f"{SID}.json"
+    state.write_text("{")
+    r = hook(daemon, good)
+    assert r.returncode == 0 and "damaged" in r.stderr.decode()
+    assert not [n for n in os.listdir(daemon.spool / "alice" / SID) if not n.startswith(".")]
+
+
+def test_print_settings_is_a_working_hooks_block(daemon, tmp_path):
+    r = daemon.cli("hook", "claude-code", "--print-settings", "--space", "alice")
+    settings = json.loads(r.stdout)
+    assert set(settings) == {"hooks"} and set(settings["hooks"]) == {"Stop", "SessionEnd"}
+    for groups in settings["hooks"].values():
+        [group] = groups
+        [entry] = group["hooks"]
+        assert entry["type"] == "command" and entry["timeout"] > 0
+    command = shlex.split(settings["hooks"]["SessionEnd"][0]["hooks"][0]["command"])
+    assert command[0] == SKILLFS and command[1:] == ["hook", "claude-code", "--space", "alice"]
+    transcript = tmp_path / f"{SID}.jsonl"
+    grow(transcript, fixture_lines())
+    r = subprocess.run(command, input=hook_input(transcript, "SessionEnd").encode(),
+                       env=daemon.env, capture_output=True, timeout=60)
+    assert (r.returncode, r.stderr) == (0, b"")
+    want = expected(fixture_lines())
+    assert settled(daemon, SID, want) == want
