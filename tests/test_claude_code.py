@@ -8,17 +8,24 @@ once, and killed with SIGKILL at each step of sending a file.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import SKILLFS, wait_for
+from llm_server import LLMServer, call, offers
+from skillfs import skillmd
+from skillfs.errors import Invalid
 from skillfs.spool import SpoolReject, parse_spool_bytes
 
 FIXTURES = Path(__file__).parent / "fixtures" / "claude_code"
@@ -224,6 +231,12 @@ def test_hook_tool_calls_reach_the_learner(make_daemon, tmp_path):
     assert [(i["tool_call_id"], i["content"]) for i in items if i["role"] == "tool"] == [
         ("toolu_01", "deployed v2, health checks green"),
         ("toolu_02", "rollback.sh: timed out after 600s")]
+    # purged, each message is still one of its form, read back in every form
+    d.cli("session", "purge", SID, "--why", "test")
+    for form in ("openai", "anthropic", "acontext"):
+        r = d.api("GET", f"/api/v1/session/{SID}/messages", params={"format": form})
+        assert r.status_code == 200, r.text
+        assert "deploy" not in r.text
 
 
 def test_hook_writes_the_spool_while_the_daemon_is_down(daemon, tmp_path):
@@ -291,3 +304,159 @@ def test_print_settings_is_a_working_hooks_block(daemon, tmp_path):
     assert (r.returncode, r.stderr) == (0, b"")
     want = expected(fixture_lines())
     assert settled(daemon, SID, want) == want
+
+
+# -- the Agent Skills format ---------------------------------------------------------------
+
+# The rules as agentskills.io's specification and Anthropic's skill docs state them, written
+# here apart from skillfs's own check so that the test does not trust the code it tests.
+SPEC_KEYS = {"name", "description", "license", "compatibility", "metadata", "allowed-tools"}
+SKILL_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+
+
+def agent_skill_problems(folder: str, text: str) -> list[str]:
+    if not text.startswith("---\n") or "\n---\n" not in text[3:]:
+        return ["no front matter between --- lines"]
+    meta = yaml.safe_load(text[4:text.index("\n---\n", 3)])
+    if not isinstance(meta, dict):
+        return ["the front matter is not a mapping"]
+    name, description = meta.get("name"), meta.get("description")
+    problems = [f"key {k!r} is not in the specification" for k in meta if k not in SPEC_KEYS]
+    if not isinstance(name, str) or not SKILL_NAME.fullmatch(name) or len(name) > 64:
+        problems.append(f"name {name!r}: 1-64 lowercase letters, digits, single hyphens")
+    elif name != folder:
+        problems.append(f"name {name!r} is not its folder {folder!r}")
+    elif "anthropic" in name or "claude" in name:
+        problems.append(f"name {name!r} holds a reserved word")
+    if not isinstance(description, str) or not description.strip() or len(description) > 1024:
+        problems.append("description: 1-1024 characters")
+    elif "<" in description or ">" in description:
+        problems.append("description holds an XML tag")
+    if len(str(meta.get("compatibility", ""))) > 500:
+        problems.append("compatibility over 500 characters")
+    metadata = meta.get("metadata", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        problems.append("metadata is not a map of strings")
+    return problems
+
+
+def space_problems(space: Path) -> dict[str, list[str]]:
+    """Every skill folder of a space (read through a mount or a link) and what breaks the
+    format in it."""
+    found = {}
+    for folder in sorted(os.listdir(space)):
+        skill_md = space / folder / "SKILL.md"
+        found[folder] = (agent_skill_problems(folder, skill_md.read_text())
+                         if skill_md.is_file() else ["no SKILL.md"])
+    return found
+
+
+def test_default_skills_meet_the_agent_skills_format():
+    defaults = Path(skillmd.__file__).parent / "defaults"
+    assert sorted(os.listdir(defaults)) == sorted(skillmd.DEFAULT_SKILLS)
+    assert space_problems(defaults) == {name: [] for name in skillmd.DEFAULT_SKILLS}
+
+
+@pytest.mark.parametrize("front, reason", [
+    ("name: deploys\ndescription: D.\ntags: [ops]", "not tags"),
+    ("name: claude-tips\ndescription: D.", "reserved word 'claude'"),
+    ("name: deploys\ndescription: Use for <deploy> work.", "'<' or '>'"),
+    ("name: deploys\ndescription: D.\ncompatibility: " + "x" * 501, "compatibility"),
+    ("name: deploys\ndescription: D.\nmetadata: {version: 2}", "metadata"),
+    ("name: Deploys\ndescription: D.", "lowercase"),
+    ("name: deploys\ndescription: " + "d" * 1025, "1024"),
+])
+def test_what_skillfs_writes_is_checked_against_the_format(front, reason):
+    with pytest.raises(Invalid, match=re.escape(reason)):
+        skillmd.parse_agent_skill(f"---\n{front}\n---\n\n# Body\n")
+    text = ("---\nname: deploys\ndescription: How deploys go.\nlicense: MIT\n"
+            "metadata:\n  version: '2'\n---\n\n# Deploys\n")
+    assert skillmd.parse_agent_skill(text, "deploys").name == "deploys"
+    assert agent_skill_problems("deploys", text) == []
+
+
+WRITER_TRIES = [
+    ("---\nname: deploys\ndescription: How deploys go.\ntags: [ops]\n---\n", "not tags"),
+    ("---\nname: claude-deploys\ndescription: How deploys go.\n---\n", "reserved word"),
+    ("---\nname: deploys\ndescription: Use for <deploy> work.\n---\n", "'<' or '>'"),
+]
+DEPLOYS_MD = ("---\nname: deploys\ndescription: How API deploys to staging go; use before "
+              "deploying or rolling back.\n---\n\n# Deploys\n\nOne file per service.\n")
+
+
+def test_learned_skills_meet_the_agent_skills_format(make_daemon, tmp_path):
+    """A scripted model that writes SKILL.md files the format forbids is refused; what it
+    and the rules learner leave in the space meets the format."""
+    with LLMServer() as srv:
+        d = make_daemon("--learner", "openai", start=False)
+        d.home.mkdir(parents=True, exist_ok=True)
+        (d.home / "config.toml").write_text(
+            f'[learner]\nidle_seconds = 0.5\nbase_url = "{srv.base_url}"\n'
+            'api_key = "test-key"\n')
+        d.start()
+        srv.add(call("insert_task", description="Deploy API v2 to staging", status="success",
+                     first_message=0, last_message=5), call("finish"),
+                when=offers("insert_task"))
+        srv.add(call("report_success", goal="Deploy API v2", approach="Blue-green deploy",
+                     applies_when="API deploys to staging"), when=offers("report_success"))
+        srv.add(*[call("create_skill", skill_md=md) for md, _ in WRITER_TRIES],
+                call("create_skill", skill_md=DEPLOYS_MD, result=1),
+                call("replace_in_file", skill="deploys", path="SKILL.md",
+                     old_text="description: How", new_text="version: 2\ndescription: How"),
+                call("append_to_file", skill="deploys", path="SKILL.md",
+                     text="- Deploy blue-green; run migrations first.", result=1),
+                call("finish"), when=offers("create_skill"))
+        transcript = tmp_path / f"{SID}.jsonl"
+        grow(transcript, fixture_lines())
+        run_hook(d, transcript, "SessionEnd")
+        status = wait_for(lambda: (lambda s: s if s["learning_status"] in ("completed", "failed")
+                                   else None)(d.api("GET", f"/skillfs/v1/sessions/{SID}").json()),
+                          timeout=30, what="learning")
+        assert status["learning_status"] == "completed", status
+        answers = [m["content"] for m in srv.requests_offering("create_skill")[-1]["messages"]
+                   if m["role"] == "tool"]
+    refusals = [why for _, why in WRITER_TRIES] + ["not version"]
+    for why in refusals:
+        assert any(why in a for a in answers), (why, answers)
+    skill_md = (d.mnt / "alice" / "deploys" / "SKILL.md").read_text()
+    assert "version" not in skill_md and skill_md.endswith("run migrations first.\n")
+    # and the rules learner, in a space of its own
+    rules = make_daemon("--learner", "rules")
+    run_hook(rules, transcript, "SessionEnd")
+    wait_for(lambda: (rules.mnt / "alice" / "daily-logs" / f"{DAY}.md").exists(), timeout=30,
+             what="the rules learner's daily log")
+    for daemon in (d, rules):
+        problems = space_problems(daemon.mnt / "alice")
+        assert set(skillmd.DEFAULT_SKILLS) <= set(problems)
+        assert problems == {name: [] for name in problems}
+    assert "deploys" in space_problems(d.mnt / "alice")
+
+
+# -- the recipe: a space's skills live in Claude Code --------------------------------------
+
+def test_claude_skills_linked_to_a_space_show_its_skills_live(daemon, tmp_path):
+    (daemon.mnt / "alice").mkdir()
+    home = tmp_path / "user"
+    (home / ".claude").mkdir(parents=True)
+    skills = home / ".claude" / "skills"
+    skills.symlink_to(daemon.mnt / "alice")
+    assert space_problems(skills) == {name: [] for name in skillmd.DEFAULT_SKILLS}
+    # a change written to the space by another path than this link shows at once
+    old = (skills / "daily-logs" / "SKILL.md").read_text()
+    new = old.replace("A diary of the agent's work", "The agent's work diary")
+    r = daemon.api("PUT", "/skillfs/v1/files", params={"path": "alice/daily-logs/SKILL.md"},
+                   content=new.encode())
+    assert r.status_code == 200, r.text
+    assert (skills / "daily-logs" / "SKILL.md").read_text() == new
+    r = daemon.api("POST", "/skillfs/v1/skills/import", params={"space": "alice"},
+                   content=_zipped(DEPLOYS_MD), headers={"content-type": "application/zip"})
+    assert r.status_code == 201, r.text
+    assert space_problems(skills) == {name: [] for name in (*skillmd.DEFAULT_SKILLS, "deploys")}
+    assert (skills / "deploys" / "SKILL.md").read_text() == DEPLOYS_MD
+
+
+def _zipped(skill_md: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("SKILL.md", skill_md)
+    return buf.getvalue()
