@@ -955,7 +955,7 @@ def hook():
 @hook.command("claude-code", cls=NeverBlocking, own_socket=True)
 @click.option("--space", default="claude-code", show_default=True,
               help="The space the sessions learn into.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
               help="TOML config file (default: $SKILLFS_CONFIG or HOME/config.toml).")
 @click.option("--print-settings", is_flag=True,
               help="Print the hooks for .claude/settings.json instead of running as one.")

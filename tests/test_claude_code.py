@@ -251,6 +251,33 @@ def test_hook_writes_the_spool_while_the_daemon_is_down(daemon, tmp_path):
     assert settled(daemon, SID, want) == want
 
 
+def test_hook_long_transcript_goes_in_several_files(daemon, tmp_path):
+    """Each spool file holds at most 4 MiB of the transcript; a line over the spool's 1 MiB
+    line cap is left out and named, the lines after it still go."""
+    lines = fixture_lines()
+    big = [json.loads(raw) for raw in lines if b'"tool_result"' in raw][0]
+    results = []
+    for i, size in enumerate([900_000] * 6 + [1_200_000, 1000]):
+        line = json.loads(json.dumps(big))
+        line["uuid"] = f"big-{i}"
+        line["message"]["content"][0]["content"] = f"{i}:" + "x" * size
+        results.append(json.dumps(line).encode() + b"\n")
+    transcript = tmp_path / f"{SID}.jsonl"
+    grow(transcript, [*lines[:4], *results, *lines[4:]])
+    daemon.stop()
+    r = hook(daemon, hook_input(transcript))
+    assert r.returncode == 0 and r.stdout == b""
+    [said] = r.stderr.decode().splitlines()
+    assert "over the spool's 1048576-byte cap" in said
+    sent = sorted(os.listdir(daemon.spool / "alice" / SID))
+    assert sent == ["cc-00000001.jsonl", "cc-00000002.jsonl"]
+    assert all(os.path.getsize(daemon.spool / "alice" / SID / n) <= 4 << 20 for n in sent)
+    daemon.start()
+    kept = [*lines[:4], *results[:6], results[7], *lines[4:]]
+    want = expected(kept)
+    assert settled(daemon, SID, want) == want
+
+
 def test_hook_bad_input_is_said_on_stderr_and_never_fails_the_session(daemon, tmp_path):
     transcript = tmp_path / f"{SID}.jsonl"
     lines = fixture_lines()

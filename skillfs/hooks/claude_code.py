@@ -26,13 +26,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -70,14 +71,6 @@ class State:
     pending: dict[str, Any] | None = None  # {"name", "offset", "seq"}: a file on its way
 
 
-@dataclass
-class Report:
-    files: int = 0
-    lines: int = 0
-    ended: bool = False
-    skipped: list[str] = field(default_factory=list)
-
-
 def read_input(text: bytes | str) -> HookInput:
     """The hook's stdin as a HookInput; HookError says what is wrong with it."""
     try:
@@ -100,8 +93,9 @@ def read_input(text: bytes | str) -> HookInput:
                      values["hook_event_name"])
 
 
-def run(hook: HookInput, space: str, spool: Path, state_dir: Path) -> Report:
-    """Send the transcript's new lines (and the end, at session end) to the spool."""
+def run(hook: HookInput, space: str, spool: Path, state_dir: Path) -> list[str]:
+    """Send the transcript's new lines (and the end, at session end) to the spool; return
+    the lines left out that the spool would have refused, each with why."""
     try:
         check_space_name(space)
     except Invalid as e:
@@ -112,7 +106,7 @@ def run(hook: HookInput, space: str, spool: Path, state_dir: Path) -> Report:
     os.makedirs(outbox, mode=0o700, exist_ok=True)
     state_path = state_dir / space / f"{hook.session_id}.json"
     os.makedirs(state_path.parent, mode=0o700, exist_ok=True)
-    report = Report()
+    skipped: list[str] = []
     with _locked(state_path.with_suffix(".lock")):
         state = _load(state_path)
         if state.pending is not None:
@@ -122,41 +116,39 @@ def run(hook: HookInput, space: str, spool: Path, state_dir: Path) -> Report:
             if size < state.offset:
                 raise HookError(f"{hook.transcript} is shorter than what was sent of it "
                                 f"({size} < {state.offset} bytes); not sending")
-            while (chunk := _next_chunk(transcript, state.offset, report)) is not None:
+            while (chunk := _next_chunk(transcript, state.offset, skipped)) is not None:
                 end, lines = chunk
                 _send(state, outbox, state_path, lines, end)
-                report.files += bool(lines)
-                report.lines += len(lines)
         if hook.event in END_EVENTS:
             _send(state, outbox, state_path, [b'{"event": "end"}'], state.offset)
-            report.files += 1
-            report.ended = True
-    return report
+    return skipped
 
 
 # -- the transcript ------------------------------------------------------------------------
 
 def _next_chunk(transcript: IO[bytes], offset: int,
-                report: Report) -> tuple[int, list[bytes]] | None:
+                skipped: list[str]) -> tuple[int, list[bytes]] | None:
     """The conversation lines after `offset`, whole lines only, up to CHUNK_BYTES; with the
     offset after them. None when no whole line follows `offset`."""
     transcript.seek(offset)
     end, lines = offset, []
-    while end - offset < CHUNK_BYTES:
+    while True:
         line = transcript.readline(DEFAULT_MAX_LINE_BYTES + 1)
+        if end > offset and end + len(line) - offset > CHUNK_BYTES:
+            break  # the next file starts with it
         if not line.endswith(b"\n"):
             if len(line) <= DEFAULT_MAX_LINE_BYTES:
                 break  # the end, or a line Claude Code is still writing
             rest = _skip_line(transcript)
             if rest is None:
                 break
-            report.skipped.append(f"byte {end}: a line over the spool's "
+            skipped.append(f"byte {end}: a line over the spool's "
                                   f"{DEFAULT_MAX_LINE_BYTES}-byte cap")
             end += len(line) + rest
             continue
         keep, why = _conversation(line)
         if why:
-            report.skipped.append(f"byte {end}: {why}")
+            skipped.append(f"byte {end}: {why}")
         if keep:
             lines.append(line.rstrip(b"\r\n"))
         end += len(line)
@@ -202,7 +194,7 @@ def _send(state: State, outbox: Path, state_path: Path, lines: list[bytes], end:
         _save(state_path, state)
         return
     seq = state.seq + 1
-    name = f"cc-{seq:08d}.jsonl"
+    name = _spool_name(seq)
     _write_new(outbox / _temp_name(name), b"\n".join(lines) + b"\n")
     state.pending = {"name": name, "offset": end, "seq": seq}
     _save(state_path, state)
@@ -219,6 +211,13 @@ def _finish(state: State, outbox: Path, state_path: Path) -> None:
         pass  # renamed by a hook that was stopped before it saved the state
     state.offset, state.seq, state.pending = pending["offset"], pending["seq"], None
     _save(state_path, state)
+
+
+def _spool_name(seq: int) -> str:
+    return f"cc-{seq:08d}.jsonl"
+
+
+_SPOOL_NAME = re.compile(r"cc-\d{8,}\.jsonl")
 
 
 def _temp_name(name: str) -> str:
@@ -238,12 +237,18 @@ def _write_new(path: Path, data: bytes) -> None:
 def _load(path: Path) -> State:
     try:
         data = json.loads(path.read_text())
+        pending = data.get("pending")
+        if pending is not None:
+            pending = {"name": pending["name"], "offset": int(pending["offset"]),
+                       "seq": int(pending["seq"])}
+            if not _SPOOL_NAME.fullmatch(str(pending["name"])):
+                raise ValueError(f"pending file {pending['name']!r}")
+        return State(int(data["offset"]), int(data["seq"]), pending)
     except FileNotFoundError:
         return State()
-    except ValueError as e:
-        raise HookError(f"{path} is damaged ({e}); remove it to send the transcript "
+    except (ValueError, TypeError, KeyError) as e:
+        raise HookError(f"{path} is damaged ({e!r}); remove it to send the transcript "
                         "again from its start") from None
-    return State(int(data["offset"]), int(data["seq"]), data.get("pending"))
 
 
 def _save(path: Path, state: State) -> None:
@@ -302,7 +307,7 @@ def main(stdin: bytes, space: str, config_file: str | None) -> None:
 
     try:
         cfg = config.load(config_file)
-        report = run(read_input(stdin), space, cfg.spool, cfg.home / "hooks" / "claude-code")
+        skipped = run(read_input(stdin), space, cfg.spool, cfg.home / "hooks" / "claude-code")
     except (HookError, config.ConfigError) as e:
         _say(str(e))
         return
@@ -312,7 +317,7 @@ def main(stdin: bytes, space: str, config_file: str | None) -> None:
     except Exception as e:  # the error boundary: a bug here must not fail the session
         _say(f"unexpected error: {e!r}")
         return
-    for why in report.skipped:
+    for why in skipped:
         _say(f"skipped a transcript line at {why}")
 
 
