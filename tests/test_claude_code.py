@@ -312,6 +312,12 @@ def test_hook_bad_input_is_said_on_stderr_and_never_fails_the_session(daemon, tm
     r = hook(daemon, good)
     assert r.returncode == 0 and "damaged" in r.stderr.decode()
     assert not [n for n in os.listdir(daemon.spool / "alice" / SID) if not n.startswith(".")]
+    state.unlink()
+    # a configuration that does not load
+    (daemon.home / "config.toml").write_text("spool = [\n")
+    r = hook(daemon, good)
+    (daemon.home / "config.toml").unlink()
+    assert (r.returncode, r.stdout) == (0, b"") and "configuration" in r.stderr.decode()
 
 
 def test_print_settings_is_a_working_hooks_block(daemon, tmp_path):

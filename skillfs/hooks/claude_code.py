@@ -110,7 +110,7 @@ def run(hook: HookInput, space: str, spool: Path, state_dir: Path) -> list[str]:
     with _locked(state_path.with_suffix(".lock")):
         state = _load(state_path)
         if state.pending is not None:
-            _finish(state, outbox, state_path)
+            _finish(state, state.pending, outbox, state_path)
         with open(hook.transcript, "rb") as transcript:
             size = os.fstat(transcript.fileno()).st_size
             if size < state.offset:
@@ -143,7 +143,7 @@ def _next_chunk(transcript: IO[bytes], offset: int,
             if rest is None:
                 break
             skipped.append(f"byte {end}: a line over the spool's "
-                                  f"{DEFAULT_MAX_LINE_BYTES}-byte cap")
+                           f"{DEFAULT_MAX_LINE_BYTES}-byte cap")
             end += len(line) + rest
             continue
         keep, why = _conversation(line)
@@ -198,13 +198,11 @@ def _send(state: State, outbox: Path, state_path: Path, lines: list[bytes], end:
     _write_new(outbox / _temp_name(name), b"\n".join(lines) + b"\n")
     state.pending = {"name": name, "offset": end, "seq": seq}
     _save(state_path, state)
-    _finish(state, outbox, state_path)
+    _finish(state, state.pending, outbox, state_path)
 
 
-def _finish(state: State, outbox: Path, state_path: Path) -> None:
+def _finish(state: State, pending: dict[str, Any], outbox: Path, state_path: Path) -> None:
     """Complete the pending file: rename it into place unless that was done already."""
-    pending = state.pending
-    assert pending is not None
     try:
         os.rename(outbox / _temp_name(pending["name"]), outbox / pending["name"])
     except FileNotFoundError:
@@ -306,8 +304,9 @@ def main(stdin: bytes, space: str, config_file: str | None) -> None:
     from .. import config
 
     try:
+        hook = read_input(stdin)
         cfg = config.load(config_file)
-        skipped = run(read_input(stdin), space, cfg.spool, cfg.home / "hooks" / "claude-code")
+        skipped = run(hook, space, cfg.spool, cfg.home / "hooks" / "claude-code")
     except (HookError, config.ConfigError) as e:
         _say(str(e))
         return
