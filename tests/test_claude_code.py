@@ -44,7 +44,8 @@ def expected(lines: list[bytes]) -> list[tuple[str, str]]:
     out = []
     for raw in lines:
         line = json.loads(raw)
-        if line.get("type") not in ("user", "assistant") or line.get("isMeta"):
+        if (line.get("type") not in ("user", "assistant") or line.get("isMeta")
+                or line.get("isSidechain")):
             continue
         content = line["message"]["content"]
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
