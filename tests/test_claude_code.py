@@ -48,6 +48,8 @@ def expected(lines: list[bytes]) -> list[tuple[str, str]]:
                 or line.get("isSidechain")):
             continue
         content = line["message"]["content"]
+        if isinstance(content, str) and content.startswith(("<command-", "<local-command-")):
+            continue  # a slash command typed in the terminal, and what it printed
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
         texts = [b.get("text") or b.get("content") or "" for b in blocks
                  if b["type"] in ("text", "tool_result")]
@@ -219,6 +221,7 @@ def test_hook_tool_calls_reach_the_learner(make_daemon, tmp_path):
     log = (d.mnt / "alice" / "daily-logs" / f"{DAY}.md").read_text()
     assert "Task: Deploy API v2 to staging\n- **Outcome**: success" in log
     assert "Task: Roll back staging after the test failure\n- **Outcome**: failed" in log
+    assert log.count("Task: ") == 2, log  # no task of the user's /model, a subagent's prompt
     facts = (d.mnt / "alice" / "user-general-facts" / "deploy-preferences.md").read_text()
     assert "- Prefers blue-green deployments" in facts
     assert "- Always run DB migrations before switching traffic" in facts

@@ -6,8 +6,9 @@ JSONL file Claude Code only appends to: ``user`` and ``assistant`` lines wrap an
 message in an envelope (``uuid``, ``parentUuid``, ``timestamp``, ``sessionId`` …); other
 line types (``summary``, ``system``, ``file-history-snapshot`` …) are bookkeeping. The hook
 sends the conversation's lines as they are (the spool reads them as the Claude Code form) to
-``SPOOL/<space>/<session_id>/``, and on ``SessionEnd`` an ``{"event": "end"}`` after them.
-``Stop`` ends a turn, not the session: it only sends the new lines.
+``SPOOL/<space>/<session_id>/``, leaving out what is not the user and the agent talking
+(`not_the_conversation`), and on ``SessionEnd`` an ``{"event": "end"}`` after them. ``Stop``
+ends a turn, not the session: it only sends the new lines.
 
 Each line once, with hooks running at the same time or killed half-way: a state file per
 space and session (HOME/hooks/claude-code/<space>/<session>.json) says how far the
@@ -175,14 +176,29 @@ def _conversation(line: bytes) -> tuple[bool, str | None]:
         return False, "not JSON"
     if not isinstance(obj, dict) or obj.get("type") not in CLAUDE_CODE_MESSAGES:
         return False, None
-    # a subagent's own conversation, or text Claude Code put in the user's turn
-    if obj.get("isSidechain") is True or obj.get("isMeta") is True:
+    if not_the_conversation(obj):
         return False, None
     try:
         parse_spool_bytes(line, ".jsonl")
     except SpoolReject as e:
         return False, str(e).removeprefix("line 1, ")
     return True, None
+
+
+# Markup Claude Code writes in a user line for a slash command the user ran and its output
+_LOCAL_COMMAND = ("<command-name>", "<command-message>", "<local-command-stdout>",
+                  "<local-command-stderr>", "<local-command-caveat>")
+
+
+def not_the_conversation(line: dict[str, Any]) -> bool:
+    """A user or assistant line that is not the user and the agent talking: a subagent's own
+    exchange, text Claude Code put in the user's turn, the summary that continues a compacted
+    session, or a slash command the user ran in the terminal."""
+    if any(line.get(flag) is True for flag in ("isSidechain", "isMeta", "isCompactSummary")):
+        return True
+    message = line.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    return isinstance(content, str) and content.lstrip().startswith(_LOCAL_COMMAND)
 
 
 # -- sending exactly once ------------------------------------------------------------------
