@@ -17,7 +17,9 @@ import subprocess
 import sys
 import uuid
 import zipfile
+from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -26,6 +28,8 @@ from conftest import SKILLFS, wait_for
 from llm_server import LLMServer, call, offers
 from skillfs import skillmd
 from skillfs.errors import Invalid
+from skillfs.learner import view
+from skillfs.messages import normalize
 from skillfs.spool import SpoolReject, parse_spool_bytes
 
 FIXTURES = Path(__file__).parent / "fixtures" / "claude_code"
@@ -120,6 +124,17 @@ def test_transcript_lines_are_messages_with_their_tool_calls():
     assert results[0].to_openai_messages() == [
         {"role": "tool", "tool_call_id": "toolu_01",
          "content": "deployed v2, health checks green"}]
+
+
+def test_a_failed_tool_result_reaches_the_learner_flagged_and_dated():
+    [line] = [json.loads(raw) for raw in fixture_lines() if b'"is_error":true' in raw]
+    message = normalize(line)
+    stored = SimpleNamespace(seq=7, role=message.role, original=line, created_ns=0, meta=None,
+                             body=message.model_dump(exclude={"original"}))
+    seen = view.from_stored(stored)
+    assert (seen.role, seen.text, seen.error) == ("tool", "rollback.sh: timed out after 600s",
+                                                  True)
+    assert seen.stamped and seen.at == datetime.fromisoformat(line["timestamp"])
 
 
 @pytest.mark.parametrize("line, field, reason", [
