@@ -263,8 +263,12 @@ def test_hook_writes_the_spool_while_the_daemon_is_down(daemon, tmp_path):
     transcript = tmp_path / f"{SID}.jsonl"
     grow(transcript, fixture_lines())
     run_hook(daemon, transcript, "SessionEnd")
-    sent = sorted(os.listdir(daemon.spool / "alice" / SID))
+    outbox = daemon.spool / "alice" / SID
+    sent = sorted(os.listdir(outbox))
     assert sent == ["cc-00000001.jsonl", "cc-00000002.jsonl"]
+    # private, as the daemon's own spool folders are
+    assert [os.stat(p).st_mode & 0o777 for p in (outbox.parent, outbox, outbox / sent[0])] \
+        == [0o700, 0o700, 0o600]
     daemon.start()
     want = expected(fixture_lines())
     assert settled(daemon, SID, want) == want

@@ -104,9 +104,10 @@ def run(hook: HookInput, space: str, spool: Path, state_dir: Path) -> list[str]:
     if not hook.transcript.is_file():
         raise HookError(f"no transcript at {hook.transcript}")
     outbox = spool / space / hook.session_id
-    os.makedirs(outbox, mode=0o700, exist_ok=True)
     state_path = state_dir / space / f"{hook.session_id}.json"
-    os.makedirs(state_path.parent, mode=0o700, exist_ok=True)
+    # each folder private when the hook makes it (makedirs gives the mode to the last only)
+    for folder in (spool, spool / space, outbox, state_dir, state_path.parent):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
     skipped: list[str] = []
     with _locked(state_path.with_suffix(".lock")):
         state = _load(state_path)
