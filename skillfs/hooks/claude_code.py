@@ -46,7 +46,6 @@ from ..spool.parse import DEFAULT_MAX_LINE_BYTES, SpoolReject, parse_spool_bytes
 END_EVENTS = ("SessionEnd",)
 # Stop ends each turn; SessionEnd ends the session (exit, /clear, logout)
 SETTINGS_EVENTS = ("Stop", "SessionEnd")
-DEFAULT_SPACE = "claude-code"
 # One spool file holds at most this much of the transcript: a long session's first hook
 # sends several files, each well under the spool's file cap.
 CHUNK_BYTES = 4 << 20
