@@ -932,5 +932,43 @@ def diff(ctx, path, old, new, as_json):
           lambda d: click.echo(d["diff"], nl=False))
 
 
+# -- hooks ---------------------------------------------------------------------------------
+
+
+class NeverBlocking(click.Command):
+    """A hook command: Claude Code reads exit 2 (click's usage errors) as "block", so a
+    usage error is said on stderr and exits 0 like any other failure of a hook."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            click.echo(f"skillfs hook: {e.format_message()}", err=True)
+            ctx.exit(0)
+
+
+@main.group()
+def hook():
+    """Commands that agents' hooks run."""
+
+
+@hook.command("claude-code", cls=NeverBlocking, own_socket=True)
+@click.option("--space", default="claude-code", show_default=True,
+              help="The space the sessions learn into.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
+              help="TOML config file (default: $SKILLFS_CONFIG or HOME/config.toml).")
+@click.option("--print-settings", is_flag=True,
+              help="Print the hooks for .claude/settings.json instead of running as one.")
+def hook_claude_code(space, config_file, print_settings):
+    """Run by a Claude Code hook (Stop, SessionEnd): the hook input on stdin, the session's
+    new transcript lines into the spool, and at SessionEnd the end of the session."""
+    from .hooks import claude_code
+
+    if print_settings:
+        click.echo(claude_code.print_settings(space, config_file))
+    else:
+        claude_code.main(sys.stdin.buffer.read(), space, config_file)
+
+
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""One message model for the three input forms skillfs accepts.
+"""One message model for the four input forms skillfs accepts.
 
 - OpenAI chat: ``{"role", "content": str | [parts] | null, "tool_calls", "tool_call_id", "name"}``
 - Anthropic: ``{"role": "user"|"assistant", "content": str | [blocks]}`` with ``tool_use`` /
@@ -6,6 +6,10 @@
 - Acontext: ``{"role", "parts": [{"type", "text", "meta"}], "meta"}`` where a ``tool-call``
   part carries ``meta = {"id", "name", "arguments"}`` and a ``tool-result`` part carries
   ``text`` and ``meta = {"tool_call_id"}``
+- Claude Code transcript lines: ``{"type": "user"|"assistant", "message": {Anthropic message},
+  "uuid", "parentUuid", "timestamp", "sessionId", …}``; the ``message`` is read as the
+  Anthropic form, the whole line is the original (its timestamp dates the message). Other
+  line types (summaries, bookkeeping) are not messages: the hook does not send them.
 
 `normalize` checks a dict against its form and returns a `Message`: a normalised role, all
 text flattened into one string, the tool calls, and the original dict untouched (the store
@@ -25,8 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import Invalid
 
 Role = Literal["user", "assistant", "system", "tool"]
-Format = Literal["openai", "anthropic", "acontext"]
+Format = Literal["openai", "anthropic", "acontext", "claude-code"]
+# The forms a caller may name (the API's `format`); a Claude Code line is only detected.
 FORMATS: tuple[str, ...] = ("openai", "anthropic", "acontext")
+CLAUDE_CODE = "claude-code"
+CLAUDE_CODE_MESSAGES = ("user", "assistant")
 EVENTS: tuple[str, ...] = ("end", "flush")
 
 
@@ -148,6 +155,8 @@ _ANTHROPIC_ONLY_BLOCKS = {
     "mcp_tool_result", "search_result", "container_upload", "code_execution_tool_result",
 }
 _OPENAI_ONLY_KEYS = ("tool_calls", "tool_call_id", "function_call", "refusal")
+# Keys of a Claude Code transcript line's envelope (a summary line has only leafUuid)
+_CLAUDE_CODE_KEYS = ("message", "sessionId", "uuid", "leafUuid")
 
 
 @dataclass
@@ -240,9 +249,11 @@ def _role(obj: dict, allowed: set[str], form: str) -> str:
 
 
 def detect_format(obj: Any) -> str:
-    """Which of the three forms `obj` is in; raises InvalidMessage when it is none of them."""
+    """Which of the four forms `obj` is in; raises InvalidMessage when it is none of them."""
     if not isinstance(obj, dict):
         raise InvalidMessage(None, f"a message must be a JSON object, got {json_type(obj)}")
+    if "role" not in obj and "type" in obj and any(k in obj for k in _CLAUDE_CODE_KEYS):
+        return CLAUDE_CODE
     if "role" not in obj:
         raise InvalidMessage("role", "missing")
     _want(obj["role"], str, "role", "a string")
@@ -286,7 +297,10 @@ def _parse(obj: Any, fmt: str) -> _Parsed:
         return _parse_anthropic(obj)
     if fmt == "acontext":
         return _parse_acontext(obj)
-    raise InvalidMessage(None, f"unknown message format {fmt!r} (expected {', '.join(FORMATS)})")
+    if fmt == CLAUDE_CODE:
+        return _parse_claude_code(obj)
+    raise InvalidMessage(None, f"unknown message format {fmt!r} "
+                               f"(expected {', '.join(FORMATS + (CLAUDE_CODE,))})")
 
 
 _PLAIN_ROLES = frozenset({"user", "assistant", "system"})
@@ -530,6 +544,29 @@ def _parse_acontext(obj: dict) -> _Parsed:
             parsed.pieces.append(_Piece("media", label))
     _results_role(parsed)
     return parsed
+
+
+# --- Claude Code ----------------------------------------------------------------------------
+
+def _parse_claude_code(obj: dict) -> _Parsed:
+    """A transcript line: its envelope checked, its ``message`` read as the Anthropic form."""
+    kind = _req_str(obj, "type", "type")
+    if kind not in CLAUDE_CODE_MESSAGES:
+        raise InvalidMessage("type", f"a Claude Code transcript line of type {kind!r} is not a "
+                                     "message (expected 'user' or 'assistant')")
+    if "message" not in obj:
+        raise InvalidMessage("message", "missing")
+    message = obj["message"]
+    if not isinstance(message, dict):
+        raise InvalidMessage("message", f"expected an object, got {json_type(message)}")
+    # The line's type says who spoke; a message without a role takes it from there.
+    role = message.get("role", kind)
+    if role != kind:
+        raise InvalidMessage("message.role", f"{role!r} in a line of type {kind!r}")
+    try:
+        return _parse_anthropic({**message, "role": role})
+    except InvalidMessage as e:
+        raise InvalidMessage(f"message.{e.field}" if e.field else "message", e.reason) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,13 @@
-"""SKILL.md: YAML front matter (name, description) and a Markdown body."""
+"""SKILL.md: YAML front matter (name, description) and a Markdown body.
+
+`parse` is what the mount and the API accept from people: a valid name and description, any
+other keys kept (Claude Code reads keys of its own, such as ``disable-model-invocation``).
+`parse_agent_skill` is what skillfs itself writes: the Agent Skills format as agentskills.io
+and Anthropic's skill docs state it, so that every client that loads skills takes the file —
+only the specification's keys, no angle brackets (the front matter goes into the model's
+system prompt), no reserved words in the name, a short `compatibility`, `metadata` a map of
+strings.
+"""
 
 from dataclasses import dataclass
 from importlib import resources
@@ -10,6 +19,10 @@ from .errors import Invalid
 from .names import check_skill_name
 
 MAX_DESCRIPTION = 1024
+MAX_COMPATIBILITY = 500
+AGENT_SKILL_KEYS = ("name", "description", "license", "compatibility", "metadata",
+                    "allowed-tools")
+RESERVED_WORDS = ("anthropic", "claude")
 DEFAULT_SKILLS = ("daily-logs", "user-general-facts")
 
 
@@ -47,6 +60,32 @@ def parse(content: bytes | str, folder: str | None = None) -> SkillMd:
     if folder is not None and name != folder:
         raise Invalid(f"SKILL.md name {name!r} must equal its folder {folder!r}")
     return SkillMd(name=name, description=desc.strip(), body=post.content, meta=meta)
+
+
+def parse_agent_skill(content: bytes | str, folder: str | None = None) -> SkillMd:
+    """`parse`, then the Agent Skills format's own rules; raise Invalid with the first broken."""
+    parsed = parse(content, folder)
+    meta = parsed.meta
+    stray = [str(k) for k in meta if k not in AGENT_SKILL_KEYS]
+    if stray:
+        raise Invalid(f"SKILL.md front matter may hold only {', '.join(AGENT_SKILL_KEYS)}; "
+                      f"not {', '.join(stray)}")
+    for word in RESERVED_WORDS:
+        if word in parsed.name:
+            raise Invalid(f"skill name {parsed.name!r} holds the reserved word {word!r}")
+    for key in ("license", "compatibility", "allowed-tools"):
+        if key in meta and not isinstance(meta[key], str):
+            raise Invalid(f"SKILL.md {key} must be a string")
+    if len(meta.get("compatibility", "")) > MAX_COMPATIBILITY:
+        raise Invalid(f"SKILL.md compatibility is longer than {MAX_COMPATIBILITY} characters")
+    metadata = meta.get("metadata", {})
+    if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise Invalid("SKILL.md metadata must map strings to strings")
+    for key in ("name", "description"):
+        if "<" in meta[key] or ">" in meta[key]:
+            raise Invalid(f"SKILL.md {key} may not hold '<' or '>' (XML tags)")
+    return parsed
 
 
 def render(name: str, description: str, body: str) -> str:

@@ -46,10 +46,13 @@ def from_stored(stored: Any) -> Msg:
 
 
 def _flagged_error(original: Any) -> bool:
-    """Anthropic's `is_error` on a tool_result block, or the same flag in an Acontext part's
-    meta: the sender says the tool failed, whatever its output reads like."""
+    """Anthropic's `is_error` on a tool_result block (also inside a Claude Code line), or the
+    same flag in an Acontext part's meta: the sender says the tool failed, whatever its output
+    reads like."""
     if not isinstance(original, dict):
         return False
+    if isinstance(original.get("message"), dict):  # a Claude Code transcript line
+        original = original["message"]
     items = original.get("content") if "content" in original else original.get("parts")
     for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict):

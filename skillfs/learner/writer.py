@@ -65,6 +65,21 @@ def _separator(old: str, text: str) -> str:
     return "\n" if old.endswith("\n") else "\n\n"
 
 
+def _check_skill_md(old: str | None, new: str, skill_name: str) -> None:
+    """The learner never makes a SKILL.md break the Agent Skills format; one that a person
+    gave keys of their own (Claude Code's) it only keeps valid."""
+    check = skillmd.parse_agent_skill
+    if old is not None:
+        try:
+            skillmd.parse_agent_skill(old, skill_name)
+        except Invalid:
+            check = skillmd.parse
+    try:
+        check(new, skill_name)
+    except Invalid as e:
+        raise ToolError(f"SKILL.md would become invalid: {e.message}") from None
+
+
 class Edits:
     """Store edits for one space on behalf of a batch of lessons."""
 
@@ -131,10 +146,7 @@ class Edits:
             if new is None:
                 return "unchanged"
             if path == SKILL_MD:
-                try:
-                    skillmd.parse(new, skill.name)
-                except Invalid as e:
-                    raise ToolError(f"SKILL.md would become invalid: {e.message}") from None
+                _check_skill_md(old, new, skill.name)
             try:
                 await self.store.write_file(skill.id, path, new.encode(), reason=reason,
                                             expect_version=version, **who)
@@ -230,7 +242,7 @@ class Edits:
         clean = redact(content)
         content = clean.text
         try:
-            parsed = skillmd.parse(content)
+            parsed = skillmd.parse_agent_skill(content)
         except Invalid as e:
             raise ToolError(f"invalid SKILL.md: {e.message}") from None
         try:
@@ -282,7 +294,9 @@ class DeleteFile(PathArg, Attributed):
 
 class CreateSkill(Attributed):
     skill_md: str = Field(
-        description="the full SKILL.md: front matter (name, description) and body")
+        description="the full SKILL.md: front matter (name: lowercase letters, digits and "
+                    "hyphens, at most 64; description: what it holds and when to use it, at "
+                    "most 1024 characters, no '<' or '>'; no other keys) and body")
 
 
 class Finish(BaseModel):

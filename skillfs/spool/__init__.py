@@ -12,9 +12,23 @@ only through directory descriptors (its writers may be hostile), `ingest` is the
 watches, orders, retries and commits.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .folders import REJECTED_DIR, Folder, Rejected, open_spool
-from .ingest import IngestedFile, SpoolIngester
 from .parse import SpoolReject, check_spool_path, file_sha256, parse_spool_bytes
+
+if TYPE_CHECKING:
+    from .ingest import IngestedFile, SpoolIngester
+
+
+def __getattr__(name: str) -> Any:
+    # The ingester brings trio and the store: loaded when first asked for, so that a spool
+    # writer that only parses (`skillfs hook`) starts without them.
+    if name in ("IngestedFile", "SpoolIngester"):
+        from . import ingest
+
+        return getattr(ingest, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "REJECTED_DIR", "Folder", "IngestedFile", "Rejected", "SpoolIngester", "SpoolReject",

@@ -45,7 +45,10 @@ from ..schema import migrate
 
 # A purged message's original, still a message of its own form (the API hands it out as is)
 _TOMBSTONE_ORIGINAL = ("CASE format WHEN 'acontext' THEN json_object('role', role, 'parts', "
-                       "json('[]')) ELSE json_object('role', role, 'content', '') END::VARCHAR")
+                       "json('[]')) WHEN 'claude-code' THEN json_object('type', "
+                       "CASE role WHEN 'assistant' THEN 'assistant' ELSE 'user' END, 'message', "
+                       "json_object('content', '')) "
+                       "ELSE json_object('role', role, 'content', '') END::VARCHAR")
 
 log = logging.getLogger("skillfs.store")
 
