@@ -149,6 +149,10 @@ def mount(ctx, mountpoint, db, spool, socket_opt, config_file, foreground, liste
                  "mount_group": mount_group, "learner.backend": learner, "learner.model": model}
         cfg = _load_config(config_file, options, flags)
         cfg.tokens = _config().all_tokens(cfg.tokens, token_file)
+        try:
+            _config().token_access(cfg.tokens)
+        except _config().ConfigError as e:
+            raise click.UsageError(str(e)) from None
         if cfg.listen and not cfg.tokens:
             raise click.ClickException("--listen needs a bearer token: --token-file PATH, "
                                        "SKILLFS_TOKEN, or tokens = [...] in the config")

@@ -1,0 +1,258 @@
+"""The MCP tools: list, get, read (and search, glob) a space's skills; unless read-only,
+write a file, store a session's messages and flush it.
+
+Every tool works through the store's services, as the HTTP API does, and within the
+caller's access (access.py): a space outside it is "not found", the same answer as a space
+that does not exist, and a write under read-only access is refused. The write tools are
+also left out of a read-only caller's tool list. A skillfs error becomes a tool error with
+its message; the SDK turns bad arguments (the input schema) and anything unexpected into a
+tool error too, so no call can take the server down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from mcp.server.context import CallNext, ServerRequestContext
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ToolAnnotations
+from pydantic import Field
+
+from .. import access as accessmod
+from ..access import Access
+from ..errors import Forbidden, Invalid, NotFound, SkillfsError
+from ..messages import normalize
+from ..store import Store
+from ..store.rows import SKILL_MD
+
+WRITE_TOOLS = frozenset({"write_file", "store_messages", "flush_session"})
+AUTHOR = "api"
+
+SpaceArg = Annotated[str | None, Field(
+    description="The learning space (name or id); may be left out when only one space is "
+                "visible")]
+SkillArg = Annotated[str, Field(description="The skill's name (its folder), e.g. daily-logs")]
+PathArg = Annotated[str, Field(description="A path inside the skill, e.g. SKILL.md or "
+                                           "notes/2026-11-21.md")]
+SessionArg = Annotated[str, Field(description="The session: its id, or a name of your choice "
+                                              "(the session is made in the space on first use)")]
+
+_READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+_WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+
+
+def access_of(ctx: Context) -> Access:
+    """The calling request's access: what the /mcp endpoint worked out for it."""
+    request = ctx.request_context.request
+    scope = getattr(request, "scope", None)
+    return accessmod.of(scope) if scope is not None else accessmod.FULL
+
+
+class Tools:
+    """The tools' work, given the store and the caller's access."""
+
+    def __init__(self, store: Store, access: Access):
+        self.store = store
+        self.access = access
+
+    def space(self, ref: str | None):
+        visible = [s for s in self.store.list_spaces() if self.access.sees(s)]
+        if ref is None:
+            if len(visible) == 1:
+                return visible[0]
+            raise Invalid(f"name the space: {len(visible)} spaces are visible "
+                          "(list_spaces shows them)")
+        found = next((s for s in visible if ref in (s.name, s.id)), None)
+        if found is None:
+            raise NotFound(f"no space {ref!r}")
+        return found
+
+    def skill(self, space, name: str):
+        skill_id = space.skills.get(name)
+        if skill_id is None:
+            raise NotFound(f"no skill {name!r} in space {space.name!r}")
+        return self.store.get_skill(skill_id)
+
+    def writable(self) -> None:
+        if self.access.read_only:
+            raise Forbidden("this MCP server is read-only")
+
+    async def session_in(self, space, ref: str, create: bool) -> str:
+        """A session of the space by id or name; made (named `ref`) when `create` and none is."""
+        found = [s for s in await self.store.list_sessions(space_id=space.id)
+                 if ref in (s.id, s.name)]
+        if found:
+            return found[0].id
+        try:
+            other = await self.store.get_session(ref)
+        except (NotFound, Invalid):
+            other = None
+        if other is not None:
+            raise Forbidden(f"session {ref!r} does not learn into space {space.name!r}")
+        if not create:
+            raise NotFound(f"no session {ref!r} in space {space.name!r}")
+        return (await self.store.create_session(space_id=space.id, name=ref)).id
+
+
+def _space_json(space) -> dict[str, Any]:
+    return {"name": space.name, "id": space.id, "skills": sorted(space.skills)}
+
+
+def _skill_json(skill) -> dict[str, Any]:
+    return {"name": skill.name, "description": skill.description,
+            "files": [{"path": p, "size": f.size, "version": f.version}
+                      for p, f in sorted(skill.files.items())]}
+
+
+def _text(content: bytes, path: str) -> str:
+    try:
+        return content.decode()
+    except UnicodeDecodeError:
+        raise Invalid(f"{path} is not UTF-8 text; read it through the mount or the API") \
+            from None
+
+
+async def _run(fn, *args) -> Any:
+    """The tool's work; a skillfs error is the caller's answer, not a failure of the server."""
+    try:
+        return await fn(*args)
+    except SkillfsError as e:
+        raise ToolError(e.message) from None
+
+
+async def _hide_writes(ctx: ServerRequestContext[Any, Any], call_next: CallNext):
+    """A read-only caller is not offered the write tools."""
+    result = await call_next(ctx)
+    scope = getattr(ctx.request, "scope", None)
+    # the chain's result is the wire form by now: a dict
+    if ctx.method == "tools/list" and isinstance(result, dict) and \
+            scope is not None and accessmod.of(scope).read_only:
+        result = {**result, "tools": [t for t in result.get("tools", [])
+                                      if t.get("name") not in WRITE_TOOLS]}
+    return result
+
+
+def build_server(store_of: Callable[[], Store], name: str = "skillfs") -> MCPServer:
+    """The MCP server over the daemon's store (`store_of`: the store is made after the app)."""
+    server: MCPServer = MCPServer(
+        name, instructions="Long-term memory as skill files: learning spaces hold skills, a "
+        "skill is a folder with a SKILL.md (its rules) and Markdown files. Read a skill's "
+        "SKILL.md before its other files; write with write_file.",
+        middleware=[_hide_writes])
+
+    def tools(ctx: Context) -> Tools:
+        return Tools(store_of(), access_of(ctx))
+
+    @server.tool(annotations=_READ)
+    async def list_spaces(ctx: Context) -> dict[str, Any]:
+        """The learning spaces you can see, with the names of their skills."""
+        t = tools(ctx)
+        return {"spaces": [_space_json(s) for s in sorted(t.store.list_spaces(),
+                                                          key=lambda s: s.name)
+                           if t.access.sees(s)]}
+
+    @server.tool(annotations=_READ)
+    async def list_skills(ctx: Context, space: SpaceArg = None) -> dict[str, Any]:
+        """The skills of a space: name, description and files of each."""
+        async def work():
+            t = tools(ctx)
+            found = t.space(space)
+            return {"space": found.name,
+                    "skills": [_skill_json(s) for s in t.store.list_space_skills(found.id)]}
+        return await _run(work)
+
+    @server.tool(annotations=_READ)
+    async def get_skill(ctx: Context, skill: SkillArg, space: SpaceArg = None) -> dict[str, Any]:
+        """A skill's SKILL.md (its rules: read them before using or changing the skill) and
+        the index of its files."""
+        async def work():
+            t = tools(ctx)
+            found = t.skill(t.space(space), skill)
+            content = await t.store.read_file(found.id, SKILL_MD)
+            return {**_skill_json(found), "skill_md": _text(content.content, SKILL_MD)}
+        return await _run(work)
+
+    @server.tool(annotations=_READ)
+    async def read_file(ctx: Context, skill: SkillArg, path: PathArg,
+                        space: SpaceArg = None) -> dict[str, Any]:
+        """The current content of a file of a skill, with its version (pass it to write_file
+        as expect_version to refuse a write over someone else's change)."""
+        async def work():
+            t = tools(ctx)
+            found = t.skill(t.space(space), skill)
+            content = await t.store.read_file(found.id, path)
+            return {"path": path, "version": content.version,
+                    "content": _text(content.content, path)}
+        return await _run(work)
+
+    @server.tool(annotations=_WRITE)
+    async def write_file(ctx: Context, skill: SkillArg, path: PathArg,
+                         content: Annotated[str, Field(description="The file's whole new "
+                                                       "content (UTF-8 text)")],
+                         space: SpaceArg = None,
+                         expect_version: Annotated[int | None, Field(
+                             ge=0, description="Refuse the write unless the file is still "
+                             "this version (0: unless it does not exist yet)")] = None,
+                         ) -> dict[str, Any]:
+        """Create or replace a file of a skill; every write is a new version (history is
+        kept). Writing SKILL.md of a skill the space does not have creates the skill."""
+        async def work():
+            t = tools(ctx)
+            t.writable()
+            found = t.space(space)
+            data = content.encode()
+            if path == SKILL_MD and skill not in found.skills:
+                made = await t.store.create_skill(content, space_id=found.id, author=AUTHOR,
+                                                  reason="MCP write_file")
+                if made.name != skill:
+                    raise Invalid(f"SKILL.md names the skill {made.name!r}, not {skill!r}")
+                return {"path": path, "version": made.files[SKILL_MD].version,
+                        "size": len(data), "created_skill": made.name}
+            row = await t.store.write_file(t.skill(found, skill).id, path, data,
+                                           author=AUTHOR, reason="MCP write_file",
+                                           expect_version=expect_version)
+            return {"path": path, "version": row.version, "size": row.size}
+        return await _run(work)
+
+    @server.tool(annotations=_WRITE)
+    async def store_messages(ctx: Context, session: SessionArg,
+                             messages: Annotated[list[dict[str, Any]], Field(
+                                 min_length=1, max_length=1000,
+                                 description="Messages in OpenAI chat form ({role, content, "
+                                 "tool_calls…}), Anthropic form (content blocks) or "
+                                 "Acontext's form")],
+                             space: SpaceArg = None) -> dict[str, Any]:
+        """Store messages of a session that learns into the space; the learner turns finished
+        tasks into skill edits (flush_session asks it to start now)."""
+        async def work():
+            t = tools(ctx)
+            t.writable()
+            found = t.space(space)
+            parsed = []
+            for i, message in enumerate(messages):
+                try:
+                    parsed.append(normalize(message))
+                except Invalid as e:
+                    raise Invalid(f"messages[{i}]: {e.message}") from None
+            session_id = await t.session_in(found, session, create=True)
+            seqs = await t.store.add_messages(session_id, parsed, author=AUTHOR)
+            return {"session_id": session_id, "space": found.name, "stored": len(seqs)}
+        return await _run(work)
+
+    @server.tool(annotations=_WRITE)
+    async def flush_session(ctx: Context, session: SessionArg,
+                            space: SpaceArg = None) -> dict[str, Any]:
+        """Ask the learner to learn from a session's messages now rather than when it has
+        buffered enough or the session went quiet."""
+        async def work():
+            t = tools(ctx)
+            t.writable()
+            session_id = await t.session_in(t.space(space), session, create=False)
+            await t.store.mark_session(session_id, "flush")
+            return {"session_id": session_id, "flushed": True}
+        return await _run(work)
+
+    return server
+
