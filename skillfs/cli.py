@@ -936,5 +936,27 @@ def diff(ctx, path, old, new, as_json):
           lambda d: click.echo(d["diff"], nl=False))
 
 
+@main.command("mcp")
+@click.option("--space", "spaces", multiple=True, metavar="SPACE",
+              help="See only this space (repeatable); its tools then need no space.")
+@click.option("--read-only", is_flag=True, help="Offer no tool that writes.")
+@click.pass_context
+def mcp_command(ctx, spaces, read_only):
+    """An MCP server on stdin/stdout for an agent's MCP client; each call goes to the
+    running daemon (its /mcp on the control socket)."""
+    socket = locations.socket_path(ctx.obj.get("socket"))
+    if not socket.exists():
+        raise click.ClickException(f"the skillfs daemon is not running (nothing answers at "
+                                   f"{socket}); start it with: skillfs mount MOUNTPOINT")
+    import trio
+
+    from .mcp import stdio
+
+    try:
+        trio.run(stdio.serve, socket, spaces, read_only)
+    except KeyboardInterrupt:
+        pass
+
+
 if __name__ == "__main__":
     main()

@@ -27,6 +27,9 @@ from ..messages import normalize
 from ..store import Store
 from ..store.rows import SKILL_MD
 
+INSTRUCTIONS = ("Long-term memory as skill files: learning spaces hold skills; a skill is a "
+                "folder with a SKILL.md (its rules) and Markdown files. Read a skill's "
+                "SKILL.md (get_skill) before its other files.")
 WRITE_TOOLS = frozenset({"write_file", "store_messages", "flush_session"})
 AUTHOR = "api"
 
@@ -136,11 +139,7 @@ async def _hide_writes(ctx: ServerRequestContext[Any, Any], call_next: CallNext)
 
 def build_server(store_of: Callable[[], Store], name: str = "skillfs") -> MCPServer:
     """The MCP server over the daemon's store (`store_of`: the store is made after the app)."""
-    server: MCPServer = MCPServer(
-        name, instructions="Long-term memory as skill files: learning spaces hold skills, a "
-        "skill is a folder with a SKILL.md (its rules) and Markdown files. Read a skill's "
-        "SKILL.md before its other files; write with write_file.",
-        middleware=[_hide_writes])
+    server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS, middleware=[_hide_writes])
 
     def tools(ctx: Context) -> Tools:
         return Tools(store_of(), access_of(ctx))
