@@ -1,4 +1,4 @@
-"""The MCP tools: list, get, read (and search, glob) a space's skills; unless read-only,
+"""The MCP tools: list, get, read, search and glob a space's skills; unless read-only,
 write a file, store a session's messages and flush it.
 
 Every tool works through the store's services, as the HTTP API does, and within the
@@ -24,6 +24,8 @@ from .. import access as accessmod
 from ..access import Access
 from ..errors import Forbidden, Invalid, NotFound, SkillfsError
 from ..messages import normalize
+from ..search import glob as glob_files
+from ..search import search as search_files
 from ..store import Store
 from ..store.rows import SKILL_MD
 
@@ -32,6 +34,8 @@ INSTRUCTIONS = ("Long-term memory as skill files: learning spaces hold skills; a
                 "SKILL.md (get_skill) before its other files.")
 WRITE_TOOLS = frozenset({"write_file", "store_messages", "flush_session"})
 AUTHOR = "api"
+SEARCH_SECONDS = 5.0
+GLOB_RESULTS = 1000
 
 SpaceArg = Annotated[str | None, Field(
     description="The learning space (name or id); may be left out when only one space is "
@@ -71,6 +75,15 @@ class Tools:
         if found is None:
             raise NotFound(f"no space {ref!r}")
         return found
+
+    def scope(self, ref: str | None) -> list[str] | None:
+        """The spaces (ids) a search covers: the one named, else every visible one (None:
+        all, skills in no space too, for full access)."""
+        if ref is not None:
+            return [self.space(ref).id]
+        if self.access.everywhere:
+            return None
+        return [s.id for s in self.store.list_spaces() if self.access.sees(s)]
 
     def skill(self, space, name: str):
         skill_id = space.skills.get(name)
@@ -184,6 +197,53 @@ def build_server(store_of: Callable[[], Store], name: str = "skillfs") -> MCPSer
             content = await t.store.read_file(found.id, path)
             return {"path": path, "version": content.version,
                     "content": _text(content.content, path)}
+        return await _run(work)
+
+    @server.tool(annotations=_READ)
+    async def search(ctx: Context,
+                     pattern: Annotated[str, Field(description="A regular expression (RE2 "
+                                                   "syntax), or plain text with fixed=true")],
+                     space: Annotated[str | None, Field(description="Only this space (name "
+                                                        "or id); default: every visible "
+                                                        "space")] = None,
+                     skill: Annotated[str | None, Field(description="Only this skill")] = None,
+                     glob: Annotated[str | None, Field(description="Only files whose path "
+                                                       "in the space matches, e.g. "
+                                                       "'daily-logs/*.md' or '*.md'")] = None,
+                     fixed: Annotated[bool, Field(description="The pattern is plain "
+                                                  "text")] = False,
+                     ignore_case: bool = False,
+                     max_results: Annotated[int, Field(ge=1, le=1000)] = 100,
+                     ) -> dict[str, Any]:
+        """Lines of the current files that match, like `grep -rn`: each match has the
+        file's path (space/skill/file), the line number and the line."""
+        async def work():
+            t = tools(ctx)
+            found = await search_files(t.store, pattern, spaces=t.scope(space), skill=skill,
+                                       glob=glob, fixed=fixed, ignore_case=ignore_case,
+                                       max_results=max_results, timeout=SEARCH_SECONDS)
+            return {"matches": [{"path": m.mount_path, "line": m.line, "text": m.text,
+                                 "binary": m.binary} for m in found.matches],
+                    "truncated": found.truncated, "timed_out": found.timed_out}
+        return await _run(work)
+
+    @server.tool(annotations=_READ)
+    async def glob(ctx: Context,
+                   pattern: Annotated[str, Field(description="A glob over paths in a space "
+                                                 "(skill/file): '*' and '?' within a name, "
+                                                 "'**' across folders, '{a,b}'; a glob "
+                                                 "without '/' matches names at any depth")],
+                   space: Annotated[str | None, Field(description="Only this space (name or "
+                                                      "id); default: every visible "
+                                                      "space")] = None,
+                   skill: Annotated[str | None, Field(description="Only this skill")] = None,
+                   ) -> dict[str, Any]:
+        """Paths (space/skill/file) of the current files that match a glob."""
+        async def work():
+            t = tools(ctx)
+            paths = await glob_files(t.store, pattern, spaces=t.scope(space), skill=skill,
+                                     max_results=GLOB_RESULTS)
+            return {"paths": paths, "truncated": len(paths) == GLOB_RESULTS}
         return await _run(work)
 
     @server.tool(annotations=_WRITE)
