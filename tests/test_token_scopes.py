@@ -111,7 +111,9 @@ def test_a_space_bound_token_sees_and_touches_only_its_spaces(served):
             ("POST", "/skillfs/v1/files/revert",
              {"json": {"path": "bob/daily-logs/notes.md", "version": 1}}),
             ("DELETE", "/skillfs/v1/spaces/bob", {}),
-            ("GET", "/skillfs/v1/sessions", {}),
+            ("GET", "/skillfs/v1/sessions", {"params": {"space": "bob"}}),
+            ("GET", "/skillfs/v1/search", {"params": {"pattern": "notes",
+                                                      "space": ["alice", "bob"]}}),
         ]
         for method, path, kw in others:
             r = c.request(method, path, **kw)
@@ -119,7 +121,9 @@ def test_a_space_bound_token_sees_and_touches_only_its_spaces(served):
         # routes that span every space: 403
         for method, path in (("GET", "/skillfs/v1/status"), ("POST", "/skillfs/v1/shutdown"),
                              ("POST", "/api/v1/learning_spaces"), ("GET", "/api/v1/user/ls"),
-                             ("GET", "/skillfs/v1/trash/everything")):
+                             ("GET", "/skillfs/v1/trash/everything"),
+                             ("GET", "/skillfs/v1/sessions"), ("GET", "/skillfs/v1/trash"),
+                             ("GET", "/skillfs/v1/search?pattern=notes")):
             r = c.request(method, path)
             assert r.status_code == 403, (method, path, r.text)
             assert "bound to" in r.json()["error"]

@@ -9,8 +9,10 @@ routes stay as they are. For a scoped request:
   or a `SPACE/SKILL/FILE` path, in the path, the query or the JSON body — is served when the
   space is within the scope, else it is a 404, the same answer as for a space that does not
   exist (a bound token cannot tell the other spaces' objects from missing ones); the lists
-  (spaces, skills, sessions) are filtered; every other route (status, shutdown, users,
-  project, creating spaces or free skills, and routes this table does not know) is a 403.
+  (spaces, skills, sessions) are filtered; a route that a `space` query narrows (sessions,
+  trash, learning, search, glob) needs one; every other route (status, shutdown, users,
+  project, creating spaces or free skills, and routes this table does not know, such as
+  Acontext's disks and artifacts) is a 403.
 
 A session that learns into no space yet is reachable by id only through `learn`, which
 attaches it to a space the token sees (Acontext's flow: create a session, then learn).
@@ -33,9 +35,10 @@ _READS = ("GET", "HEAD")
 _ACONTEXT = "/api/v1"
 _CONTROL = "/skillfs/v1"
 
-# What a rule returns: True (in scope), False (out of scope: 404) or a filter for the JSON
-# body of a list (the rule is a list route).
-Verdict = bool | Callable[[Any], Any]
+# What a rule returns: True (in scope), False (out of scope: 404), a reason (403), or a
+# filter for the JSON body of a list (the rule is a list route).
+Verdict = bool | str | Callable[[Any], Any]
+_NAME_A_SPACE = "name a space in scope (?space=…)"
 
 
 class _Request:
@@ -144,7 +147,13 @@ async def _space_group(r: _Request) -> Verdict:
 
 
 async def _space_query(r: _Request) -> Verdict:
-    return r.space(r.q("space"))
+    """A route whose `space` narrows it: without one it would span every space."""
+    return r.space(r.q("space")) if r.q("space") else _NAME_A_SPACE
+
+
+async def _spaces_query(r: _Request) -> Verdict:
+    named = r.query.get("space", [])
+    return all(r.space(s) for s in named) if named else _NAME_A_SPACE
 
 
 async def _path_query(r: _Request) -> Verdict:
@@ -157,6 +166,8 @@ async def _path_body(r: _Request) -> Verdict:
 
 async def _learning(r: _Request) -> Verdict:
     session = r.q("session")
+    if not r.q("space"):
+        return _NAME_A_SPACE
     return r.space(r.q("space")) and (session is None or await r.session(session))
 
 
@@ -184,6 +195,7 @@ RULES: list[tuple[str | tuple[str, ...], str, Rule]] = [
     (_ANY, rf"{_CONTROL}/sessions/{_SESSION}(/purge|/flush)?", _session_group),
     ("GET", rf"{_CONTROL}/learning", _learning),
     ("POST", rf"{_CONTROL}/learning/{_SESSION}/(wait|retry)", _session_group),
+    (_ANY, rf"{_CONTROL}/(search|glob)", _spaces_query),
 ]
 _COMPILED = [(m, re.compile(p + "$"), rule) for m, p, rule in RULES]
 
@@ -228,6 +240,9 @@ class ScopeGate:
         verdict = await found[0](_Request(self.store_of(), access, found[1], query, body))
         if verdict is False:
             await _refuse(send, path, 404, "not found")
+        elif isinstance(verdict, str):
+            await _refuse(send, path, 403, f"this token is bound to {access.describe()}: "
+                          + verdict)
         elif verdict is True:
             await self.app(scope, receive, send)
         else:
