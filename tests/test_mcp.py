@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 from contextlib import asynccontextmanager
+from urllib.parse import urlparse
 
 import httpx
 import httpx2
@@ -304,11 +305,11 @@ def test_stdio_without_a_daemon_says_so(tmp_path):
 
 
 def test_the_readme_client_configuration_is_valid_json():
-    readme = (os.path.dirname(__file__) + "/../README.md")
-    with open(readme) as f:
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
         text = f.read()
     section = text[text.index("## MCP"):]
     blocks = [b.split("```", 1)[0] for b in section.split("```json\n")[1:3]]
     servers = [json.loads(b)["mcpServers"]["skillfs"] for b in blocks]
     assert servers[0]["command"] == "skillfs" and servers[0]["args"][0] == "mcp"
-    assert servers[1]["url"].endswith("/mcp")
+    assert urlparse(servers[1]["url"]).path == "/mcp"
+    assert servers[1]["headers"]["Authorization"].startswith("Bearer ")
