@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from contextlib import asynccontextmanager
 from urllib.parse import urlparse
 
@@ -186,6 +187,8 @@ def test_bad_input_is_a_tool_error_and_the_server_keeps_serving(served):
          "messages[0]"),
         ("store_messages", {"session": "s", "messages": [], "space": "alice"}, "messages"),
         ("flush_session", {"session": "never-made", "space": "alice"}, "no session"),
+        ("store_messages", {"session": str(uuid.uuid4()), "space": "alice",
+                            "messages": [{"role": "user", "content": "x"}]}, "not an id"),
     ]
 
     async def steps(c):
@@ -246,8 +249,10 @@ def test_tcp_needs_a_token_and_each_token_keeps_its_scope(served):
         assert await space_names(c) == ["alice", "bob"]
         await ok(c, "write_file", space="bob", skill="daily-logs", path="tcp.md",
                  content="over tcp\n")
+        return (await ok(c, "store_messages", space="bob", session="bob-chat",
+                         messages=[{"role": "user", "content": "bob's"}]))["session_id"]
 
-    session(tcp(d, FULL), full)
+    bobs_session = session(tcp(d, FULL), full)
     assert (d.mnt / "bob/daily-logs/tcp.md").read_text() == "over tcp\n"
 
     async def alice_read_only(c):
@@ -265,6 +270,14 @@ def test_tcp_needs_a_token_and_each_token_keeps_its_scope(served):
     async def alice(c):
         assert await tool_names(c) == READ_TOOLS | WRITE_TOOLS
         await ok(c, "write_file", skill="daily-logs", path="bound.md", content="mine\n")
+        # bob's session and a session that does not exist get the same answer
+        for ref in (bobs_session, str(uuid.uuid4())):
+            text = await refused(c, "store_messages", session=ref,
+                                 messages=[{"role": "user", "content": "x"}])
+            assert text.endswith(f": no session '{ref}' in space 'alice'; name a new session "
+                                 "with a name that is not an id")
+            assert (await refused(c, "flush_session", session=ref)).endswith(
+                f": no session '{ref}' in space 'alice'")
         return await refused(c, "write_file", space="bob", skill="daily-logs",
                              path="bound.md", content="not mine\n")
 

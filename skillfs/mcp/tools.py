@@ -11,6 +11,7 @@ tool error too, so no call can take the server down.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -96,20 +97,27 @@ class Tools:
             raise Forbidden("this MCP server is read-only")
 
     async def session_in(self, space, ref: str, create: bool) -> str:
-        """A session of the space by id or name; made (named `ref`) when `create` and none is."""
+        """A session of the space by id or name; made (named `ref`) when `create` and none
+        is. A ref shaped like an id names no new session: the answer is then the same
+        whether another space has that session or not."""
         found = [s for s in await self.store.list_sessions(space_id=space.id)
                  if ref in (s.id, s.name)]
         if found:
             return found[0].id
-        try:
-            other = await self.store.get_session(ref)
-        except (NotFound, Invalid):
-            other = None
-        if other is not None:
-            raise Forbidden(f"session {ref!r} does not learn into space {space.name!r}")
         if not create:
             raise NotFound(f"no session {ref!r} in space {space.name!r}")
+        if _looks_like_id(ref):
+            raise Invalid(f"no session {ref!r} in space {space.name!r}; name a new session "
+                          "with a name that is not an id")
         return (await self.store.create_session(space_id=space.id, name=ref)).id
+
+
+def _looks_like_id(ref: str) -> bool:
+    try:
+        uuid.UUID(ref)
+    except ValueError:
+        return False
+    return True
 
 
 def _space_json(space) -> dict[str, Any]:
