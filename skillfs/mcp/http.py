@@ -58,7 +58,7 @@ class McpEndpoint:
 
         from .tools import build_server
 
-        server = build_server(lambda: self.daemon.store)
+        server = build_server(self.daemon.store)
         server.streamable_http_app(
             stateless_http=True, json_response=True,
             max_request_body_size=self.daemon.config.max_request_bytes,

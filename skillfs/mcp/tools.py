@@ -11,9 +11,11 @@ tool error too, so no call can take the server down.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, cast
 
 from mcp.server.context import CallNext, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
@@ -64,6 +66,10 @@ class Tools:
     def __init__(self, store: Store, access: Access):
         self.store = store
         self.access = access
+
+    @classmethod
+    def of(cls, ctx: Context) -> Tools:
+        return cls(cast(Store, ctx.request_context.lifespan_context), access_of(ctx))
 
     def space(self, ref: str | None):
         visible = [s for s in self.store.list_spaces() if self.access.sees(s)]
@@ -138,12 +144,22 @@ def _text(content: bytes, path: str) -> str:
             from None
 
 
-async def _run(fn, *args) -> Any:
-    """The tool's work; a skillfs error is the caller's answer, not a failure of the server."""
-    try:
-        return await fn(*args)
-    except SkillfsError as e:
-        raise ToolError(e.message) from None
+TOOLS: list[tuple[Callable[..., Awaitable[Any]], ToolAnnotations]] = []
+
+
+def _tool(annotations: ToolAnnotations):
+    """Registers a tool; a skillfs error it raises is the caller's answer (a tool error with
+    its message), not a failure of the server."""
+    def register(fn):
+        @functools.wraps(fn)
+        async def answered(*args, **kwargs):
+            try:
+                return await fn(*args, **kwargs)
+            except SkillfsError as e:
+                raise ToolError(e.message) from None
+        TOOLS.append((answered, annotations))
+        return answered
+    return register
 
 
 async def _hide_writes(ctx: ServerRequestContext[Any, Any], call_next: CallNext):
@@ -158,168 +174,167 @@ async def _hide_writes(ctx: ServerRequestContext[Any, Any], call_next: CallNext)
     return result
 
 
-def build_server(store_of: Callable[[], Store], name: str = "skillfs") -> MCPServer:
-    """The MCP server over the daemon's store (`store_of`: the store is made after the app)."""
-    server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS, middleware=[_hide_writes])
+# -- the tools --------------------------------------------------------------------------
 
-    def tools(ctx: Context) -> Tools:
-        return Tools(store_of(), access_of(ctx))
 
-    @server.tool(annotations=_READ)
-    async def list_spaces(ctx: Context) -> dict[str, Any]:
-        """The learning spaces you can see, with the names of their skills."""
-        t = tools(ctx)
-        return {"spaces": [_space_json(s) for s in sorted(t.store.list_spaces(),
-                                                          key=lambda s: s.name)
-                           if t.access.sees(s)]}
+@_tool(_READ)
+async def list_spaces(ctx: Context) -> dict[str, Any]:
+    """The learning spaces you can see, with the names of their skills."""
+    t = Tools.of(ctx)
+    return {"spaces": [_space_json(s) for s in sorted(t.store.list_spaces(),
+                                                      key=lambda s: s.name)
+                       if t.access.sees(s)]}
 
-    @server.tool(annotations=_READ)
-    async def list_skills(ctx: Context, space: SpaceArg = None) -> dict[str, Any]:
-        """The skills of a space: name, description and files of each."""
-        async def work():
-            t = tools(ctx)
-            found = t.space(space)
-            return {"space": found.name,
-                    "skills": [_skill_json(s) for s in t.store.list_space_skills(found.id)]}
-        return await _run(work)
 
-    @server.tool(annotations=_READ)
-    async def get_skill(ctx: Context, skill: SkillArg, space: SpaceArg = None) -> dict[str, Any]:
-        """A skill's SKILL.md (its rules: read them before using or changing the skill) and
-        the index of its files."""
-        async def work():
-            t = tools(ctx)
-            found = t.skill(t.space(space), skill)
-            content = await t.store.read_file(found.id, SKILL_MD)
-            return {**_skill_json(found), "skill_md": _text(content.content, SKILL_MD)}
-        return await _run(work)
+@_tool(_READ)
+async def list_skills(ctx: Context, space: SpaceArg = None) -> dict[str, Any]:
+    """The skills of a space: name, description and files of each."""
+    t = Tools.of(ctx)
+    found = t.space(space)
+    return {"space": found.name,
+            "skills": [_skill_json(s) for s in t.store.list_space_skills(found.id)]}
 
-    @server.tool(annotations=_READ)
-    async def read_file(ctx: Context, skill: SkillArg, path: PathArg,
-                        space: SpaceArg = None) -> dict[str, Any]:
-        """The current content of a file of a skill, with its version (pass it to write_file
-        as expect_version to refuse a write over someone else's change)."""
-        async def work():
-            t = tools(ctx)
-            found = t.skill(t.space(space), skill)
-            content = await t.store.read_file(found.id, path)
-            return {"path": path, "version": content.version,
-                    "content": _text(content.content, path)}
-        return await _run(work)
 
-    @server.tool(annotations=_READ)
-    async def search(ctx: Context,
-                     pattern: Annotated[str, Field(description="A regular expression (RE2 "
-                                                   "syntax), or plain text with fixed=true")],
-                     space: Annotated[str | None, Field(description="Only this space (name "
-                                                        "or id); default: every visible "
-                                                        "space")] = None,
-                     skill: Annotated[str | None, Field(description="Only this skill")] = None,
-                     glob: Annotated[str | None, Field(description="Only files whose path "
-                                                       "in the space matches, e.g. "
-                                                       "'daily-logs/*.md' or '*.md'")] = None,
-                     fixed: Annotated[bool, Field(description="The pattern is plain "
-                                                  "text")] = False,
-                     ignore_case: bool = False,
-                     max_results: Annotated[int, Field(ge=1, le=1000)] = 100,
+@_tool(_READ)
+async def get_skill(ctx: Context, skill: SkillArg, space: SpaceArg = None) -> dict[str, Any]:
+    """A skill's SKILL.md (its rules: read them before using or changing the skill) and
+    the index of its files."""
+    t = Tools.of(ctx)
+    found = t.skill(t.space(space), skill)
+    content = await t.store.read_file(found.id, SKILL_MD)
+    return {**_skill_json(found), "skill_md": _text(content.content, SKILL_MD)}
+
+
+@_tool(_READ)
+async def read_file(ctx: Context, skill: SkillArg, path: PathArg,
+                    space: SpaceArg = None) -> dict[str, Any]:
+    """The current content of a file of a skill, with its version (pass it to write_file
+    as expect_version to refuse a write over someone else's change)."""
+    t = Tools.of(ctx)
+    found = t.skill(t.space(space), skill)
+    content = await t.store.read_file(found.id, path)
+    return {"path": path, "version": content.version,
+            "content": _text(content.content, path)}
+
+
+@_tool(_READ)
+async def search(ctx: Context,
+                 pattern: Annotated[str, Field(description="A regular expression (RE2 "
+                                               "syntax), or plain text with fixed=true")],
+                 space: Annotated[str | None, Field(description="Only this space (name "
+                                                    "or id); default: every visible "
+                                                    "space")] = None,
+                 skill: Annotated[str | None, Field(description="Only this skill")] = None,
+                 glob: Annotated[str | None, Field(description="Only files whose path "
+                                                   "in the space matches, e.g. "
+                                                   "'daily-logs/*.md' or '*.md'")] = None,
+                 fixed: Annotated[bool, Field(description="The pattern is plain "
+                                              "text")] = False,
+                 ignore_case: bool = False,
+                 max_results: Annotated[int, Field(ge=1, le=1000)] = 100,
+                 ) -> dict[str, Any]:
+    """Lines of the current files that match, like `grep -rn`: each match has the
+    file's path (space/skill/file), the line number and the line."""
+    t = Tools.of(ctx)
+    found = await search_files(t.store, pattern, spaces=t.scope(space), skill=skill,
+                               glob=glob, fixed=fixed, ignore_case=ignore_case,
+                               max_results=max_results, timeout=SEARCH_SECONDS)
+    return {"matches": [{"path": m.mount_path, "line": m.line, "text": m.text,
+                         "binary": m.binary} for m in found.matches],
+            "truncated": found.truncated, "timed_out": found.timed_out}
+
+
+@_tool(_READ)
+async def glob(ctx: Context,
+               pattern: Annotated[str, Field(description="A glob over paths in a space "
+                                             "(skill/file): '*' and '?' within a name, "
+                                             "'**' across folders, '{a,b}'; a glob "
+                                             "without '/' matches names at any depth")],
+               space: Annotated[str | None, Field(description="Only this space (name or "
+                                                  "id); default: every visible "
+                                                  "space")] = None,
+               skill: Annotated[str | None, Field(description="Only this skill")] = None,
+               ) -> dict[str, Any]:
+    """Paths (space/skill/file) of the current files that match a glob."""
+    t = Tools.of(ctx)
+    paths = await glob_files(t.store, pattern, spaces=t.scope(space), skill=skill,
+                             max_results=GLOB_RESULTS)
+    return {"paths": paths, "truncated": len(paths) == GLOB_RESULTS}
+
+
+@_tool(_WRITE)
+async def write_file(ctx: Context, skill: SkillArg, path: PathArg,
+                     content: Annotated[str, Field(description="The file's whole new "
+                                                   "content (UTF-8 text)")],
+                     space: SpaceArg = None,
+                     expect_version: Annotated[int | None, Field(
+                         ge=0, description="Refuse the write unless the file is still "
+                         "this version (0: unless it does not exist yet)")] = None,
                      ) -> dict[str, Any]:
-        """Lines of the current files that match, like `grep -rn`: each match has the
-        file's path (space/skill/file), the line number and the line."""
-        async def work():
-            t = tools(ctx)
-            found = await search_files(t.store, pattern, spaces=t.scope(space), skill=skill,
-                                       glob=glob, fixed=fixed, ignore_case=ignore_case,
-                                       max_results=max_results, timeout=SEARCH_SECONDS)
-            return {"matches": [{"path": m.mount_path, "line": m.line, "text": m.text,
-                                 "binary": m.binary} for m in found.matches],
-                    "truncated": found.truncated, "timed_out": found.timed_out}
-        return await _run(work)
+    """Create or replace a file of a skill; every write is a new version (history is
+    kept). Writing SKILL.md of a skill the space does not have creates the skill."""
+    t = Tools.of(ctx)
+    t.writable()
+    found = t.space(space)
+    data = content.encode()
+    if path == SKILL_MD and skill not in found.skills:
+        made = await t.store.create_skill(content, space_id=found.id, author=AUTHOR,
+                                          reason="MCP write_file")
+        if made.name != skill:
+            raise Invalid(f"SKILL.md names the skill {made.name!r}, not {skill!r}")
+        return {"path": path, "version": made.files[SKILL_MD].version,
+                "size": len(data), "created_skill": made.name}
+    row = await t.store.write_file(t.skill(found, skill).id, path, data,
+                                   author=AUTHOR, reason="MCP write_file",
+                                   expect_version=expect_version)
+    return {"path": path, "version": row.version, "size": row.size}
 
-    @server.tool(annotations=_READ)
-    async def glob(ctx: Context,
-                   pattern: Annotated[str, Field(description="A glob over paths in a space "
-                                                 "(skill/file): '*' and '?' within a name, "
-                                                 "'**' across folders, '{a,b}'; a glob "
-                                                 "without '/' matches names at any depth")],
-                   space: Annotated[str | None, Field(description="Only this space (name or "
-                                                      "id); default: every visible "
-                                                      "space")] = None,
-                   skill: Annotated[str | None, Field(description="Only this skill")] = None,
-                   ) -> dict[str, Any]:
-        """Paths (space/skill/file) of the current files that match a glob."""
-        async def work():
-            t = tools(ctx)
-            paths = await glob_files(t.store, pattern, spaces=t.scope(space), skill=skill,
-                                     max_results=GLOB_RESULTS)
-            return {"paths": paths, "truncated": len(paths) == GLOB_RESULTS}
-        return await _run(work)
 
-    @server.tool(annotations=_WRITE)
-    async def write_file(ctx: Context, skill: SkillArg, path: PathArg,
-                         content: Annotated[str, Field(description="The file's whole new "
-                                                       "content (UTF-8 text)")],
-                         space: SpaceArg = None,
-                         expect_version: Annotated[int | None, Field(
-                             ge=0, description="Refuse the write unless the file is still "
-                             "this version (0: unless it does not exist yet)")] = None,
-                         ) -> dict[str, Any]:
-        """Create or replace a file of a skill; every write is a new version (history is
-        kept). Writing SKILL.md of a skill the space does not have creates the skill."""
-        async def work():
-            t = tools(ctx)
-            t.writable()
-            found = t.space(space)
-            data = content.encode()
-            if path == SKILL_MD and skill not in found.skills:
-                made = await t.store.create_skill(content, space_id=found.id, author=AUTHOR,
-                                                  reason="MCP write_file")
-                if made.name != skill:
-                    raise Invalid(f"SKILL.md names the skill {made.name!r}, not {skill!r}")
-                return {"path": path, "version": made.files[SKILL_MD].version,
-                        "size": len(data), "created_skill": made.name}
-            row = await t.store.write_file(t.skill(found, skill).id, path, data,
-                                           author=AUTHOR, reason="MCP write_file",
-                                           expect_version=expect_version)
-            return {"path": path, "version": row.version, "size": row.size}
-        return await _run(work)
+@_tool(_WRITE)
+async def store_messages(ctx: Context, session: SessionArg,
+                         messages: Annotated[list[dict[str, Any]], Field(
+                             min_length=1, max_length=1000,
+                             description="Messages in OpenAI chat form ({role, content, "
+                             "tool_calls…}), Anthropic form (content blocks) or "
+                             "Acontext's form")],
+                         space: SpaceArg = None) -> dict[str, Any]:
+    """Store messages of a session that learns into the space; the learner turns finished
+    tasks into skill edits (flush_session asks it to start now)."""
+    t = Tools.of(ctx)
+    t.writable()
+    found = t.space(space)
+    parsed = []
+    for i, message in enumerate(messages):
+        try:
+            parsed.append(normalize(message))
+        except Invalid as e:
+            raise Invalid(f"messages[{i}]: {e.message}") from None
+    session_id = await t.session_in(found, session, create=True)
+    seqs = await t.store.add_messages(session_id, parsed, author=AUTHOR)
+    return {"session_id": session_id, "space": found.name, "stored": len(seqs)}
 
-    @server.tool(annotations=_WRITE)
-    async def store_messages(ctx: Context, session: SessionArg,
-                             messages: Annotated[list[dict[str, Any]], Field(
-                                 min_length=1, max_length=1000,
-                                 description="Messages in OpenAI chat form ({role, content, "
-                                 "tool_calls…}), Anthropic form (content blocks) or "
-                                 "Acontext's form")],
-                             space: SpaceArg = None) -> dict[str, Any]:
-        """Store messages of a session that learns into the space; the learner turns finished
-        tasks into skill edits (flush_session asks it to start now)."""
-        async def work():
-            t = tools(ctx)
-            t.writable()
-            found = t.space(space)
-            parsed = []
-            for i, message in enumerate(messages):
-                try:
-                    parsed.append(normalize(message))
-                except Invalid as e:
-                    raise Invalid(f"messages[{i}]: {e.message}") from None
-            session_id = await t.session_in(found, session, create=True)
-            seqs = await t.store.add_messages(session_id, parsed, author=AUTHOR)
-            return {"session_id": session_id, "space": found.name, "stored": len(seqs)}
-        return await _run(work)
 
-    @server.tool(annotations=_WRITE)
-    async def flush_session(ctx: Context, session: SessionArg,
-                            space: SpaceArg = None) -> dict[str, Any]:
-        """Ask the learner to learn from a session's messages now rather than when it has
-        buffered enough or the session went quiet."""
-        async def work():
-            t = tools(ctx)
-            t.writable()
-            session_id = await t.session_in(t.space(space), session, create=False)
-            await t.store.mark_session(session_id, "flush")
-            return {"session_id": session_id, "flushed": True}
-        return await _run(work)
+@_tool(_WRITE)
+async def flush_session(ctx: Context, session: SessionArg,
+                        space: SpaceArg = None) -> dict[str, Any]:
+    """Ask the learner to learn from a session's messages now rather than when it has
+    buffered enough or the session went quiet."""
+    t = Tools.of(ctx)
+    t.writable()
+    session_id = await t.session_in(t.space(space), session, create=False)
+    await t.store.mark_session(session_id, "flush")
+    return {"session_id": session_id, "flushed": True}
 
+
+def build_server(store: Store) -> MCPServer:
+    """The MCP server over the daemon's store (handed to the tools as the SDK's lifespan
+    state)."""
+    @asynccontextmanager
+    async def lifespan(_server: MCPServer) -> AsyncIterator[Store]:
+        yield store
+
+    server: MCPServer = MCPServer("skillfs", instructions=INSTRUCTIONS,
+                                  middleware=[_hide_writes], lifespan=lifespan)
+    for fn, hints in TOOLS:
+        server.add_tool(fn, annotations=hints)
     return server
-
