@@ -52,6 +52,8 @@ class Access:
 
 
 FULL = Access()
+# for a caller whose access cannot be told: no space, no writes
+NOTHING = Access((frozenset(),), read_only=True)
 
 
 def of(scope: dict) -> Access:

@@ -326,3 +326,17 @@ def test_the_readme_client_configuration_is_valid_json():
     assert servers[0]["command"] == "skillfs" and servers[0]["args"][0] == "mcp"
     assert urlparse(servers[1]["url"]).path == "/mcp"
     assert servers[1]["headers"]["Authorization"].startswith("Bearer ")
+
+
+@pytest.mark.anyio
+async def test_a_call_without_an_http_request_sees_nothing(store):
+    """The tools take their access from the HTTP request; a call that has none (the SDK's
+    in-process transport here) gets no space and no write, never full access."""
+    from skillfs.mcp.tools import build_server
+
+    await store.create_space("alice")
+    async with Client(build_server(store)) as c:
+        assert await tool_names(c) == READ_TOOLS
+        assert await space_names(c) == []
+        assert "no space" in await refused(c, "read_file", space="alice", skill="daily-logs",
+                                           path="SKILL.md")

@@ -53,11 +53,11 @@ _READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 _WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 
 
-def access_of(ctx: Context) -> Access:
-    """The calling request's access: what the /mcp endpoint worked out for it."""
-    request = ctx.request_context.request
+def access_of(request: Any) -> Access:
+    """The calling request's access: what the /mcp endpoint worked out for it; none at all
+    for a call that came with no HTTP request (it would have to be a new transport)."""
     scope = getattr(request, "scope", None)
-    return accessmod.of(scope) if scope is not None else accessmod.FULL
+    return accessmod.of(scope) if scope is not None else accessmod.NOTHING
 
 
 class Tools:
@@ -69,7 +69,8 @@ class Tools:
 
     @classmethod
     def of(cls, ctx: Context) -> Tools:
-        return cls(cast(Store, ctx.request_context.lifespan_context), access_of(ctx))
+        return cls(cast(Store, ctx.request_context.lifespan_context),
+                   access_of(ctx.request_context.request))
 
     def space(self, ref: str | None):
         visible = [s for s in self.store.list_spaces() if self.access.sees(s)]
@@ -165,10 +166,9 @@ def _tool(annotations: ToolAnnotations):
 async def _hide_writes(ctx: ServerRequestContext[Any, Any], call_next: CallNext):
     """A read-only caller is not offered the write tools."""
     result = await call_next(ctx)
-    scope = getattr(ctx.request, "scope", None)
     # the chain's result is the wire form by now: a dict
     if ctx.method == "tools/list" and isinstance(result, dict) and \
-            scope is not None and accessmod.of(scope).read_only:
+            access_of(ctx.request).read_only:
         result = {**result, "tools": [t for t in result.get("tools", [])
                                       if t.get("name") not in WRITE_TOOLS]}
     return result
