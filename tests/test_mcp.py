@@ -108,6 +108,8 @@ def test_every_tool_over_the_unix_socket(served):
         assert {t.name for t in tools} == READ_TOOLS | WRITE_TOOLS
         for t in tools:
             assert len(t.description or "") > 20 and t.input_schema["type"] == "object"
+            for name, prop in t.input_schema["properties"].items():
+                assert prop.get("description"), (t.name, name)
         assert await space_names(c) == ["alice", "bob"]
         skills = await ok(c, "list_skills", space="alice")
         assert [s["name"] for s in skills["skills"]] == ["daily-logs", "user-general-facts"]

@@ -230,11 +230,14 @@ async def search(ctx: Context,
                                                    "'daily-logs/*.md' or '*.md'")] = None,
                  fixed: Annotated[bool, Field(description="The pattern is plain "
                                               "text")] = False,
-                 ignore_case: bool = False,
-                 max_results: Annotated[int, Field(ge=1, le=1000)] = 100,
+                 ignore_case: Annotated[bool, Field(description="Match upper and lower "
+                                                    "case alike")] = False,
+                 max_results: Annotated[int, Field(ge=1, le=1000, description="At most this "
+                                                   "many matching lines")] = 100,
                  ) -> dict[str, Any]:
     """Lines of the current files that match, like `grep -rn`: each match has the
-    file's path (space/skill/file), the line number and the line."""
+    file's path (space/skill/file), the line number and the line. A search stops after
+    max_results lines (truncated) or 5 seconds (timed_out)."""
     t = Tools.of(ctx)
     found = await search_files(t.store, pattern, spaces=t.scope(space), skill=skill,
                                glob=glob, fixed=fixed, ignore_case=ignore_case,
