@@ -311,6 +311,21 @@ def test_stdio_relays_to_the_daemon_with_its_limits(served):
     assert (d.mnt / "bob/daily-logs/stdio.md").read_text() == "over stdio\n"
 
 
+def test_stdio_says_when_the_daemon_is_gone_and_works_again_after_a_restart(served):
+    d = served
+
+    async def steps(c):
+        assert await space_names(c) == ["alice", "bob"]
+        await trio.to_thread.run_sync(d.stop)
+        gone = await refused(c, "list_spaces")
+        await trio.to_thread.run_sync(d.start)
+        return gone, await space_names(c)
+
+    gone, after = session(stdio(d), steps)
+    assert "did not answer" in gone and str(d.socket) in gone
+    assert after == ["alice", "bob"]
+
+
 def test_stdio_without_a_daemon_says_so(tmp_path):
     env = {**os.environ, "SKILLFS_SOCKET": str(tmp_path / "none.sock")}
     r = subprocess.run([SKILLFS, "mcp"], env=env, capture_output=True, text=True,

@@ -12,9 +12,9 @@ or a read-only token on TCP.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import httpx2
@@ -28,6 +28,8 @@ from mcp.server.stdio import stdio_server
 from .http import PATH
 from .tools import INSTRUCTIONS
 
+T = TypeVar("T")
+
 
 def daemon_url(spaces: Sequence[str], read_only: bool) -> str:
     query: list[tuple[str, str]] = [("space", s) for s in spaces]
@@ -36,32 +38,68 @@ def daemon_url(spaces: Sequence[str], read_only: bool) -> str:
     return f"http://skillfs{PATH}" + (f"?{urlencode(query)}" if query else "")
 
 
-def _unreachable(socket: Path, e: Exception) -> types.CallToolResult:
-    return types.CallToolResult(is_error=True, content=[types.TextContent(
-        type="text", text=f"the skillfs daemon did not answer at {socket} ({e}); start it "
-        "with: skillfs mount MOUNTPOINT")])
+class DaemonGone(Exception):
+    """The daemon did not answer on its socket."""
+
+
+def _transport_error(e: BaseException) -> BaseException | None:
+    """The connection error inside what the SDK's task groups raised, if that is what it is."""
+    if isinstance(e, httpx2.TransportError | OSError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for sub in e.exceptions:
+            found = _transport_error(sub)
+            if found is not None:
+                return found
+    return None
+
+
+class Relay:
+    """One MCP exchange with the daemon per call: the SDK's HTTP client transport ends its
+    session on a connection error, so a session kept open would die with a daemon restart;
+    a fresh one per call just works again once the daemon is back (the server is stateless:
+    the protocol version it chose at the first call is reused, without asking again)."""
+
+    def __init__(self, socket: Path, spaces: Sequence[str], read_only: bool):
+        self.socket = socket
+        self.url = daemon_url(spaces, read_only)
+        self.mode: Any = "auto"
+        self.discovered: types.DiscoverResult | None = None
+        self.http = httpx2.AsyncClient(transport=httpx2.AsyncHTTPTransport(uds=str(socket)),
+                                       timeout=httpx2.Timeout(30, read=300))
+
+    async def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
+        try:
+            async with Client(streamable_http_client(self.url, http_client=self.http),
+                              mode=self.mode, prior_discover=self.discovered) as c:
+                if c.session.discover_result is not None:
+                    # the next calls skip the probe
+                    self.mode, self.discovered = c.protocol_version, c.session.discover_result
+                return await fn(c)
+        except Exception as e:
+            found = _transport_error(e)
+            if found is None:
+                raise
+            raise DaemonGone(f"the skillfs daemon did not answer at {self.socket} ({found}); "
+                             "start it with: skillfs mount MOUNTPOINT") from None
+
+    async def list_tools(self, ctx: ServerRequestContext[Any],
+                         params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        return await self.call(lambda c: c.list_tools())
+
+    async def call_tool(self, ctx: ServerRequestContext[Any],
+                        params: types.CallToolRequestParams) -> types.CallToolResult:
+        try:
+            return await self.call(lambda c: c.call_tool(params.name, params.arguments or {}))
+        except DaemonGone as e:
+            return types.CallToolResult(is_error=True, content=[
+                types.TextContent(type="text", text=str(e))])
 
 
 async def serve(socket: Path, spaces: Sequence[str] = (), read_only: bool = False) -> None:
-    """Serve stdio until the client closes it; the daemon must be running at the start."""
-    http = httpx2.AsyncClient(transport=httpx2.AsyncHTTPTransport(uds=str(socket)),
-                              timeout=httpx2.Timeout(30, read=300))
-    async with http, Client(streamable_http_client(daemon_url(spaces, read_only),
-                                                   http_client=http)) as daemon:
-
-        async def list_tools(ctx: ServerRequestContext[Any],
-                             params: types.PaginatedRequestParams | None
-                             ) -> types.ListToolsResult:
-            return await daemon.list_tools()
-
-        async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
-                            ) -> types.CallToolResult:
-            try:
-                return await daemon.call_tool(params.name, params.arguments or {})
-            except (httpx2.TransportError, OSError) as e:
-                return _unreachable(socket, e)
-
-        server: Server = Server("skillfs", instructions=INSTRUCTIONS,
-                                on_list_tools=list_tools, on_call_tool=call_tool)
-        async with stdio_server() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
+    """Serve stdio until the client closes it."""
+    relay = Relay(socket, spaces, read_only)
+    server: Server = Server("skillfs", instructions=INSTRUCTIONS,
+                            on_list_tools=relay.list_tools, on_call_tool=relay.call_tool)
+    async with relay.http, stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
