@@ -185,6 +185,8 @@ def test_bad_input_is_a_tool_error_and_the_server_keeps_serving(served):
                         "space": "alice"}, ""),
         ("write_file", {"skill": "daily-logs", "path": "../escape.md", "content": "x",
                         "space": "alice"}, ""),
+        ("write_file", {"skill": "daily-logs", "path": "big.md", "content": "x" * (1 << 20) + "x",
+                        "space": "alice"}, "1048576"),
         ("store_messages", {"session": "s", "messages": [{"nonsense": 1}], "space": "alice"},
          "messages[0]"),
         ("store_messages", {"session": "s", "messages": [], "space": "alice"}, "messages"),
@@ -203,6 +205,7 @@ def test_bad_input_is_a_tool_error_and_the_server_keeps_serving(served):
 
     assert session(unix(d), steps) == ["alice", "bob"]
     assert not (d.mnt / "alice/escape.md").exists()
+    assert not (d.mnt / "alice/daily-logs/big.md").exists()
     with d.http() as http:
         garbage = http.post("/mcp", content=b"{not json", headers={
             "Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
