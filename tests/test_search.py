@@ -80,7 +80,8 @@ async def test_bad_and_catastrophic_patterns(store: Store) -> None:
 
 
 @store_tier
-async def test_scope_caps_and_versions(store: Store) -> None:
+async def test_scope_caps_and_versions(store: Store, monkeypatch) -> None:
+    monkeypatch.setattr(search, "SLICE_FILES", 7)  # slices that cut skills and span them
     alice = await _notes(store, "alice", {f"n{i:03}.md": b"hit\nhit\n" for i in range(300)})
     bob = await store.create_space("bob")
     await store.include_skill(bob.id, alice)
@@ -120,9 +121,10 @@ async def test_reads_what_the_cache_does_not_hold(db_path) -> None:
     try:
         await _notes(store, files={f"f{i:03}.md": b"line\n" * 400 + f"needle {i}\n".encode()
                                    for i in range(200)})
+        await _notes(store, "bob", files={"g.md": b"needle 200\n"})
         found = await search.search(store, r"needle \d+", max_results=500)
-        assert [m.text for m in found.matches] == [f"needle {i}" for i in range(200)]
-        assert {m.line for m in found.matches} == {401}
+        assert [m.text for m in found.matches] == [f"needle {i}" for i in range(201)]
+        assert {m.line for m in found.matches[:200]} == {401}
     finally:
         store.close()
 
