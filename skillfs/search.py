@@ -216,7 +216,7 @@ async def search(store, pattern: str, *, spaces: list[str] | None = None,
     compiled = compile_pattern(pattern, fixed=fixed, ignore_case=ignore_case)
     globbed = compile_glob(glob) if glob is not None else None
     run = _Search(store, compiled, max_results, time.monotonic() + timeout)
-    await run.units(_units(store, spaces, skill), globbed)
+    await run.run(_units(store, spaces, skill), globbed)
     return Found(run.matches, run.truncated, run.timed_out)
 
 
@@ -242,7 +242,7 @@ class _Search:
         self._done: set[str] = set()  # skill ids
         self._next_unit = 0
 
-    async def units(self, units: list[_Unit], globbed: Callable[[str], bool] | None) -> None:
+    async def run(self, units: list[_Unit], globbed: Callable[[str], bool] | None) -> None:
         skills = list({unit.skill.id: unit.skill for unit in units}.values())
         self._found = {sk.id: [] for sk in skills}
         listed = await _listed(skills, globbed)
@@ -257,14 +257,14 @@ class _Search:
             if end == len(listed) or listed[end][0] != last:
                 self._done.add(last)
             pos = end
-            self._hand_out(units, final=False)
+            self._hand_out(units)
         self._done.update(self._found)  # what is left holds what was found of it
-        self._hand_out(units, final=True)
+        self._hand_out(units)
 
     def _stopped(self) -> bool:
         return self.truncated or self._lines > self.max_results or self._out_of_time()
 
-    def _hand_out(self, units: list[_Unit], final: bool) -> None:
+    def _hand_out(self, units: list[_Unit]) -> None:
         while self._next_unit < len(units) and not self.truncated:
             unit = units[self._next_unit]
             if unit.skill.id not in self._done:
