@@ -971,8 +971,10 @@ def _scoped(f):
                    "string.")
 @click.option("-i", "--ignore-case", is_flag=True, help="Ignore case.")
 @click.option("--max-results", default=1000, show_default=True, help="Matches at most.")
-@click.option("--timeout", default=5.0, show_default=True,
-              help="Seconds after which the daemon stops searching.")
+# Longer than the API's 5 s: a person at the command line wants the whole answer, and the
+# daemon keeps serving meanwhile (100,000 files take seconds on a busy machine).
+@click.option("--timeout", default=30.0, show_default=True,
+              help="Seconds after which the daemon stops searching (at most 30).")
 @json_option
 @click.pass_context
 def search_cmd(ctx, pattern, spaces, skill, glob, regex, ignore_case, max_results, timeout,
