@@ -173,6 +173,14 @@ def test_cli_prints_grep_lines_under_the_mount_root(daemon, space):
                    "truncated": False, "timed_out": False}
     r = daemon.cli("search", "a", "--max-results", "2")
     assert len(r.stdout.splitlines()) == 2 and "--max-results" in r.stderr
+    (daemon.mnt / "bob" / "daily-logs" / "b.md").write_text("gamma in bob\n")
+    api = daemon.api("GET", "/skillfs/v1/search", params=[
+        ("pattern", "gamma"), ("space", "bob"), ("space", "alice"), ("max_results", "2")])
+    assert api.status_code == 200 and api.json()["truncated"]
+    assert [m["file"] for m in api.json()["matches"]] == ["alice/notes/a.md",
+                                                          "alice/notes/deep/b.md"]
+    r = daemon.cli("--socket", str(daemon.home / "none.sock"), "search", "x", check=False)
+    assert r.returncode == 2 and "not running" in r.stderr
 
 
 def test_bad_patterns_exit_2_and_catastrophic_ones_answer_at_once(daemon, space):
