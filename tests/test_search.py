@@ -15,7 +15,7 @@ from conftest import SKILLFS, wait_for
 
 from skillfs import errors, search
 from skillfs.search import SearchError
-from skillfs.store import Store
+from skillfs.store import Store, purging
 
 SKILL = b"---\nname: notes\ndescription: what we noted\n---\nKeep notes.\n"
 
@@ -301,3 +301,21 @@ def _cat_times(path, count: int = 40) -> list[float]:
 
 def _ms(samples: list[float], q: float) -> str:
     return f"{sorted(samples)[min(len(samples) - 1, int(q * len(samples)))] * 1e3:.0f} ms"
+
+
+@store_tier
+async def test_skill_in_no_space_and_the_purge_pattern(store: Store, monkeypatch) -> None:
+    loose = await store.create_skill(SKILL, {"a.md": b"key sk-1\n"})
+    found = await search.search(store, "sk-", skill=loose.id)
+    assert [(m.space, m.skill, m.path) for m in found.matches] == [("", "notes", "a.md")]
+    with pytest.raises(SearchError, match="backreferences"):
+        await store.purge_file(loose.id, "a.md", by="t", why="x", pattern=r"(k)\1")
+    with pytest.raises(SearchError, match="empty string"):
+        await store.purge_file(loose.id, "a.md", by="t", why="x", pattern="^")
+    monkeypatch.setattr(purging, "MATCH_SECONDS", -1.0)
+    with pytest.raises(SearchError, match="nothing was purged"):
+        await store.purge_file(loose.id, "a.md", by="t", why="x", pattern="sk-[0-9]")
+    monkeypatch.setattr(purging, "MATCH_SECONDS", 60.0)
+    out = await store.purge_file(loose.id, "a.md", by="t", why="x", pattern="sk-[0-9]")
+    assert out.purged == [1] and (await store.read_file(loose.id, "a.md")).content == (
+        b"key [purged]\n")
