@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import re2
@@ -45,8 +45,8 @@ from .tree import FileNode, Skill, Space
 
 MAX_PATTERN = 4096  # characters of a pattern or a glob
 MAX_TEXT = 1000  # characters of a line shown
-SLICE_FILES = 256  # files matched per trip to a worker thread
-SLICE_BYTES = 2 << 20
+SLICE_FILES = 1024  # files matched per trip to a worker thread
+SLICE_BYTES = 4 << 20
 _GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.DOTMATCH | wcglob.BRACE | wcglob.MATCHBASE
 _ANYWHERE = re2._Anchor.UNANCHORED
 
@@ -123,8 +123,12 @@ def compile_pattern(pattern: str, *, fixed: bool = False,
     options.log_errors = False
     options.case_sensitive = not ignore_case
     options.literal = fixed
+    try:
+        encoded = pattern.encode()
+    except UnicodeEncodeError:
+        raise SearchError(f"{pattern!r} is not valid Unicode") from None
     # (?m): ^ and $ at each line's start and end, as grep reads lines.
-    text = pattern.encode() if fixed else b"(?m)" + pattern.encode()
+    text = encoded if fixed else b"(?m)" + encoded
     try:
         return Pattern(re2.compile(text, options))
     except re2.error as e:
@@ -212,14 +216,18 @@ async def search(store, pattern: str, *, spaces: list[str] | None = None,
     compiled = compile_pattern(pattern, fixed=fixed, ignore_case=ignore_case)
     globbed = compile_glob(glob) if glob is not None else None
     run = _Search(store, compiled, max_results, time.monotonic() + timeout)
-    for unit in _units(store, spaces, skill):
-        if not await run.skill(unit, globbed):
-            break
+    await run.run(_units(store, spaces, skill), globbed)
     return Found(run.matches, run.truncated, run.timed_out)
 
 
+_Line = tuple[str, int, str, bool]  # path, line, text, binary
+
+
 class _Search:
-    """One search's progress: what it found, and whether it must stop."""
+    """One search's progress. The skills are searched once each (a skill in several spaces
+    too), as one stream of files cut into slices: a slice may span many small skills, so a
+    search costs a few trips to a worker thread, not a few per skill. Matches are handed
+    out per space and skill, in order, as each skill is done."""
 
     def __init__(self, store, pattern: Pattern, max_results: int, deadline: float) -> None:
         self.store = store
@@ -229,86 +237,118 @@ class _Search:
         self.matches: list[Match] = []
         self.truncated = False
         self.timed_out = False
-        # A skill included in several spaces is searched once.
-        self._seen: dict[str, list[tuple[str, int, str, bool]]] = {}
+        self._found: dict[str, list[_Line]] = {}  # by skill id
+        self._lines = 0  # found, each skill counted once
+        self._done: set[str] = set()  # skill ids
+        self._next_unit = 0
 
-    async def skill(self, unit: _Unit, globbed: Callable[[str], bool] | None) -> bool:
-        """Search one skill of a space; False once the search must stop."""
-        found = self._seen.get(unit.skill.id)
-        if found is None:
-            found = []
-            files = _files(unit.skill, globbed)
-            complete = True
-            while files and complete:
-                complete = await self._slice(_take_slice(files), found)
-            if complete:
-                self._seen[unit.skill.id] = found
-        for path, line, text, binary in found:
-            if len(self.matches) == self.max_results:
-                self.truncated = True
-                break
-            self.matches.append(Match(unit.space, unit.skill.name, path, line, text, binary))
-        await trio.sleep(0)  # FUSE requests go first between skills too
-        return not (self.truncated or self._out_of_time())
+    async def run(self, units: list[_Unit], globbed: Callable[[str], bool] | None) -> None:
+        skills = list({unit.skill.id: unit.skill for unit in units}.values())
+        self._found = {sk.id: [] for sk in skills}
+        listed = await _listed(skills, globbed)
+        pos = 0
+        while pos < len(listed) and not self._stopped():
+            end = _slice_end(listed, pos)
+            await self._slice(listed[pos:end])
+            # Files are listed skill by skill: the slice's skills are done but its last
+            # one, unless the next slice starts another.
+            last = listed[end - 1][0]
+            self._done.update(sid for sid, _ in listed[pos:end] if sid != last)
+            if end == len(listed) or listed[end][0] != last:
+                self._done.add(last)
+            pos = end
+            self._hand_out(units)
+        self._done.update(self._found)  # what is left holds what was found of it
+        self._hand_out(units)
 
-    async def _slice(self, files: list[FileNode], found: list) -> bool:
-        """Match a slice of files; False once the search must stop."""
-        keys = [(node.id, node.version) for node in files]
-        contents, missing = await trio.to_thread.run_sync(self._cached, keys)
-        if missing:
-            contents.update(await self.store.ctx.read(self.store.files.read_versions, missing))
-        # One more than fits: finding it tells that the answer is truncated.
-        room = self.max_results - len(self.matches) - len(found) + 1
-        new = await trio.to_thread.run_sync(self._match, files, contents, room)
-        found.extend(new)
-        return len(new) < room and not self._out_of_time()
+    def _stopped(self) -> bool:
+        return self.truncated or self._lines > self.max_results or self._out_of_time()
+
+    def _hand_out(self, units: list[_Unit]) -> None:
+        while self._next_unit < len(units) and not self.truncated:
+            unit = units[self._next_unit]
+            if unit.skill.id not in self._done:
+                return
+            for path, line, text, binary in self._found[unit.skill.id]:
+                if len(self.matches) == self.max_results:
+                    self.truncated = True
+                    return
+                self.matches.append(Match(unit.space, unit.skill.name, path, line, text,
+                                          binary))
+            self._next_unit += 1
+
+    async def _slice(self, part: list[tuple[str, FileNode]]) -> None:
+        """Match a slice of files: those the cache holds at once, then those it does not,
+        read from the database in one query."""
+        room = self.max_results - self._lines + 1  # one more than fits: truncated
+        found, missing = await trio.to_thread.run_sync(
+            self._match, part, range(len(part)), None, room)
+        if missing and not self._out_of_time():
+            contents = await self.store.ctx.read(self.store.files.read_versions,
+                                                 [_key(part[i][1]) for i in missing])
+            more, _ = await trio.to_thread.run_sync(self._match, part, missing, contents, room)
+            found.update(more)
+        for i in sorted(found):
+            self._found[part[i][0]].extend(found[i])
+            self._lines += len(found[i])
 
     def _out_of_time(self) -> bool:
         if time.monotonic() > self.deadline:
             self.timed_out = True
         return self.timed_out
 
-    # -- on a worker thread --
-
-    def _cached(self, keys: list[tuple[int, int]]):
-        """The contents the cache holds (left where they are in its order), and the keys it
-        does not hold."""
-        cache = self.store.cache
-        contents = {}
+    # On a worker thread. The cache is read without touching its order: a search must not
+    # make it keep what only the search read.
+    def _match(self, part: list[tuple[str, FileNode]], which: Iterable[int],
+               contents: dict[tuple[int, int], bytes] | None, room: int
+               ) -> tuple[dict[int, list[_Line]], list[int]]:
+        """Lines found in each file of `part` (by index) and the files whose content was
+        not at hand, stopping after `room` lines."""
+        found: dict[int, list[_Line]] = {}
         missing = []
-        for key in keys:
-            content = cache.get(key, touch=False)
+        for i in which:
+            node = part[i][1]
+            key = _key(node)
+            content = (self.store.cache.get(key, touch=False) if contents is None
+                       else contents.get(key))
             if content is None:
-                missing.append(key)
-            else:
-                contents[key] = content
-        return contents, missing
-
-    def _match(self, files: list[FileNode], contents: dict[tuple[int, int], bytes],
-               room: int) -> list[tuple[str, int, str, bool]]:
-        out: list[tuple[str, int, str, bool]] = []
-        for node in files:
-            # A file deleted or changed since the slice was taken, and its old version
-            # purged meanwhile, has nothing: it is not the current version any more.
-            content = contents.get((node.id, node.version))
-            if content is not None:
-                out.extend(file_matches(self.pattern, content, node.path, room - len(out)))
-            if len(out) >= room or self._out_of_time():
+                # In the second pass: a version purged since the slice was taken.
+                missing.append(i)
+                continue
+            lines = file_matches(self.pattern, content, node.path, room)
+            if lines:
+                found[i] = lines
+                room -= len(lines)
+            if room <= 0 or self._out_of_time():
                 break
-        return out
+        return found, missing
 
 
-def _take_slice(files: list[FileNode]) -> list[FileNode]:
-    """Take the next files off the list: SLICE_FILES, or SLICE_BYTES of them (one at
-    least)."""
-    take, size = 0, 0
-    while take < min(len(files), SLICE_FILES) and (take == 0
-                                                    or size + files[take].size <= SLICE_BYTES):
-        size += files[take].size
-        take += 1
-    part = files[:take]
-    del files[:take]
-    return part
+def _key(node: FileNode) -> tuple[int, int]:
+    return node.id, node.version
+
+
+async def _listed(skills: list[Skill], globbed: Callable[[str], bool] | None
+                  ) -> list[tuple[str, FileNode]]:
+    """(skill id, file) for every file to search, skill by skill, each skill's files taken
+    at once; the loop is let go now and then."""
+    listed: list[tuple[str, FileNode]] = []
+    for i, skill in enumerate(skills, start=1):
+        listed.extend((skill.id, node) for node in _files(skill, globbed))
+        if i % 64 == 0:
+            await trio.sleep(0)
+    return listed
+
+
+def _slice_end(listed: list[tuple[str, FileNode]], pos: int) -> int:
+    """Where the slice that starts at `pos` ends: SLICE_FILES files, or SLICE_BYTES of
+    them (one at least)."""
+    end, size = pos, 0
+    limit = min(len(listed), pos + SLICE_FILES)
+    while end < limit and (end == pos or size + listed[end][1].size <= SLICE_BYTES):
+        size += listed[end][1].size
+        end += 1
+    return end
 
 
 def file_matches(pattern: Pattern, content: bytes, path: str,
