@@ -137,7 +137,7 @@ def test_every_tool_over_the_unix_socket(served):
         assert "Made through MCP" in (d.mnt / "alice/mcp-made/SKILL.md").read_text()
 
         found = await ok(c, "search", pattern="apple")
-        assert [(m["path"], m["line"]) for m in found["matches"]] == [
+        assert [(m["file"], m["line"]) for m in found["matches"]] == [
             ("alice/daily-logs/notes.md", 1), ("bob/daily-logs/notes.md", 1)]
         assert found["truncated"] is False and found["timed_out"] is False
         found = await ok(c, "search", pattern="APPLE PIE", space="alice", ignore_case=True,
@@ -229,7 +229,7 @@ def test_space_and_read_only_limits_on_the_unix_socket(served):
         bob_id = d.api("GET", "/skillfs/v1/spaces").json()[1]["id"]
         assert "no space" in await refused(c, "list_skills", space=bob_id)
         found = await ok(c, "search", pattern="apple")
-        assert [m["path"] for m in found["matches"]] == ["alice/daily-logs/notes.md"]
+        assert [m["file"] for m in found["matches"]] == ["alice/daily-logs/notes.md"]
         assert (await ok(c, "glob", pattern="*.md"))["paths"][0].startswith("alice/")
         assert "no skill" in await refused(c, "search", pattern="x", skill="nope")
         # the write tools are not offered, and calling one anyway is refused
@@ -265,7 +265,7 @@ def test_tcp_needs_a_token_and_each_token_keeps_its_scope(served):
         assert await space_names(c) == ["alice"]
         assert "read-only" in await refused(c, "write_file", skill="daily-logs",
                                             path="x.md", content="x")
-        return [m["path"] for m in (await ok(c, "search", pattern="apple"))["matches"]]
+        return [m["file"] for m in (await ok(c, "search", pattern="apple"))["matches"]]
 
     assert session(tcp(d, ALICE_RO), alice_read_only) == ["alice/daily-logs/notes.md"]
     # the query narrows a token, never widens it

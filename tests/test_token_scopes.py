@@ -95,6 +95,9 @@ def test_a_space_bound_token_sees_and_touches_only_its_spaces(served):
         r = c.put("/skillfs/v1/files", params={"path": "alice/daily-logs/bound.md"},
                   content=b"mine\n")
         assert r.status_code == 200
+        r = c.get("/skillfs/v1/search", params={"pattern": "notes", "space": "alice"})
+        assert r.status_code == 200, r.text
+        assert {m["file"].split("/")[0] for m in r.json()["matches"]} == {"alice"}
         assert (d.mnt / "alice/daily-logs/bound.md").read_text() == "mine\n"
         # another space's objects: 404, by id, name, path, skill, in a query or a body
         others = [

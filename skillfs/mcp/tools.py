@@ -235,15 +235,17 @@ async def search(ctx: Context,
                  max_results: Annotated[int, Field(ge=1, le=1000, description="At most this "
                                                    "many matching lines")] = 100,
                  ) -> dict[str, Any]:
-    """Lines of the current files that match, like `grep -rn`: each match has the
-    file's path (space/skill/file), the line number and the line. A search stops after
+    """Lines of the current files that match, like `grep -rn`: each match has the file
+    (space/skill/path, as under the mount), the line number and the line. A search stops after
     max_results lines (truncated) or 5 seconds (timed_out)."""
     t = Tools.of(ctx)
     found = await search_files(t.store, pattern, spaces=t.scope(space), skill=skill,
                                glob=glob, fixed=fixed, ignore_case=ignore_case,
                                max_results=max_results, timeout=SEARCH_SECONDS)
-    return {"matches": [{"path": m.mount_path, "line": m.line, "text": m.text,
-                         "binary": m.binary} for m in found.matches],
+    # the control API's shape: `file` under the mount root, `path` in the skill
+    return {"matches": [{"file": m.mount_path, "space": m.space, "skill": m.skill,
+                         "path": m.path, "line": m.line, "text": m.text, "binary": m.binary}
+                        for m in found.matches],
             "truncated": found.truncated, "timed_out": found.timed_out}
 
 
@@ -261,8 +263,8 @@ async def glob(ctx: Context,
     """Paths (space/skill/file) of the current files that match a glob."""
     t = Tools.of(ctx)
     paths = await glob_files(t.store, pattern, spaces=t.scope(space), skill=skill,
-                             max_results=GLOB_RESULTS)
-    return {"paths": paths, "truncated": len(paths) == GLOB_RESULTS}
+                             max_results=GLOB_RESULTS + 1)
+    return {"paths": paths[:GLOB_RESULTS], "truncated": len(paths) > GLOB_RESULTS}
 
 
 @_tool(_WRITE)
