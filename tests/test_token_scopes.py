@@ -5,7 +5,11 @@ on the Acontext routes and the control API alike. A plain token keeps full acces
 
 from __future__ import annotations
 
+import base64
+import io
+import os
 import subprocess
+import zipfile
 
 import httpx
 import pytest
@@ -163,6 +167,29 @@ def test_a_bound_token_runs_acontexts_session_flow_in_its_space(served):
             assert c.request(method, path).status_code == 404, (method, path)
     with client(d, FULL) as full:
         assert full.get(f"/api/v1/session/{foreign}/configs").status_code == 200
+
+
+def test_a_body_past_what_the_gate_reads_reaches_the_route_whole(served):
+    """The gate reads a body's first MiB to find a path in it; the route still gets every
+    byte (a 1.4 MB ZIP of files that hardly compress)."""
+    d = served
+    parts = {f"part{i}.txt": base64.b64encode(os.urandom(700_000)) for i in range(2)}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big/SKILL.md", "---\nname: big\ndescription: A large skill.\n---\n")
+        for name, data in parts.items():
+            zf.writestr(f"big/{name}", data)
+    assert len(buf.getvalue()) > 1_300_000
+    with client(d, ALICE) as c:
+        r = c.post("/skillfs/v1/skills/import", params={"space": "alice"},
+                   content=buf.getvalue(), headers={"Content-Type": "application/zip"})
+        assert r.status_code == 201, r.text
+        r = c.post("/skillfs/v1/skills/import", params={"space": "bob"},
+                   content=buf.getvalue(), headers={"Content-Type": "application/zip"})
+        assert r.status_code == 404
+    for name, data in parts.items():
+        assert (d.mnt / "alice/big" / name).read_bytes() == data
+    assert not (d.mnt / "bob/big").exists()
 
 
 def test_a_token_given_plain_and_scoped_is_refused(tmp_path):

@@ -253,13 +253,14 @@ async def _read_body(receive) -> tuple[Any, Callable]:
     """The request's JSON body (None if it has none or it is not JSON), and a `receive`
     that hands the route the same bytes."""
     chunks, size, more = [], 0, True
-    while more:
+    # past the JSON cap the body is no JSON a route takes: the rest is left unread
+    while more and size <= MAX_JSON_BYTES:
         message = await receive()
         if message["type"] != "http.request":
             return None, _replay([message], receive)
         chunks.append(message.get("body", b""))
         size += len(chunks[-1])
-        more = message.get("more_body", False) and size <= MAX_JSON_BYTES
+        more = message.get("more_body", False)
     raw = b"".join(chunks)
     replayed = [{"type": "http.request", "body": raw, "more_body": more}]
     try:
