@@ -294,8 +294,12 @@ def _filtered(send, keep: Callable[[Any], Any]):
         if message.get("more_body"):
             return
         body = b"".join(chunks)
-        if start.get("status") == 200:
-            body = json.dumps(keep(json.loads(body))).encode()
+        if start.get("status") != 200 or not body:  # an error, or HEAD's empty body
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+            return
+        # a list that cannot be read is not sent unfiltered: this raises, the guard 500s
+        body = json.dumps(keep(json.loads(body))).encode()
         headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
         await send({**start, "headers": [*headers, (b"content-length",
                                                     str(len(body)).encode())]})
