@@ -205,3 +205,8 @@ def test_a_token_given_plain_and_scoped_is_refused(tmp_path):
     r = subprocess.run([SKILLFS, "config", "show"], env=d.env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and "twice" not in r.stdout
+    # a misspelt key is refused, not read as a token without limits
+    (d.home / "config.toml").write_text('[[tokens]]\ntoken = "t"\nreadonly = true\n')
+    r = subprocess.run([SKILLFS, "mount", str(d.mnt), *d.args], env=d.env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "readonly" in r.stderr
