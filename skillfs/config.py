@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource,
                                SettingsConfigDict, TomlConfigSettingsSource)
 
+from .access import FULL, Access
 from .locations import default_home, toml_path
 
 ENV_PREFIX = "SKILLFS_"
@@ -111,6 +112,19 @@ class LearnerConfig(LLMConfig):
         return "openai" if self.api_key or self.base_url else "rules"
 
 
+class TokenScope(BaseModel):
+    """A bearer token bound to some spaces, or to reading only (access.py)."""
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1)
+    spaces: list[str] | None = Field(None, min_length=1, description="The spaces it sees "
+                                     "(names or ids); unset: every space")
+    read_only: bool = False
+
+    def access(self) -> Access:
+        return FULL.narrowed(self.spaces or (), self.read_only)
+
+
 # The TOML file load() was asked for: pydantic-settings builds its sources from the class,
 # not from the call, so the path travels beside it.
 _toml_file: ContextVar[Path | None] = ContextVar("skillfs_toml_file", default=None)
@@ -161,9 +175,11 @@ class Config(BaseSettings):
     group_write: bool = Field(False, description="allow_other's group may write too")
     listen: str | None = Field(None, description="`127.0.0.1:PORT`: also serve the HTTP API "
                                "over TCP (needs a token)", json_schema_extra=_flag("--listen"))
-    tokens: list[str] = Field(default_factory=list, description="Bearer tokens accepted on "
-                              "TCP; added to `$SKILLFS_TOKEN`'s and `--token-file`'s, never "
-                              "from the command line")
+    tokens: list[str | TokenScope] = Field(
+        default_factory=list, description="Bearer tokens accepted on TCP; added to "
+        "`$SKILLFS_TOKEN`'s and `--token-file`'s, never from the command line. A token may be "
+        "a table `{token = \"…\", spaces = [\"alice\"], read_only = true}`: bound to those "
+        "spaces (names or ids), read-only")
     max_request_bytes: int = Field(32 << 20, ge=1, description="Larger HTTP request bodies get "
                                    "a 413")
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
@@ -344,15 +360,36 @@ class ResolvedConfig(Config):
 
 
 
-def all_tokens(configured: list[str], token_file: Path | None = None) -> list[str]:
-    """The bearer tokens: the config's, $SKILLFS_TOKEN's and a token file's (one a line,
-    '#' comments). Never argv's: every local user can read /proc/PID/cmdline."""
+def all_tokens(configured: list[str | TokenScope],
+               token_file: Path | None = None) -> list[str | TokenScope]:
+    """The bearer tokens: the config's (plain or scoped), $SKILLFS_TOKEN's and a token file's
+    (one a line, '#' comments; both plain). Never argv's: every local user can read
+    /proc/PID/cmdline."""
     tokens = list(configured)
     tokens.append(os.environ.get("SKILLFS_TOKEN", "").strip())
     if token_file is not None:
         tokens += [line.strip() for line in Path(token_file).read_text().splitlines()
                    if not line.lstrip().startswith("#")]
-    return list(dict.fromkeys(t for t in tokens if t))
+    seen: set[tuple[str, Access]] = set()
+    out: list[str | TokenScope] = []
+    for t in tokens:
+        key = (t.token, t.access()) if isinstance(t, TokenScope) else (t, FULL)
+        if key[0] and key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
+
+
+def token_access(tokens: list[str | TokenScope]) -> dict[str, Access]:
+    """Each token's access; a token given twice, scoped once and plain once, is refused
+    rather than given the wider of the two."""
+    out: dict[str, Access] = {}
+    for t in tokens:
+        text, access = (t.token, t.access()) if isinstance(t, TokenScope) else (t, FULL)
+        if out.get(text, access) != access:
+            raise ConfigError("a token is given twice with different scopes")
+        out[text] = access
+    return out
 
 
 def settings_table() -> str:

@@ -197,6 +197,7 @@ class Daemon:
                 nursery.start_soon(self._fuse_main)
                 nursery.start_soon(self._signals)
                 nursery.start_soon(store.db.supervise)
+                nursery.start_soon(app.state.mcp.run)
                 await nursery.start(self._serve, app, f"unix:{c.socket}")
                 if c.listen:
                     await nursery.start(self._serve, BearerAuth(app, c.tokens), c.listen)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import cleanup, corpus as corpus_mod, daemon_figures, figures, report, systems
+from . import search_figures
 
 QUICK_SIZES = [2000, 20000]
 FULL_SIZES = [2000, 20000, 100000]
@@ -41,6 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--reads-only", action="store_true",
                    help="only the read figures: skip the daemon's own (ingestion, edits, "
                         "learning), e.g. for a 100,000-file run")
+    p.add_argument("--search-only", action="store_true",
+                   help="only the search figure (skillfs search against grep -rn through the "
+                        "mount and on tmpfs): no other system's figures")
     p.add_argument("--no-chart", action="store_true",
                    help="skip the PNG (and the matplotlib install)")
     p.add_argument("--no-drop-caches", action="store_true",
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         s.edit_runs = 30
         s.learn_runs = 5
         s.learn_model_runs = 10
-    if args.reads_only:
+    if args.reads_only or args.search_only:
         s.daemon_sizes = "none"
     out = args.out.resolve()
     logs = out / "logs"
@@ -171,11 +175,19 @@ def _run(args, sizes, s, out: Path, logs: Path, started: float) -> int:
                     entry["figures"]["import"] = {"value": extra["import_s"], "runs": 1}
                     entry["figures"]["db_size"] = {"value": extra["db_mb"], "runs": 1}
                     entry["import_how"] = extra["import_how"]
-                runner = figures.Runner(sysm, c, s, scratch)
-                entry["figures"].update(runner.run())
-                entry["check_failures"] = runner.checks
-                entry["extra_entries"] = runner.extra_entries
-                for chk in runner.checks:
+                entry["check_failures"] = []
+                if not args.search_only:
+                    runner = figures.Runner(sysm, c, s, scratch)
+                    entry["figures"].update(runner.run())
+                    entry["check_failures"] = runner.checks
+                    entry["extra_entries"] = runner.extra_entries
+                if isinstance(sysm, systems.Skillfs):
+                    found, checks = search_figures.run(sysm, c, s)
+                    entry["figures"].update(found)
+                    entry["check_failures"] += checks
+                    print(f"bench: {size:,} files: {search_figures.ratios(found)}",
+                          file=sys.stderr)
+                for chk in entry["check_failures"]:
                     print(f"bench: {sysm.name} WRONG OUTPUT: {chk}", file=sys.stderr)
                 if isinstance(sysm, systems.Skillfs) and (
                         s.daemon_sizes == "all" or (s.daemon_sizes == "first"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .daemon_figures import DAEMON_FIGURES
 from .figures import FIGURES
+from .search_figures import SEARCH_FIGURES
 
 ORDER = ["native", "floor", "peer", "skillfs"]
 
@@ -16,7 +17,7 @@ ORDER = ["native", "floor", "peer", "skillfs"]
 def label(key: str) -> tuple[str, str, bool]:
     if key in FIGURES:
         return FIGURES[key]
-    name, unit = DAEMON_FIGURES.get(key, (key, ""))
+    name, unit = DAEMON_FIGURES.get(key) or SEARCH_FIGURES.get(key, (key, ""))
     return name, unit, False
 
 
@@ -141,6 +142,29 @@ def against_floor(result: dict) -> list[str]:
     return lines
 
 
+def search_table(result: dict) -> list[str]:
+    """skillfs search against grep -rn through the mount and on tmpfs, at every size."""
+    rows = []
+    for size, sres in result["sizes"].items():
+        figs = sres["systems"].get("skillfs", {}).get("figures", {})
+        mine = figs.get("search_skillfs", {}).get("value")
+        if not mine:
+            continue
+        cells = [f"{int(size):,}", f"{mine:.3f}"]
+        for key in ("search_grep_mount_warm", "search_grep_mount_cold", "search_grep_tmpfs"):
+            other = figs.get(key, {}).get("value")
+            cells.append(f"{other:.3f} (**{mine / other:.2f}×**)" if other else "—")
+        warm = figs.get("search_grep_mount_warm", {}).get("value")
+        cells.append("—" if not warm else "met" if mine < warm else "missed")
+        rows.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["", "## Search (skillfs search ÷ grep -rn, same run)", "",
+            "| files | skillfs search (s) | grep -rn, mount, warm (s) | grep -rn, mount, cold "
+            "(s) | grep -rn, tmpfs (s) | faster than grep -rn through the mount |",
+            "|---:|---:|---:|---:|---:|---|", *rows]
+
+
 def markdown(result: dict) -> str:
     meta = result["meta"]
     lines = [
@@ -169,8 +193,8 @@ def markdown(result: dict) -> str:
             for k in sres["systems"][s].get("figures", {}):
                 if k not in keys:
                     keys.append(k)
-        keys.sort(key=lambda k: (list(FIGURES) + list(DAEMON_FIGURES)).index(k)
-                  if k in FIGURES or k in DAEMON_FIGURES else 999)
+        known = list(FIGURES) + list(DAEMON_FIGURES) + list(SEARCH_FIGURES)
+        keys.sort(key=lambda k: known.index(k) if k in known else 999)
         for k in keys:
             lab, unit, _ = label(k)
             cells = []
@@ -220,6 +244,7 @@ def markdown(result: dict) -> str:
         lines += ["", "## Not measured", ""]
         lines += [f"- {s}: {why}" for s, why in skipped.items()]
     lines += against_floor(result)
+    lines += search_table(result)
     lines += ["", "## Targets (skillfs)", "", "| target | now | status |", "|---|---|---|"]
     lines += [f"| {t} | {v} | {st} |" for t, v, st in targets(result)]
     return "\n".join(lines) + "\n"

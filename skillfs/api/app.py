@@ -1,8 +1,10 @@
 """The FastAPI application served on the daemon's Unix socket (and, if asked, on TCP).
 
-Layers, outermost first: the bearer check (TCP only, every scope but lifespan), the request
-guard (ids and the error boundary), FastAPI's body cap, the routes. Every refusal is a 4xx
-with a reason; anything else that goes wrong is a 5xx that names its request id.
+Layers, outermost first: the bearer check (TCP only, every scope but lifespan; it gives the
+request its token's access), the request guard (ids and the error boundary), the scope gate
+(what a read-only or space-bound token may reach), FastAPI's body cap, the routes and /mcp.
+Every refusal is a 4xx with a reason; anything else that goes wrong is a 5xx that names its
+request id.
 """
 
 from __future__ import annotations
@@ -13,15 +15,24 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from starlette.routing import Route
+
+from ..access import SCOPE_KEY, Access
+from ..config import TokenScope, token_access
 from ..errors import SkillfsError
+from ..mcp.http import PATH as MCP_PATH
+from ..mcp.http import McpEndpoint
 from . import acontext, control
 from .guard import RequestGuard, internal_error_body, request_id, stamped
+from .scopes import ScopeGate
 
 
 class SkillfsApp(FastAPI):
     def build_middleware_stack(self):
-        # Outside Starlette's own stack, so its 500s and 413s carry the request id too.
-        return RequestGuard(super().build_middleware_stack(), self.max_body_size)
+        # Outside Starlette's own stack, so its 500s and 413s carry the request id too; the
+        # scope gate inside the guard, so its refusals do as well.
+        gate = ScopeGate(super().build_middleware_stack(), lambda: self.state.daemon.store)
+        return RequestGuard(gate, self.max_body_size)
 
 
 def error_body(request: Request, status: int, message: str) -> dict:
@@ -50,29 +61,42 @@ def build_app(daemon) -> FastAPI:
     # After the handlers above: the Acontext API wraps them for its own paths.
     acontext.install(app)
 
+    # MCP's streamable HTTP: its own protocol and errors, past the routers' handlers.
+    app.state.mcp = McpEndpoint(daemon)
+    app.router.routes.append(Route(MCP_PATH, app.state.mcp))
+
     return app
 
 
 class BearerAuth:
     """ASGI wrapper for the TCP listener: every request needs one of the configured tokens,
-    whatever its kind (HTTP, a WebSocket handshake, anything a server may add later)."""
+    whatever its kind (HTTP, a WebSocket handshake, anything a server may add later), and
+    carries that token's access (config.TokenScope) to the scope gate and MCP."""
 
-    def __init__(self, app, tokens: list[str]):
+    def __init__(self, app, tokens: list[str | TokenScope]):
         self.app = app
-        self.tokens = [t.encode() for t in tokens]
+        self.tokens = [(t.encode(), a) for t, a in token_access(tokens).items()]
 
     async def __call__(self, scope, receive, send):
         # Routes that carry their own proof (signed download URLs) need no token.
         exempt = getattr(getattr(self.app, "state", None), "auth_exempt", None)
-        if scope["type"] == "lifespan" or (exempt and exempt(scope)) or self._allowed(scope):
+        if scope["type"] == "lifespan" or (exempt and exempt(scope)):
             await self.app(scope, receive, send)
             return
-        await self._refuse(scope, receive, stamped(scope, send))
+        found = self._access(scope)
+        if found is None:
+            await self._refuse(scope, receive, stamped(scope, send))
+            return
+        await self.app({**scope, SCOPE_KEY: found}, receive, send)
 
-    def _allowed(self, scope) -> bool:
+    def _access(self, scope) -> Access | None:
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
         token = header[7:] if header[:7].lower() == b"bearer " else b""
-        return bool(token) and any(hmac.compare_digest(token, t) for t in self.tokens)
+        found = None
+        for known, access in self.tokens:  # every one compared: the time tells nothing
+            if hmac.compare_digest(token, known) and token:
+                found = access
+        return found
 
     async def _refuse(self, scope, receive, send) -> None:
         if scope["type"] == "websocket" and \
