@@ -15,7 +15,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exception_handlers import (http_exception_handler,
                                         request_validation_exception_handler)
 from fastapi.exceptions import RequestValidationError
@@ -23,15 +23,25 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from ...errors import SkillfsError
-from . import messages, sessions, skills, spaces, users
-from .wire import PREFIX, error, errors_text, router as new_router
+from . import disks, messages, sessions, skills, spaces, users
+from .wire import PREFIX, error, errors_text, router as new_router, store_of
 
 ping_router = new_router()
+health_router = APIRouter()
 
 
 @ping_router.get("/ping")
 async def ping():
     return JSONResponse({"code": 0, "msg": "pong"})
+
+
+@health_router.get("/health")
+async def health(request: Request):
+    """Acontext's probe, outside /api/v1 and without a token (a load balancer asks it): ok
+    while the database is usable. It says nothing more to a caller it does not know."""
+    if store_of(request).health()["healthy"]:
+        return JSONResponse({"code": 0, "msg": "ok"})
+    return JSONResponse({"code": 503, "msg": "unavailable"}, status_code=503)
 
 
 async def _answer(handler: Callable[[Request, Any], Response | Awaitable[Response]],
@@ -45,18 +55,19 @@ def _ours(request: Request) -> bool:
     return request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/")
 
 
-def _signed_raw(scope) -> bool:
-    # The raw-file route checks its own HMAC signature, so it needs no bearer token.
-    return bool(skills.RAW_PATH.match(scope.get("path", "")))
+def _no_token(scope) -> bool:
+    # The raw-file route checks its own HMAC signature; the health probe tells nothing.
+    path = scope.get("path", "")
+    return path == "/health" or bool(skills.RAW_PATH.match(path))
 
 
 def install(app: FastAPI) -> None:
     """Serve /api/v1 and give its errors Acontext's envelope; other paths keep theirs."""
-    for group in (ping_router, spaces.router, sessions.router, messages.router,
-                  skills.router, users.router):
+    for group in (health_router, ping_router, spaces.router, sessions.router, messages.router,
+                  skills.router, disks.router, users.router):
         app.include_router(group)
     app.state.acontext_secret = os.urandom(32)
-    app.state.auth_exempt = _signed_raw
+    app.state.auth_exempt = _no_token
     skillfs_before = app.exception_handlers.get(SkillfsError)
     internal_before = app.exception_handlers.get(Exception)
     http_before = app.exception_handlers.get(HTTPException, http_exception_handler)

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Request
 from pydantic import BaseModel
 
-from ...store import FileRow, LearningRow, SkillRow, StoredMessage, Store
+from ...store import FileRow, LearningRow, SkillRow, StoredMessage, Store, TaskRow
 from .wire import derived, iso, message_id, project_id, user_id
 
 # skillfs's learning states, in the words the SDK knows (it polls until completed/failed).
@@ -62,6 +62,14 @@ class MessageIn(BaseModel):
     meta: dict[str, Any] | None = None
 
 
+# Acontext's cap on a message's meta, as JSON
+MAX_META = 64 << 10
+
+
+class MetaIn(BaseModel):
+    meta: dict[str, Any]
+
+
 # -- JSON shapes ---------------------------------------------------------------------------
 
 def mime(path: str) -> str:
@@ -80,14 +88,14 @@ def space_json(space) -> dict:
             "created_at": iso(space.created_ns), "updated_at": iso(space.updated_ns)}
 
 
-def disk_id(skill_id: str) -> str:
+def skill_disk_id(skill_id: str) -> str:
     return derived("disk", skill_id)
 
 
 def skill_json(skill: SkillRow, index: bool = True) -> dict:
     out: dict[str, Any] = {
         "id": skill.id, "user_id": user_id(skill.user), "name": skill.name,
-        "description": skill.description, "disk_id": disk_id(skill.id),
+        "description": skill.description, "disk_id": skill_disk_id(skill.id),
         "meta": skill.meta or None,
         "created_at": iso(skill.created_ns), "updated_at": iso(skill.updated_ns)}
     if index:
@@ -119,6 +127,18 @@ def record_json(request: Request, row: LearningRow) -> dict:
     return {"id": derived("learning", row.session_id, row.space_id, row.created_ns),
             "learning_space_id": row.space_id, "session_id": row.session_id,
             "status": _status(request, row),
+            "created_at": iso(row.created_ns), "updated_at": iso(row.updated_ns)}
+
+
+def task_json(store: Store, row: TaskRow) -> dict:
+    data: dict[str, Any] = {"task_description": row.description}
+    # as Acontext's Go model: an empty list is left out
+    if row.progress:
+        data["progresses"] = [str(p) for p in row.progress]
+    if row.preferences:
+        data["user_preferences"] = [str(p) for p in row.preferences]
+    return {"id": row.id, "session_id": row.session_id, "project_id": project_id(store),
+            "order": row.ord, "data": data, "status": row.status, "is_planning": False,
             "created_at": iso(row.created_ns), "updated_at": iso(row.updated_ns)}
 
 

@@ -1,14 +1,19 @@
-"""Sessions: create, list, delete, their configs, and flush (learn what they have now)."""
+"""Sessions: create, list, delete, their configs, flush (learn what they have now), and what
+the learner made of them: tasks, how far it has read, and the session's size in tokens."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
+import trio
 from fastapi import Query, Request
 
 from ...errors import Conflict, Exists
-from .schemas import ConfigsIn, SessionIn, session_json
-from .wire import (MAX_LIMIT, contains, find_session, json_object, ok, page, paged,
+from ...store import StoredMessage
+from . import editing
+from .schemas import ConfigsIn, SessionIn, session_json, task_json
+from .wire import (MAX_LIMIT, contains, find_session, iso, json_object, ok, page, paged,
                    router as new_router, store_of, utf8)
 
 router = new_router()
@@ -82,3 +87,46 @@ async def flush(request: Request, session_id: uuid.UUID):
     else:
         await store.mark_session(session.id, "flush")
     return ok({"status": 0, "errmsg": ""})
+
+
+@router.get("/session/{session_id}/task")
+async def get_tasks(request: Request, session_id: uuid.UUID,
+                    limit: int = Query(20, ge=1, le=MAX_LIMIT), cursor: str | None = None,
+                    time_desc: bool = False):
+    """The tasks the learner found in the session so far, with status, progress notes and
+    the user's preferences (the SDK's `get_tasks` and `get_session_summary`)."""
+    store = store_of(request)
+    session = await find_session(store, session_id)
+    rows = await store.list_tasks(session.id)
+    # by order, which is the order the tasks were found in (the learner keeps a task's
+    # row current by writing it again, so its timestamps do not tell)
+    items, more, nxt = page(rows, lambda t: (t.ord, t.id), limit, cursor, time_desc)
+    return ok(paged([task_json(store, t) for t in items], more, nxt))
+
+
+def _total_tokens(rows: list[StoredMessage]) -> int:
+    return sum(editing.tokens(sm.to_message().to_acontext_parts()) for sm in rows)
+
+
+@router.get("/session/{session_id}/token_counts")
+async def token_counts(request: Request, session_id: uuid.UUID):
+    store = store_of(request)
+    session = await find_session(store, session_id)
+    rows = await store.get_messages(session.id)
+    # Counting a long session is work for a thread, not the loop.
+    return ok({"total_tokens": await trio.to_thread.run_sync(_total_tokens, rows)})
+
+
+@router.get("/session/{session_id}/observing_status")
+async def observing_status(request: Request, session_id: uuid.UUID):
+    """Messages the learner has read (observed), is reading now (in_process: those after its
+    mark while it extracts tasks) and has still to read (pending)."""
+    store = store_of(request)
+    session = await find_session(store, session_id)
+    learning = await store.get_learning(session.id)
+    observed, unread = await store.message_counts(
+        session.id, learning.learned_seq if learning else -1)
+    live = getattr(request.app.state.daemon.learner, "status", None)
+    reading = callable(live) and live(session.id) == "extracting"
+    return ok({"observed": observed, "in_process": unread if reading else 0,
+               "pending": 0 if reading else unread, "updated_at": iso(time.time_ns())})

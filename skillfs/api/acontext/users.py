@@ -39,8 +39,8 @@ async def user_resources(request: Request, identifier: str):
     store = store_of(request)
     sessions = await store.list_sessions(user=identifier)
     skills = [s for s in store.list_skills() if s.user == identifier]
-    # skillfs has no disks.
-    return ok({"counts": {"sessions_count": len(sessions), "disks_count": 0,
+    # a disk is a skill's folder: one each
+    return ok({"counts": {"sessions_count": len(sessions), "disks_count": len(skills),
                           "skills_count": len(skills)}})
 
 
