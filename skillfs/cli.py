@@ -932,5 +932,99 @@ def diff(ctx, path, old, new, as_json):
           lambda d: click.echo(d["diff"], nl=False))
 
 
+# -- search --------------------------------------------------------------------------------
+
+
+class GrepError(click.ClickException):
+    exit_code = 2  # grep's: 1 means only that nothing matched
+
+
+def _grep_status(ctx: click.Context, fn):
+    """Run fn as grep would exit: 0 found, 1 nothing found, 2 an error."""
+    try:
+        found = fn()
+    except click.ClickException as e:
+        raise GrepError(e.message) from None
+    ctx.exit(0 if found else 1)
+
+
+scope_options = [
+    click.option("--space", "spaces", multiple=True,
+                 help="Only this space (repeatable; default: every space)."),
+    click.option("--skill", help="Only this skill (its name or id)."),
+]
+
+
+def _scoped(f):
+    for option in reversed(scope_options):
+        f = option(f)
+    return f
+
+
+@main.command("search")
+@click.argument("pattern")
+@_scoped
+@click.option("--glob", help="Only files whose path in the space matches, e.g. "
+                             "'daily-logs/*.md' ('*.md': a name at any depth).")
+@click.option("--regex/--fixed", "regex", default=True,
+              help="PATTERN is a regular expression (RE2's syntax, the default) or a fixed "
+                   "string.")
+@click.option("-i", "--ignore-case", is_flag=True, help="Ignore case.")
+@click.option("--max-results", default=1000, show_default=True, help="Matches at most.")
+@click.option("--timeout", default=5.0, show_default=True,
+              help="Seconds after which the daemon stops searching.")
+@json_option
+@click.pass_context
+def search_cmd(ctx, pattern, spaces, skill, glob, regex, ignore_case, max_results, timeout,
+               as_json):
+    """Lines of the current files that match PATTERN, as SPACE/SKILL/FILE:LINE:TEXT (under
+    the mount root, as grep -rn prints them). Exit status: 0 found, 1 none, 2 an error."""
+
+    def run() -> bool:
+        client = _client(ctx, timeout + 30)
+        out = client.request("GET", "/search", params={
+            "pattern": pattern, "space": list(spaces) or None, "skill": skill, "glob": glob,
+            "fixed": not regex, "ignore_case": ignore_case, "max_results": max_results,
+            "timeout": timeout}).json()
+        _emit(out, as_json, lambda d: _echo_lines(
+            f"{m['file']}: binary file matches" if m["binary"]
+            else f"{m['file']}:{m['line']}:{m['text']}" for m in d["matches"]))
+        if out["truncated"]:
+            click.echo(f"skillfs search: more matches than the first {max_results} "
+                       "(--max-results)", err=True)
+        if out["timed_out"]:
+            click.echo(f"skillfs search: stopped after {timeout:g} s (--timeout): some files "
+                       "were not searched", err=True)
+            if not out["matches"]:
+                raise click.ClickException("the search did not finish")
+        return bool(out["matches"])
+
+    _grep_status(ctx, run)
+
+
+@main.command("glob")
+@click.argument("pattern")
+@_scoped
+@click.option("--max-results", default=10_000, show_default=True, help="Paths at most.")
+@json_option
+@click.pass_context
+def glob_cmd(ctx, pattern, spaces, skill, max_results, as_json):
+    """Current files whose path in their space matches PATTERN ('daily-logs/*.md', '**/x.md',
+    '*.md' for a name at any depth), as SPACE/SKILL/FILE under the mount root. Exit status:
+    0 found, 1 none, 2 an error."""
+
+    def run() -> bool:
+        out = _client(ctx).request("GET", "/glob", params={
+            "pattern": pattern, "space": list(spaces) or None, "skill": skill,
+            "max_results": max_results}).json()
+        _emit(out, as_json, lambda d: _echo_lines(d["paths"]))
+        if out["truncated"]:
+            click.echo(f"skillfs glob: more paths than the first {max_results} (--max-results)",
+                       err=True)
+        return bool(out["paths"])
+
+    _grep_status(ctx, run)
+
+
 if __name__ == "__main__":
     main()

@@ -55,9 +55,9 @@ class DaemonClient:
                 headers: dict[str, str] | None = None) -> Reply:
         """One request; a refusal (4xx, 5xx) becomes the command's error message."""
         url = PREFIX + quote(path, safe="/:@!$&'()*+,;=-._~")
-        query = {k: v for k, v in (params or {}).items() if v is not None}
+        query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
         if query:
-            url += "?" + urlencode(query)
+            url += "?" + urlencode(query, doseq=True)  # a list: the name once per item
         headers = dict(headers or {})
         if json is not None:
             content = jsonlib.dumps(json).encode()
@@ -78,6 +78,12 @@ class DaemonClient:
         if reply.status_code >= 400:
             raise click.ClickException(f"{_error_text(reply)} (HTTP {reply.status_code})")
         return reply
+
+
+def _query_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
 
 
 def _error_text(reply: Reply) -> str:

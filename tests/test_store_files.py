@@ -5,7 +5,6 @@ check the index against the database (and a reopened store) after each test."""
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import pytest
 from storetier import check_consistency
@@ -118,7 +117,7 @@ async def test_purge_rewrites_the_current_version(store: Store) -> None:
     await store.write_file(skill_id, "a.md", b"key=sk-secret\n", author="api")
     await store.write_file(skill_id, "a.md", b"key=sk-secret again\n", author="api")
     out = await store.purge_file(skill_id, "a.md", by="tester", why="a leaked key",
-                                 pattern=re.compile(rb"sk-secret"))
+                                 pattern="sk-secret")
     assert out.purged == [2, 3] and out.rewritten == 4  # the new current version
     assert b"sk-secret" not in (await store.read_file(skill_id, "a.md")).content
     with pytest.raises(errors.Invalid):

@@ -250,7 +250,7 @@ def test_purge_by_pattern_rewrites_the_current_content(tmp_path):
     async def main():
         skill = store.space("s").skills["daily-logs"]
         out = await store.purge_file(skill.id, "f.md", by="tester", why="leaked key",
-                                     pattern=re.compile(re.escape(secret)))
+                                     pattern=re.escape(secret.decode()))
         current = await store.read_file(skill.id, "f.md")
         await store.write_file(skill.id, "f.md", current.content + b"next\n", author="api")
         log = await store.file_log(skill.id, "f.md")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 
 import trio
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from .. import noflush
+from .. import noflush, search
 from ..errors import Conflict, Invalid, NotFound
 from ..skillzip import read_skill_zip, write_skill_zip
 from ..store import Store
@@ -264,16 +263,6 @@ def _purger(who: str | None, why: str) -> tuple[str, str]:
     return (who or "").strip() or "api", why.strip()
 
 
-def _pattern(text: str) -> re.Pattern[bytes]:
-    try:
-        pattern = re.compile(text.encode())
-    except re.error as e:
-        raise BadRequest(f"{text!r} is not a regular expression: {e}") from None
-    if pattern.search(b""):
-        raise BadRequest(f"{text!r} matches the empty string, so it would match every version")
-    return pattern
-
-
 @router.post("/files/purge")
 async def purge_file(request: Request, body: PurgeIn):
     """Replace the content of versions of a file by a tombstone; a current content that
@@ -281,11 +270,11 @@ async def purge_file(request: Request, body: PurgeIn):
     if (body.version is None) == (body.all_matching is None):
         raise BadRequest("give either version or all_matching")
     by, why = _purger(body.who, body.why)
-    pattern = _pattern(body.all_matching) if body.all_matching is not None else None
     store = _store(request)
     space, skill, rel = _split(body.path)
+    # A bad pattern is the search engine's SearchError, a 400.
     out = await store.purge_file(_skill_in(store, space, skill).id, rel, by=by, why=why,
-                                 version=body.version, pattern=pattern)
+                                 version=body.version, pattern=body.all_matching)
     return {"path": body.path, "purged": out.purged, "rewritten": out.rewritten,
             "compacted": out.compacted}
 
@@ -303,6 +292,45 @@ async def purge_session(request: Request, session_ref: str, body: SessionPurgeIn
     session_id = await _session_id(store, session_ref)
     count, compacted = await store.purge_session(session_id, by=by, why=why)
     return {"session_id": session_id, "purged": count, "compacted": compacted}
+
+
+SEARCH_CAP = 10_000  # matches one search may return
+GLOB_CAP = 100_000  # paths one glob may return
+SEARCH_SECONDS = 30.0  # the longest time cap a search may ask for
+
+
+def _bounded(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise search.SearchError(f"{name} must be between {low:g} and {high:g}, not {value:g}")
+
+
+@router.get("/search")
+async def search_files(request: Request, pattern: str, space: list[str] | None = Query(None),
+                       skill: str | None = None, glob: str | None = None, fixed: bool = False,
+                       ignore_case: bool = False, max_results: int = 1000,
+                       timeout: float = 5.0):
+    """Lines of current files that match, in space, skill and path order (the engine:
+    skillfs/search.py)."""
+    _bounded("max_results", max_results, 1, SEARCH_CAP)
+    _bounded("timeout", timeout, 0.1, SEARCH_SECONDS)
+    found = await search.search(_store(request), pattern, spaces=space, skill=skill,
+                                glob=glob, fixed=fixed, ignore_case=ignore_case,
+                                max_results=max_results, timeout=timeout)
+    return {"matches": [{"file": m.mount_path, "space": m.space, "skill": m.skill,
+                         "path": m.path, "line": m.line, "text": m.text, "binary": m.binary}
+                        for m in found.matches],
+            "truncated": found.truncated, "timed_out": found.timed_out}
+
+
+@router.get("/glob")
+async def glob_files(request: Request, pattern: str, space: list[str] | None = Query(None),
+                     skill: str | None = None, max_results: int = 10_000):
+    """Current files whose path relative to their space matches the glob, as paths under
+    the mount root."""
+    _bounded("max_results", max_results, 1, GLOB_CAP)
+    paths = await search.glob(_store(request), pattern, spaces=space, skill=skill,
+                              max_results=max_results + 1)
+    return {"paths": paths[:max_results], "truncated": len(paths) > max_results}
 
 
 @router.get("/trash")

@@ -8,16 +8,20 @@ content of a file is never purged in place: it is first written again, as a new 
 with the matches taken out. What the learner already wrote into skill files from a purged
 session is not touched: purge those files too.
 
+Purging by pattern uses the search engine's patterns (skillfs/search.py: RE2, linear time,
+its errors), matched against each version's whole content, and gives up, purging nothing,
+after MATCH_SECONDS: a file can have thousands of versions.
+
 Every purge is logged (path or session, versions, who, why), never the purged bytes.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 
 from ..errors import Invalid, NotFound, SkillfsError
+from ..search import Pattern, SearchError, compile_pattern
 from ..tree import FileNode, Skill
 from . import versions, writes
 from .context import Context, Service
@@ -30,6 +34,7 @@ log = logging.getLogger("skillfs.store")
 
 PURGED = b"[purged]"  # what a match in the current content is replaced by
 BATCH = 64  # versions read at a time while matching: a file may have thousands
+MATCH_SECONDS = 120.0
 
 
 class Purge(Service):
@@ -42,11 +47,12 @@ class Purge(Service):
 
     async def purge_file(self, skill_id: str, path: str, *, by: str, why: str,
                          version: int | None = None,
-                         pattern: re.Pattern[bytes] | None = None) -> PurgeResult:
+                         pattern: str | None = None) -> PurgeResult:
         """Purge one version of the file at `path` (or of the last file that had that
-        path), or every version whose content `pattern` matches."""
+        path), or every version whose content the regular expression `pattern` matches."""
         if (version is None) == (pattern is None):
             raise Invalid("purge one version or the versions matching a pattern")
+        compiled = _purge_pattern(pattern) if pattern is not None else None
         skill = self.ctx.skill(skill_id)
         async with self._lock:
             fid = await self._db(self.files.find_file_id, skill, path)
@@ -56,7 +62,8 @@ class Purge(Service):
                 doomed = await self._db(self._purgeable, fid, path, version,
                                         node.version if node else None)
             else:
-                doomed = await self._db(self._matching, fid, pattern)
+                doomed = await self._db(self._matching, fid, compiled,
+                                        time.monotonic() + MATCH_SECONDS)
             if not doomed:
                 # Still compacted: after a compaction that failed, the same purge again
                 # takes out what is left.
@@ -64,8 +71,8 @@ class Purge(Service):
             stamp = (by, now_ns(), why)
             rewritten = None
             if node is not None and node.version in doomed:
-                assert pattern is not None  # a current version cannot be purged by number
-                content = pattern.sub(PURGED, await self.files.content(node))
+                assert compiled is not None  # a current version cannot be purged by number
+                content = compiled.regexp.sub(PURGED, await self.files.content(node))
                 await self._rewrite_purged(skill, node, content, fid, doomed, stamp)
                 rewritten = node.version
             else:
@@ -94,15 +101,18 @@ class Purge(Service):
                 "which also rewrites the current content without the matches")
         return set() if row[1] is not None else {version}
 
-    def _matching(self, fid: int, pattern: re.Pattern[bytes]) -> set[int]:
+    def _matching(self, fid: int, pattern: Pattern, deadline: float) -> set[int]:
         listed = [v for (v,) in self.con.execute(
             "SELECT version FROM file_versions WHERE file_id = ? AND NOT deleted "
             "AND purged_at_ns IS NULL ORDER BY version", [fid]).fetchall()]
         found = set()
         for i in range(0, len(listed), BATCH):
+            if time.monotonic() > deadline:
+                raise SearchError(f"matching {len(listed)} versions took over {MATCH_SECONDS:.0f}"
+                                  " s; nothing was purged: purge single versions (--version)")
             keys = [(fid, v) for v in listed[i:i + BATCH]]
             for (_, v), content in versions.read_contents(self.con, keys).items():
-                if pattern.search(content):
+                if pattern.span(content, 0, len(content))[0] >= 0:
                     found.add(v)
         return found
 
@@ -161,3 +171,10 @@ class Purge(Service):
             return False
         log.info("compacted the database in %.2f s", time.monotonic() - t0)
         return True
+
+
+def _purge_pattern(text: str) -> Pattern:
+    pattern = compile_pattern(text)
+    if pattern.span(b"", 0, 0)[0] >= 0:
+        raise SearchError(f"{text!r} matches the empty string, so it would match every version")
+    return pattern

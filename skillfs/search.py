@@ -1,0 +1,357 @@
+"""Search and glob over the current version of every file: one engine behind the CLI, the
+control API, Acontext's artifact routes and the MCP server, so that they all match alike.
+
+Not through the mount: grep through FUSE pays a round trip into Python for every open, read
+and release, while the daemon holds the index and the content in memory already.
+
+Never blocking the mount or ingestion: which files to search is read from the index on the
+trio thread, one skill at a time; contents come from the content cache (read on a worker
+thread without reordering it: decompressing is the cost) or, for what it does not hold, from
+the database in one query per slice, between which its other users' queries and commits
+run; matching runs on a worker thread (RE2 releases the GIL). Between slices the loop is
+free, and a deadline (`timeout`) ends the search with what it found so far.
+
+Patterns are RE2's (google-re2): matching is linear in the text whatever the pattern, so
+`(a+)+$` on a long line answers at once. The `regex` module's `timeout` was the other way:
+it only stops a runaway match once it has burnt its time (`(\\w+\\s?)+$` on a 10 KB line
+overran a 2 s timeout by 2 s here), and a search over 100,000 files has no time to give
+one file. What RE2 does not do (backreferences, look-around) is refused when the pattern is
+compiled, with RE2's reason.
+
+Lines as grep reads them: a match lies within one line (a match found across a newline is
+tried again on its line alone). A file holding a NUL byte is binary: one `Match` with
+`binary` set and no text says it matches, as grep's "binary file matches". A line longer
+than MAX_TEXT characters is shown cut around its first match, each cut end marked with `…`.
+
+Globs are matched against paths relative to the space (`daily-logs/*.md`): `*` and `?`
+stay within a path component, `**` spans any number of them, `[abc]` and `{a,b}` as in the
+shell; a glob without `/` is matched against the file's name, at any depth (`*.md`); names
+starting with a dot are not hidden.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import re2
+import trio
+from wcmatch import glob as wcglob
+
+from .errors import Invalid, NotFound
+from .tree import FileNode, Skill, Space
+
+MAX_PATTERN = 4096  # characters of a pattern or a glob
+MAX_TEXT = 1000  # characters of a line shown
+SLICE_FILES = 256  # files matched per trip to a worker thread
+SLICE_BYTES = 2 << 20
+_GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.DOTMATCH | wcglob.BRACE | wcglob.MATCHBASE
+_ANYWHERE = re2._Anchor.UNANCHORED
+
+
+class SearchError(Invalid):
+    """A pattern or glob that is invalid or refused; the message says why."""
+
+    http_status = 400
+
+
+@dataclass(frozen=True)
+class Match:
+    space: str  # "" for a skill that is in no space
+    skill: str
+    path: str  # in the skill
+    line: int  # 1-based
+    text: str  # the line, without its newline; "" for a binary file
+    binary: bool = False
+
+    @property
+    def mount_path(self) -> str:
+        """The file's path under the mount root."""
+        return f"{self.space}/{self.skill}/{self.path}"
+
+
+@dataclass(frozen=True)
+class Found:
+    matches: list[Match]
+    truncated: bool  # more matched than max_results
+    timed_out: bool  # the deadline ended the search: files were left unsearched
+
+
+# -- patterns ---------------------------------------------------------------------------
+
+
+class Pattern:
+    """A compiled pattern and what finds its lines in a file's content."""
+
+    def __init__(self, regexp: re2._Regexp) -> None:
+        self.regexp = regexp
+        self._match = regexp._regexp.Match  # spans only: no match object per call
+
+    def span(self, content: bytes, pos: int, end: int) -> tuple[int, int]:
+        """The first match in content[pos:end], or (-1, -1); what lies around that range
+        is its context (for ^, $ and \\b)."""
+        return self._match(_ANYWHERE, content, pos, end)[0]
+
+    def lines(self, content: bytes) -> Iterator[tuple[int, int, int, int]]:
+        """(line number, line start, line end, match start) of each line that matches."""
+        pos, end = 0, len(content)
+        line_no, counted = 1, 0
+        while pos < end:
+            start, stop = self.span(content, pos, end)
+            if start < 0:
+                return
+            line_start = content.rfind(b"\n", 0, start) + 1
+            line_end = content.find(b"\n", start)
+            line_end = end if line_end < 0 else line_end
+            if stop > line_end:  # across a newline: the line alone decides
+                start = self.span(content, line_start, line_end)[0]
+            if start >= 0:
+                line_no += content.count(b"\n", counted, line_start)
+                counted = line_start
+                yield line_no, line_start, line_end, start
+            pos = line_end + 1
+
+
+def compile_pattern(pattern: str, *, fixed: bool = False,
+                    ignore_case: bool = False) -> Pattern:
+    """The pattern as RE2 runs it, on UTF-8 bytes; SearchError says what is wrong."""
+    if len(pattern) > MAX_PATTERN:
+        raise SearchError(f"the pattern is {len(pattern)} characters; at most {MAX_PATTERN}")
+    options = re2.Options()
+    options.log_errors = False
+    options.case_sensitive = not ignore_case
+    options.literal = fixed
+    # (?m): ^ and $ at each line's start and end, as grep reads lines.
+    text = pattern.encode() if fixed else b"(?m)" + pattern.encode()
+    try:
+        return Pattern(re2.compile(text, options))
+    except re2.error as e:
+        reason = e.args[0].decode(errors="replace") if e.args and isinstance(
+            e.args[0], bytes) else str(e)
+        raise SearchError(f"{pattern!r} is not a regular expression RE2 can run: {reason}"
+                          + _hint(reason)) from None
+
+
+def _hint(reason: str) -> str:
+    if "invalid escape sequence: \\" in reason and reason[-1:].isdigit():
+        return " (backreferences need backtracking, which RE2 never does)"
+    if "invalid perl operator: (?" in reason:
+        return " (look-ahead and look-behind need backtracking, which RE2 never does)"
+    return ""
+
+
+def compile_glob(pattern: str) -> Callable[[str], bool]:
+    """Whether a path relative to the space (`skill/file`) matches the glob."""
+    if len(pattern) > MAX_PATTERN:
+        raise SearchError(f"the glob is {len(pattern)} characters; at most {MAX_PATTERN}")
+    if not pattern or pattern.startswith("/"):
+        raise SearchError(f"{pattern!r} is not a glob relative to the space "
+                          "(e.g. 'daily-logs/*.md')")
+    try:
+        include, _ = wcglob.translate(pattern, flags=_GLOB_FLAGS)
+        compiled = [re.compile(p) for p in include]
+    except (ValueError, re.error) as e:
+        raise SearchError(f"{pattern!r} is not a glob: {e}") from None
+    return lambda path: any(p.match(path) for p in compiled)
+
+
+# -- scope ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One skill as seen in one space."""
+
+    space: str
+    skill: Skill
+
+
+def _units(store, spaces: list[str] | None, skill: str | None) -> list[_Unit]:
+    """The skills to search, by space name then skill name. `spaces`: names or ids."""
+    tree = store.tree
+    if spaces is None:
+        chosen: list[Space] = list(tree.spaces.values())
+    else:
+        chosen = [store.ctx.space(ref) for ref in spaces]
+    chosen.sort(key=lambda s: s.name)
+    if skill is None:
+        return [_Unit(space.name, sk) for space in chosen
+                for _, sk in sorted(space.skills.items())]
+    units = [_Unit(space.name, sk) for space in chosen
+             for sk in [space.skills.get(skill) or _by_id(space, skill)] if sk is not None]
+    if not units and spaces is None and skill in tree.skills:
+        units = [_Unit("", tree.skills[skill])]  # a skill in no space, by id
+    if not units:
+        where = "any space" if spaces is None else "space " + ", ".join(repr(s) for s in spaces)
+        raise NotFound(f"no skill {skill!r} in {where}")
+    return units
+
+
+def _by_id(space: Space, skill_id: str) -> Skill | None:
+    found = [sk for sk in space.skills.values() if sk.id == skill_id]
+    return found[0] if found else None
+
+
+def _files(skill: Skill, globbed: Callable[[str], bool] | None) -> list[FileNode]:
+    """The skill's current files in path order (a reserved file, not yet written, is not
+    one); taken at once, on the trio thread."""
+    return [node for path, node in sorted(skill.files.items()) if node.version
+            and (globbed is None or globbed(f"{skill.name}/{path}"))]
+
+
+# -- search -----------------------------------------------------------------------------
+
+
+async def search(store, pattern: str, *, spaces: list[str] | None = None,
+                 skill: str | None = None, glob: str | None = None, fixed: bool = False,
+                 ignore_case: bool = False, max_results: int = 1000,
+                 timeout: float = 5.0) -> Found:
+    """Lines of current files that match `pattern`, in space, skill and path order."""
+    compiled = compile_pattern(pattern, fixed=fixed, ignore_case=ignore_case)
+    globbed = compile_glob(glob) if glob is not None else None
+    run = _Search(store, compiled, max_results, time.monotonic() + timeout)
+    for unit in _units(store, spaces, skill):
+        if not await run.skill(unit, globbed):
+            break
+    return Found(run.matches, run.truncated, run.timed_out)
+
+
+class _Search:
+    """One search's progress: what it found, and whether it must stop."""
+
+    def __init__(self, store, pattern: Pattern, max_results: int, deadline: float) -> None:
+        self.store = store
+        self.pattern = pattern
+        self.max_results = max_results
+        self.deadline = deadline
+        self.matches: list[Match] = []
+        self.truncated = False
+        self.timed_out = False
+        # A skill included in several spaces is searched once.
+        self._seen: dict[str, list[tuple[str, int, str, bool]]] = {}
+
+    async def skill(self, unit: _Unit, globbed: Callable[[str], bool] | None) -> bool:
+        """Search one skill of a space; False once the search must stop."""
+        found = self._seen.get(unit.skill.id)
+        if found is None:
+            found = []
+            files = _files(unit.skill, globbed)
+            complete = True
+            while files and complete:
+                complete = await self._slice(_take_slice(files), found)
+            if complete:
+                self._seen[unit.skill.id] = found
+        for path, line, text, binary in found:
+            if len(self.matches) == self.max_results:
+                self.truncated = True
+                break
+            self.matches.append(Match(unit.space, unit.skill.name, path, line, text, binary))
+        await trio.sleep(0)  # FUSE requests go first between skills too
+        return not (self.truncated or self._out_of_time())
+
+    async def _slice(self, files: list[FileNode], found: list) -> bool:
+        """Match a slice of files; False once the search must stop."""
+        keys = [(node.id, node.version) for node in files]
+        contents, missing = await trio.to_thread.run_sync(self._cached, keys)
+        if missing:
+            contents.update(await self.store.ctx.read(self.store.files.read_versions, missing))
+        # One more than fits: finding it tells that the answer is truncated.
+        room = self.max_results - len(self.matches) - len(found) + 1
+        new = await trio.to_thread.run_sync(self._match, files, contents, room)
+        found.extend(new)
+        return len(new) < room and not self._out_of_time()
+
+    def _out_of_time(self) -> bool:
+        if time.monotonic() > self.deadline:
+            self.timed_out = True
+        return self.timed_out
+
+    # -- on a worker thread --
+
+    def _cached(self, keys: list[tuple[int, int]]):
+        """The contents the cache holds (left where they are in its order), and the keys it
+        does not hold."""
+        cache = self.store.cache
+        contents = {}
+        missing = []
+        for key in keys:
+            content = cache.get(key, touch=False)
+            if content is None:
+                missing.append(key)
+            else:
+                contents[key] = content
+        return contents, missing
+
+    def _match(self, files: list[FileNode], contents: dict[tuple[int, int], bytes],
+               room: int) -> list[tuple[str, int, str, bool]]:
+        out: list[tuple[str, int, str, bool]] = []
+        for node in files:
+            # A file deleted or changed since the slice was taken, and its old version
+            # purged meanwhile, has nothing: it is not the current version any more.
+            content = contents.get((node.id, node.version))
+            if content is not None:
+                out.extend(file_matches(self.pattern, content, node.path, room - len(out)))
+            if len(out) >= room or self._out_of_time():
+                break
+        return out
+
+
+def _take_slice(files: list[FileNode]) -> list[FileNode]:
+    """Take the next files off the list: SLICE_FILES, or SLICE_BYTES of them (one at
+    least)."""
+    take, size = 0, 0
+    while take < min(len(files), SLICE_FILES) and (take == 0
+                                                    or size + files[take].size <= SLICE_BYTES):
+        size += files[take].size
+        take += 1
+    part = files[:take]
+    del files[:take]
+    return part
+
+
+def file_matches(pattern: Pattern, content: bytes, path: str,
+                 limit: int) -> list[tuple[str, int, str, bool]]:
+    """(path, line, text, binary) for each matching line of one file, at most `limit`."""
+    if limit <= 0 or pattern.span(content, 0, len(content))[0] < 0:
+        return []
+    if b"\0" in content:
+        for line_no, _, _, _ in pattern.lines(content):
+            return [(path, line_no, "", True)]
+        return []
+    out = []
+    for line_no, start, end, at in pattern.lines(content):
+        out.append((path, line_no, _shown(content, start, end, at), False))
+        if len(out) == limit:
+            break
+    return out
+
+
+def _shown(content: bytes, start: int, end: int, at: int) -> str:
+    text = content[start:end].decode(errors="replace")
+    if len(text) <= MAX_TEXT:
+        return text
+    # Roughly where the match is, in characters: a tenth of the window before it.
+    at_char = len(content[start:at].decode(errors="replace"))
+    begin = max(0, min(at_char - MAX_TEXT // 10, len(text) - MAX_TEXT))
+    shown = text[begin:begin + MAX_TEXT]
+    return ("…" if begin else "") + shown + ("…" if begin + MAX_TEXT < len(text) else "")
+
+
+# -- glob -------------------------------------------------------------------------------
+
+
+async def glob(store, pattern: str, *, spaces: list[str] | None = None,
+               skill: str | None = None, max_results: int = 10000) -> list[str]:
+    """Paths under the mount root (`space/skill/file`) of current files that match the
+    glob, in order; at most `max_results`."""
+    globbed = compile_glob(pattern)
+    out: list[str] = []
+    for unit in _units(store, spaces, skill):
+        prefix = f"{unit.space}/{unit.skill.name}/"
+        out.extend(prefix + node.path for node in _files(unit.skill, globbed))
+        if len(out) >= max_results:
+            return out[:max_results]
+        await trio.sleep(0)
+    return out
