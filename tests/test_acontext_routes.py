@@ -298,6 +298,13 @@ def test_edit_strategies_refused_by_name(client, tool_session):
         r = httpx.get(f"{client.base_url}/session/{tool_session}/messages",
                       params={"edit_strategies": raw}, headers=headers)
         assert r.status_code == 400 and "edit_strategies" in r.json()["msg"], r.text
+    for raw in ('[{"type": ["token_limit"]}]', '[{"params": {}}]',
+                '[{"type": "token_limit", "params": {"limit_tokens": 1e400}}]',
+                '[{"type": "token_limit", "params": [10]}]',
+                '[{"type": "remove_tool_result", "params": {"keep_tools": [1]}}]'):
+        r = httpx.get(f"{client.base_url}/session/{tool_session}/messages",
+                      params={"edit_strategies": raw}, headers=headers)
+        assert r.status_code == 400 and "edit strateg" in r.json()["msg"], r.text
 
 
 # ---------------------------------------------------------------------------------------
@@ -364,6 +371,74 @@ def test_artifacts_read_a_skill(api, client, runbook):
     expect(400, arts.list, skill.disk_id, path="/services")
     expect(400, arts.list, skill.disk_id, path="/../")
     expect(400, arts.list, "not-a-uuid")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    base = f"{api.base_url}/disk/{skill.disk_id}/artifact"
+    for route, params in (("", {"file_path": "/a\x00b"}), ("", {"file_path": ""}),
+                          ("", {"file_path": "/" + "x" * 5000}), ("/download", {}),
+                          ("/download", {"file_path": "/./SKILL.md"}),
+                          ("/ls", {"path": "/\x00/"}), ("/ls", {"path": "/a//b/"}),
+                          ("", {"file_path": "/SKILL.md", "expire": "0"})):
+        r = httpx.get(base + route, params=params, headers=headers)
+        assert r.status_code == 400 and r.json()["code"] == 400, (route, params, r.text)
+
+
+def test_grep_and_glob_a_skill(api, client, runbook):
+    skill_dir, skill = runbook
+    arts = client.disks.artifacts
+
+    def names(found):
+        return [f"{a.path}{a.filename}" for a in found]
+
+    # case-insensitive, as Acontext's; one artifact per file, in path order
+    assert names(arts.grep_artifacts(skill.disk_id, query="todo")) == [
+        "/notes.txt", "/services/api.md"]
+    assert names(arts.grep_artifacts(skill.disk_id, query=r"deploy(s)?\b")) == [
+        "/SKILL.md", "/services/api.md", "/services/db/pg.md"]
+    assert names(arts.grep_artifacts(skill.disk_id, query="todo", limit=1)) == ["/notes.txt"]
+    assert arts.grep_artifacts(skill.disk_id, query="no such words") == []
+    assert names(arts.grep_artifacts(skill.disk_id, query="\\x00|\\xff")) == []  # binary
+    # what the mount writes is what grep finds next
+    (skill_dir / "services" / "db" / "pg.md").write_text("# Postgres\nvacuum nightly\n")
+    assert names(arts.grep_artifacts(skill.disk_id, query="vacuum")) == [
+        "/services/db/pg.md"]
+    found = arts.grep_artifacts(skill.disk_id, query="vacuum")[0]
+    assert found.meta["__artifact_info__"]["filename"] == "pg.md"
+
+    assert names(arts.glob_artifacts(skill.disk_id, query="**/*.md")) == [
+        "/SKILL.md", "/services/api.md", "/services/db/pg.md"]
+    assert names(arts.glob_artifacts(skill.disk_id, query="*.md")) == [
+        "/SKILL.md", "/services/api.md", "/services/db/pg.md"]
+    assert names(arts.glob_artifacts(skill.disk_id, query="/services/*.md")) == [
+        "/services/api.md"]
+    assert names(arts.glob_artifacts(skill.disk_id, query="services/**")) == [
+        "/services/api.md", "/services/db/pg.md"]
+    assert names(arts.glob_artifacts(skill.disk_id, query="*.{txt,bin}")) == [
+        "/logo.bin", "/notes.txt"]
+    assert names(arts.glob_artifacts(skill.disk_id, query="*", limit=2)) == [
+        "/SKILL.md", "/logo.bin"]
+
+    # a skill in no space, and one in two spaces (found once)
+    alone = client.skills.create(file=("a.zip", zip_of({
+        "SKILL.md": b"---\nname: lonely-notes\ndescription: Alone.\n---\nfind me\n"})))
+    assert names(arts.grep_artifacts(alone.disk_id, query="FIND ME")) == ["/SKILL.md"]
+    assert names(arts.glob_artifacts(alone.disk_id, query="SKILL.md")) == ["/SKILL.md"]
+    second = client.learning_spaces.create()
+    client.learning_spaces.include_skill(second.id, skill_id=skill.id)
+    assert names(arts.grep_artifacts(skill.disk_id, query="todo")) == [
+        "/notes.txt", "/services/api.md"]
+
+    # bad patterns are refused with the engine's reason
+    e = expect(400, arts.grep_artifacts, skill.disk_id, query="(a")
+    assert "RE2" in e.message or "missing" in e.message, e.message
+    expect(400, arts.grep_artifacts, skill.disk_id, query=r"(a)\1")
+    expect(400, arts.grep_artifacts, skill.disk_id, query="x" * 5000)
+    expect(400, arts.glob_artifacts, skill.disk_id, query="/")
+    expect(400, arts.grep_artifacts, skill.disk_id, query="a", limit=1001)
+    expect(404, arts.grep_artifacts, str(uuid.uuid4()), query="a")
+    expect(404, arts.glob_artifacts, str(uuid.uuid4()), query="*")
+    r = httpx.get(f"{api.base_url}/disk/{skill.disk_id}/artifact/grep",
+                  headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 400  # no query
 
 
 def test_artifact_writes_go_through_the_store(api, client, runbook):

@@ -5,6 +5,12 @@ an artifact is one of its files, at `path` (its folder, between slashes) + `file
 
 Served: list disks, get, download, list, grep and glob artifacts, and upload or delete one
 (through the store, as a write through the mount: a new version, seen there at once).
+grep and glob run on the search engine (search.py), the one behind `skillfs search`: grep
+takes RE2 patterns, case-insensitive as Acontext's `~*`, and answers the files with a
+matching line (text files only, as Acontext's); glob takes shell globs (`*` within a folder,
+`**` across folders) from the disk's root, and one without `/` matches names at any depth.
+A grep that hit the engine's time or result cap says so in `X-Skillfs-Search` (the SDK's
+list has no room for it).
 Not served: creating or deleting a disk (a disk comes and goes with its skill), artifact
 meta (skillfs keeps none per file: a non-empty `meta` is refused), sandboxes.
 """
@@ -20,6 +26,7 @@ from fastapi.responses import Response
 
 from ... import names
 from ...errors import Invalid, NotFound
+from ...search import glob, search
 from ...store import FileRow, SkillRow, Store
 from .schemas import mime, skill_disk_id, skill_files
 from .skills import signed_url, text_content
@@ -29,6 +36,10 @@ from .wire import (MAX_LIMIT, BadRequest, iso, json_object, ok, page, paged, pro
 router = new_router()
 
 _INFO = "__artifact_info__"
+# Acontext's default and cap on the files a grep or glob answers
+_DEFAULT_FOUND, _MAX_FOUND = 100, 1000
+# the engine's caps on one grep: matching lines (several may be in one file) and seconds
+_GREP_LINES, _GREP_SECONDS = 10_000, 5.0
 
 
 def _disk(store: Store, wanted: uuid.UUID) -> SkillRow:
@@ -161,3 +172,50 @@ async def delete_artifact(request: Request, disk_id: uuid.UUID, file_path: str):
     skill, node = _artifact(store, disk_id, file_path)
     await store.delete_file(skill.id, node.path, author="api")
     return ok()
+
+
+def _scope(skill: SkillRow) -> list[str] | None:
+    """Where the engine finds the skill: one space that includes it (a skill included in
+    several is one skill), or none for a skill in no space."""
+    return sorted(skill.spaces)[:1] or None
+
+
+def _found(skill: SkillRow, paths: list[str], limit: int) -> list[dict]:
+    """Artifacts of the distinct `paths`, in order, at most `limit` (0: the default)."""
+    out: list[dict] = []
+    for path in dict.fromkeys(paths):
+        node = skill.files.get(path)
+        if node is not None:  # a file created since the skill's row was taken is not in it
+            out.append(artifact_json(skill, node))
+        if len(out) == (limit or _DEFAULT_FOUND):
+            break
+    return out
+
+
+@router.get("/disk/{disk_id}/artifact/grep")
+async def grep_artifacts(request: Request, disk_id: uuid.UUID, query: str,
+                         limit: int = Query(_DEFAULT_FOUND, ge=0, le=_MAX_FOUND)):
+    """The artifacts with a line that matches `query`, in path order."""
+    store = store_of(request)
+    skill = _disk(store, disk_id)
+    found = await search(store, query, spaces=_scope(skill), skill=skill.id,
+                         ignore_case=True, max_results=_GREP_LINES, timeout=_GREP_SECONDS)
+    paths = [m.path for m in found.matches if not m.binary]
+    response = ok(_found(skill, paths, limit))
+    if found.timed_out or found.truncated:
+        response.headers["X-Skillfs-Search"] = "timed-out" if found.timed_out else "truncated"
+    return response
+
+
+@router.get("/disk/{disk_id}/artifact/glob")
+async def glob_artifacts(request: Request, disk_id: uuid.UUID, query: str,
+                         limit: int = Query(_DEFAULT_FOUND, ge=0, le=_MAX_FOUND)):
+    """The artifacts whose path from the disk's root matches the glob `query`."""
+    store = store_of(request)
+    skill = _disk(store, disk_id)
+    rel = query.strip().lstrip("/")
+    # the engine's globs start at the space: the skill's folder comes first
+    pattern = f"{skill.name}/{rel}" if "/" in rel else rel
+    found = await glob(store, pattern, spaces=_scope(skill), skill=skill.id,
+                       max_results=limit or _DEFAULT_FOUND)
+    return ok(_found(skill, [p.split("/", 2)[2] for p in found], limit))

@@ -69,7 +69,8 @@ def parse(text: str) -> list[_Params]:
         raise BadRequest("invalid edit_strategies JSON") from None
     if not isinstance(value, list) or not all(isinstance(s, dict) for s in value):
         raise BadRequest("edit_strategies must be a JSON array of {type, params} objects")
-    unknown = [str(s.get("type")) for s in value if s.get("type") not in STRATEGIES]
+    unknown = [json.dumps(s.get("type")) for s in value
+               if not isinstance(s.get("type"), str) or s["type"] not in STRATEGIES]
     if unknown:
         raise BadRequest(f"edit strategies not supported: {', '.join(unknown)} "
                          f"(skillfs applies {', '.join(STRATEGIES)})")
