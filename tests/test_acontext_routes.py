@@ -11,7 +11,6 @@ import uuid
 import httpx
 import pytest
 from acontext import AcontextClient, FileUpload
-from acontext.errors import APIError
 
 from conftest import wait_for
 from test_acontext_sdk import TOKEN, expect, folder, tcp_daemon, zip_of
@@ -187,6 +186,11 @@ def strategy(kind: str, **params) -> list[dict]:
 def test_remove_tool_results_and_call_params(client, tool_session):
     plain = client.sessions.get_messages(tool_session)
     assert plain.items == TOOL_SESSION and plain.edit_at_message_id == plain.ids[-1]
+    assert plain.events is None
+    assert client.sessions.get_messages(tool_session, with_events=True).events == []
+    # a page always reads oldest first; time_desc picks the newest page
+    newest = client.sessions.get_messages(tool_session, limit=2, time_desc=True)
+    assert newest.items == TOOL_SESSION[-2:] and newest.ids == plain.ids[-2:]
 
     got = client.sessions.get_messages(
         tool_session, edit_strategies=strategy("remove_tool_result",
@@ -427,6 +431,13 @@ def test_grep_and_glob_a_skill(api, client, runbook):
     assert names(arts.grep_artifacts(skill.disk_id, query="todo")) == [
         "/notes.txt", "/services/api.md"]
 
+    # a grep past the engine's cap on matching lines says so
+    arts.upsert(skill.disk_id, file=("many.txt", b"hit\n" * 10_001))
+    r = httpx.get(f"{api.base_url}/disk/{skill.disk_id}/artifact/grep",
+                  params={"query": "hit"}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.headers["X-Skillfs-Search"] == "truncated"
+    assert [a["filename"] for a in r.json()["data"]] == ["many.txt"]
+
     # bad patterns are refused with the engine's reason
     e = expect(400, arts.grep_artifacts, skill.disk_id, query="(a")
     assert "RE2" in e.message or "missing" in e.message, e.message
@@ -480,8 +491,3 @@ def test_health_needs_no_token(api, daemon):
     assert r.status_code == 401  # nothing else goes without a token
     assert daemon.api("GET", "/health").json() == {"code": 0, "msg": "ok"}
 
-
-def test_sdk_errors_are_api_errors(client):
-    # the SDK raises its APIError for every refusal above (not a parse error)
-    with pytest.raises(APIError):
-        client.sessions.get_tasks(str(uuid.uuid4()))
