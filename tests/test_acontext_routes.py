@@ -452,6 +452,38 @@ def test_grep_and_glob_a_skill(api, client, runbook):
     assert r.status_code == 400  # no query
 
 
+def test_disk_tools_on_a_skill(api, client, runbook):
+    """The SDK's DISK_TOOLS, the tools Acontext's agents and plugins use on a disk, given a
+    skill's disk id: every tool works, and what they write is in the mount."""
+    from acontext.agent.disk import DISK_TOOLS
+    skill_dir, skill = runbook
+    ctx = DISK_TOOLS.format_context(client, skill.disk_id)
+
+    def run(tool: str, **args) -> str:
+        return DISK_TOOLS.execute_tool(ctx, tool, args)
+
+    assert run("list_disk", file_path="/") == (
+        "[Listing in /]\nDirectories:\nservices/\nFiles:\nSKILL.md\nlogo.bin\nnotes.txt")
+    assert run("grep_disk", query="fridays") == (
+        "Found 1 file(s) matching 'fridays':\n/services/db/pg.md")
+    assert run("glob_disk", query="services/**/*.md").endswith(
+        "\n/services/api.md\n/services/db/pg.md")
+    assert run("read_file_disk", file_path="/services/", filename="api.md").startswith(
+        "[/services/api.md - showing L0-3 of 3 lines]\n# API\n")
+    assert run("replace_string_disk", file_path="services", filename="api.md",
+               old_string="TODO: canary", new_string="canary done") == (
+        "Found 1 old_string in /services/api.md and replaced it.")
+    assert (skill_dir / "services" / "api.md").read_text() == \
+        "# API\nblue-green deploys, canary done\n"
+    assert run("write_file_disk", file_path="/checklists/", filename="release.md",
+               content="- tag\n- deploy\n") == \
+        "File 'release.md' written successfully to '/checklists/'"
+    assert (skill_dir / "checklists" / "release.md").read_text() == "- tag\n- deploy\n"
+    url = run("download_file_disk", file_path="/checklists/", filename="release.md",
+              expire=60).splitlines()[-1]
+    assert httpx.get(url).content == b"- tag\n- deploy\n"
+
+
 def test_artifact_writes_go_through_the_store(api, client, runbook):
     skill_dir, skill = runbook
     arts = client.disks.artifacts
