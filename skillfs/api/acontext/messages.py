@@ -112,9 +112,9 @@ async def get_messages(request: Request, session_id: uuid.UUID, format: str = "o
     rows = await store.get_messages(session.id)
     chosen, more, nxt = page(rows, lambda m: (m.seq, ""), limit, cursor, time_desc)
     chosen.sort(key=lambda m: m.seq)
-    # Converting and counting a long session's tokens is work for a thread, not the loop.
     # with no strategy there is nothing to pin: edits end at the page's last message
     pin = pin_editing_strategies_at_message if strategies else None
+    # Converting and counting a long session's tokens is work for a thread, not the loop.
     data = await trio.to_thread.run_sync(_edited_page, chosen, strategies, pin, format,
                                          learned)
     data.update(next_cursor=nxt, has_more=more)
