@@ -15,6 +15,10 @@
 text flattened into one string, the tool calls, and the original dict untouched (the store
 keeps it so nothing the agent sent is lost). Anything that is not a message raises
 `InvalidMessage` (an `Invalid`) naming the field at fault.
+
+A `Message` renders itself in each form again (`to_openai_messages`, `to_anthropic`,
+`to_acontext_parts`, `render`): the API hands a session's messages out in the form its
+reader asks for, whatever form they came in.
 """
 
 from __future__ import annotations
@@ -128,6 +132,65 @@ class Message(BaseModel):
         if rest:
             out.append({"role": "user", "content": rest})
         return out
+
+    def to_anthropic(self) -> dict[str, Any]:
+        """This message as one Anthropic message: text and tool_use blocks for the assistant,
+        text and tool_result blocks for everyone else (Anthropic has no system or tool role
+        inside messages: both are the user's turn)."""
+        if self.role == "assistant":
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": self.text}] if self.text \
+                else []
+            for i, c in enumerate(self.tool_calls):
+                args = c.arguments if isinstance(c.arguments, dict) else {"arguments": c.arguments}
+                blocks.append({"type": "tool_use", "id": c.id or f"call_{i}", "name": c.name,
+                               "input": args})
+            return {"role": "assistant", "content": blocks}
+        blocks = []
+        for o in self.to_openai_messages():
+            if o["role"] == "tool":
+                blocks.append({"type": "tool_result", "tool_use_id": o["tool_call_id"],
+                               "content": o["content"]})
+            elif o.get("content"):
+                blocks.append({"type": "text", "text": o["content"]})
+        return {"role": "user", "content": blocks or [{"type": "text", "text": self.text}]}
+
+    def to_acontext_parts(self) -> list[dict[str, Any]]:
+        """This message as Acontext's parts: the parts it came with if it came in Acontext's
+        form, else text, tool-call and tool-result parts."""
+        parts: list[dict[str, Any]] = []
+        if self.format == "acontext":
+            for p in self.original.get("parts") or []:
+                if isinstance(p, str):
+                    parts.append({"type": "text", "text": p})
+                else:
+                    parts.append({k: p[k] for k in ("type", "text", "filename", "meta")
+                                  if p.get(k) is not None})
+            return parts
+        if self.role == "assistant":
+            if self.text:
+                parts.append({"type": "text", "text": self.text})
+            for c in self.tool_calls:
+                parts.append({"type": "tool-call", "meta": {"id": c.id, "name": c.name,
+                                                            "arguments": c.arguments_json()}})
+        else:
+            for o in self.to_openai_messages():
+                if o["role"] == "tool":
+                    parts.append({"type": "tool-result", "text": o["content"],
+                                  "meta": {"tool_call_id": o["tool_call_id"]}})
+                elif o.get("content"):
+                    parts.append({"type": "text", "text": o["content"]})
+        return parts or [{"type": "text", "text": self.text}]
+
+    def render(self, fmt: str) -> list[dict[str, Any]]:
+        """This message in OpenAI's or Anthropic's form: exactly what the agent sent when it
+        is in that form already, else converted (OpenAI may need several messages)."""
+        if self.format == fmt:
+            return [self.original]
+        if fmt == "openai":
+            return self.to_openai_messages()
+        if fmt == "anthropic":
+            return [self.to_anthropic()]
+        raise InvalidMessage(None, f"cannot render a message as {fmt!r}")
 
 
 class Control(BaseModel):

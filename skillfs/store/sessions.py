@@ -248,6 +248,29 @@ class Sessions(Service):
     def last_seq(self, session_id: str) -> int:
         return self._session_seq.get(session_id, -1)
 
+    async def message_counts(self, session_id: str, upto_seq: int) -> tuple[int, int]:
+        """How many of a session's messages are at or before `upto_seq`, and how many after."""
+        [(upto, after)] = await self._db(lambda: self.con.execute(
+            "SELECT count(*) FILTER (WHERE seq <= ?), count(*) FILTER (WHERE seq > ?) "
+            "FROM messages WHERE session_id = ?", [upto_seq, upto_seq, session_id]).fetchall())
+        return upto, after
+
+    async def patch_message_meta(self, session_id: str, seq: int, patch: dict) -> dict:
+        """Merge `patch` into a message's meta (a key whose new value is None is removed);
+        return the meta now. Read and write are one transaction; NotFound if there is no
+        such message."""
+        def sql(con):
+            row = con.execute("SELECT meta FROM messages WHERE session_id = ? AND seq = ?",
+                              [session_id, seq]).fetchone()
+            if row is None:
+                raise NotFound(f"no message {seq} in session {session_id!r}")
+            merged = {**_unjson(row[0], {}), **patch}
+            meta = {k: v for k, v in merged.items() if not (k in patch and patch[k] is None)}
+            con.execute("UPDATE messages SET meta = ? WHERE session_id = ? AND seq = ?",
+                        [_json(meta) if meta else None, session_id, seq])
+            return meta
+        return await self._write(sql)
+
     # -- spool -------------------------------------------------------------------------
 
     async def ingest_spool_files(self, space_name: str, session_name: str,

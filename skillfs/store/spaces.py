@@ -252,3 +252,7 @@ class Spaces(Service):
 
     def list_skills(self) -> list[SkillRow]:
         return [SkillRow.of(s) for s in self.tree.skills.values()]
+
+    def skill_ids(self) -> list[str]:
+        """Every skill's id, without copying any skill's files into a row."""
+        return list(self.tree.skills)

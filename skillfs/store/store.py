@@ -61,6 +61,7 @@ class Store:
         self.get_space, self.find_space = spaces.get_space, spaces.find_space
         self.list_spaces, self.get_skill = spaces.list_spaces, spaces.get_skill
         self.find_skill, self.list_skills = spaces.find_skill, spaces.list_skills
+        self.skill_ids = spaces.skill_ids
         self.has_space_named = spaces.has_space_named
         self.list_trash, self.restore = trash.list_trash, trash.restore
         self.restore_skill, self.restore_space = trash.restore_skill, trash.restore_space
@@ -79,6 +80,8 @@ class Store:
                                                     sessions.attach_session)
         self.add_messages, self.mark_session = sessions.add_messages, sessions.mark_session
         self.get_messages, self.last_seq = sessions.get_messages, sessions.last_seq
+        self.message_counts = sessions.message_counts
+        self.patch_message_meta = sessions.patch_message_meta
         self.ingest_spool_files = sessions.ingest_spool_files
         self.list_tasks, self.save_task = learning.list_tasks, learning.save_task
         self.get_learning, self.list_learning = learning.get_learning, learning.list_learning
