@@ -90,3 +90,17 @@ async def test_a_skill_in_two_spaces_is_one_skill(store: Store) -> None:
     assert store.find_skill(skill_id) is not None
     assert await store.remove_skill(b.id, skill_id)  # the last space: into the trash
     assert store.find_skill(skill_id) is None
+
+
+async def test_a_task_saved_again_keeps_when_it_was_first_saved(store: Store) -> None:
+    """The learner saves a task whole each time it changes (created_ns unknown to it)."""
+    from skillfs.store import TaskRow
+
+    result = await _ingest(store, "alice", "s1", "alice/s1/001.jsonl", "d1", _msgs("hi"))
+    sid = result.session_id
+    await store.save_lessons(sid, [], tasks=[TaskRow("t1", sid, 0, "deploy", "running")])
+    [first] = await store.list_tasks(sid)
+    await store.save_lessons(sid, [], tasks=[TaskRow("t1", sid, 0, "deploy", "success")])
+    [again] = await store.list_tasks(sid)
+    assert again.status == "success" and again.updated_ns > first.updated_ns
+    assert again.created_ns == first.created_ns

@@ -43,6 +43,10 @@ class Learning(Service):
 
     @staticmethod
     def _sql_task(con, task: TaskRow) -> None:
+        # A task is saved whole each time it changes; it keeps the time it was first saved.
+        first = con.execute("SELECT created_ns FROM tasks WHERE id = ?", [task.id]).fetchone()
+        if first:
+            task.created_ns = first[0]
         con.execute("DELETE FROM tasks WHERE id = ?", [task.id])
         con.execute(f"INSERT INTO tasks ({_TASK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     [task.id, task.session_id, task.ord, task.description, task.status,
