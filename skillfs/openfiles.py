@@ -48,7 +48,7 @@ from .boundary import errno_for
 from .errors import SkillfsError, TooBig
 from .invalidate import Invalidations
 from .store import Store
-from .tree import FileNode
+from .store.tree import FileNode
 
 log = logging.getLogger("skillfs.fs")
 
@@ -316,5 +316,4 @@ class OpenFiles:
         await self._forget_pages(of.node, wait=wait)
 
     async def _forget_pages(self, node: FileNode, *, wait: bool) -> None:
-        if node.ino:
-            await self.kernel.invalidate([("inode", node.ino, False)], wait=wait)
+        await self.kernel.forget_pages(node, wait=wait)

@@ -163,7 +163,7 @@ def test_failures_in_metadata_handlers_and_forget(tmp_path, monkeypatch, caplog)
             assert await _errno_of(fs.getattr(ino, None)) == errno.EIO
             assert await _errno_of(fs.lookup(parent, b"a.md", None)) == errno.EIO
         with monkeypatch.context() as m:
-            m.setattr(fs.tree, "release_inode", boom)
+            m.setattr(fs.inodes, "release", boom)
             # every lookup forgotten; forget has no reply to give: logged only
             assert await fs.forget([(ino, 1000)]) is None
         with monkeypatch.context() as m:

@@ -17,7 +17,7 @@ import duckdb
 import trio
 
 from ..errors import NotFound, TooBig
-from ..tree import Skill, Space, Tree
+from .tree import Skill, Space, Tree
 from .content import ContentCache
 from .database import Database
 from .events import StoreEvent, Subscriber

@@ -18,7 +18,7 @@ import re
 import time
 
 from ..errors import Invalid, NotFound, SkillfsError
-from ..tree import FileNode, Skill
+from .tree import FileNode, Skill
 from . import versions, writes
 from .context import Context, Service
 from .events import FileChanged

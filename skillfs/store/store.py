@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SkillfsError
-from ..tree import Tree
+from .tree import Tree
 from .content import ContentCache
 from .context import Context
 from .database import Database
