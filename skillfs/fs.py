@@ -243,17 +243,17 @@ class SkillFS(pyfuse3.Operations):
         ref = self._dir(parent_inode)
         text = _name(name)
         if ref.space is None:
-            row = await self.store.create_space(text, author="fuse")
+            row = await self.store.spaces.create_space(text, author="fuse")
             return self._entry(self.inodes.space_ino(self.tree.spaces[row.id]))
         if ref.skill is None:
             check_skill_name(text)
             template = render(text, f"Describe what the {text} skill holds and when to use it.",
                               f"# {text}\n\nWrite this skill's rules here.")
-            made = await self.store.create_skill(
+            made = await self.store.spaces.create_skill(
                 template, space_id=ref.space.id, author="fuse", reason="mkdir")
             return self._entry(self.inodes.dir_ino(ref.space, self.tree.skills[made.id], ""))
         path = self._join(ref, text)
-        await self.store.make_dir(ref.skill.id, path, author="fuse")
+        await self.store.files.make_dir(ref.skill.id, path, author="fuse")
         return self._entry(self.inodes.dir_ino(ref.space, ref.skill, path))
 
     async def rmdir(self, parent_inode, name, ctx):
@@ -266,7 +266,7 @@ class SkillFS(pyfuse3.Operations):
             space = self.tree.space_names[text]
             if self.inodes.entry_count(space):
                 raise _err(errno.ENOTEMPTY)
-            await self.store.delete_space(space.id, author="fuse")
+            await self.store.spaces.delete_space(space.id, author="fuse")
         elif ref.skill is None:
             if not self.inodes.is_empty_folder(ref.space, text):
                 raise _err(errno.ENOTEMPTY)  # a skill's folder holds its SKILL.md
@@ -274,8 +274,8 @@ class SkillFS(pyfuse3.Operations):
         else:
             if isinstance(self.inodes.objects[ino], FileNode):
                 raise _err(errno.ENOTDIR)
-            await self.store.remove_dir(ref.skill.id, self._join(ref, text),
-                                                   author="fuse")
+            await self.store.files.remove_dir(ref.skill.id, self._join(ref, text),
+                                              author="fuse")
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         if flags & pyfuse3.RENAME_EXCHANGE:
@@ -292,7 +292,7 @@ class SkillFS(pyfuse3.Operations):
             space = self.tree.space_names[old]
             if dst is not None:
                 raise _err(errno.EEXIST if self.tree.space_names[new].skills else errno.ENOTEMPTY)
-            await self.store.update_space(space.id, name=new, author="fuse")
+            await self.store.spaces.update_space(space.id, name=new, author="fuse")
             return
         if old_ref.skill is None or new_ref.skill is None:
             raise _err(errno.EPERM)  # skills keep their names; spaces move only at the top
@@ -304,11 +304,11 @@ class SkillFS(pyfuse3.Operations):
         if isinstance(src_obj, FileNode):
             if dst is not None and not isinstance(self.inodes.objects[dst], FileNode):
                 raise _err(errno.EISDIR)
-            await self.store.move_file(skill.id, old_path, new_path, author="fuse")
+            await self.store.files.move_file(skill.id, old_path, new_path, author="fuse")
         else:
             if dst is not None and isinstance(self.inodes.objects[dst], FileNode):
                 raise _err(errno.ENOTDIR)
-            await self.store.move_dir(skill.id, old_path, new_path, author="fuse")
+            await self.store.files.move_dir(skill.id, old_path, new_path, author="fuse")
 
     # -- files -------------------------------------------------------------------------
 
@@ -316,7 +316,7 @@ class SkillFS(pyfuse3.Operations):
         ref = self._skill_dir(parent_inode)
         path = self._join(ref, _name(name))
         assert ref.skill is not None  # _skill_dir refuses a folder outside a skill
-        node = await self.store.reserve_file(ref.skill.id, path)
+        node = await self.store.files.reserve_file(ref.skill.id, path)
         fh = self.files.open_writer(node, truncate=False, append=bool(flags & os.O_APPEND),
                                     created=True)
         ino = self.inodes.file_ino(node)
@@ -332,7 +332,7 @@ class SkillFS(pyfuse3.Operations):
             raise _err(errno.EISDIR)
         assert ref.skill is not None  # _skill_dir refuses a folder outside a skill
         if ref.path or text != SKILL_MD:
-            await self.store.delete_file(ref.skill.id, self._join(ref, text), author="fuse")
+            await self.store.files.delete_file(ref.skill.id, self._join(ref, text), author="fuse")
         else:
             await self._unlink_skill_md(ref, parent_inode)
 
@@ -347,7 +347,7 @@ class SkillFS(pyfuse3.Operations):
                         "--space %s", space.name, skill.name, SKILL_MD,
                         ", ".join(others[:5]), skill.name, space.name)
             raise _err(errno.EBUSY)
-        await self.store.remove_skill(space.id, skill.id, author="fuse")
+        await self.store.spaces.remove_skill(space.id, skill.id, author="fuse")
         self.inodes.leave_empty_folder(space, skill, folder_ino)
 
     async def open(self, inode, flags, ctx):
