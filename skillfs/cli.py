@@ -324,7 +324,7 @@ def import_tree(src: Path, db, config_file):
         # a bulk load wants DuckDB's default memory; the daemon's limit is for serving
         store = Store(str(cfg.db), max_file_size=cfg.max_file_size, duckdb_memory=None)
         t0 = time.monotonic()
-        counts = store.import_tree(str(src))
+        counts = store.files.import_tree(str(src))
         store.close()
     except (StartupError, SkillfsError) as e:
         raise click.ClickException(e.message) from None

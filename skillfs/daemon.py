@@ -183,7 +183,7 @@ class Daemon:
                      group_write=c.group_write)
         invalidator = KernelInvalidator()
         app = build_app(self)
-        self.spool = SpoolIngester(store, c.spool)
+        self.spool = SpoolIngester(store.sessions, c.spool)
         self._start_learner(store)
         mounted = False
         try:
@@ -256,7 +256,7 @@ class Daemon:
     async def _preload(self, store: Store) -> None:
         t0 = time.monotonic()
         try:
-            n = await store.preload()
+            n = await store.files.preload()
         except Exception:
             # Only a head start: reads fetch what they need themselves.
             log.exception("preloading the content cache failed; files are read on demand")

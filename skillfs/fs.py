@@ -26,12 +26,13 @@ from . import noflush  # before pyfuse3: see skillfs/noflush.py
 import pyfuse3  # noqa: E402
 
 from .boundary import error_boundary
+from .inodes import ROOT_INO, DirRef, Inodes
 from .invalidate import Invalidations
 from .names import check_skill_name
 from .openfiles import OpenFiles
 from .skillmd import render
 from .store import SKILL_MD, Store
-from .tree import ROOT_INO, DirRef, FileNode
+from .store.tree import FileNode
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,10 @@ class SkillFS(pyfuse3.Operations):
         group = (0o60 if group_write else 0o40) if shared else 0
         self.file_mode = 0o600 | group
         self.dir_mode = 0o700 | group | (0o10 if shared else 0)
-        # The store says what changed; the mount works out what the kernel must forget.
-        self.invalidations = Invalidations(store.tree)
+        # The store says what changed; the mount keeps its numbers in step and works out
+        # what the kernel must forget.
+        self.inodes = Inodes(store.tree)
+        self.invalidations = Invalidations(self.inodes)
         store.subscribe(self.invalidations.on_event)
         self.files = OpenFiles(store, self.invalidations)
         self._lookups: dict[int, int] = {}
@@ -82,7 +85,7 @@ class SkillFS(pyfuse3.Operations):
     # -- helpers -----------------------------------------------------------------------
 
     def _obj(self, ino: int) -> DirRef | FileNode:
-        obj = self.tree.inodes.get(ino)
+        obj = self.inodes.objects.get(ino)
         if obj is None:
             raise _err(errno.ENOENT)
         return obj
@@ -91,7 +94,7 @@ class SkillFS(pyfuse3.Operations):
         obj = self._obj(ino)
         if isinstance(obj, FileNode):
             raise _err(errno.ENOTDIR)
-        if not self.tree.is_live(obj):
+        if not self.inodes.is_live(obj):
             raise _err(errno.ENOENT)
         return obj
 
@@ -140,8 +143,8 @@ class SkillFS(pyfuse3.Operations):
             subdirs = len(self.tree.spaces)
             mtime = self.tree.root_mtime
         elif obj.skill is None:
-            subdirs = obj.space.entry_count()
-            mtime = obj.space.updated_ns
+            subdirs = self.inodes.entry_count(obj.space)
+            mtime = self.inodes.space_mtime(obj.space)
         else:
             entries = obj.skill.children.get(obj.path, {})
             subdirs = sum(1 for v in entries.values() if v is None)
@@ -152,7 +155,7 @@ class SkillFS(pyfuse3.Operations):
 
     def _entry(self, ino: int) -> pyfuse3.EntryAttributes:
         self._lookups[ino] = self._lookups.get(ino, 0) + 1
-        return self._attrs(ino, self.tree.inodes[ino])
+        return self._attrs(ino, self.inodes.objects[ino])
 
     # -- metadata ----------------------------------------------------------------------
 
@@ -161,7 +164,7 @@ class SkillFS(pyfuse3.Operations):
         text = _name(name)
         if text == ".":
             return self._entry(parent_inode)
-        ino = self.tree.lookup(ref, text)
+        ino = self.inodes.lookup(ref, text)
         if ino is None:
             raise _err(errno.ENOENT)
         return self._entry(ino)
@@ -187,7 +190,7 @@ class SkillFS(pyfuse3.Operations):
                 continue
             self._lookups.pop(ino, None)
             self._file_attrs.pop(ino, None)
-            self.tree.release_inode(ino)
+            self.inodes.release(ino)
 
     async def statfs(self, ctx):
         s = pyfuse3.StatvfsData()
@@ -220,12 +223,12 @@ class SkillFS(pyfuse3.Operations):
         if entries is None or start_id == 0:
             # One listing per pass: getdents(2) asks again until an empty answer, and
             # rewinddir(3) starts a new pass at 0.
-            entries = self.tree.children(ref, last=SKILL_MD)
+            entries = self.inodes.children(ref, last=SKILL_MD)
             self._listings[fh] = (inode, entries)
-        inodes = self.tree.inodes
+        objects = self.inodes.objects
         for i in range(start_id, len(entries)):
             name, ino, _ = entries[i]
-            obj = inodes.get(ino)
+            obj = objects.get(ino)
             if obj is None:
                 continue  # a file deleted since this pass began, already forgotten
             if not pyfuse3.readdir_reply(token, name.encode("utf-8", "surrogateescape"),
@@ -240,56 +243,56 @@ class SkillFS(pyfuse3.Operations):
         ref = self._dir(parent_inode)
         text = _name(name)
         if ref.space is None:
-            row = await self.store.create_space(text, author="fuse")
-            return self._entry(self.tree.space_ino(self.tree.spaces[row.id]))
+            row = await self.store.spaces.create_space(text, author="fuse")
+            return self._entry(self.inodes.space_ino(self.tree.spaces[row.id]))
         if ref.skill is None:
             check_skill_name(text)
             template = render(text, f"Describe what the {text} skill holds and when to use it.",
                               f"# {text}\n\nWrite this skill's rules here.")
-            made = await self.store.create_skill(
+            made = await self.store.spaces.create_skill(
                 template, space_id=ref.space.id, author="fuse", reason="mkdir")
-            return self._entry(self.tree.dir_ino(ref.space, self.tree.skills[made.id], ""))
+            return self._entry(self.inodes.dir_ino(ref.space, self.tree.skills[made.id], ""))
         path = self._join(ref, text)
-        await self.store.make_dir(ref.skill.id, path, author="fuse")
-        return self._entry(self.tree.dir_ino(ref.space, ref.skill, path))
+        await self.store.files.make_dir(ref.skill.id, path, author="fuse")
+        return self._entry(self.inodes.dir_ino(ref.space, ref.skill, path))
 
     async def rmdir(self, parent_inode, name, ctx):
         ref = self._dir(parent_inode)
         text = _name(name)
-        ino = self.tree.lookup(ref, text)
+        ino = self.inodes.lookup(ref, text)
         if ino is None:
             raise _err(errno.ENOENT)
         if ref.space is None:
             space = self.tree.space_names[text]
-            if space.entry_count():
+            if self.inodes.entry_count(space):
                 raise _err(errno.ENOTEMPTY)
-            await self.store.delete_space(space.id, author="fuse")
+            await self.store.spaces.delete_space(space.id, author="fuse")
         elif ref.skill is None:
-            if text not in ref.space.empty:
+            if not self.inodes.is_empty_folder(ref.space, text):
                 raise _err(errno.ENOTEMPTY)  # a skill's folder holds its SKILL.md
-            self.tree.remove_empty_folder(ref.space, text, time.time_ns())
+            self.inodes.remove_empty_folder(ref.space, text, time.time_ns())
         else:
-            if isinstance(self.tree.inodes[ino], FileNode):
+            if isinstance(self.inodes.objects[ino], FileNode):
                 raise _err(errno.ENOTDIR)
-            await self.store.remove_dir(ref.skill.id, self._join(ref, text),
-                                                   author="fuse")
+            await self.store.files.remove_dir(ref.skill.id, self._join(ref, text),
+                                              author="fuse")
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise _err(errno.EINVAL)
         old_ref, new_ref = self._dir(parent_inode_old), self._dir(parent_inode_new)
         old, new = _name(name_old), _name(name_new)
-        src = self.tree.lookup(old_ref, old)
+        src = self.inodes.lookup(old_ref, old)
         if src is None:
             raise _err(errno.ENOENT)
-        dst = self.tree.lookup(new_ref, new)
+        dst = self.inodes.lookup(new_ref, new)
         if dst is not None and flags & pyfuse3.RENAME_NOREPLACE:
             raise _err(errno.EEXIST)
         if old_ref.space is None and new_ref.space is None:
             space = self.tree.space_names[old]
             if dst is not None:
                 raise _err(errno.EEXIST if self.tree.space_names[new].skills else errno.ENOTEMPTY)
-            await self.store.update_space(space.id, name=new, author="fuse")
+            await self.store.spaces.update_space(space.id, name=new, author="fuse")
             return
         if old_ref.skill is None or new_ref.skill is None:
             raise _err(errno.EPERM)  # skills keep their names; spaces move only at the top
@@ -297,15 +300,15 @@ class SkillFS(pyfuse3.Operations):
             raise _err(errno.EXDEV)  # mv falls back to copy + delete
         skill = old_ref.skill
         old_path, new_path = self._join(old_ref, old), self._join(new_ref, new)
-        src_obj = self.tree.inodes[src]
+        src_obj = self.inodes.objects[src]
         if isinstance(src_obj, FileNode):
-            if dst is not None and not isinstance(self.tree.inodes[dst], FileNode):
+            if dst is not None and not isinstance(self.inodes.objects[dst], FileNode):
                 raise _err(errno.EISDIR)
-            await self.store.move_file(skill.id, old_path, new_path, author="fuse")
+            await self.store.files.move_file(skill.id, old_path, new_path, author="fuse")
         else:
-            if dst is not None and isinstance(self.tree.inodes[dst], FileNode):
+            if dst is not None and isinstance(self.inodes.objects[dst], FileNode):
                 raise _err(errno.ENOTDIR)
-            await self.store.move_dir(skill.id, old_path, new_path, author="fuse")
+            await self.store.files.move_dir(skill.id, old_path, new_path, author="fuse")
 
     # -- files -------------------------------------------------------------------------
 
@@ -313,23 +316,23 @@ class SkillFS(pyfuse3.Operations):
         ref = self._skill_dir(parent_inode)
         path = self._join(ref, _name(name))
         assert ref.skill is not None  # _skill_dir refuses a folder outside a skill
-        node = await self.store.reserve_file(ref.skill.id, path)
+        node = await self.store.files.reserve_file(ref.skill.id, path)
         fh = self.files.open_writer(node, truncate=False, append=bool(flags & os.O_APPEND),
                                     created=True)
-        ino = self.tree.file_ino(node)
+        ino = self.inodes.file_ino(node)
         return self._writer_info(fh), self._entry(ino)
 
     async def unlink(self, parent_inode, name, ctx):
         ref = self._skill_dir(parent_inode)
         text = _name(name)
-        ino = self.tree.lookup(ref, text)
+        ino = self.inodes.lookup(ref, text)
         if ino is None:
             raise _err(errno.ENOENT)
-        if not isinstance(self.tree.inodes[ino], FileNode):
+        if not isinstance(self.inodes.objects[ino], FileNode):
             raise _err(errno.EISDIR)
         assert ref.skill is not None  # _skill_dir refuses a folder outside a skill
         if ref.path or text != SKILL_MD:
-            await self.store.delete_file(ref.skill.id, self._join(ref, text), author="fuse")
+            await self.store.files.delete_file(ref.skill.id, self._join(ref, text), author="fuse")
         else:
             await self._unlink_skill_md(ref, parent_inode)
 
@@ -344,8 +347,8 @@ class SkillFS(pyfuse3.Operations):
                         "--space %s", space.name, skill.name, SKILL_MD,
                         ", ".join(others[:5]), skill.name, space.name)
             raise _err(errno.EBUSY)
-        await self.store.remove_skill(space.id, skill.id, author="fuse")
-        self.tree.leave_empty_folder(space, skill, folder_ino)
+        await self.store.spaces.remove_skill(space.id, skill.id, author="fuse")
+        self.inodes.leave_empty_folder(space, skill, folder_ino)
 
     async def open(self, inode, flags, ctx):
         node = self._obj(inode)

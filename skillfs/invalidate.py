@@ -1,6 +1,7 @@
 """Tells the kernel to drop cached entries and inodes, from a thread of its own, and
 works out which ones from the store's change events (`Invalidations`): the store knows
-nothing of inodes or the kernel.
+nothing of inodes or the kernel; the mount's inode table (`skillfs.inodes`) says which
+numbers the kernel may hold.
 
 `invalidate_entry` waits for FUSE requests on the same directory to finish, so calling it
 from the trio thread (which serves those requests) could deadlock; a dedicated thread keeps
@@ -25,6 +26,7 @@ from .store.events import (
     FileChanged,
     FileDropped,
     FileMoved,
+    FileMovedOver,
     FileRemoved,
     FolderAdded,
     FolderMoved,
@@ -38,7 +40,8 @@ from .store.events import (
     StoreEvent,
     TreeEvent,
 )
-from .tree import ROOT_INO, Tree
+from .inodes import ROOT_INO, Inodes
+from .store.tree import FileNode
 
 log = logging.getLogger(__name__)
 
@@ -100,24 +103,25 @@ class KernelInvalidator:
 
 
 class Invalidations:
-    """The mount's subscriber to the store: keeps folder inode numbers in step with folders
-    moved and removed, and turns each change into the entries and inodes the kernel must
-    forget. A change the kernel itself made (author "fuse") is queued and not waited for;
-    any other is waited for, so its caller returns only once readers see it; so is a
-    dropped reservation, which its creator's close() must not outlive.
+    """The mount's subscriber to the store: has the inode table follow each change, and
+    turns it into the entries and inodes the kernel must forget. A change the kernel itself
+    made (author "fuse") is queued and not waited for; any other is waited for, so its
+    caller returns only once readers see it; so is a dropped reservation, which its
+    creator's close() must not outlive.
 
-    Called on the trio thread right after the store updated its index, before any other
+    Called on the trio thread right after the store updated its tree, before any other
     task runs (the store publishes with no checkpoint in between), so no request sees a
-    folder whose number is not yet re-keyed."""
+    number out of step with the tree."""
 
-    def __init__(self, tree: Tree) -> None:
-        self.tree = tree
+    def __init__(self, inodes: Inodes) -> None:
+        self.inodes = inodes
+        self.tree = inodes.tree
         self.kernel: KernelInvalidator | None = None
 
     def on_event(self, event: StoreEvent) -> Awaitable[None] | None:
         if isinstance(event, SessionEvent):
             return None
-        self._renumber(event)
+        self.inodes.follow(event)
         if self.kernel is None:
             return None
         items = self._items(event)
@@ -126,24 +130,11 @@ class Invalidations:
         wait = isinstance(event, FileDropped) or event.author != "fuse"
         return self.kernel.invalidate(items, wait)
 
-    async def invalidate(self, items: list[tuple], wait: bool) -> None:
-        """For the mount's own needs (an open file's pages)."""
-        if self.kernel is not None:
-            await self.kernel.invalidate(items, wait)
-
-    def _renumber(self, event: TreeEvent) -> None:
-        """A removed folder's path gets a new number if made again; a moved folder keeps
-        its numbers at the new path (over an empty folder there, whose number goes)."""
-        if not isinstance(event, FolderRemoved | FolderMoved):
-            return
-        skill = self.tree.skills.get(event.skill_id)
-        if skill is None:
-            return
-        gone = event.path if isinstance(event, FolderRemoved) else event.new_path
-        for space_id in skill.spaces:
-            self.tree.forget_dir(space_id, skill.id, gone)
-        if isinstance(event, FolderMoved):
-            self.tree.rename_dirs(skill, event.old_path, event.new_path)
+    async def forget_pages(self, node: FileNode, wait: bool) -> None:
+        """For the mount's own needs: an open file's pages and attributes."""
+        ino = self.inodes.known_file_ino(node)
+        if self.kernel is not None and ino is not None:
+            await self.kernel.invalidate([("inode", ino, False)], wait)
 
     def _items(self, event: TreeEvent) -> list[tuple]:
         match event:
@@ -152,15 +143,13 @@ class Invalidations:
             case SpaceRemoved(name=name) | SpaceRenamed(old_name=name):
                 return [("entry", ROOT_INO, name), ("inode", ROOT_INO, True)]
             case SkillAdded() | SkillRemoved():
-                space = self.tree.spaces.get(event.space_id)
-                if space is None or not space.ino:
+                ino = self.inodes.known_space_ino(event.space_id)
+                if ino is None:
                     return []
-                entry = [("entry", space.ino, event.name)] if isinstance(event,
-                                                                         SkillRemoved) else []
-                return entry + [("inode", space.ino, True)]
+                entry = [("entry", ino, event.name)] if isinstance(event, SkillRemoved) else []
+                return entry + [("inode", ino, True)]
             case FileChanged(file_id=file_id):
-                node = self.tree.file_ids.get(file_id)
-                return [("inode", node.ino, False)] if node is not None and node.ino else []
+                return self._file(file_id)
             case FileAdded() | FolderAdded():
                 return self._folder(event.skill_id, event.path, with_entry=False)
             case FileRemoved() | FileDropped() | FolderRemoved():
@@ -168,7 +157,17 @@ class Invalidations:
             case FileMoved() | FolderMoved():
                 return (self._folder(event.skill_id, event.old_path, with_entry=True)
                         + self._folder(event.skill_id, event.new_path, with_entry=True))
+            case FileMovedOver():
+                return (self._folder(event.skill_id, event.old_path, with_entry=True)
+                        + self._folder(event.skill_id, event.new_path, with_entry=True)
+                        + self._file(event.survivor_id))
         return []
+
+    def _file(self, file_id: int) -> list[tuple]:
+        """A file's attributes and pages."""
+        node = self.tree.file_ids.get(file_id)
+        ino = self.inodes.known_file_ino(node) if node is not None else None
+        return [("inode", ino, False)] if ino is not None else []
 
     def _folder(self, skill_id: str, path: str, *, with_entry: bool) -> list[tuple]:
         """The folder holding `path`, in every space that shows it (and `path`'s entry)."""
@@ -177,7 +176,7 @@ class Invalidations:
             return []
         parent, _, name = path.rpartition("/")
         items: list[tuple] = []
-        for _space, ino in self.tree.known_dir_inos(skill, parent):
+        for ino in self.inodes.known_dir_inos(skill, parent):
             if with_entry:
                 items.append(("entry", ino, name))
             items.append(("inode", ino, True))

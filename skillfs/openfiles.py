@@ -48,7 +48,7 @@ from .boundary import errno_for
 from .errors import SkillfsError, TooBig
 from .invalidate import Invalidations
 from .store import Store
-from .tree import FileNode
+from .store.tree import FileNode
 
 log = logging.getLogger("skillfs.fs")
 
@@ -196,7 +196,7 @@ class OpenFiles:
             version = node.version
             data = self.store.cache.get((node.id, version))
             if data is None:
-                data = await self.store.content(node)
+                data = await self.store.files.content(node)
             # A commit (ours or the store's) may have landed while we waited; answering
             # with what it replaced after its invalidation would leave that cached.
             if node.version == version and self.pending(node) is None:
@@ -207,7 +207,7 @@ class OpenFiles:
     async def _working(self, of: OpenFile) -> bytearray:
         while of.stale():
             version = of.node.version
-            content = await self.store.content(of.node)
+            content = await self.store.files.content(of.node)
             if of.stale() and of.node.version == version:
                 of.reset(content, version)
         return of.data
@@ -244,10 +244,10 @@ class OpenFiles:
         of = of or self._files.get(node.id)
         if of is None:
             # truncate(2) on a path nobody is writing: a version of its own
-            content = await self.store.content(node)
+            content = await self.store.files.content(node)
             content = content[:size] + bytes(max(0, size - len(content)))
-            await self.store.write_file(node.skill_id, node.path, content, author="fuse",
-                                        reason="truncate")
+            await self.store.files.write_file(node.skill_id, node.path, content,
+                                              author="fuse", reason="truncate")
             return
         data = await self._working(of)
         if size < len(data):
@@ -262,7 +262,7 @@ class OpenFiles:
         if of is None:
             return
         if handle.error:
-            await self.store.drop_reserved(handle.node)  # only if never committed
+            await self.store.files.drop_reserved(handle.node)  # only if never committed
             raise Refused(handle.error)
         if of.written or (sync and of.dirty):
             await self._commit(of)
@@ -288,7 +288,7 @@ class OpenFiles:
                 del self._files[of.node.id]
                 of.drop()
         if not of.writers:
-            await self.store.drop_reserved(of.node)  # only if never committed
+            await self.store.files.drop_reserved(of.node)  # only if never committed
 
     async def _commit(self, of: OpenFile) -> None:
         async with of.commit_lock:
@@ -298,11 +298,11 @@ class OpenFiles:
             # Still pending while the store works: readers and getattr keep seeing it.
             content, changes = bytes(of.data), of.changes
             try:
-                await self.store.write_file(node.skill_id, node.path, content,
-                                            author="fuse", reason="write")
+                await self.store.files.write_file(node.skill_id, node.path, content,
+                                                  author="fuse", reason="write")
             except Exception as e:
                 await self._refuse(of, errno_for(e) or errno.EIO, wait=True)
-                await self.store.drop_reserved(node)  # only if never committed
+                await self.store.files.drop_reserved(node)  # only if never committed
                 raise
             of.base_version = node.version
             if of.changes == changes:
@@ -316,5 +316,4 @@ class OpenFiles:
         await self._forget_pages(of.node, wait=wait)
 
     async def _forget_pages(self, node: FileNode, *, wait: bool) -> None:
-        if node.ino:
-            await self.kernel.invalidate([("inode", node.ino, False)], wait=wait)
+        await self.kernel.forget_pages(node, wait=wait)

@@ -41,7 +41,7 @@ import trio
 from wcmatch import glob as wcglob
 
 from .errors import Invalid, NotFound
-from .tree import FileNode, Skill, Space
+from .store.tree import FileNode, Skill, Space
 
 MAX_PATTERN = 4096  # characters of a pattern or a glob
 MAX_TEXT = 1000  # characters of a line shown

@@ -20,7 +20,7 @@ import pytest
 
 from skillfs.fs import SkillFS
 from skillfs.store import Store, versions
-from skillfs.tree import Tree
+from skillfs.store.tree import Tree
 
 
 class RecordingKernel:
@@ -35,7 +35,7 @@ class RecordingKernel:
 
 def snapshot(tree: Tree) -> dict:
     """What the index holds that the database must hold too (reserved files, version 0,
-    and empty stand-in folders live only in memory)."""
+    live only in memory; the mount's empty stand-in folders are not the store's)."""
     return {
         "spaces": {s.id: (s.name, s.user, s.meta, s.created_ns) for s in tree.spaces.values()},
         "skills": {k.id: (k.name, k.description, k.meta, k.user, k.created_ns)

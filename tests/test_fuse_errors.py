@@ -89,7 +89,7 @@ def test_a_failing_read_answers_its_errno_and_the_next_read_works(
             raise exc
         with monkeypatch.context() as m:
             m.setattr(store.cache, "get", lambda key, touch=True: None)
-            m.setattr(store, "content", failing)
+            m.setattr(store.files, "content", failing)
             info = await fs.open(ino, os.O_RDONLY, None)
             fh = info.fh & ~(1 << 62)
             assert await _errno_of(fs.read(fh, 0, 4096)) == code
@@ -115,7 +115,7 @@ def test_a_failing_commit_keeps_the_old_version_and_tells_the_writer(
         await fs.write(info.fh, 0, b"new content\n")
         assert (await fs.getattr(ino, None)).st_size == len(b"new content\n")
         with monkeypatch.context() as m:
-            m.setattr(store, "write_file", failing)
+            m.setattr(store.files, "write_file", failing)
             assert await _errno_of(fs.flush(info.fh)) == code
         # the handle keeps saying so; the file is its committed version again
         assert await _errno_of(fs.write(info.fh, 0, b"more")) == code
@@ -141,7 +141,7 @@ def test_a_failure_at_release_is_logged_not_raised(tmp_path, monkeypatch, caplog
             raise RuntimeError("the database is gone")
         info, _ = await fs.create(parent, b"n.md", 0o644, os.O_WRONLY, None)
         with monkeypatch.context() as m:
-            m.setattr(store, "write_file", failing)
+            m.setattr(store.files, "write_file", failing)
             await fs.release(info.fh)  # a new file never written: committed at release
         # it never committed, so it is gone
         assert await _errno_of(fs.lookup(parent, b"n.md", None)) == errno.ENOENT
@@ -163,11 +163,11 @@ def test_failures_in_metadata_handlers_and_forget(tmp_path, monkeypatch, caplog)
             assert await _errno_of(fs.getattr(ino, None)) == errno.EIO
             assert await _errno_of(fs.lookup(parent, b"a.md", None)) == errno.EIO
         with monkeypatch.context() as m:
-            m.setattr(fs.tree, "release_inode", boom)
+            m.setattr(fs.inodes, "release", boom)
             # every lookup forgotten; forget has no reply to give: logged only
             assert await fs.forget([(ino, 1000)]) is None
         with monkeypatch.context() as m:
-            m.setattr(store, "create_space", boom)
+            m.setattr(store.spaces, "create_space", boom)
             assert await _errno_of(fs.mkdir(ROOT_INO, b"bob", 0o755, None)) == errno.EIO
         assert (await fs.getattr(ino, None)).st_size == 1
         assert await _errno_of(fs.lookup(parent, b"x" * 256, None)) == errno.ENAMETOOLONG

@@ -272,7 +272,7 @@ def test_append_handles_write_at_the_shared_end_whatever_offset_the_kernel_sent(
         await fs.release(a)
         await fs.release(b)
         assert await _read_all(fs, ino) == b"head\none\ntwo\n"
-        node = fs.tree.inodes[ino]
+        node = fs.inodes.objects[ino]
         assert [row.version for row in await store.file_log(node.skill_id, node.path)] == [1, 2]
 
     _run(tmp_path, scenario)

@@ -131,7 +131,7 @@ class SpoolIngester:
 
     def __init__(
         self,
-        store: Any,
+        sessions: Any,
         spool_dir: str | os.PathLike,
         on_ingested: Callable[[IngestedFile], Any] | None = None,
         *,
@@ -145,7 +145,7 @@ class SpoolIngester:
         retry_max: float = RETRY_MAX,
         retry_tries: int = RETRY_TRIES,
     ):
-        self.store = store
+        self.sessions = sessions  # the store's service that owns the spool ledger
         self.spool_dir = Path(os.path.realpath(spool_dir))
         self.on_ingested = on_ingested
         self.max_line_bytes = max_line_bytes
@@ -515,7 +515,7 @@ class SpoolIngester:
         first stays for a retry (and holds back its session)."""
         first = ready[0]
         try:
-            results = await self.store.ingest_spool_files(
+            results = await self.sessions.ingest_spool_files(
                 first.sp.space, first.sp.session, [r.file for r in ready])
         except INPUT_ERRORS as e:
             if len(ready) > 1:  # perhaps one file's fault: each alone finds which

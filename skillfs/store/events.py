@@ -1,11 +1,11 @@
 """What the store tells its subscribers after a commit: frozen events, one per change.
 
 The store says what changed in its own terms (spaces, skills, paths inside a skill, file
-ids, sessions) and who changed it; each subscriber decides what that means to it. The
-mount turns tree changes into kernel invalidations (`skillfs.invalidate`), the learner
-wakes for session changes. A subscriber may return an awaitable: the store waits for it
-before the change's caller is answered (the mount does, so a reader that follows sees the
-change).
+ids, sessions) and who changed it, never in the kernel's; each subscriber decides what
+that means to it. The mount keeps the numbers the kernel knows in step and turns tree
+changes into kernel invalidations (`skillfs.invalidate`), the learner wakes for session
+changes. A subscriber may return an awaitable: the store waits for it before the change's
+caller is answered (the mount does, so a reader that follows sees the change).
 """
 
 from __future__ import annotations
@@ -102,6 +102,21 @@ class FileMoved:
 
 
 @dataclass(frozen=True)
+class FileMovedOver:
+    """A file renamed over another (an editor's save). The file that was at `new_path`
+    survives: it keeps its id (`survivor_id`) and history and takes the moved file's content
+    as a new version. The moved file (`moved_id`) is recorded deleted. To a filesystem the
+    moved file now has the name: the mount gives the survivor the moved file's number."""
+
+    skill_id: str
+    old_path: str
+    new_path: str
+    moved_id: int
+    survivor_id: int
+    author: str
+
+
+@dataclass(frozen=True)
 class FolderAdded:
     skill_id: str
     path: str
@@ -135,12 +150,12 @@ class SessionEvent:
 
 
 TreeEvent = (SpaceAdded | SpaceRemoved | SpaceRenamed | SkillAdded | SkillRemoved | FileAdded
-             | FileChanged | FileRemoved | FileDropped | FileMoved | FolderAdded
-             | FolderRemoved | FolderMoved)
+             | FileChanged | FileRemoved | FileDropped | FileMoved | FileMovedOver
+             | FolderAdded | FolderRemoved | FolderMoved)
 StoreEvent = TreeEvent | SessionEvent
 Subscriber = Callable[[StoreEvent], Awaitable[None] | None]
 
 __all__ = ["SpaceAdded", "SpaceRemoved", "SpaceRenamed", "SkillAdded", "SkillRemoved",
            "FileAdded", "FileChanged", "FileRemoved", "FileDropped", "FileMoved",
-           "FolderAdded", "FolderRemoved", "FolderMoved", "SessionEvent", "TreeEvent",
-           "StoreEvent", "Subscriber"]
+           "FileMovedOver", "FolderAdded", "FolderRemoved", "FolderMoved", "SessionEvent",
+           "TreeEvent", "StoreEvent", "Subscriber"]

@@ -15,7 +15,7 @@ from ..errors import (
     NotFound,
     StaleVersion,
 )
-from ..tree import FileNode, Skill, Space
+from .tree import FileNode, Skill, Space
 from . import versions, writes
 from .context import Service
 from .events import (
@@ -23,6 +23,7 @@ from .events import (
     FileChanged,
     FileDropped,
     FileMoved,
+    FileMovedOver,
     FileRemoved,
     FolderAdded,
     FolderMoved,
@@ -341,14 +342,14 @@ class Files(Service):
                                     [new_desc, skill.id])
                 await self._write(sql)
                 self.tree.remove_file(node, t)
-                self.tree.take_inode(target, node)
                 target.version, target.size, target.sha256, target.mtime_ns = (
                     upd.version, upd.size, upd.sha256, t)
                 self.cache.put((target.id, target.version), content)
                 if new_desc is not None:
                     skill.description = new_desc
                 result = target
-                events: list[TreeEvent] = [FileChanged(skill.id, new, target.id, author)]
+                event: TreeEvent = FileMovedOver(skill.id, old, new, node.id, target.id,
+                                                 author)
             else:
                 content = await self.content(node)
                 self.check_skill_md(skill, new, content)
@@ -368,9 +369,9 @@ class Files(Service):
                 self.tree.add_file(node)
                 self.cache.put((node.id, node.version), content)
                 result = node
-                events = []
+                event = FileMoved(skill.id, old, new, node.id, author)
             skill.updated_ns = t
-        await self.ctx.publish(FileMoved(skill.id, old, new, node.id, author), *events)
+        await self.ctx.publish(event)
         return FileRow.of(result)
 
     async def make_dir(self, skill_id: str, path: str, author: str = "api") -> None:

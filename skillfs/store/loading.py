@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import duckdb
 
-from ..tree import FileNode, Skill, Space, Tree
+from .tree import FileNode, Skill, Space, Tree
 from .rows import _unjson
 
 

@@ -22,12 +22,12 @@ import time
 
 from ..errors import Invalid, NotFound, SkillfsError
 from ..search import Pattern, SearchError, compile_pattern
-from ..tree import FileNode, Skill
 from . import versions, writes
 from .context import Context, Service
 from .events import FileChanged
 from .files import Files
 from .rows import PurgeResult, now_ns, sha256
+from .tree import FileNode, Skill
 from .sessions import Sessions
 
 log = logging.getLogger("skillfs.store")

@@ -12,7 +12,7 @@ from typing import Any, overload
 
 import duckdb
 
-from ..tree import FileNode, Skill, Space
+from .tree import FileNode, Skill, Space
 
 AUTHORS = ("fuse", "api", "spool", "learner", "cli")
 DEFAULT_MAX_FILE_SIZE = 1 << 20

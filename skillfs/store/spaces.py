@@ -6,7 +6,7 @@ import uuid
 
 from .. import names, skillmd
 from ..errors import Exists, Invalid
-from ..tree import FileNode, Skill, Space
+from .tree import FileNode, Skill, Space
 from . import writes
 from .context import Service
 from .events import SkillAdded, SkillRemoved, SpaceAdded, SpaceRemoved, SpaceRenamed

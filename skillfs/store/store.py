@@ -1,6 +1,6 @@
 """`Store`, the composition root: it opens the database, loads the index and builds the
-services, each given what it needs. Its methods are the services' own, so callers keep
-one object to talk to."""
+services, each given what it needs. Callers reach an operation through the service that
+owns it (`store.files.write_file`, `store.spaces.create_space`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SkillfsError
-from ..tree import ContentCache, Tree
+from .tree import Tree
+from .content import ContentCache
 from .context import Context
 from .database import Database
 from .files import Files
@@ -47,9 +48,10 @@ class Store:
         self._delegate()
 
     def _delegate(self) -> None:
-        """The services' methods as the store's own, for callers written against one
-        object. `space` and `skill` hand out the index's live objects, for the mount; the
-        others hand out frozen rows."""
+        """The services' methods as the store's own, for the callers not yet moved to the
+        services (the API, the learner, tests; the mount, the spool and the CLI call the
+        services). `space` and `skill` hand out the index's live objects, for the mount;
+        the others hand out frozen rows."""
         ctx, spaces, trash, files = self.ctx, self.spaces, self.trash, self.files
         sessions, purge, learning = self.sessions, self.purge, self.learning
         self.space, self.skill = ctx.space, ctx.skill

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import Exists, Invalid, NotFound
-from ..tree import FileNode, Skill, Space
+from .tree import FileNode, Skill, Space
 from . import writes
 from .context import Context, Service
 from .events import SkillAdded, SpaceAdded

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
-from ..tree import FileNode, Skill, Space
+from .tree import FileNode, Skill, Space
 from . import versions
 from .rows import _json, sha256
 
