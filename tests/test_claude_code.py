@@ -32,6 +32,10 @@ from skillfs.learner import view
 from skillfs.messages import normalize
 from skillfs.spool import SpoolReject, parse_spool_bytes
 
+# the module's shared daemon (shared_daemon) serves the tests that neither stop it nor share
+# a session or a space with another: they stay on one worker with it
+pytestmark = pytest.mark.xdist_group("claude_code")
+
 FIXTURES = Path(__file__).parent / "fixtures" / "claude_code"
 DEPLOY = FIXTURES / "deploy.jsonl"
 SID = "7c1d3e2a-5b4f-4a6e-9c8d-2f1e0a9b8c7d"
@@ -154,7 +158,8 @@ def test_transcript_lines_that_are_not_messages_are_refused(line, field, reason)
 
 # -- the hook ------------------------------------------------------------------------------
 
-def test_hook_sends_each_line_once_as_the_transcript_grows(daemon, tmp_path):
+def test_hook_sends_each_line_once_as_the_transcript_grows(shared_daemon, tmp_path):
+    daemon = shared_daemon
     lines = fixture_lines()
     transcript = tmp_path / f"{SID}.jsonl"
     grow(transcript, lines[:5])
@@ -205,7 +210,8 @@ cli.main(["hook", "claude-code", "--space", "alice"])
 
 # renames of one file: the state (pending), the spool file, the state (sent)
 @pytest.mark.parametrize("mode, at", [("before", 1), ("after", 1), ("after", 2)])
-def test_hook_killed_half_way_sends_each_line_once(daemon, tmp_path, mode, at):
+def test_hook_killed_half_way_sends_each_line_once(shared_daemon, tmp_path, mode, at):
+    daemon = shared_daemon
     session = str(uuid.uuid4())
     lines = fixture_lines()
     transcript = tmp_path / "t.jsonl"
@@ -343,7 +349,8 @@ def test_hook_bad_input_is_said_on_stderr_and_never_fails_the_session(daemon, tm
     assert (r.returncode, r.stdout) == (0, b"") and "configuration" in r.stderr.decode()
 
 
-def test_print_settings_is_a_working_hooks_block(daemon, tmp_path):
+def test_print_settings_is_a_working_hooks_block(shared_daemon, tmp_path):
+    daemon, session = shared_daemon, str(uuid.uuid4())
     r = daemon.cli("hook", "claude-code", "--print-settings", "--space", "alice")
     settings = json.loads(r.stdout)
     assert set(settings) == {"hooks"} and set(settings["hooks"]) == {"Stop", "SessionEnd"}
@@ -353,13 +360,13 @@ def test_print_settings_is_a_working_hooks_block(daemon, tmp_path):
         assert entry["type"] == "command" and entry["timeout"] > 0
     command = shlex.split(settings["hooks"]["SessionEnd"][0]["hooks"][0]["command"])
     assert command[0] == SKILLFS and command[1:] == ["hook", "claude-code", "--space", "alice"]
-    transcript = tmp_path / f"{SID}.jsonl"
+    transcript = tmp_path / f"{session}.jsonl"
     grow(transcript, fixture_lines())
-    r = subprocess.run(command, input=hook_input(transcript, "SessionEnd").encode(),
+    r = subprocess.run(command, input=hook_input(transcript, "SessionEnd", session).encode(),
                        env=daemon.env, capture_output=True, timeout=60)
     assert (r.returncode, r.stderr) == (0, b"")
     want = expected(fixture_lines())
-    assert settled(daemon, SID, want) == want
+    assert settled(daemon, session, want) == want
 
 
 # -- the Agent Skills format ---------------------------------------------------------------
@@ -490,21 +497,22 @@ def test_learned_skills_meet_the_agent_skills_format(make_daemon, tmp_path):
 
 # -- the recipe: a space's skills live in Claude Code --------------------------------------
 
-def test_claude_skills_linked_to_a_space_show_its_skills_live(daemon, tmp_path):
-    (daemon.mnt / "alice").mkdir()
+def test_claude_skills_linked_to_a_space_show_its_skills_live(shared_daemon, tmp_path):
+    daemon = shared_daemon
+    (daemon.mnt / "linked").mkdir()
     home = tmp_path / "user"
     (home / ".claude").mkdir(parents=True)
     skills = home / ".claude" / "skills"
-    skills.symlink_to(daemon.mnt / "alice")
+    skills.symlink_to(daemon.mnt / "linked")
     assert space_problems(skills) == {name: [] for name in skillmd.DEFAULT_SKILLS}
     # a change written to the space by another path than this link shows at once
     old = (skills / "daily-logs" / "SKILL.md").read_text()
     new = old.replace("A diary of the agent's work", "The agent's work diary")
-    r = daemon.api("PUT", "/skillfs/v1/files", params={"path": "alice/daily-logs/SKILL.md"},
+    r = daemon.api("PUT", "/skillfs/v1/files", params={"path": "linked/daily-logs/SKILL.md"},
                    content=new.encode())
     assert r.status_code == 200, r.text
     assert (skills / "daily-logs" / "SKILL.md").read_text() == new
-    r = daemon.api("POST", "/skillfs/v1/skills/import", params={"space": "alice"},
+    r = daemon.api("POST", "/skillfs/v1/skills/import", params={"space": "linked"},
                    content=_zipped(DEPLOYS_MD), headers={"content-type": "application/zip"})
     assert r.status_code == 201, r.text
     assert space_problems(skills) == {name: [] for name in (*skillmd.DEFAULT_SKILLS, "deploys")}
