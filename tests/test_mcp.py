@@ -29,6 +29,10 @@ WRITE_TOOLS = {"write_file", "store_messages", "flush_session"}
 TIMEOUT = 60.0
 
 
+# the module-scoped daemon is made once: its tests stay on one xdist worker
+pytestmark = pytest.mark.xdist_group("mcp")
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """One daemon for the module: spaces alice and bob, each with a file, on the Unix

@@ -20,6 +20,10 @@ from test_api_tokens import free_port
 FULL, ALICE_RO, ALICE = "scope-full-0a1b", "scope-alice-ro-2c3d", "scope-alice-4e5f"
 
 
+# the module-scoped daemon is made once: its tests stay on one xdist worker
+pytestmark = pytest.mark.xdist_group("token_scopes")
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("scopes")
