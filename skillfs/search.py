@@ -9,7 +9,8 @@ trio thread, one skill at a time; contents come from the content cache (read on 
 thread without reordering it: decompressing is the cost) or, for what it does not hold, from
 the database in one query per slice, between which its other users' queries and commits
 run; matching runs on a worker thread (RE2 releases the GIL). Between slices the loop is
-free, and a deadline (`timeout`) ends the search with what it found so far.
+free, and a deadline (`timeout`) ends the search with what it found so far. Searches take
+turns on that thread, so many at once still use one core.
 
 Patterns are RE2's (google-re2): matching is linear in the text whatever the pattern, so
 `(a+)+$` on a long line answers at once. The `regex` module's `timeout` was the other way:
@@ -49,6 +50,9 @@ SLICE_FILES = 1024  # files matched per trip to a worker thread
 SLICE_BYTES = 4 << 20
 _GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.DOTMATCH | wcglob.BRACE | wcglob.MATCHBASE
 _ANYWHERE = re2._Anchor.UNANCHORED
+# Searches take turns on one worker thread, a slice at a time: however many agents search at
+# once, matching uses one core, and the other stays free for the mount and the spool.
+_MATCHING = trio.CapacityLimiter(1)
 
 
 class SearchError(Invalid):
@@ -282,11 +286,12 @@ class _Search:
         read from the database in one query."""
         room = self.max_results - self._lines + 1  # one more than fits: truncated
         found, missing = await trio.to_thread.run_sync(
-            self._match, part, range(len(part)), None, room)
+            self._match, part, range(len(part)), None, room, limiter=_MATCHING)
         if missing and not self._out_of_time():
             contents = await self.store.ctx.read(self.store.files.read_versions,
                                                  [_key(part[i][1]) for i in missing])
-            more, _ = await trio.to_thread.run_sync(self._match, part, missing, contents, room)
+            more, _ = await trio.to_thread.run_sync(self._match, part, missing, contents, room,
+                                                    limiter=_MATCHING)
             found.update(more)
         for i in sorted(found):
             self._found[part[i][0]].extend(found[i])

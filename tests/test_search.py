@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+import trio
 from conftest import SKILLFS, wait_for
 
 from skillfs import errors, search
@@ -127,6 +128,22 @@ async def test_reads_what_the_cache_does_not_hold(db_path) -> None:
         assert {m.line for m in found.matches[:200]} == {401}
     finally:
         store.close()
+
+
+@store_tier
+async def test_searches_at_once_take_turns(store: Store, monkeypatch) -> None:
+    monkeypatch.setattr(search, "SLICE_FILES", 16)
+    await _notes(store, files={f"f{i:04}.md": f"x {i}\n".encode() for i in range(300)})
+    results: dict[int, search.Found] = {}
+
+    async def one(n: int) -> None:
+        results[n] = await search.search(store, r"x \d+", skill="notes", max_results=5000)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(4):
+            nursery.start_soon(one, n)
+    want = [f"x {i}" for i in range(300)]
+    assert all([m.text for m in found.matches] == want for found in results.values())
 
 
 @store_tier
