@@ -5,11 +5,12 @@ Not through the mount: grep through FUSE pays a round trip into Python for every
 and release, while the daemon holds the index and the content in memory already.
 
 Never blocking the mount or ingestion: which files to search is read from the index on the
-trio thread, one skill at a time; contents come from the content cache (read on a worker
-thread without reordering it: decompressing is the cost) or, for what it does not hold, from
+trio thread, each skill's files at once; then the files go, in slices, to a worker thread
+that takes their contents from the content cache (without reordering it; decompressing is
+the cost) and matches them (RE2 releases the GIL); what the cache does not hold is read from
 the database in one query per slice, between which its other users' queries and commits
-run; matching runs on a worker thread (RE2 releases the GIL). Between slices the loop is
-free, and a deadline (`timeout`) ends the search with what it found so far.
+run. Between slices the loop is free, and a deadline (`timeout`) ends the search with what
+it found so far. Searches take turns on that thread, so many at once still use one core.
 
 Patterns are RE2's (google-re2): matching is linear in the text whatever the pattern, so
 `(a+)+$` on a long line answers at once. The `regex` module's `timeout` was the other way:
@@ -49,6 +50,9 @@ SLICE_FILES = 1024  # files matched per trip to a worker thread
 SLICE_BYTES = 4 << 20
 _GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.DOTMATCH | wcglob.BRACE | wcglob.MATCHBASE
 _ANYWHERE = re2._Anchor.UNANCHORED
+# Searches take turns on one worker thread, a slice at a time: however many agents search at
+# once, matching uses one core, and the other stays free for the mount and the spool.
+_MATCHING = trio.CapacityLimiter(1)
 
 
 class SearchError(Invalid):
@@ -59,7 +63,7 @@ class SearchError(Invalid):
 
 @dataclass(frozen=True)
 class Match:
-    space: str  # "" for a skill that is in no space
+    space: str  # "" for a skill in no space (found by its id): it has no path in the mount
     skill: str
     path: str  # in the skill
     line: int  # 1-based
@@ -282,11 +286,12 @@ class _Search:
         read from the database in one query."""
         room = self.max_results - self._lines + 1  # one more than fits: truncated
         found, missing = await trio.to_thread.run_sync(
-            self._match, part, range(len(part)), None, room)
+            self._match, part, range(len(part)), None, room, limiter=_MATCHING)
         if missing and not self._out_of_time():
             contents = await self.store.ctx.read(self.store.files.read_versions,
                                                  [_key(part[i][1]) for i in missing])
-            more, _ = await trio.to_thread.run_sync(self._match, part, missing, contents, room)
+            more, _ = await trio.to_thread.run_sync(self._match, part, missing, contents, room,
+                                                    limiter=_MATCHING)
             found.update(more)
         for i in sorted(found):
             self._found[part[i][0]].extend(found[i])
@@ -312,7 +317,7 @@ class _Search:
             content = (self.store.cache.get(key, touch=False) if contents is None
                        else contents.get(key))
             if content is None:
-                # In the second pass: a version purged since the slice was taken.
+                # Not cached; in the second pass, a version purged since the slice was taken.
                 missing.append(i)
                 continue
             lines = file_matches(self.pattern, content, node.path, room)
@@ -351,8 +356,7 @@ def _slice_end(listed: list[tuple[str, FileNode]], pos: int) -> int:
     return end
 
 
-def file_matches(pattern: Pattern, content: bytes, path: str,
-                 limit: int) -> list[tuple[str, int, str, bool]]:
+def file_matches(pattern: Pattern, content: bytes, path: str, limit: int) -> list[_Line]:
     """(path, line, text, binary) for each matching line of one file, at most `limit`."""
     if limit <= 0 or pattern.span(content, 0, len(content))[0] < 0:
         return []
