@@ -17,7 +17,7 @@ import trio
 from conftest import wait_for
 
 from skillfs import errors, search
-from skillfs.search import SearchError
+from skillfs.patterns import SearchError
 from skillfs.store import Store, purging
 
 SKILL = b"---\nname: notes\ndescription: what we noted\n---\nKeep notes.\n"
@@ -72,6 +72,8 @@ async def test_bad_and_catastrophic_patterns(store: Store) -> None:
             await search.search(store, bad)
     with pytest.raises(SearchError, match="not a glob relative"):
         await search.search(store, "a", glob="/etc/*")
+    with pytest.raises(SearchError, match="too many globs"):  # 2**40 brace expansions
+        await search.search(store, "a", glob="{a,b}" * 40)
     assert SearchError("x").http_status == 400
     t0 = time.monotonic()
     found = await search.search(store, "(a+)+$", skill="notes")

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from .. import noflush, search
+from ..patterns import SearchError
 from ..errors import Conflict, Invalid, NotFound
 from ..skillzip import read_skill_zip, write_skill_zip
 from ..store import Store
@@ -301,7 +302,7 @@ SEARCH_SECONDS = 30.0  # the longest time cap a search may ask for
 
 def _bounded(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
-        raise search.SearchError(f"{name} must be between {low:g} and {high:g}, not {value:g}")
+        raise SearchError(f"{name} must be between {low:g} and {high:g}, not {value:g}")
 
 
 @router.get("/search")

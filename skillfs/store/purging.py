@@ -21,7 +21,7 @@ import logging
 import time
 
 from ..errors import Invalid, NotFound, SkillfsError
-from ..search import Pattern, SearchError, compile_pattern
+from ..patterns import Pattern, SearchError, compile_pattern
 from . import versions, writes
 from .context import Context, Service
 from .events import FileChanged
