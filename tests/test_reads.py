@@ -12,7 +12,7 @@ import trio
 from skillfs.errors import Unavailable
 from skillfs.schema import SCHEMA_VERSION
 from skillfs.store import Store, versions
-from skillfs.tree import ContentCache
+from skillfs.store.content import ContentCache
 
 
 def _markdown(rng: random.Random, size: int) -> bytes:

@@ -17,7 +17,8 @@ import duckdb
 import trio
 
 from ..errors import NotFound, TooBig
-from ..tree import ContentCache, Skill, Space, Tree
+from ..tree import Skill, Space, Tree
+from .content import ContentCache
 from .database import Database
 from .events import StoreEvent, Subscriber
 

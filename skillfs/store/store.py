@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SkillfsError
-from ..tree import ContentCache, Tree
+from ..tree import Tree
+from .content import ContentCache
 from .context import Context
 from .database import Database
 from .files import Files
