@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import trio
-
 from .. import names, skillmd
 from ..errors import (
     Exists,
@@ -68,57 +66,66 @@ class Files(Service):
         return data
 
     _PREFETCH_FILES = 128
-    # Small: a cold read that arrives during the preload waits for the chunk in flight.
-    _PRELOAD_FILES = 32
-    _PRELOAD_CHUNK_BYTES = 256 << 10
     _fetched_upto = -10  # the highest file id the last cold read fetched
+    # A preload slice: files of neighbouring ids, read in one scan on a cursor of its own.
+    # Large enough that a scan pays off, small enough that a write's checkpoint or a
+    # compaction does not wait long for it.
+    _SLICE_FILES = 2048
+    _SLICE_BYTES = 8 << 20
 
     async def preload(self) -> int:
-        """Fill the content cache with current file contents, folder by folder, until it is
-        full: a fresh mount then answers its first reads without DuckDB. Returns the number
-        of files loaded. Fetched in small chunks, so start-up needs no more of DuckDB's
-        memory than serving does, and compressed (on another thread) if every file would
-        not fit as it is."""
+        """Fill the content cache with current file contents, in file id order (creation
+        order: a skill's files are neighbours), until it is full: a fresh mount then answers
+        its first reads without DuckDB. Returns the number of files loaded. Each slice is
+        one scan aside from the worker thread (cold reads and writes never queue behind
+        it), compressed there if every file would not fit as it is."""
         self.cache.compress = (sum(n.size for n in self.tree.file_ids.values())
                                > self.cache.max_bytes)
         loaded = 0
-        keys: list[tuple[int, int]] = []
-        chunk_bytes = 0
-        for node in list(self.tree.file_ids.values()):
-            if not node.version or (node.id, node.version) in self.cache:
-                continue
-            if keys and (len(keys) == self._PRELOAD_FILES
-                         or chunk_bytes + node.size > self._preload_room()):
-                loaded += await self._preload_chunk(keys)
-                keys, chunk_bytes = [], 0
-                if self.cache.full():
-                    return loaded
-            if node.size <= self._preload_room():
-                keys.append((node.id, node.version))
-                chunk_bytes += node.size
-        if keys:
-            loaded += await self._preload_chunk(keys)
+        for keys in self._preload_slices():
+            if self.cache.full():
+                break
+            packed = await self.ctx.db.read_aside(self._read_packed, keys)
+            loaded += self._keep_preloaded(packed)
         return loaded
 
-    def _preload_room(self) -> int:
-        # Raw sizes bound what a chunk takes compressed: a chunk never evicts what the
-        # preload loaded before it.
-        return min(self._PRELOAD_CHUNK_BYTES, self.cache.max_bytes - self.cache.bytes)
+    def _preload_slices(self):
+        """Keys of uncached current files in id order, a slice at a time; a file larger
+        than what is left of the cache is passed over (it would evict what came before)."""
+        keys: list[tuple[int, int]] = []
+        room = self._SLICE_BYTES
+        for fid in sorted(self.tree.file_ids):
+            node = self.tree.file_ids.get(fid)
+            if node is None or not node.version or (fid, node.version) in self.cache:
+                continue
+            if node.size > self.cache.max_bytes - self.cache.bytes:
+                continue
+            if keys and (len(keys) == self._SLICE_FILES or node.size > room):
+                yield keys
+                keys, room = [], self._SLICE_BYTES
+            keys.append((fid, node.version))
+            room -= node.size
+        if keys:
+            yield keys
 
-    async def _preload_chunk(self, keys: list[tuple[int, int]]) -> int:
-        found = await self._db(self.read_versions, keys)
-        # Compressed on a thread of its own: the database's thread stays free for the cold
-        # reads that arrive meanwhile (zlib releases the GIL).
-        packed = await trio.to_thread.run_sync(self._pack_all, found)
-        for k, entry in packed.items():
-            # Not over anything read meanwhile: that is fresher and wanted more.
-            if k not in self.cache:
-                self.cache.put_packed(k, entry)
-        return len(found)
-
-    def _pack_all(self, found: dict[tuple[int, int], bytes]
-                  ) -> dict[tuple[int, int], tuple[bytes, bool]]:
+    def _read_packed(self, cursor, keys: list[tuple[int, int]]
+                     ) -> dict[tuple[int, int], tuple[bytes, bool]]:
+        # On the aside thread: zlib releases the GIL while it compresses.
+        found = versions.read_contents(cursor, keys, scan=True)
         return {k: self.cache.pack(content) for k, content in found.items()}
+
+    def _keep_preloaded(self, packed: dict[tuple[int, int], tuple[bytes, bool]]) -> int:
+        kept = 0
+        for (fid, version), entry in packed.items():
+            node = self.tree.file_ids.get(fid)
+            # Not a version written meanwhile, nor over what a read cached meanwhile.
+            if node is None or node.version != version or (fid, version) in self.cache:
+                continue
+            if self.cache.bytes + len(entry[0]) > self.cache.max_bytes:
+                break  # it would evict what the preload loaded before
+            self.cache.put_packed((fid, version), entry)
+            kept += 1
+        return kept
 
     def _uncached_neighbours(self, node: FileNode | FileRow) -> list[tuple[int, int]]:
         """Uncached files likely read next: the rest of the folder, then the files created
