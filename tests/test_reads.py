@@ -231,13 +231,13 @@ def test_the_preload_scans_current_versions_of_edited_and_deleted_files(tmp_path
 def test_a_cold_read_does_not_wait_for_the_preload_slice_in_flight(tmp_path):
     store, made = _imported(tmp_path, 80)
     in_flight, release = threading.Event(), threading.Event()
-    scan = store.files._read_packed
+    scan = store.files._scan
 
     def held_scan(cursor, keys):
         in_flight.set()
         release.wait(30)
         return scan(cursor, keys)
-    store.files._read_packed = held_scan  # type: ignore[method-assign]
+    store.files._scan = held_scan  # type: ignore[method-assign]
 
     async def scenario():
         async with trio.open_nursery() as nursery:
@@ -259,13 +259,13 @@ def test_a_cold_read_does_not_wait_for_the_preload_slice_in_flight(tmp_path):
 def test_compaction_waits_for_the_preload_slice_in_flight(tmp_path):
     store, made = _imported(tmp_path, 40)
     in_flight, release = threading.Event(), threading.Event()
-    scan = store.files._read_packed
+    scan = store.files._scan
 
     def held_scan(cursor, keys):
         in_flight.set()
         release.wait(30)
         return scan(cursor, keys)
-    store.files._read_packed = held_scan  # type: ignore[method-assign]
+    store.files._scan = held_scan  # type: ignore[method-assign]
 
     async def scenario():
         async with trio.open_nursery() as nursery:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import trio
+
 from .. import names, skillmd
 from ..errors import (
     Exists,
@@ -78,16 +80,27 @@ class Files(Service):
         order: a skill's files are neighbours), until it is full: a fresh mount then answers
         its first reads without DuckDB. Returns the number of files loaded. Each slice is
         one scan aside from the worker thread (cold reads and writes never queue behind
-        it), compressed there if every file would not fit as it is."""
+        it); if every file would not fit as it is, a slice is compressed on a third thread
+        while the next one is scanned."""
         self.cache.compress = (sum(n.size for n in self.tree.file_ids.values())
                                > self.cache.max_bytes)
         loaded = 0
-        for keys in self._preload_slices():
-            if self.cache.full():
-                break
-            packed = await self.ctx.db.read_aside(self._read_packed, keys)
-            loaded += self._keep_preloaded(packed)
+        send, receive = trio.open_memory_channel[dict](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._scan_slices, send)
+            async with receive:
+                async for found in receive:
+                    packed = (await trio.to_thread.run_sync(self._pack_all, found)
+                              if self.cache.compress else self._pack_all(found))
+                    loaded += self._keep_preloaded(packed)
+                    if self.cache.full():
+                        nursery.cancel_scope.cancel()
         return loaded
+
+    async def _scan_slices(self, send: trio.MemorySendChannel[dict]) -> None:
+        async with send:
+            for keys in self._preload_slices():
+                await send.send(await self.ctx.db.read_aside(self._scan, keys))
 
     def _preload_slices(self):
         """Keys of uncached current files in id order, a slice at a time; a file larger
@@ -108,10 +121,13 @@ class Files(Service):
         if keys:
             yield keys
 
-    def _read_packed(self, cursor, keys: list[tuple[int, int]]
-                     ) -> dict[tuple[int, int], tuple[bytes, bool]]:
-        # On the aside thread: zlib releases the GIL while it compresses.
-        found = versions.read_contents(cursor, keys, scan=True)
+    @staticmethod
+    def _scan(cursor, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        return versions.read_contents(cursor, keys, scan=True)
+
+    def _pack_all(self, found: dict[tuple[int, int], bytes]
+                  ) -> dict[tuple[int, int], tuple[bytes, bool]]:
+        # On a thread of its own when compressing: zstd releases the GIL meanwhile.
         return {k: self.cache.pack(content) for k, content in found.items()}
 
     def _keep_preloaded(self, packed: dict[tuple[int, int], tuple[bytes, bool]]) -> int:
