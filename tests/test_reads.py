@@ -282,3 +282,17 @@ def test_compaction_waits_for_the_preload_slice_in_flight(tmp_path):
     finally:
         release.set()
         store.close()
+
+
+def test_the_preload_lets_duckdb_drop_what_it_scanned_and_keeps_its_limit(tmp_path):
+    store, made = _imported(tmp_path, 300, duckdb_memory="64MB")
+    limit = "SELECT current_setting('memory_limit')"
+    held = "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()"
+    try:
+        before = store.db.con.execute(limit).fetchone()
+        trio.run(store.preload)
+        assert store.db.con.execute(limit).fetchone() == before
+        assert store.db.con.execute(held).fetchone()[0] <= 16 << 20
+        assert len(store.cache._data) == len(store.tree.file_ids)
+    finally:
+        store.close()

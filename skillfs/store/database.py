@@ -67,6 +67,7 @@ REOPEN_ATTEMPTS = 12  # failed reopens (not counting a full disk) before giving 
 # writer should not wait behind a long one.
 GROUP_MAX_WRITES = 1024
 GROUP_MAX_BYTES = 4 << 20
+DROP_BUFFERS_LIMIT = 16 << 20  # what drop_buffers lowers the memory limit to
 
 
 class DatabaseLost(SkillfsError):
@@ -175,6 +176,19 @@ class Database:
 
     def checkpoint(self) -> None:
         self._with_more_memory(self.con.execute, "CHECKPOINT")
+
+    def drop_buffers(self) -> None:
+        """Let DuckDB free the blocks it keeps cached, by lowering its memory limit for a
+        moment: a scan of every file (the preload) leaves the buffer pool full of blocks
+        nothing reads again (~70 MB of RSS at 100,000 files). Pinned blocks stay."""
+        if not self.memory_limit:
+            return
+        try:
+            self.con.execute("SET memory_limit = ?", [f"{DROP_BUFFERS_LIMIT}B"])
+        except duckdb.Error as e:
+            log.info("database buffers not dropped: %s", str(e).splitlines()[0])
+        finally:
+            self.con.execute("SET memory_limit = ?", [self.memory_limit])
 
     def _with_more_memory(self, fn: Callable, *args):
         if not self.checkpoint_memory:

@@ -95,6 +95,8 @@ class Files(Service):
                     loaded += self._keep_preloaded(packed)
                     if self.cache.full():
                         nursery.cancel_scope.cancel()
+        # What DuckDB cached of the scans is in the content cache now.
+        await self.ctx.db.run(self.ctx.db.drop_buffers)
         return loaded
 
     async def _scan_slices(self, send: trio.MemorySendChannel[dict]) -> None:
