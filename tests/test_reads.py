@@ -296,3 +296,25 @@ def test_the_preload_lets_duckdb_drop_what_it_scanned_and_keeps_its_limit(tmp_pa
         assert len(store.cache._data) == len(store.tree.file_ids)
     finally:
         store.close()
+
+
+def test_a_cold_miss_fetches_its_folder_only_when_reads_stay_there(tmp_path):
+    store, made = _imported(tmp_path, 80)
+    skills = store.space("alice").skills
+
+    def cached(skill_name: str) -> set[str]:
+        return {path for path, node in skills[skill_name].files.items()
+                if (node.id, node.version) in store.cache}
+
+    async def scenario():
+        await store.read_file(skills["s001"].id, "f25.md")
+        after_one = cached("s001")
+        await store.read_file(skills["s003"].id, "f70.md")  # elsewhere: one file again
+        await store.read_file(skills["s003"].id, "f65.md")  # the same folder: all of it
+        return after_one, cached("s003")
+    try:
+        after_one, folder = trio.run(scenario)
+        assert after_one == {"f25.md"}
+        assert folder == set(skills["s003"].files)
+    finally:
+        store.close()

@@ -69,6 +69,7 @@ class Files(Service):
 
     _PREFETCH_FILES = 128
     _fetched_upto = -10  # the highest file id the last cold read fetched
+    _missed_folder: tuple[str, str] | None = None  # (skill id, folder) of the last miss
     # A preload slice: files of neighbouring ids, read in one scan on a cursor of its own.
     # Large enough that a scan pays off, small enough that a write's checkpoint or a
     # compaction does not wait long for it.
@@ -147,9 +148,17 @@ class Files(Service):
 
     def _uncached_neighbours(self, node: FileNode | FileRow) -> list[tuple[int, int]]:
         """Uncached files likely read next: the rest of the folder, then the files created
-        after this one (a tree walk meets them next: ids follow creation order)."""
+        after this one (a tree walk meets them next: ids follow creation order). Nothing
+        for a reader picking files here and there: its first miss in a folder that does
+        not follow the last one fetches only the file (a third of a folder's query, while
+        the preload has not reached it); a second miss there, or a walk, the rest."""
         skill = self.tree.skills.get(node.skill_id)
         if skill is None:
+            return []
+        folder = (node.skill_id, node.path.rpartition("/")[0])
+        walking = self._fetched_upto < node.id <= self._fetched_upto + 2
+        again, self._missed_folder = folder == self._missed_folder, folder
+        if not (walking or again):
             return []
         budget = self.cache.max_bytes // 8
         out: list[tuple[int, int]] = []
@@ -167,12 +176,12 @@ class Files(Service):
             out.append(k)
             return True
 
-        for sib in skill.children.get(node.path.rpartition("/")[0], {}).values():
+        for sib in skill.children.get(folder[1], {}).values():
             if not take(sib):
                 return out
         # Only a walk gets more: a miss just past what the previous miss fetched. A reader
         # picking files here and there would pay for files it never reads.
-        if self._fetched_upto < node.id <= self._fetched_upto + 2:
+        if walking:
             files = self.tree.file_ids
             for fid in range(node.id + 1, node.id + 1 + self._PREFETCH_FILES):
                 if not take(files.get(fid)):
