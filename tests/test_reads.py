@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import random
-import zlib
+import threading
 
 import trio
+import zstandard
 
 from skillfs.errors import Unavailable
 from skillfs.schema import SCHEMA_VERSION
@@ -79,7 +80,8 @@ def test_the_cache_compresses_only_what_was_put_while_compressing():
     cache.put((1, 1), b"plain " * 100)
     cache.compress = True
     cache.put((2, 1), b"packed " * 100)
-    assert cache.bytes == 600 + len(zlib.compress(b"packed " * 100, ContentCache.LEVEL))
+    assert cache.bytes == 600 + len(zstandard.ZstdCompressor(level=ContentCache.LEVEL)
+                                    .compress(b"packed " * 100))
     assert cache.get((1, 1)) == b"plain " * 100 and cache.get((2, 1)) == b"packed " * 100
 
 
@@ -194,3 +196,125 @@ def test_stat_sees_each_new_version_of_a_file(daemon):
         assert os.stat(path).st_size == size
         assert len(path.read_bytes()) == size
         assert [e.stat().st_size for e in os.scandir(path.parent) if e.name == "f.md"] == [size]
+
+
+def test_the_preload_scans_current_versions_of_edited_and_deleted_files(tmp_path):
+    store, made = _imported(tmp_path, 60)
+    edited = made["s000/f0.md"]
+
+    async def edit():
+        skill = store.space("alice").skills["s000"]
+        nonlocal edited
+        for i in range(3):  # splices of the version before
+            edited = edited + f"line {i}\n".encode()
+            await store.write_file(skill.id, "f0.md", edited, author="api")
+        await store.write_file(skill.id, "f1.md", b"z" * (3 * versions.CHUNK), author="api")
+        await store.delete_file(skill.id, "f2.md", author="api")
+    trio.run(edit)
+    store.close()
+    store = Store(str(tmp_path / "r.duckdb"))  # an empty cache
+    try:
+        loaded = trio.run(store.preload)
+        want = dict(made, **{"s000/f0.md": edited, "s000/f1.md": b"z" * (3 * versions.CHUNK)})
+        del want["s000/f2.md"]
+        assert loaded == len(store.tree.file_ids)  # SKILL.md files included
+        skills = store.space("alice").skills
+        for rel, body in want.items():
+            skill_name, path = rel.split("/", 1)
+            node = skills[skill_name].files[path]
+            assert node.version > 1 or rel != "s000/f0.md"
+            assert store.cache.get((node.id, node.version)) == body
+    finally:
+        store.close()
+
+
+def test_a_cold_read_does_not_wait_for_the_preload_slice_in_flight(tmp_path):
+    store, made = _imported(tmp_path, 80)
+    in_flight, release = threading.Event(), threading.Event()
+    scan = store.files._scan
+
+    def held_scan(cursor, keys):
+        in_flight.set()
+        release.wait(30)
+        return scan(cursor, keys)
+    store.files._scan = held_scan  # type: ignore[method-assign]
+
+    async def scenario():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.preload)
+            await trio.to_thread.run_sync(in_flight.wait)
+            skill = store.space("alice").skills["s003"]
+            with trio.fail_after(10):
+                content = (await store.read_file(skill.id, "f61.md")).content
+            release.set()
+        return content
+
+    try:
+        assert trio.run(scenario) == made["s003/f61.md"]
+    finally:
+        release.set()
+        store.close()
+
+
+def test_compaction_waits_for_the_preload_slice_in_flight(tmp_path):
+    store, made = _imported(tmp_path, 40)
+    in_flight, release = threading.Event(), threading.Event()
+    scan = store.files._scan
+
+    def held_scan(cursor, keys):
+        in_flight.set()
+        release.wait(30)
+        return scan(cursor, keys)
+    store.files._scan = held_scan  # type: ignore[method-assign]
+
+    async def scenario():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.preload)
+            await trio.to_thread.run_sync(in_flight.wait)
+            nursery.start_soon(store.db.run, store.db.compact)
+            await trio.sleep(0.5)
+            release.set()  # the scan finishes on the old connection, then the swap
+        return await store.read_file(store.space("alice").skills["s001"].id, "f21.md")
+
+    try:
+        assert trio.run(scenario).content == made["s001/f21.md"]
+        assert len(store.cache._data) == len(store.tree.file_ids)
+    finally:
+        release.set()
+        store.close()
+
+
+def test_the_preload_lets_duckdb_drop_what_it_scanned_and_keeps_its_limit(tmp_path):
+    store, made = _imported(tmp_path, 300, duckdb_memory="64MB")
+    limit = "SELECT current_setting('memory_limit')"
+    held = "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()"
+    try:
+        before = store.db.con.execute(limit).fetchone()
+        trio.run(store.preload)
+        assert store.db.con.execute(limit).fetchone() == before
+        assert store.db.con.execute(held).fetchone()[0] <= 16 << 20
+        assert len(store.cache._data) == len(store.tree.file_ids)
+    finally:
+        store.close()
+
+
+def test_a_cold_miss_fetches_its_folder_only_when_reads_stay_there(tmp_path):
+    store, made = _imported(tmp_path, 80)
+    skills = store.space("alice").skills
+
+    def cached(skill_name: str) -> set[str]:
+        return {path for path, node in skills[skill_name].files.items()
+                if (node.id, node.version) in store.cache}
+
+    async def scenario():
+        await store.read_file(skills["s001"].id, "f25.md")
+        after_one = cached("s001")
+        await store.read_file(skills["s003"].id, "f70.md")  # elsewhere: one file again
+        await store.read_file(skills["s003"].id, "f65.md")  # the same folder: all of it
+        return after_one, cached("s003")
+    try:
+        after_one, folder = trio.run(scenario)
+        assert after_one == {"f25.md"}
+        assert folder == set(skills["s003"].files)
+    finally:
+        store.close()

@@ -69,63 +69,97 @@ class Files(Service):
         return data
 
     _PREFETCH_FILES = 128
-    # Small: a cold read that arrives during the preload waits for the chunk in flight.
-    _PRELOAD_FILES = 32
-    _PRELOAD_CHUNK_BYTES = 256 << 10
     _fetched_upto = -10  # the highest file id the last cold read fetched
+    _missed_folder: tuple[str, str] | None = None  # (skill id, folder) of the last miss
+    # A preload slice: files of neighbouring ids, read in one scan on a cursor of its own.
+    # Large enough that a scan pays off, small enough that a write's checkpoint or a
+    # compaction does not wait long for it.
+    _SLICE_FILES = 2048
+    _SLICE_BYTES = 8 << 20
 
     async def preload(self) -> int:
-        """Fill the content cache with current file contents, folder by folder, until it is
-        full: a fresh mount then answers its first reads without DuckDB. Returns the number
-        of files loaded. Fetched in small chunks, so start-up needs no more of DuckDB's
-        memory than serving does, and compressed (on another thread) if every file would
-        not fit as it is."""
+        """Fill the content cache with current file contents, in file id order (creation
+        order: a skill's files are neighbours), until it is full: a fresh mount then answers
+        its first reads without DuckDB. Returns the number of files loaded. Each slice is
+        one scan aside from the worker thread (cold reads and writes never queue behind
+        it); if every file would not fit as it is, a slice is compressed on a third thread
+        while the next one is scanned."""
         self.cache.compress = (sum(n.size for n in self.tree.file_ids.values())
                                > self.cache.max_bytes)
         loaded = 0
-        keys: list[tuple[int, int]] = []
-        chunk_bytes = 0
-        for node in list(self.tree.file_ids.values()):
-            if not node.version or (node.id, node.version) in self.cache:
-                continue
-            if keys and (len(keys) == self._PRELOAD_FILES
-                         or chunk_bytes + node.size > self._preload_room()):
-                loaded += await self._preload_chunk(keys)
-                keys, chunk_bytes = [], 0
-                if self.cache.full():
-                    return loaded
-            if node.size <= self._preload_room():
-                keys.append((node.id, node.version))
-                chunk_bytes += node.size
-        if keys:
-            loaded += await self._preload_chunk(keys)
+        send, receive = trio.open_memory_channel[dict](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._scan_slices, send)
+            async with receive:
+                async for found in receive:
+                    packed = (await trio.to_thread.run_sync(self._pack_all, found)
+                              if self.cache.compress else self._pack_all(found))
+                    loaded += self._keep_preloaded(packed)
+                    if self.cache.full():
+                        nursery.cancel_scope.cancel()
+        # What DuckDB cached of the scans is in the content cache now.
+        await self.ctx.db.run(self.ctx.db.drop_buffers)
         return loaded
 
-    def _preload_room(self) -> int:
-        # Raw sizes bound what a chunk takes compressed: a chunk never evicts what the
-        # preload loaded before it.
-        return min(self._PRELOAD_CHUNK_BYTES, self.cache.max_bytes - self.cache.bytes)
+    async def _scan_slices(self, send: trio.MemorySendChannel[dict]) -> None:
+        async with send:
+            for keys in self._preload_slices():
+                await send.send(await self.ctx.db.read_aside(self._scan, keys))
 
-    async def _preload_chunk(self, keys: list[tuple[int, int]]) -> int:
-        found = await self._db(self.read_versions, keys)
-        # Compressed on a thread of its own: the database's thread stays free for the cold
-        # reads that arrive meanwhile (zlib releases the GIL).
-        packed = await trio.to_thread.run_sync(self._pack_all, found)
-        for k, entry in packed.items():
-            # Not over anything read meanwhile: that is fresher and wanted more.
-            if k not in self.cache:
-                self.cache.put_packed(k, entry)
-        return len(found)
+    def _preload_slices(self):
+        """Keys of uncached current files in id order, a slice at a time; a file larger
+        than what is left of the cache is passed over (it would evict what came before)."""
+        keys: list[tuple[int, int]] = []
+        room = self._SLICE_BYTES
+        for fid in sorted(self.tree.file_ids):
+            node = self.tree.file_ids.get(fid)
+            if node is None or not node.version or (fid, node.version) in self.cache:
+                continue
+            if node.size > self.cache.max_bytes - self.cache.bytes:
+                continue
+            if keys and (len(keys) == self._SLICE_FILES or node.size > room):
+                yield keys
+                keys, room = [], self._SLICE_BYTES
+            keys.append((fid, node.version))
+            room -= node.size
+        if keys:
+            yield keys
+
+    @staticmethod
+    def _scan(cursor, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        return versions.read_contents(cursor, keys, scan=True)
 
     def _pack_all(self, found: dict[tuple[int, int], bytes]
                   ) -> dict[tuple[int, int], tuple[bytes, bool]]:
+        # On a thread of its own when compressing: zstd releases the GIL meanwhile.
         return {k: self.cache.pack(content) for k, content in found.items()}
+
+    def _keep_preloaded(self, packed: dict[tuple[int, int], tuple[bytes, bool]]) -> int:
+        kept = 0
+        for (fid, version), entry in packed.items():
+            node = self.tree.file_ids.get(fid)
+            # Not a version written meanwhile, nor over what a read cached meanwhile.
+            if node is None or node.version != version or (fid, version) in self.cache:
+                continue
+            if self.cache.bytes + len(entry[0]) > self.cache.max_bytes:
+                break  # it would evict what the preload loaded before
+            self.cache.put_packed((fid, version), entry)
+            kept += 1
+        return kept
 
     def _uncached_neighbours(self, node: FileNode | FileRow) -> list[tuple[int, int]]:
         """Uncached files likely read next: the rest of the folder, then the files created
-        after this one (a tree walk meets them next: ids follow creation order)."""
+        after this one (a tree walk meets them next: ids follow creation order). Nothing
+        for a reader picking files here and there: its first miss in a folder that does
+        not follow the last one fetches only the file (a third of a folder's query, while
+        the preload has not reached it); a second miss there, or a walk, the rest."""
         skill = self.tree.skills.get(node.skill_id)
         if skill is None:
+            return []
+        folder = (node.skill_id, node.path.rpartition("/")[0])
+        walking = self._fetched_upto < node.id <= self._fetched_upto + 2
+        again, self._missed_folder = folder == self._missed_folder, folder
+        if not (walking or again):
             return []
         budget = self.cache.max_bytes // 8
         out: list[tuple[int, int]] = []
@@ -143,12 +177,12 @@ class Files(Service):
             out.append(k)
             return True
 
-        for sib in skill.children.get(node.path.rpartition("/")[0], {}).values():
+        for sib in skill.children.get(folder[1], {}).values():
             if not take(sib):
                 return out
         # Only a walk gets more: a miss just past what the previous miss fetched. A reader
         # picking files here and there would pay for files it never reads.
-        if self._fetched_upto < node.id <= self._fetched_upto + 2:
+        if walking:
             files = self.tree.file_ids
             for fid in range(node.id + 1, node.id + 1 + self._PREFETCH_FILES):
                 if not take(files.get(fid)):
