@@ -79,3 +79,8 @@ class Unavailable(SkillfsError):
 
     errno = errno.EIO
     http_status = 503
+
+
+class OutOfMemory(Unavailable):
+    """The database ran out of its memory limit (`duckdb_memory`) for this call; smaller
+    calls, or the same one later, may fit."""

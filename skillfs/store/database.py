@@ -46,7 +46,7 @@ import duckdb
 import outcome
 import trio
 
-from ..errors import SkillfsError, StorageFull, Unavailable
+from ..errors import OutOfMemory, SkillfsError, StorageFull, Unavailable
 from ..schema import migrate
 
 # A purged message's original, still a message of its own form (the API hands it out as is)
@@ -271,6 +271,8 @@ class Database:
             return None
         if full:
             return StorageFull(f"no space left for the database: {first_line}")
+        if _out_of_memory(error):
+            return OutOfMemory(f"the database is out of memory: {first_line}")
         return Unavailable(f"the database cannot take changes now: {first_line}")
 
     async def run(self, fn: Callable, *args):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import trio
@@ -13,6 +14,7 @@ from ..errors import (
     Invalid,
     NotEmpty,
     NotFound,
+    OutOfMemory,
     StaleVersion,
 )
 from .tree import FileNode, Skill, Space
@@ -32,6 +34,8 @@ from .events import (
 )
 from .rows import SKILL_MD, FileContent, FileRow, VersionRow, _json, now_ns, sha256
 
+
+log = logging.getLogger("skillfs.store")
 
 class Files(Service):
     """Files of skills, their versions and folders, and reading their content."""
@@ -104,7 +108,14 @@ class Files(Service):
     async def _scan_slices(self, send: trio.MemorySendChannel[dict]) -> None:
         async with send:
             for keys in self._preload_slices():
-                await send.send(await self.ctx.db.read_aside(self._scan, keys))
+                try:
+                    found = await self.ctx.db.read_aside(self._scan, keys)
+                except OutOfMemory as e:
+                    # A small `duckdb_memory`: what the scans would take, reads and writes
+                    # need more. The rest is read when it is asked for.
+                    log.info("the preload stops: %s", e.message)
+                    return
+                await send.send(found)
 
     def _preload_slices(self):
         """Keys of uncached current files in id order, a slice at a time; a file larger
