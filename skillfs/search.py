@@ -71,6 +71,14 @@ class Found:
     truncated: bool  # more matched than max_results
     timed_out: bool  # the deadline ended the search: files were left unsearched
 
+    def as_json(self) -> dict:
+        """The answer the control API and MCP give: `file` under the mount root, `path` in
+        the skill."""
+        return {"matches": [{"file": m.mount_path, "space": m.space, "skill": m.skill,
+                             "path": m.path, "line": m.line, "text": m.text,
+                             "binary": m.binary} for m in self.matches],
+                "truncated": self.truncated, "timed_out": self.timed_out}
+
 
 
 

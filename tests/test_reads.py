@@ -228,8 +228,8 @@ def test_the_preload_scans_current_versions_of_edited_and_deleted_files(tmp_path
         store.close()
 
 
-def test_a_cold_read_does_not_wait_for_the_preload_slice_in_flight(tmp_path):
-    store, made = _imported(tmp_path, 80)
+def _hold_preload_scans(store):
+    """Preload scans wait for `release` (set it); `in_flight` is set once one waits."""
     in_flight, release = threading.Event(), threading.Event()
     scan = store.files._scan
 
@@ -238,6 +238,12 @@ def test_a_cold_read_does_not_wait_for_the_preload_slice_in_flight(tmp_path):
         release.wait(30)
         return scan(cursor, keys)
     store.files._scan = held_scan  # type: ignore[method-assign]
+    return in_flight, release
+
+
+def test_a_cold_read_does_not_wait_for_the_preload_slice_in_flight(tmp_path):
+    store, made = _imported(tmp_path, 80)
+    in_flight, release = _hold_preload_scans(store)
 
     async def scenario():
         async with trio.open_nursery() as nursery:
@@ -258,14 +264,7 @@ def test_a_cold_read_does_not_wait_for_the_preload_slice_in_flight(tmp_path):
 
 def test_compaction_waits_for_the_preload_slice_in_flight(tmp_path):
     store, made = _imported(tmp_path, 40)
-    in_flight, release = threading.Event(), threading.Event()
-    scan = store.files._scan
-
-    def held_scan(cursor, keys):
-        in_flight.set()
-        release.wait(30)
-        return scan(cursor, keys)
-    store.files._scan = held_scan  # type: ignore[method-assign]
+    in_flight, release = _hold_preload_scans(store)
 
     async def scenario():
         async with trio.open_nursery() as nursery:

@@ -317,10 +317,7 @@ async def search_files(request: Request, pattern: str, space: list[str] | None =
     found = await search.search(_store(request), pattern, spaces=space, skill=skill,
                                 glob=glob, fixed=fixed, ignore_case=ignore_case,
                                 max_results=max_results, timeout=timeout)
-    return {"matches": [{"file": m.mount_path, "space": m.space, "skill": m.skill,
-                         "path": m.path, "line": m.line, "text": m.text, "binary": m.binary}
-                        for m in found.matches],
-            "truncated": found.truncated, "timed_out": found.timed_out}
+    return found.as_json()
 
 
 @router.get("/glob")

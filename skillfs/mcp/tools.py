@@ -242,11 +242,7 @@ async def search(ctx: Context,
     found = await search_files(t.store, pattern, spaces=t.scope(space), skill=skill,
                                glob=glob, fixed=fixed, ignore_case=ignore_case,
                                max_results=max_results, timeout=SEARCH_SECONDS)
-    # the control API's shape: `file` under the mount root, `path` in the skill
-    return {"matches": [{"file": m.mount_path, "space": m.space, "skill": m.skill,
-                         "path": m.path, "line": m.line, "text": m.text, "binary": m.binary}
-                        for m in found.matches],
-            "truncated": found.truncated, "timed_out": found.timed_out}
+    return found.as_json()  # the control API's shape
 
 
 @_tool(_READ)
