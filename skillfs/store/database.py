@@ -256,7 +256,7 @@ class Database:
     def failed(self, error: duckdb.Error) -> SkillfsError | None:
         """Record a DuckDB error; return the store error to raise instead, or None for an
         error that says nothing about the database's health (a bug, a constraint)."""
-        full = _disk_full(error)
+        full, short = _disk_full(error), _out_of_memory(error)
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         if _invalidates(error):
             if not self.invalidated:
@@ -265,13 +265,13 @@ class Database:
                 self._broken.set()
         elif full:
             self._mark("disk full: " + first_line)
-        elif _out_of_memory(error):
+        elif short:
             log.warning("database out of memory: %s", first_line)
         else:
             return None
         if full:
             return StorageFull(f"no space left for the database: {first_line}")
-        if _out_of_memory(error):
+        if short:
             return OutOfMemory(f"the database is out of memory: {first_line}")
         return Unavailable(f"the database cannot take changes now: {first_line}")
 
