@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import duckdb
 import pytest
 from storetier import check_consistency
 
@@ -161,6 +162,22 @@ async def test_events_are_frozen_and_say_who(store: Store) -> None:
     ]
     with pytest.raises(dataclasses.FrozenInstanceError):
         seen[0].name = "changed"  # type: ignore[misc]
+
+
+async def test_a_transaction_left_aborted_is_ended_by_the_next_write(store: Store) -> None:
+    """A ROLLBACK that failed (out of memory itself) leaves its transaction open and
+    aborted; the next write ends it instead of failing, like every write after it would."""
+    skill_id = await _skill(store)
+    con = store.db.con
+
+    def leave_aborted() -> None:
+        con.execute("BEGIN TRANSACTION")
+        with pytest.raises(duckdb.Error):
+            con.execute("SELECT CAST('x' AS INTEGER)")
+    await store.db.run(leave_aborted)
+    await store.write_file(skill_id, "a.md", b"two\n", author="api")
+    assert (await store.read_file(skill_id, "a.md")).content == b"two\n"
+    assert [v.version for v in await store.file_log(skill_id, "a.md")][-1] == 2
 
 
 async def test_a_failed_commit_leaves_the_index_alone(store: Store, monkeypatch) -> None:

@@ -410,7 +410,16 @@ class Database:
 
     def _tx_once(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]):
         con = self.con
-        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("BEGIN TRANSACTION")
+        except duckdb.TransactionException as e:
+            # A transaction whose ROLLBACK failed (out of memory itself) is still open,
+            # aborted: every statement on the connection would fail until it is ended.
+            if "aborted" not in str(e):
+                raise
+            log.warning("ending a transaction left aborted: %s", str(e).splitlines()[0])
+            con.execute("ROLLBACK")
+            con.execute("BEGIN TRANSACTION")
         try:
             result = fn(con)
             con.execute("COMMIT")
