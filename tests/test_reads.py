@@ -241,27 +241,6 @@ def _hold_preload_scans(store):
     return in_flight, release
 
 
-def test_a_cold_read_does_not_wait_for_the_preload_slice_in_flight(tmp_path):
-    store, made = _imported(tmp_path, 80)
-    in_flight, release = _hold_preload_scans(store)
-
-    async def scenario():
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(store.preload)
-            await trio.to_thread.run_sync(in_flight.wait)
-            skill = store.space("alice").skills["s003"]
-            with trio.fail_after(10):
-                content = (await store.read_file(skill.id, "f61.md")).content
-            release.set()
-        return content
-
-    try:
-        assert trio.run(scenario) == made["s003/f61.md"]
-    finally:
-        release.set()
-        store.close()
-
-
 def test_compaction_waits_for_the_preload_slice_in_flight(tmp_path):
     store, made = _imported(tmp_path, 40)
     in_flight, release = _hold_preload_scans(store)

@@ -391,8 +391,11 @@ class Database:
             # always spill; a checkpoint frees it. Then the transaction is tried once more.
             log.warning("database out of memory; checkpointing and trying again: %s",
                         str(e).splitlines()[0])
-            self.checkpoint()
-            result = self._tx_once(fn)
+            # Without a scan aside (the preload) holding memory meanwhile: a checkpoint that
+            # runs out of memory can invalidate the database.
+            with self._aside_lock:
+                self.checkpoint()
+                result = self._tx_once(fn)
         self.maybe_checkpoint()
         return result
 

@@ -101,15 +101,18 @@ class Files(Service):
                     loaded += self._keep_preloaded(packed)
                     if self.cache.full():
                         nursery.cancel_scope.cancel()
-        # What DuckDB cached of the scans is in the content cache now.
-        await self.ctx.db.run(self.ctx.db.drop_buffers)
+        if loaded:  # what DuckDB cached of the scans is in the content cache now
+            await self.ctx.db.run(self.ctx.db.drop_buffers)
         return loaded
 
     async def _scan_slices(self, send: trio.MemorySendChannel[dict]) -> None:
         async with send:
             for keys in self._preload_slices():
                 try:
-                    found = await self.ctx.db.read_aside(self._scan, keys)
+                    # On the worker thread, between other statements: DuckDB crashed
+                    # (SIGSEGV) scanning on a cursor of its own while a write checkpointed
+                    # under a small memory limit.
+                    found = await self.ctx.db.run(self._scan, self.ctx.db.con, keys)
                 except OutOfMemory as e:
                     # A small `duckdb_memory`: what the scans would take, reads and writes
                     # need more. The rest is read when it is asked for.
