@@ -23,10 +23,10 @@ worker thread, commits once, and only then tells each writer. DuckDB has no SAVE
 group in which one function raised is rolled back and each of its functions run alone: a
 failing function fails only its own caller.
 
-A long read (the content cache's preload at start) runs *aside* (`read_aside`): on a thread
-and a cursor of its own, so the cold reads and the writes queued on the worker never wait
-behind it. DuckDB reads a snapshot there while the worker writes; closing the connection
-(compaction, reopening) waits for the read in flight.
+`read_aside` runs a read on a thread and a cursor of its own, closing the connection
+(compaction, reopening) waiting for it. Nothing uses it now: the content cache's preload
+scanned there until DuckDB crashed in that thread while a write checkpointed under a small
+memory limit; the preload scans on the worker thread.
 """
 
 from __future__ import annotations
