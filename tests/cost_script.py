@@ -24,7 +24,7 @@ from typing import Any
 
 from llm_server import Reply, tool_names
 
-from skillfs.learner.usage import count_tokens
+from skillfs.tokens import count_tokens
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cost"
 STYLES = ("batched", "read_first", "one_per_reply")

@@ -105,7 +105,7 @@ class _Rule:
 def _usage(req: dict, msg: dict) -> dict:
     """Tokens as an endpoint would report them: the request's messages and tools, counted
     the way the learner counts when an endpoint reports none."""
-    from skillfs.learner.usage import count_tokens
+    from skillfs.tokens import count_tokens
     prompt = count_tokens(json.dumps({"messages": req.get("messages"), "tools": req.get("tools")},
                                      ensure_ascii=False))
     completion = count_tokens(json.dumps(msg, ensure_ascii=False))

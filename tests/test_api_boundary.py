@@ -5,6 +5,8 @@ id, skillfs errors keep their status, and the next request is served as usual.""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import types
 
 import httpx
@@ -88,3 +90,12 @@ def test_skillfs_errors_keep_their_status(tmp_path, monkeypatch):
         assert r.headers["x-request-id"]
 
     serve_app(tmp_path, calls)
+
+
+def test_the_api_loads_no_learner_module():
+    """With the learner off the daemon imports none of it (its modules and their patterns
+    are a good part of a start); the API counts tokens without it."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, skillfs.api.app; print(' '.join(sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert not [m for m in loaded if m.startswith("skillfs.learner")]

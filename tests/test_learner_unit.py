@@ -24,11 +24,12 @@ from skillfs.learner import core, rules  # noqa: E402
 from skillfs.learner.core import Learner  # noqa: E402
 from skillfs.learner.distill import Lesson  # noqa: E402
 from skillfs.learner.llm import LLM, LLMError, Tool, ToolError, run_tools  # noqa: E402
-from skillfs.learner.usage import Usage, count_tokens  # noqa: E402
+from skillfs.learner.usage import Usage  # noqa: E402
 from skillfs.learner.view import Msg, render  # noqa: E402
 from skillfs.learner.writer import Edits, write_with_agent  # noqa: E402
 from skillfs.messages import normalize  # noqa: E402
 from skillfs.store import Store  # noqa: E402
+from skillfs.tokens import count_tokens  # noqa: E402
 
 AT = datetime(2025, 6, 15, 14, 30)
 
@@ -1237,10 +1238,10 @@ COST_BOUNDS = {"deploy": (3400, 2, "2026-03-12"), "coding": (4300, 3, "2026-03-1
 def test_learning_cost_per_task(tmp_path, monkeypatch, name):
     from cost_script import measure
 
-    from skillfs.learner import usage as usage_mod
+    from skillfs import tokens
     # the bounds were measured with the characters / 4 estimate: count the same way even
     # where tiktoken's BPE file happens to be cached
-    monkeypatch.setattr(usage_mod, "_encoding", lambda: None)
+    monkeypatch.setattr(tokens, "encoding", lambda: None)
     bound, tasks, day = COST_BOUNDS[name]
     got = measure(str(tmp_path / "c.duckdb"), name, "batched")
     assert got["status"] == "completed" and got["tasks"] == tasks

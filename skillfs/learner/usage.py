@@ -2,24 +2,17 @@
 
 An evaluation harness compares learners and prompts by these figures, so every model call is
 counted where it is made. The endpoint's `usage` is taken when it sends one; otherwise the
-request is counted here with tiktoken's o200k encoding when tiktoken is installed and its BPE
-file is already in tiktoken's cache (it would otherwise download it, blocking the event loop,
-and offline it cannot), else estimated at four characters a token. `counted` says which of
-these the figures rest on (the weakest one used).
+request is counted here (`skillfs.tokens`: tiktoken when its BPE file is at hand, else an
+estimate). `counted` says which of these the figures rest on (the weakest one used).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("skillfs.learner.usage")
+from ..tokens import count_tokens, counted_by
 
 # from the most to the least exact
 COUNTED = ("endpoint", "tiktoken", "estimate")
@@ -78,35 +71,9 @@ def record(usage: Usage | None, reply_usage: Any, request: dict, reply: Any) -> 
     if isinstance(prompt, int) and isinstance(completion, int):
         usage.add(1, prompt, completion, "endpoint")
         return
-    counted = "tiktoken" if _encoding() is not None else "estimate"
+    counted = counted_by()
     usage.add(1, count_tokens(json.dumps(request, ensure_ascii=False)),
               count_tokens(_reply_text(reply)), counted)
-
-
-def count_tokens(text: str) -> int:
-    enc = _encoding()
-    if enc is None:
-        return (len(text) + 3) // 4
-    return len(enc.encode(text, disallowed_special=()))
-
-
-_BPE_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
-
-
-@functools.cache
-def _encoding() -> Any:
-    # where tiktoken keeps a downloaded BPE file (its own cache rule)
-    cache = (os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
-             or os.path.join(tempfile.gettempdir(), "data-gym-cache"))
-    if not os.path.exists(os.path.join(cache, hashlib.sha1(_BPE_URL.encode()).hexdigest())):
-        log.info("no tiktoken BPE file in %s; estimating tokens as characters / 4", cache)
-        return None
-    try:
-        import tiktoken
-        return tiktoken.get_encoding("o200k_base")
-    except (ImportError, OSError, ValueError) as e:
-        log.info("tiktoken unavailable (%s); estimating tokens as characters / 4", e)
-        return None
 
 
 def _reply_text(reply: Any) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ...learner.usage import count_tokens
+from ...tokens import count_tokens
 from ...store import StoredMessage
 from .wire import BadRequest, errors_text, message_id
 
