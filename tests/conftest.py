@@ -7,6 +7,7 @@ leaves its mount behind. FUSE must work here: if the mount fails, the test fails
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 import shutil
@@ -42,6 +43,21 @@ def pytest_collection_modifyitems(config, items):
                      if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
         if ungrouped:
             raise pytest.UsageError(f"xdist_group was not applied to {ungrouped[0]} …")
+
+
+class lazy_import:  # noqa: N801  (stands in for a module)
+    """The module `name`, imported at the first use of one of its attributes. Every xdist
+    worker imports every test module to collect it; an SDK such as acontext's or mcp's takes
+    seconds of CPU to import, which only a worker that runs its tests should pay. (Not
+    importlib's LazyLoader: collection's isinstance checks on module attributes load that.)"""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):  # what collection asks of every module attribute
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(self._name), attr)
 
 
 def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):

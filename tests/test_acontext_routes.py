@@ -10,10 +10,11 @@ import uuid
 
 import httpx
 import pytest
-from acontext import AcontextClient, FileUpload
 
-from conftest import wait_for
+from conftest import lazy_import, wait_for
 from test_acontext_sdk import TOKEN, expect, folder, tcp_daemon, zip_of
+
+acontext = lazy_import("acontext")
 
 # the module-scoped fixture is made once: its tests stay on one xdist worker
 pytestmark = pytest.mark.xdist_group("acontext_routes")
@@ -28,7 +29,7 @@ def api(tmp_path_factory):
 
 @pytest.fixture
 def client(api):
-    with AcontextClient(api_key=TOKEN, base_url=api.base_url) as c:
+    with acontext.AcontextClient(api_key=TOKEN, base_url=api.base_url) as c:
         yield c
 
 
@@ -172,7 +173,7 @@ TOOL_SESSION = [
 
 @pytest.fixture(scope="module")
 def tool_session(api):
-    with AcontextClient(api_key=TOKEN, base_url=api.base_url) as c:
+    with acontext.AcontextClient(api_key=TOKEN, base_url=api.base_url) as c:
         session = c.sessions.create()
         for blob in TOOL_SESSION:
             c.sessions.store_message(session.id, blob=blob)
@@ -321,7 +322,7 @@ BINARY = bytes(range(256))
 def runbook(api, client):
     """A skill with files in folders, included in a new space: (space folder, skill)."""
     name = f"runbook-{uuid.uuid4().hex[:6]}"
-    skill = client.skills.create(file=FileUpload(filename="r.zip", content=zip_of({
+    skill = client.skills.create(file=acontext.FileUpload(filename="r.zip", content=zip_of({
         "SKILL.md": f"---\nname: {name}\ndescription: How we deploy.\n---\n# Rules\n".encode(),
         "services/api.md": b"# API\nblue-green deploys, TODO: canary\n",
         "services/db/pg.md": b"# Postgres\nnever deploy on Fridays\n",
@@ -487,7 +488,7 @@ def test_disk_tools_on_a_skill(api, client, runbook):
 def test_artifact_writes_go_through_the_store(api, client, runbook):
     skill_dir, skill = runbook
     arts = client.disks.artifacts
-    made = arts.upsert(skill.disk_id, file=FileUpload(filename="rollback.md",
+    made = arts.upsert(skill.disk_id, file=acontext.FileUpload(filename="rollback.md",
                                                       content=b"# Rollback\n1. revert\n"),
                        file_path="/services/")
     assert (made.path, made.filename) == ("/services/", "rollback.md")

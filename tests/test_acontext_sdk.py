@@ -21,11 +21,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from acontext import AcontextClient, FileUpload
-from acontext.errors import APIError
 
-from conftest import Daemon, wait_for
+from conftest import Daemon, lazy_import, wait_for
 from llm_server import LLMServer, call, text
+
+acontext = lazy_import("acontext")
 
 # the module-scoped fixture is made once: its tests stay on one xdist worker
 pytestmark = pytest.mark.xdist_group("acontext_sdk")
@@ -64,7 +64,7 @@ def api(tmp_path_factory):
 
 @pytest.fixture
 def client(api):
-    with AcontextClient(api_key=TOKEN, base_url=api.base_url) as c:
+    with acontext.AcontextClient(api_key=TOKEN, base_url=api.base_url) as c:
         yield c
 
 
@@ -73,8 +73,8 @@ def folder(space_id: str) -> str:
     return "space-" + space_id.replace("-", "")[:8]
 
 
-def expect(status: int, fn, *args, **kw) -> APIError:
-    with pytest.raises(APIError) as e:
+def expect(status: int, fn, *args, **kw) -> acontext.errors.APIError:
+    with pytest.raises(acontext.errors.APIError) as e:
         fn(*args, **kw)
     assert e.value.status_code == status, e.value
     return e.value
@@ -255,7 +255,7 @@ def test_learning_spaces_guide(api, client, tmp_path):
     # -- your own skill: upload a ZIP, include it, exclude it (twice)
     name = f"deploy-runbook-{uuid.uuid4().hex[:6]}"
     skill_md = f"---\nname: {name}\ndescription: How we deploy.\n---\n# Rules\n".encode()
-    skill = client.skills.create(file=FileUpload(filename="runbook.zip", content=zip_of({
+    skill = client.skills.create(file=acontext.FileUpload(filename="runbook.zip", content=zip_of({
         "runbook/SKILL.md": skill_md,
         "runbook/services/api.md": b"# api\n- blue-green\n",
         "runbook/.DS_Store": b"\0junk",
@@ -469,7 +469,7 @@ def test_skill_meta_and_user(api, client):
     user = f"carol-{uuid.uuid4().hex[:6]}"
     meta = {"team": "infra", "tags": ["deploy"], "level": 2}
     name = f"owned-{uuid.uuid4().hex[:6]}"
-    skill = client.skills.create(file=FileUpload(filename="s.zip", content=zip_of({
+    skill = client.skills.create(file=acontext.FileUpload(filename="s.zip", content=zip_of({
         "SKILL.md": f"---\nname: {name}\ndescription: Owned.\n---\n".encode()})),
         user=user, meta=meta)
     space = client.learning_spaces.create(user=user)
@@ -488,7 +488,7 @@ def test_skill_meta_and_user(api, client):
     assert user in {u.identifier for u in client.users.list().items}
     assert client.users.get_resources(user).counts.skills_count == 1
     # without user or meta
-    plain = client.skills.create(file=FileUpload(filename="p.zip", content=zip_of({
+    plain = client.skills.create(file=acontext.FileUpload(filename="p.zip", content=zip_of({
         "SKILL.md": f"---\nname: plain-{uuid.uuid4().hex[:6]}\ndescription: P.\n---\n"
                     .encode()})))
     assert plain.meta is None and plain.user_id is None
@@ -507,11 +507,11 @@ def test_skill_meta_and_user(api, client):
 def test_concurrent_learns_one_wins(api):
     """Two learn requests for one session at the same time: exactly one 201, one 409,
     whether they name the same space or two spaces."""
-    with AcontextClient(api_key=TOKEN, base_url=api.base_url) as setup:
+    with acontext.AcontextClient(api_key=TOKEN, base_url=api.base_url) as setup:
         a, b = setup.learning_spaces.create(), setup.learning_spaces.create()
         rounds = [(a.id, a.id)] * 8 + [(a.id, b.id)] * 4
         sessions = [setup.sessions.create().id for _ in rounds]
-    clients = [AcontextClient(api_key=TOKEN, base_url=api.base_url) for _ in range(2)]
+    clients = [acontext.AcontextClient(api_key=TOKEN, base_url=api.base_url) for _ in range(2)]
     try:
         for c in clients:  # connections open before the race
             c.ping()
@@ -523,14 +523,14 @@ def test_concurrent_learns_one_wins(api):
                 try:
                     c.learning_spaces.learn(space_id, session_id=session_id)
                     return 201, space_id
-                except APIError as e:
+                except acontext.errors.APIError as e:
                     return e.status_code, space_id
 
             with ThreadPoolExecutor(2) as pool:
                 results = list(pool.map(attempt, clients, (first, second)))
             assert sorted(status for status, _ in results) == [201, 409], results
             winner = next(space_id for status, space_id in results if status == 201)
-            with AcontextClient(api_key=TOKEN, base_url=api.base_url) as check:
+            with acontext.AcontextClient(api_key=TOKEN, base_url=api.base_url) as check:
                 assert check.learning_spaces.get_session(winner, session_id=session_id
                                                          ).session_id == session_id
                 where = [s for s in {a.id, b.id}
@@ -674,7 +674,7 @@ def test_mount_changes_are_seen_by_the_api(api, client, tmp_path):
 
 
 def test_tokens_and_error_bodies(api):
-    with AcontextClient(api_key="wrong", base_url=api.base_url) as bad:
+    with acontext.AcontextClient(api_key="wrong", base_url=api.base_url) as bad:
         e = expect(401, bad.learning_spaces.list)
         assert e.message == "unauthorized"
     r = httpx.get(f"{api.base_url}/learning_spaces")
@@ -700,10 +700,11 @@ def test_unix_socket_without_tcp(daemon, tmp_path):
     """The SDK over the daemon's socket (any api_key): binary files come inline as base64
     there, since no URL could be fetched."""
     http = httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.socket)), timeout=30)
-    with AcontextClient(api_key="local", base_url="http://skillfs/api/v1", client=http) as c:
+    with acontext.AcontextClient(api_key="local", base_url="http://skillfs/api/v1",
+                                 client=http) as c:
         assert c.ping() == "pong"
         space = c.learning_spaces.create(user="bob", meta={"name": "bob"})
-        skill = c.skills.create(file=FileUpload(filename="s.zip", content=zip_of({
+        skill = c.skills.create(file=acontext.FileUpload(filename="s.zip", content=zip_of({
             "SKILL.md": b"---\nname: pics\ndescription: Pictures.\n---\n",
             "logo.bin": BINARY})))
         c.learning_spaces.include_skill(space.id, skill_id=skill.id)

@@ -13,10 +13,10 @@ import zipfile
 
 import httpx
 import pytest
-from acontext import AcontextClient, FileUpload
-from acontext.errors import APIError
 
-from conftest import Daemon
+from conftest import Daemon, lazy_import
+
+acontext = lazy_import("acontext")
 
 # the module-scoped fixture is made once: its tests stay on one xdist worker
 pytestmark = pytest.mark.xdist_group("api_input")
@@ -145,9 +145,10 @@ def test_bad_zips_are_refused_and_memory_stays_bounded(shared, kind):
     assert reason in r.json()["error"]
     # the Acontext API, through the SDK
     http = httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.socket)), timeout=60)
-    with AcontextClient(api_key="local", base_url="http://skillfs/api/v1", client=http) as c:
-        with pytest.raises(APIError) as e:
-            c.skills.create(file=FileUpload(filename="s.zip", content=data))
+    with acontext.AcontextClient(api_key="local", base_url="http://skillfs/api/v1",
+                                 client=http) as c:
+        with pytest.raises(acontext.errors.APIError) as e:
+            c.skills.create(file=acontext.FileUpload(filename="s.zip", content=data))
         assert e.value.status_code == status and reason in str(e.value), e.value
         assert c.ping() == "pong"
     grown = (rss_kib(daemon.pid) - before) // 1024

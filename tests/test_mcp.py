@@ -13,14 +13,14 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlparse
 
 import httpx
-import httpx2
 import pytest
 import trio
-from mcp import Client, StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
 
-from conftest import SKILLFS, Daemon
+from conftest import SKILLFS, Daemon, lazy_import
 from test_api_tokens import free_port
+
+httpx2 = lazy_import("httpx2")
+mcp = lazy_import("mcp")
 
 FULL, ALICE_RO, ALICE = "mcp-full-3b9e", "mcp-alice-ro-51c0", "mcp-alice-rw-d7a4"
 READ_TOOLS = {"list_spaces", "list_skills", "get_skill", "read_file", "search", "glob"}
@@ -57,23 +57,27 @@ def served(tmp_path_factory):
 
 @asynccontextmanager
 async def unix(d: Daemon, query: str = ""):
+    from mcp.client.streamable_http import streamable_http_client
+
     http = httpx2.AsyncClient(transport=httpx2.AsyncHTTPTransport(uds=str(d.socket)),
                               timeout=TIMEOUT)
-    async with http, Client(streamable_http_client(f"http://skillfs/mcp{query}",
+    async with http, mcp.Client(streamable_http_client(f"http://skillfs/mcp{query}",
                                                    http_client=http)) as client:
         yield client
 
 
 @asynccontextmanager
 async def tcp(d: Daemon, token: str, query: str = ""):
+    from mcp.client.streamable_http import streamable_http_client
+
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT)
-    async with http, Client(streamable_http_client(f"http://127.0.0.1:{d.port}/mcp{query}",
+    async with http, mcp.Client(streamable_http_client(f"http://127.0.0.1:{d.port}/mcp{query}",
                                                    http_client=http)) as client:
         yield client
 
 
-def stdio(d: Daemon, *args: str) -> Client:
-    return Client(StdioServerParameters(command=SKILLFS, args=["mcp", *args], env=d.env))
+def stdio(d: Daemon, *args: str) -> mcp.Client:
+    return mcp.Client(mcp.StdioServerParameters(command=SKILLFS, args=["mcp", *args], env=d.env))
 
 
 def session(connect, steps):
@@ -359,7 +363,7 @@ async def test_a_call_without_an_http_request_sees_nothing(store):
     from skillfs.mcp.tools import build_server
 
     await store.create_space("alice")
-    async with Client(build_server(store)) as c:
+    async with mcp.Client(build_server(store)) as c:
         assert await tool_names(c) == READ_TOOLS
         assert await space_names(c) == []
         assert "no space" in await refused(c, "read_file", space="alice", skill="daily-logs",
