@@ -38,9 +38,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--writers", type=int, default=4, help="processes appending through the mount")
     p.add_argument("--spool-rate", type=float, default=40.0,
                    help="spool files a second (3 messages each; default 40)")
+    p.add_argument("--pace", type=float, default=0.0,
+                   help="at most this many operations a second for each mount writer, the "
+                        "mount reader and the API load (default: as fast as they go)")
     p.add_argument("--json", type=Path, help="also write the summary as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the data directory afterwards")
     return p.parse_args(argv)
+
+
+class Pacer:
+    """Keeps a load thread at `rate` operations a second (0: no limit)."""
+
+    def __init__(self, rate: float):
+        self.step = 1.0 / rate if rate > 0 else 0.0
+        self.next = time.monotonic()
+
+    def wait(self) -> None:
+        if self.step:
+            self.next = max(self.next + self.step, time.monotonic() - 1.0)
+            time.sleep(max(0.0, self.next - time.monotonic()))
 
 
 @dataclass
@@ -139,12 +155,13 @@ class Soak:
 
     def api_load(self) -> None:
         """Acontext API sessions with messages, and reads of spaces and files."""
-        n = 0
+        n, pacer = 0, Pacer(self.args.pace)
         with self.http() as c:
             while not self.stop.is_set():
                 try:
                     sid = c.post("/api/v1/session", json={}).raise_for_status().json()["data"]["id"]
                     for _ in range(10):
+                        pacer.wait()
                         marker = f"soak-a{n}"
                         r = c.post(f"/api/v1/session/{sid}/messages", json={
                             "format": "openai",
@@ -166,8 +183,9 @@ class Soak:
     def mount_writer(self, w: int) -> None:
         """Appends numbered lines with O_APPEND, one open per line, as a logger would."""
         path = self.mnt / SPACES[w % 2] / "user-general-facts" / f"soak-append-{w % 2}.md"
-        i = 0
+        i, pacer = 0, Pacer(self.args.pace)
         while not self.stop.is_set():
+            pacer.wait()
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
                 try:
@@ -182,12 +200,13 @@ class Soak:
             self.tally.samples.append({"writer": w, "lines": i, "path": str(path)})
 
     def mount_reader(self) -> None:
-        rng = random.Random(1)
+        rng, pacer = random.Random(1), Pacer(self.args.pace)
         while not self.stop.is_set():
             try:
                 space = self.mnt / rng.choice(SPACES)
                 for skill in os.listdir(space):
                     for name in os.listdir(space / skill):
+                        pacer.wait()
                         (space / skill / name).read_bytes()
                         with self.tally.lock:
                             self.tally.reads += 1
