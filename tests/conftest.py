@@ -22,8 +22,9 @@ import pytest
 
 from skillfs.mounts import daemon_pid
 
-# the store tier's fixtures (store, fs, kernel, consistent …): tests/storetier.py
-pytest_plugins = ["storetier"]
+# the store tier's fixtures (store, fs, kernel, consistent …): tests/storetier.py; the
+# PostgreSQL server (pg_server, pg_url) and --backend: tests/pgserver.py
+pytest_plugins = ["storetier", "pgserver"]
 
 SKILLFS = str(Path(sys.executable).with_name("skillfs"))
 
