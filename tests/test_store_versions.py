@@ -10,7 +10,7 @@ import re
 import duckdb
 import trio
 
-from skillfs.schema import MIGRATIONS
+from skillfs.schema import SCHEMA_VERSION, statements
 from skillfs.store import Store, versions
 from skillfs.store.rows import sha256
 
@@ -120,7 +120,7 @@ def test_an_old_database_upgrades_in_place(tmp_path):
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
     con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for stmt in MIGRATIONS[0]:
+    for stmt in statements(1, "duckdb"):
         con.execute(stmt)
     con.execute("INSERT INTO schema_version VALUES (1)")
     md = b"---\nname: notes\ndescription: old notes\n---\nbody\n"
@@ -148,7 +148,7 @@ def test_an_old_database_upgrades_in_place(tmp_path):
     con = duckdb.connect(str(db), read_only=True)
     rows = con.execute("SELECT version, delta_depth, octet_length(content) FROM file_versions "
                        "WHERE file_id = 2 ORDER BY version").fetchall()
-    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == len(MIGRATIONS)
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     con.close()
     assert rows[:2] == [(1, 0, 5000), (2, 0, len(old))]
     assert rows[2][1] == 1 and rows[2][2] < 100
