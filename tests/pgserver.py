@@ -21,7 +21,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -73,6 +73,10 @@ class PgServer:
         # test data only: no fsync, and the C locale, as bytes sort in DuckDB
         self._run("initdb", "-D", str(self.data), "-U", DB_USER, "--auth=trust",
                   "--no-locale", "-E", "UTF8", "--no-sync")
+        self.start_again()
+
+    def start_again(self) -> None:
+        """Start the server (after `stop`: a server that was down, with its data)."""
         options = f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off " \
                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l",
@@ -92,8 +96,9 @@ class PgServer:
         return self.url(name)
 
     def terminate(self, url: str) -> int:
-        """End every other session on `url`'s database, as a server restart would; how many."""
-        database = url.rsplit("/", 1)[1].split("?")[0]
+        """End every session on `url`'s database, as a crash of their server processes
+        would; how many."""
+        database = url.split("?")[0].rsplit("/", 1)[1]
         with psycopg.connect(self.url(), autocommit=True) as con:
             return len(con.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -127,5 +132,11 @@ def pg_url(pg_server: PgServer) -> str:
 
 
 @pytest.fixture(scope="session")
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.config.getoption("--backend")
+def daemon_db(request: pytest.FixtureRequest) -> Callable[[], list[str]]:
+    """A new daemon's `--db` for the chosen backend: a fresh database's URL under
+    `--backend postgres`, else nothing (the daemon's own DuckDB file)."""
+    def args() -> list[str]:
+        if request.config.getoption("--backend") != "postgres":
+            return []
+        return ["--db", request.getfixturevalue("pg_server").fresh_database()]
+    return args

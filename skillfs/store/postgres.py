@@ -58,10 +58,6 @@ _RENAMED = {"json_object": "json_build_object", "blob": "BYTEA"}
 _DISK_FULL, _OUT_OF_MEMORY = "53100", "53200"
 
 
-def is_url(target: str) -> bool:
-    return target.startswith(("postgresql://", "postgres://"))
-
-
 @functools.lru_cache(maxsize=2048)
 def translate(sql: str) -> str:
     """DuckDB's SQL as the services write it, as PostgreSQL reads it through psycopg."""

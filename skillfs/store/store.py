@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..config import is_postgres_url
 from ..errors import SkillfsError
 from .tree import Tree
 from .content import ContentCache
@@ -15,7 +16,7 @@ from .backend import Backend
 from .database import Database
 from .files import Files
 from .learning import Learning
-from .postgres import PgDatabase, is_url
+from .postgres import PgDatabase
 from .loading import load_tree
 from .purging import Purge
 from .events import Subscriber
@@ -36,7 +37,7 @@ class Store:
         self.db_path = str(db_path)
         self.max_file_size = max_file_size
         self.db: Backend
-        if is_url(self.db_path):
+        if is_postgres_url(self.db_path):
             self.db = PgDatabase(self.db_path)
         else:
             self.db = Database(self.db_path, memory_limit=duckdb_memory,

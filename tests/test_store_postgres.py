@@ -1,0 +1,139 @@
+"""The PostgreSQL backend's own ways, on the tests' real server (tests/pgserver.py): the SQL
+translation, a group commit whose failing function is rolled back alone, connections the
+server drops, purge's compaction, and a daemon mounted with `--db postgresql://…`."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+import pytest
+import trio
+
+from pgserver import PgServer
+from skillfs.errors import Unavailable
+from skillfs.store import Store
+from skillfs.store import postgres
+from skillfs.store.postgres import translate
+
+pytestmark = pytest.mark.anyio
+
+
+def test_translate_leaves_quoted_text_alone() -> None:
+    assert translate("SELECT json_object('a?', x), '%' FROM t WHERE \"b?\" = ? AND c LIKE 'x%'"
+                     ) == ("SELECT json_build_object('a?', x), '%%' FROM t "
+                           "WHERE \"b?\" = %s AND c LIKE 'x%%'")
+    assert translate("SELECT unnest(?::BLOB[]), 5 % 2") == \
+        "SELECT unnest(%s::BYTEA[]), 5 %% 2"
+
+
+async def test_a_failing_write_in_a_group_fails_alone(pg_url: str) -> None:
+    store = Store(pg_url)
+    try:
+        space = await store.create_space("s")
+        skill = store.space(space.id).skills["daily-logs"]
+
+        def insert(n: int):
+            def fn(con):
+                con.execute("INSERT INTO trash VALUES ('space', ?, 'n', '{}', '[]', 'a', 1)",
+                            [f"id{n}"])
+                if n == 3:
+                    con.execute("SELECT CAST('x' AS INTEGER)")  # fails after its insert
+                return n
+            return fn
+        results: dict[int, object] = {}
+
+        async def one(n: int) -> None:
+            try:
+                results[n] = await store.db.write(insert(n))
+            except Exception as e:
+                results[n] = type(e).__name__
+        before = dict(store.db.group_totals)
+        async with trio.open_nursery() as nursery:
+            for n in range(6):
+                nursery.start_soon(one, n)
+        assert results == {0: 0, 1: 1, 2: 2, 3: "SkillfsError", 4: 4, 5: 5}
+        assert store.db.group_totals["groups"] - before["groups"] < 6  # they were grouped
+        ids = {i for (i,) in store.db.con.execute("SELECT id FROM trash").fetchall()}
+        assert ids == {"id0", "id1", "id2", "id4", "id5"}  # the failed one's insert is gone
+        await store.write_file(skill.id, "a.md", b"after\n", author="api")
+    finally:
+        store.close()
+
+
+async def test_connections_the_server_ended_are_replaced(pg_server: PgServer,
+                                                         pg_url: str) -> None:
+    """Every connection ended under the store (its server processes killed): the pool
+    checks a connection before handing it out, so the next reads and writes get new ones."""
+    store = Store(pg_url)
+    try:
+        space = await store.create_space("s")
+        skill = store.space(space.id).skills["daily-logs"]
+        await store.write_file(skill.id, "a.md", b"before\n", author="api")
+        versions = (await store.counts())["file_versions"]
+        assert pg_server.terminate(pg_url) >= 2  # the main connection and the pool's
+        await store.write_file(skill.id, "b.md", b"after\n", author="api")
+        assert (await store.counts())["file_versions"] == versions + 1
+        assert store.health()["healthy"]
+    finally:
+        store.close()
+
+
+async def test_a_server_that_is_down_is_refused_then_reached_again(
+        pg_server: PgServer, pg_url: str, monkeypatch) -> None:
+    """The server stops: the write that meets it fails with Unavailable, later ones are
+    refused at once, reads from the tree and the cache go on; once the server is back the
+    supervisor reaches it and writes work again. Nothing committed is lost."""
+    monkeypatch.setattr(postgres, "PROBE_FIRST_DELAY", 0.05)
+    monkeypatch.setattr(postgres, "CONNECT_TIMEOUT", 1)
+    store = Store(pg_url)
+    try:
+        space = await store.create_space("s")
+        skill = store.space(space.id).skills["daily-logs"]
+        await store.write_file(skill.id, "a.md", b"before\n", author="api")
+        async with trio.open_nursery() as nursery:
+            pg_server.stop()
+            try:
+                with pytest.raises(Unavailable):
+                    await store.write_file(skill.id, "b.md", b"refused\n", author="api")
+                health = store.health()
+                assert not health["healthy"] and health["invalidated"], health
+                with trio.fail_after(0.5), pytest.raises(Unavailable):  # at once
+                    await store.write_file(skill.id, "b.md", b"refused\n", author="api")
+                assert "b.md" not in store.skill(skill.id).files
+                assert (await store.read_file(skill.id, "a.md")).content == b"before\n"
+                nursery.start_soon(store.db.supervise)
+                await trio.sleep(0.3)  # a probe or two fail meanwhile
+                assert not store.health()["healthy"]
+            finally:
+                pg_server.start_again()
+            with trio.fail_after(20):
+                while not store.health()["healthy"]:
+                    await trio.sleep(0.02)
+            await store.write_file(skill.id, "b.md", b"after\n", author="api")
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+    again = Store(pg_url)
+    try:
+        assert sorted(again.skill(skill.id).files) == ["SKILL.md", "a.md", "b.md"]
+        assert (await again.read_file(skill.id, "b.md")).content == b"after\n"
+    finally:
+        again.close()
+
+
+def test_a_daemon_mounted_on_postgres_keeps_its_files_there(make_daemon, pg_url: str,
+                                                            pg_server: PgServer) -> None:
+    """`skillfs mount --db postgresql://…`: what is written through the mount is in that
+    database (no DuckDB file is made) and is there again after a restart."""
+    d = make_daemon("--learner", "off", "--db", pg_url)
+    os.mkdir(d.mnt / "alice")
+    (d.mnt / "alice" / "daily-logs" / "today.md").write_text("on postgres\n")
+    status = d.api("GET", "/skillfs/v1/status")
+    assert status.json().get("database", {}).get("backend") == "postgresql", status.text
+    with psycopg.connect(pg_url) as con:
+        paths = {p for (p,) in con.execute("SELECT path FROM files").fetchall()}
+    assert "today.md" in paths
+    assert not d.db.exists()
+    d.restart()
+    assert (d.mnt / "alice" / "daily-logs" / "today.md").read_text() == "on postgres\n"
