@@ -14,6 +14,7 @@ forget."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -141,6 +142,13 @@ def _closed(store: Store) -> bool:
     except store.db.Error:
         return True
     return False
+
+
+def daemon_database(daemon) -> str:
+    """What a daemon of tests/conftest.py keeps its data in: its `--db`, else its home's
+    DuckDB file."""
+    given = [arg for flag, arg in itertools.pairwise(daemon.args) if flag == "--db"]
+    return given[-1] if given else str(daemon.db)
 
 
 @pytest.fixture
