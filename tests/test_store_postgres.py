@@ -13,7 +13,7 @@ import trio
 from pgserver import PgServer
 from skillfs.errors import Unavailable
 from skillfs.store import Store
-from skillfs.store import postgres
+from skillfs.store import postgres, versions
 from skillfs.store.postgres import translate
 
 pytestmark = pytest.mark.anyio
@@ -137,3 +137,38 @@ def test_a_daemon_mounted_on_postgres_keeps_its_files_there(make_daemon, pg_url:
     assert not d.db.exists()
     d.restart()
     assert (d.mnt / "alice" / "daily-logs" / "today.md").read_text() == "on postgres\n"
+
+
+async def test_a_purged_version_leaves_the_table_files(pg_server: PgServer,
+                                                       pg_url: str) -> None:
+    """Purge's compaction on PostgreSQL is VACUUM FULL: the purged bytes, still in the
+    table's file as a dead row after the purge's UPDATE, are gone from it afterwards."""
+    secret = os.urandom(16).hex().encode()
+    store = Store(pg_url)
+    try:
+        space = await store.create_space("s")
+        skill = store.space(space.id).skills["daily-logs"]
+        await store.write_file(skill.id, "a.md", b"key " + secret + b"\n", author="api")
+        await store.write_file(skill.id, "a.md", b"clean\n", author="api")
+        assert _in_table_files(pg_server, pg_url, secret)
+        async with store.ctx.lock:  # the purge without its compaction: a dead row is left
+            await store.db.write(lambda con: versions.purge(
+                con, store.skill(skill.id).files["a.md"].id, {1}, ("tester", 1, "test")))
+        assert _in_table_files(pg_server, pg_url, secret)
+        out = await store.purge_file(skill.id, "a.md", by="tester", why="leak", version=1)
+        assert out.compacted
+        assert not _in_table_files(pg_server, pg_url, secret)
+        assert (await store.read_file(skill.id, "a.md")).content == b"clean\n"
+    finally:
+        store.close()
+
+
+def _in_table_files(server: PgServer, url: str, needle: bytes) -> bool:
+    """Whether the files of file_versions (and its TOAST table) hold `needle`, once the
+    server wrote what it holds in memory to them."""
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("CHECKPOINT")
+        paths = con.execute(
+            "SELECT pg_relation_filepath(oid), pg_relation_filepath(reltoastrelid) "
+            "FROM pg_class WHERE relname = 'file_versions'").fetchone()
+    return any(needle in (server.data / path).read_bytes() for path in paths if path)
