@@ -2,8 +2,9 @@
 
 History keeps every version, so what got into a file once stays until it is purged. A purge
 keeps the rows (a version, a message) and replaces their content by a tombstone saying who
-purged it, when and why, in one transaction; then the database is compacted into a new
-file, because DuckDB leaves freed bytes in its file (store/database.py). The current
+purged it, when and why, in one transaction; then the database is compacted, because the
+old bytes stay in its files: DuckDB's is copied into a new file (store/database.py),
+PostgreSQL's tables are rewritten by VACUUM FULL (store/postgres.py). The current
 content of a file is never purged in place: it is first written again, as a new version,
 with the matches taken out. What the learner already wrote into skill files from a purged
 session is not touched: purge those files too.
