@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# VARCHAR and TEXT are the same type in PostgreSQL; TEXT is its usual name
+# VARCHAR and TEXT are the same type in PostgreSQL; TEXT is its usual name. Its collation
+# is C: text compares and sorts by bytes, as in DuckDB, whatever the database's locale.
 TYPES = {"duckdb": {"text": "VARCHAR", "blob": "BLOB"},
-         "postgres": {"text": "TEXT", "blob": "BYTEA"}}
+         "postgres": {"text": 'TEXT COLLATE "C"', "blob": "BYTEA"}}
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,22 @@ def test_translate_leaves_quoted_text_alone() -> None:
         "SELECT unnest(%s::BYTEA[]), 5 %% 2"
 
 
+def test_text_compares_by_bytes_as_in_duckdb(pg_url: str) -> None:
+    """Text columns have the C collation, whatever the database's locale: 'B' sorts before
+    'a', as in DuckDB."""
+    store = Store(pg_url)
+    try:
+        collations = set(store.db.con.execute(
+            "SELECT collation_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND data_type = 'text'").fetchall())
+        assert collations == {("C",)}
+        store.db.con.execute("INSERT INTO skill_dirs VALUES ('k', 'a', 1), ('k', 'B', 1)")
+        assert store.db.con.execute("SELECT path FROM skill_dirs ORDER BY path").fetchall() \
+            == [("B",), ("a",)]
+    finally:
+        store.close()
+
+
 async def test_a_failing_write_in_a_group_fails_alone(pg_url: str) -> None:
     store = Store(pg_url)
     try:

@@ -9,11 +9,12 @@ services write their SQL once, as DuckDB reads it; `translate` turns it into Pos
 Connections come from a pool (psycopg_pool), checked before each use, so a connection the
 server dropped is replaced rather than handed out, and reopened in the background with
 backoff. psycopg prepares a statement on the server once a connection has run it a few
-times. A read runs on a worker thread with a pooled connection of its own, in a
-transaction, so reads go on while a group commits; `con` executes on the connection the
-calling thread holds (the one read or write it runs), else on the main connection (start-up:
-migrations, loading the tree). A group commit runs on one connection, each function after a
-SAVEPOINT: one that raises is rolled back alone, the others commit together.
+times. A read runs on a worker thread with a pooled connection of its own, in a transaction
+of its own (one snapshot), so reads go on while a group commits; `con` executes on the
+connection the calling thread holds (the one read or write it runs), else on the main
+connection (start-up: migrations, loading the tree). A group commit runs on one connection,
+each function after a SAVEPOINT: one that raises is rolled back alone, the others commit
+together.
 
 What DuckDB needs and PostgreSQL does not is a no-op here, each said where it is: memory
 limits, checkpoints, dropping buffers. Compaction (purge's "really gone") is VACUUM FULL.
@@ -130,8 +131,10 @@ class PgDatabase(Backend):
         return self._main
 
     @contextmanager
-    def _holding(self) -> Iterator[psycopg.Connection]:
+    def _holding(self, isolation: psycopg.IsolationLevel = psycopg.IsolationLevel.READ_COMMITTED
+                 ) -> Iterator[psycopg.Connection]:
         with self.pool.connection() as pg:
+            pg.isolation_level = isolation  # for its next BEGIN: no round trip
             self._local.con = pg
             try:
                 yield pg
@@ -168,7 +171,9 @@ class PgDatabase(Backend):
         return None
 
     def _call(self, fn: Callable, *args) -> Any:
-        with self._holding():
+        """A read: its statements see one snapshot, as on DuckDB, where no commit could come
+        between them (a read-only transaction at this level never fails to serialize)."""
+        with self._holding(psycopg.IsolationLevel.REPEATABLE_READ):
             return fn(*args)
 
     # -- transactions ----------------------------------------------------------------------
