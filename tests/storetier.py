@@ -112,6 +112,12 @@ def database(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest)
 
 
 @pytest.fixture
+def db_path(database: str) -> str:
+    """`database` by the name tests/test_search.py asks for."""
+    return database
+
+
+@pytest.fixture
 async def store(database: str) -> AsyncIterator[Store]:
     store = Store(database)
     yield store
