@@ -1,17 +1,23 @@
 """The PostgreSQL backend's own ways, on the tests' real server (tests/pgserver.py): the SQL
-translation, a group commit whose failing function is rolled back alone, connections the
-server drops, purge's compaction, and a daemon mounted with `--db postgresql://…`."""
+translation, text sorting by bytes, a group commit whose failing function is rolled back
+alone, connections the server drops, a server that is down, a full disk, purge's
+compaction, and a daemon mounted with `--db postgresql://…`."""
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 import trio
 
 from pgserver import PgServer
-from skillfs.errors import Unavailable
+from skillfs.errors import StorageFull, Unavailable
 from skillfs.store import Store
 from skillfs.store import postgres, versions
 from skillfs.store.postgres import translate
@@ -188,3 +194,78 @@ def _in_table_files(server: PgServer, url: str, needle: bytes) -> bool:
             "SELECT pg_relation_filepath(oid), pg_relation_filepath(reltoastrelid) "
             "FROM pg_class WHERE relname = 'file_versions'").fetchone()
     return any(needle in (server.data / path).read_bytes() for path in paths if path)
+
+
+@pytest.fixture
+def small_pg_server() -> Iterator[PgServer]:
+    """A server of the test's own, its data on a 96 MB tmpfs (initdb takes about 40)."""
+    root = Path(tempfile.mkdtemp(prefix="skillfs-pgsmall-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0755", "tmpfs", str(root)],
+                   check=True)
+    server = PgServer(root)
+    try:
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+        os.rmdir(root)
+
+
+async def test_a_full_disk_is_storage_full_and_passes(small_pg_server: PgServer,
+                                                      monkeypatch) -> None:
+    """The server's disk fills up: writes fail with StorageFull (or Unavailable, if the
+    server had to restart), the store never dies of it, reads go on from memory, and once
+    there is room again writes work and nothing committed is lost."""
+    monkeypatch.setattr(postgres, "PROBE_FIRST_DELAY", 0.05)
+    url = small_pg_server.fresh_database()
+    store = Store(url)
+    try:
+        space = await store.create_space("s")
+        skill = store.space(space.id).skills["daily-logs"]
+        await store.write_file(skill.id, "kept.md", b"kept\n", author="api")
+        filler = _fill(small_pg_server.root)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.db.supervise)
+            with pytest.raises((StorageFull, Unavailable)) as refused:
+                for n in range(200):  # until the table needs a page the disk cannot give
+                    await store.write_file(skill.id, f"f{n}.md", os.urandom(200_000).hex()
+                                           .encode()[:300_000], author="api")
+            assert "f199.md" not in store.skill(skill.id).files
+            print(f"refused as {type(refused.value).__name__}: {refused.value}")
+            assert not store.health()["healthy"]
+            assert (await store.read_file(skill.id, "kept.md")).content == b"kept\n"
+            filler.unlink()
+            with trio.fail_after(30):
+                while True:
+                    try:
+                        await store.write_file(skill.id, "after.md", b"room\n", author="api")
+                        break
+                    except (StorageFull, Unavailable):
+                        await trio.sleep(0.1)
+            assert store.health()["healthy"]
+            nursery.cancel_scope.cancel()
+        written = sorted(store.skill(skill.id).files)
+    finally:
+        store.close()
+    again = Store(url)
+    try:
+        assert sorted(again.skill(skill.id).files) == written
+        assert (await again.read_file(skill.id, "after.md")).content == b"room\n"
+    finally:
+        again.close()
+
+
+def _fill(directory: Path) -> Path:
+    """A file taking every free byte of `directory`'s file system."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+    return filler
