@@ -25,6 +25,13 @@ from skillfs.store.postgres import translate
 pytestmark = pytest.mark.anyio
 
 
+def test_a_url_is_shown_without_its_password() -> None:
+    assert postgres.without_password("postgresql://me:s3cret@db.example:5432/skillfs") == \
+        "postgresql://me:***@db.example:5432/skillfs"
+    assert postgres.without_password("postgresql://me@/skillfs?host=/run&password=x") == \
+        "postgresql://me@/skillfs?host=/run&password=***"
+
+
 def test_translate_leaves_quoted_text_alone() -> None:
     assert translate("SELECT json_object('a?', x), '%' FROM t WHERE \"b?\" = ? AND c LIKE 'x%'"
                      ) == ("SELECT json_build_object('a?', x), '%%' FROM t "
@@ -151,8 +158,9 @@ def test_a_daemon_mounted_on_postgres_keeps_its_files_there(make_daemon, pg_url:
     d = make_daemon("--learner", "off", "--db", pg_url)
     os.mkdir(d.mnt / "alice")
     (d.mnt / "alice" / "daily-logs" / "today.md").write_text("on postgres\n")
-    status = d.api("GET", "/skillfs/v1/status")
-    assert status.json().get("database", {}).get("backend") == "postgresql", status.text
+    status = d.api("GET", "/skillfs/v1/status").json()
+    assert status["database"]["backend"] == "postgresql"
+    assert status["db"] == pg_url
     with psycopg.connect(pg_url) as con:
         paths = {p for (p,) in con.execute("SELECT path FROM files").fetchall()}
     assert "today.md" in paths
@@ -269,3 +277,13 @@ def _fill(directory: Path) -> Path:
             except OSError as e:
                 assert e.errno == errno.ENOSPC
     return filler
+
+
+def test_a_database_that_cannot_be_reached_stops_the_mount_with_why(
+        make_daemon, pg_server: PgServer) -> None:
+    d = make_daemon("--learner", "off", "--db", pg_server.url("no_such_database"),
+                    start=False)
+    with pytest.raises(AssertionError, match='cannot reach the database.*"no_such_database"'
+                                             ' does not exist'):
+        d.start()
+    assert not d.db.exists()

@@ -59,6 +59,12 @@ _RENAMED = {"json_object": "json_build_object", "blob": "BYTEA"}
 _DISK_FULL, _OUT_OF_MEMORY = "53100", "53200"
 
 
+def without_password(url: str) -> str:
+    """`url` as messages and the status show it."""
+    url = re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+
+
 @functools.lru_cache(maxsize=2048)
 def translate(sql: str) -> str:
     """DuckDB's SQL as the services write it, as PostgreSQL reads it through psycopg."""
@@ -112,8 +118,7 @@ class PgDatabase(Backend):
 
     @property
     def where(self) -> str:
-        """The URL without a password, for messages."""
-        return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", self.url)
+        return without_password(self.url)
 
     def _connect_main(self) -> psycopg.Connection:
         return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)

@@ -39,6 +39,7 @@ class Store:
         self.db: Backend
         if is_postgres_url(self.db_path):
             self.db = PgDatabase(self.db_path)
+            self.db_path = self.db.where  # what status shows: never a password
         else:
             self.db = Database(self.db_path, memory_limit=duckdb_memory,
                                checkpoint_memory=checkpoint_memory, temp_dir=temp_dir,
