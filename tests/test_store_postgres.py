@@ -9,6 +9,7 @@ import errno
 import os
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import trio
 
 from pgserver import PgServer
 from skillfs.errors import StorageFull, Unavailable
+from skillfs.schema import SCHEMA_VERSION
 from skillfs.store import Store
 from skillfs.store import postgres, versions
 from skillfs.store.postgres import translate
@@ -287,3 +289,29 @@ def test_a_database_that_cannot_be_reached_stops_the_mount_with_why(
                                              ' does not exist'):
         d.start()
     assert not d.db.exists()
+
+
+def test_stores_opened_at_once_on_a_new_database_migrate_it_once(pg_url: str) -> None:
+    """Daemons starting together on one new database: one migrates, the others wait for
+    it and find the schema done."""
+    stores: list[Store] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            stores.append(Store(pg_url))
+        except BaseException as e:
+            errors.append(e)
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == [] and len(stores) == 4
+        applied = stores[0].db.con.execute("SELECT version FROM schema_version "
+                                           "ORDER BY version").fetchall()
+        assert applied == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+    finally:
+        for store in stores:
+            store.close()

@@ -49,6 +49,7 @@ POOL_SIZE = 4  # one for the writing group, the rest for reads running beside it
 CONNECT_TIMEOUT = 5  # seconds: a FUSE write waits no longer for an unreachable server
 PROBE_FIRST_DELAY = 0.2
 PROBE_MAX_DELAY = 30.0
+MIGRATION_LOCK = 0x736B696C6C6673  # "skillfs": the advisory lock held while migrating
 # The tables a purge rewrites: where VACUUM FULL must drop the old rows' bytes.
 PURGED_TABLES = ("file_versions", "version_chunks", "messages", "tasks", "lessons")
 
@@ -105,7 +106,7 @@ class PgDatabase(Backend):
         self.con = Connection(self)
         try:
             self._main = self._connect_main()
-            migrate(self.con, "postgres")
+            self._migrate()
             self.pool = psycopg_pool.ConnectionPool(
                 url, min_size=1, max_size=pool_size, open=True, timeout=CONNECT_TIMEOUT,
                 check=psycopg_pool.ConnectionPool.check_connection,
@@ -119,6 +120,15 @@ class PgDatabase(Backend):
     @property
     def where(self) -> str:
         return without_password(self.url)
+
+    def _migrate(self) -> None:
+        """The schema brought up to date, by one daemon at a time: others starting on the
+        same database wait, then find nothing left to do."""
+        self._main.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
+        try:
+            migrate(self.con, "postgres")
+        finally:
+            self._main.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
 
     def _connect_main(self) -> psycopg.Connection:
         return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
