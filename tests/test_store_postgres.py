@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import trio
 
+from conftest import wait_for
 from pgserver import PgServer
 from skillfs.errors import StorageFull, Unavailable
 from skillfs.schema import SCHEMA_VERSION
@@ -315,3 +316,28 @@ def test_stores_opened_at_once_on_a_new_database_migrate_it_once(pg_url: str) ->
     finally:
         for store in stores:
             store.close()
+
+
+def test_through_the_mount_a_server_that_is_down_fails_writes_not_reads(
+        make_daemon, pg_url: str, pg_server: PgServer) -> None:
+    """The database server stops under a running daemon: files read through the mount as
+    before, a write fails with EIO, and once the server is back writes work again."""
+    d = make_daemon("--learner", "off", "--db", pg_url)
+    os.mkdir(d.mnt / "alice")
+    skill = d.mnt / "alice" / "daily-logs"
+    (skill / "a.md").write_text("before\n")
+    pg_server.stop()
+    try:
+        assert (skill / "a.md").read_text() == "before\n"
+        with pytest.raises(OSError) as refused:
+            (skill / "b.md").write_text("refused\n")
+        assert refused.value.errno == errno.EIO
+        assert (skill / "a.md").read_text() == "before\n"
+        assert not (skill / "b.md").exists()
+    finally:
+        pg_server.start_again()
+    wait_for(lambda: d.api("GET", "/skillfs/v1/status").json()["database"]["healthy"],
+             timeout=40, what="the daemon to reach the database again")
+    (skill / "b.md").write_text("after\n")
+    d.restart()
+    assert (skill / "b.md").read_text() == "after\n"
