@@ -9,10 +9,12 @@ import random
 import re
 
 import duckdb
+import psycopg
 import trio
 
 from skillfs.schema import SCHEMA_VERSION, statements
 from skillfs.store import Store, versions
+from skillfs.store.postgres import translate
 from skillfs.store.rows import sha256
 from storetier import daemon_database
 
@@ -109,28 +111,29 @@ def test_edits_anywhere_read_back_and_chains_stay_short(database):
     assert stored < sum(len(c) for c in contents) / 4
 
 
-def test_an_old_database_upgrades_in_place(tmp_path):
+def test_an_old_database_upgrades_in_place(database, store_backend):
     """Rows written before splices existed stay whole copies and read back; the versions
     written after them are splices."""
-    db = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for stmt in statements(1, "duckdb"):
-        con.execute(stmt)
-    con.execute("INSERT INTO schema_version VALUES (1)")
+    con = _raw_connection(database, store_backend)
+    execute = con.execute if store_backend == "duckdb" else \
+        lambda sql, args=(): con.execute(translate(sql), args)
+    execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for stmt in statements(1, store_backend):
+        execute(stmt)
+    execute("INSERT INTO schema_version VALUES (1)")
     md = b"---\nname: notes\ndescription: old notes\n---\nbody\n"
     old = b"old content\n" * 1000
-    con.execute("INSERT INTO skills VALUES ('k1', 'notes', 'old notes', '{}', 1, 1, NULL)")
-    con.execute("INSERT INTO files VALUES (1, 'k1', 'SKILL.md', 1, false, 1)")
-    con.execute("INSERT INTO files VALUES (2, 'k1', 'a.md', 2, false, 1)")
-    con.execute("INSERT INTO file_versions VALUES (1, 1, 'SKILL.md', ?, ?, ?, 'cli', '', "
-                "NULL, NULL, 1, false)", [md, sha256(md), len(md)])
+    execute("INSERT INTO skills VALUES ('k1', 'notes', 'old notes', '{}', 1, 1, NULL)")
+    execute("INSERT INTO files VALUES (1, 'k1', 'SKILL.md', 1, false, 1)")
+    execute("INSERT INTO files VALUES (2, 'k1', 'a.md', 2, false, 1)")
+    execute("INSERT INTO file_versions VALUES (1, 1, 'SKILL.md', ?, ?, ?, 'cli', '', "
+            "NULL, NULL, 1, false)", [md, sha256(md), len(md)])
     for v, data in ((1, old[:5000]), (2, old)):
-        con.execute("INSERT INTO file_versions VALUES (2, ?, 'a.md', ?, ?, ?, 'cli', '', "
-                    "NULL, NULL, 1, false)", [v, data, sha256(data), len(data)])
+        execute("INSERT INTO file_versions VALUES (2, ?, 'a.md', ?, ?, ?, 'cli', '', "
+                "NULL, NULL, 1, false)", [v, data, sha256(data), len(data)])
     con.close()
 
-    store = Store(str(db))
+    store = Store(database)
     newer = old + b"appended\n"
 
     async def main():
@@ -140,13 +143,22 @@ def test_an_old_database_upgrades_in_place(tmp_path):
     got = trio.run(main)
     store.close()
     assert got == {(2, 1): old[:5000], (2, 2): old, (2, 3): newer}
-    con = duckdb.connect(str(db), read_only=True)
-    rows = con.execute("SELECT version, delta_depth, octet_length(content) FROM file_versions "
-                       "WHERE file_id = 2 ORDER BY version").fetchall()
-    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
-    con.close()
+    store = Store(database)
+    rows = store.db.con.execute("SELECT version, delta_depth, octet_length(content) "
+                                "FROM file_versions WHERE file_id = 2 ORDER BY version"
+                                ).fetchall()
+    assert store.db.con.execute("SELECT max(version) FROM schema_version"
+                                ).fetchone()[0] == SCHEMA_VERSION
+    store.close()
     assert rows[:2] == [(1, 0, 5000), (2, 0, len(old))]
     assert rows[2][1] == 1 and rows[2][2] < 100
+
+
+def _raw_connection(database: str, backend: str):
+    """A connection of the database's own driver, outside any store (autocommit)."""
+    if backend == "duckdb":
+        return duckdb.connect(database)
+    return psycopg.connect(database, autocommit=True)
 
 
 def test_revert_and_undelete_read_through_splices(daemon):
