@@ -99,9 +99,17 @@ def main(ctx: click.Context, socket: str | None) -> None:
 # -- mount / umount ------------------------------------------------------------------------
 
 
+def _database_flags(db: str | None) -> dict[str, object]:
+    """`--db`: a PostgreSQL URL sets store.url, a path the DuckDB file."""
+    if db is not None and _config().is_postgres_url(db):
+        return {"store.url": db}
+    return {"db": Path(db) if db is not None else None}
+
+
 @main.command(own_socket=True)
 @click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="DuckDB file.")
+@click.option("--db", metavar="PATH|URL",
+              help="DuckDB file, or a PostgreSQL database (postgresql://USER@HOST/DB).")
 @click.option("--spool", type=click.Path(file_okay=False, path_type=Path), help="Spool dir.")
 @click.option("--socket", "socket_opt", type=click.Path(dir_okay=False, path_type=Path),
               help="Control socket (default under the data directory).")
@@ -144,8 +152,9 @@ def mount(ctx, mountpoint, db, spool, socket_opt, config_file, foreground, liste
         return
     ready = _ReadyPipe(ready_fd)
     try:
-        flags = {"db": db, "spool": spool, "socket": socket_opt or ctx.obj.get("socket"),
-                 "listen": listen, "max_file_size": max_file_size, "allow_other": allow_other,
+        flags = {**_database_flags(db), "spool": spool,
+                 "socket": socket_opt or ctx.obj.get("socket"), "listen": listen,
+                 "max_file_size": max_file_size, "allow_other": allow_other,
                  "mount_group": mount_group, "learner.backend": learner, "learner.model": model}
         cfg = _load_config(config_file, options, flags)
         cfg.tokens = _config().all_tokens(cfg.tokens, token_file)

@@ -112,6 +112,25 @@ class LearnerConfig(LLMConfig):
         return "openai" if self.api_key or self.base_url else "rules"
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(target: str) -> bool:
+    """A PostgreSQL URL, not a DuckDB file's path: `--db` takes either."""
+    return target.startswith(POSTGRES_SCHEMES)
+
+
+class StoreConfig(BaseModel):
+    """Where the store keeps everything, when not in the DuckDB file `db`."""
+    model_config = ConfigDict(extra="forbid")
+
+    # `--db` takes a URL too: a path sets `db`, a URL this
+    url: str | None = Field(None, pattern=r"^postgres(ql)?://", description="A PostgreSQL "
+                            "database (`postgresql://USER@HOST/DB`) instead of the DuckDB "
+                            "file; the duckdb_* settings are then unused",
+                            json_schema_extra=_flag("--db"))
+
+
 class TokenScope(BaseModel):
     """A bearer token bound to some spaces, or to reading only (access.py)."""
     model_config = ConfigDict(extra="forbid")
@@ -183,6 +202,7 @@ class Config(BaseSettings):
     max_request_bytes: int = Field(32 << 20, ge=1, description="Larger HTTP request bodies get "
                                    "a 413")
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
@@ -357,6 +377,9 @@ class ResolvedConfig(Config):
     log_file: Path
     duckdb_temp: Path
 
+    def database(self) -> str:
+        """What the store opens: the PostgreSQL URL if one is set, else the DuckDB file."""
+        return self.store.url or str(self.db)
 
 
 

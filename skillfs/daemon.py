@@ -168,7 +168,7 @@ class Daemon:
 
         c = self.config
         try:
-            self.store = store = Store(str(c.db), max_file_size=c.max_file_size,
+            self.store = store = Store(c.database(), max_file_size=c.max_file_size,
                                        cache_bytes=c.cache_bytes,
                                        duckdb_memory=c.duckdb_memory,
                                        checkpoint_memory=c.duckdb_checkpoint_memory,
@@ -208,7 +208,8 @@ class Daemon:
                 nursery.start_soon(self._preload, store)
                 nursery.start_soon(trio.to_thread.run_sync, self._rebind_sandboxes)
                 log.info("skillfs ready: mount %s, database %s, spool %s, socket %s",
-                         self.mountpoint, c.db, c.spool, c.socket)
+                         self.mountpoint, store.health().get("database", c.db), c.spool,
+                         c.socket)
                 sd_notify("READY=1")
                 if on_ready is not None:
                     on_ready()

@@ -1,60 +1,81 @@
-"""DuckDB schema and its migrations.
+"""The schema and its migrations, written once for DuckDB and PostgreSQL.
 
 Each migration is a list of statements applied in one transaction; `schema_version` records
 how far a database has come. Times are nanoseconds since the epoch (BIGINT) so they serve
-directly as file mtimes. JSON is kept as text: DuckDB parses it when a query needs to.
+directly as file mtimes. JSON is kept as text: the database parses it when a query needs to.
+
+The two dialects differ here only in type names (`{text}`, `{blob}`: TYPES) and in indexes:
+DuckDB's zone maps serve most lookups where PostgreSQL would scan a table, and DuckDB keeps
+its indexes in memory, so an index one of them needs alone is `Only` that one's.
 """
 
-import duckdb
+from __future__ import annotations
 
-MIGRATIONS: list[list[str]] = [
+from dataclasses import dataclass
+from typing import Any
+
+# VARCHAR and TEXT are the same type in PostgreSQL; TEXT is its usual name. Its collation
+# is C: text compares and sorts by bytes, as in DuckDB, whatever the database's locale.
+TYPES = {"duckdb": {"text": "VARCHAR", "blob": "BLOB"},
+         "postgres": {"text": 'TEXT COLLATE "C"', "blob": "BYTEA"}}
+
+
+@dataclass(frozen=True)
+class Only:
+    """A statement one dialect runs and the other skips."""
+
+    dialect: str
+    sql: str
+
+
+MIGRATIONS: list[list[str | Only]] = [
     # 1: the initial schema (DESIGN.md §4)
     [
         """CREATE TABLE spaces (
-            id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, "user" VARCHAR, meta VARCHAR,
+            id {text} PRIMARY KEY, name {text} NOT NULL, "user" {text}, meta {text},
             created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
         """CREATE TABLE skills (
-            id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, description VARCHAR NOT NULL,
-            meta VARCHAR, created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL,
-            "user" VARCHAR)""",
+            id {text} PRIMARY KEY, name {text} NOT NULL, description {text} NOT NULL,
+            meta {text}, created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL,
+            "user" {text})""",
         """CREATE TABLE space_skills (
-            space_id VARCHAR NOT NULL, skill_id VARCHAR NOT NULL, created_ns BIGINT NOT NULL)""",
+            space_id {text} NOT NULL, skill_id {text} NOT NULL, created_ns BIGINT NOT NULL)""",
         """CREATE TABLE skill_dirs (
-            skill_id VARCHAR NOT NULL, path VARCHAR NOT NULL, created_ns BIGINT NOT NULL)""",
+            skill_id {text} NOT NULL, path {text} NOT NULL, created_ns BIGINT NOT NULL)""",
         """CREATE TABLE files (
-            id BIGINT PRIMARY KEY, skill_id VARCHAR NOT NULL, path VARCHAR NOT NULL,
+            id BIGINT PRIMARY KEY, skill_id {text} NOT NULL, path {text} NOT NULL,
             version INTEGER NOT NULL, deleted BOOLEAN NOT NULL, created_ns BIGINT NOT NULL)""",
         """CREATE TABLE file_versions (
-            file_id BIGINT NOT NULL, version INTEGER NOT NULL, path VARCHAR NOT NULL,
-            content BLOB, sha256 VARCHAR NOT NULL, size BIGINT NOT NULL,
-            author VARCHAR NOT NULL, reason VARCHAR, session_id VARCHAR, task_id VARCHAR,
+            file_id BIGINT NOT NULL, version INTEGER NOT NULL, path {text} NOT NULL,
+            content {blob}, sha256 {text} NOT NULL, size BIGINT NOT NULL,
+            author {text} NOT NULL, reason {text}, session_id {text}, task_id {text},
             at_ns BIGINT NOT NULL, deleted BOOLEAN NOT NULL)""",
         """CREATE TABLE sessions (
-            id VARCHAR PRIMARY KEY, name VARCHAR, "user" VARCHAR, space_id VARCHAR,
-            configs VARCHAR, ended BOOLEAN NOT NULL DEFAULT false,
+            id {text} PRIMARY KEY, name {text}, "user" {text}, space_id {text},
+            configs {text}, ended BOOLEAN NOT NULL DEFAULT false,
             created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
         """CREATE TABLE messages (
-            session_id VARCHAR NOT NULL, seq BIGINT NOT NULL, role VARCHAR NOT NULL,
-            format VARCHAR NOT NULL, body VARCHAR NOT NULL, original VARCHAR,
-            task_id VARCHAR, source VARCHAR, created_ns BIGINT NOT NULL, meta VARCHAR)""",
+            session_id {text} NOT NULL, seq BIGINT NOT NULL, role {text} NOT NULL,
+            format {text} NOT NULL, body {text} NOT NULL, original {text},
+            task_id {text}, source {text}, created_ns BIGINT NOT NULL, meta {text})""",
         """CREATE TABLE tasks (
-            id VARCHAR PRIMARY KEY, session_id VARCHAR NOT NULL, ord INTEGER NOT NULL,
-            description VARCHAR NOT NULL, status VARCHAR NOT NULL, progress VARCHAR,
-            preferences VARCHAR, first_seq BIGINT, last_seq BIGINT, learned BOOLEAN NOT NULL
+            id {text} PRIMARY KEY, session_id {text} NOT NULL, ord INTEGER NOT NULL,
+            description {text} NOT NULL, status {text} NOT NULL, progress {text},
+            preferences {text}, first_seq BIGINT, last_seq BIGINT, learned BOOLEAN NOT NULL
             DEFAULT false, created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
         """CREATE TABLE learning (
-            session_id VARCHAR PRIMARY KEY, space_id VARCHAR NOT NULL, status VARCHAR NOT NULL,
-            error VARCHAR, learned_seq BIGINT NOT NULL DEFAULT -1,
+            session_id {text} PRIMARY KEY, space_id {text} NOT NULL, status {text} NOT NULL,
+            error {text}, learned_seq BIGINT NOT NULL DEFAULT -1,
             created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
         # a distilled lesson waiting for (or done by) its space's skill writer; task_id is
         # NULL for facts stated outside any task; payload is the lesson as JSON
         """CREATE TABLE lessons (
-            id VARCHAR PRIMARY KEY, session_id VARCHAR NOT NULL, space_id VARCHAR NOT NULL,
-            task_id VARCHAR, ord INTEGER NOT NULL, payload VARCHAR NOT NULL,
-            status VARCHAR NOT NULL, error VARCHAR,
+            id {text} PRIMARY KEY, session_id {text} NOT NULL, space_id {text} NOT NULL,
+            task_id {text}, ord INTEGER NOT NULL, payload {text} NOT NULL,
+            status {text} NOT NULL, error {text},
             created_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL)""",
         """CREATE TABLE spool_ledger (
-            path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL, file_key VARCHAR,
+            path {text} NOT NULL, sha256 {text} NOT NULL, file_key {text},
             messages INTEGER NOT NULL, at_ns BIGINT NOT NULL)""",
     ],
     # 2: a version may be stored as a splice of the one before, and content longer than a
@@ -65,17 +86,17 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE file_versions ADD COLUMN chunks INTEGER DEFAULT 0",
         """CREATE TABLE version_chunks (
             file_id BIGINT NOT NULL, version INTEGER NOT NULL, seq INTEGER NOT NULL,
-            data BLOB NOT NULL)""",
+            data {blob} NOT NULL)""",
     ],
     # 3: purging (store/versions.py): a purged version or message keeps its row, its content
     # replaced by a tombstone, and says who purged it, when and why
     [
-        "ALTER TABLE file_versions ADD COLUMN purged_by VARCHAR",
+        "ALTER TABLE file_versions ADD COLUMN purged_by {text}",
         "ALTER TABLE file_versions ADD COLUMN purged_at_ns BIGINT",
-        "ALTER TABLE file_versions ADD COLUMN purge_reason VARCHAR",
-        "ALTER TABLE messages ADD COLUMN purged_by VARCHAR",
+        "ALTER TABLE file_versions ADD COLUMN purge_reason {text}",
+        "ALTER TABLE messages ADD COLUMN purged_by {text}",
         "ALTER TABLE messages ADD COLUMN purged_at_ns BIGINT",
-        "ALTER TABLE messages ADD COLUMN purge_reason VARCHAR",
+        "ALTER TABLE messages ADD COLUMN purge_reason {text}",
     ],
     # 4: what deleting a space or a skill removed from its tables, so it can come back
     # (deleted files need nothing new: their versions stay in file_versions).
@@ -83,8 +104,8 @@ MIGRATIONS: list[list[str]] = [
     # folders); links: a space's skill ids, or a skill's space ids, as a JSON list
     [
         """CREATE TABLE trash (
-            kind VARCHAR NOT NULL, id VARCHAR NOT NULL, name VARCHAR NOT NULL,
-            row VARCHAR NOT NULL, links VARCHAR NOT NULL, author VARCHAR NOT NULL,
+            kind {text} NOT NULL, id {text} NOT NULL, name {text} NOT NULL,
+            row {text} NOT NULL, links {text} NOT NULL, author {text} NOT NULL,
             at_ns BIGINT NOT NULL)""",
     ],
     # 5: content reads look rows up by file id (store/versions.py). Without these, every
@@ -94,14 +115,34 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX file_versions_file ON file_versions(file_id)",
         "CREATE INDEX version_chunks_file ON version_chunks(file_id)",
     ],
+    # 6: what PostgreSQL would otherwise find by scanning a whole table: a session's
+    # messages, tasks and lessons, a spool file's ledger rows, a skill's files
+    [
+        Only("postgres", "CREATE INDEX messages_session ON messages(session_id, seq)"),
+        Only("postgres", "CREATE INDEX tasks_session ON tasks(session_id)"),
+        Only("postgres", "CREATE INDEX lessons_session ON lessons(session_id)"),
+        Only("postgres", "CREATE INDEX lessons_space ON lessons(space_id)"),
+        Only("postgres", "CREATE INDEX spool_ledger_path ON spool_ledger(path)"),
+        Only("postgres", "CREATE INDEX files_skill ON files(skill_id, path)"),
+        Only("postgres", "CREATE INDEX file_versions_key ON file_versions(file_id, version)"),
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> int:
+def statements(version: int, dialect: str) -> list[str]:
+    """Migration `version`'s statements as `dialect` ("duckdb" or "postgres") runs them."""
+    types = TYPES[dialect]
+    return [stmt.format(**types) if isinstance(stmt, str) else stmt.sql.format(**types)
+            for stmt in MIGRATIONS[version - 1]
+            if isinstance(stmt, str) or stmt.dialect == dialect]
+
+
+def migrate(con: Any, dialect: str) -> int:
     """Bring the database to SCHEMA_VERSION, each migration in its own transaction; return
-    the version it had before."""
+    the version it had before. `con`: a connection executing `?` placeholders, outside a
+    transaction."""
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     # an aggregate yields one row: fetchall, whose rows need no None check
     before = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0
@@ -112,7 +153,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     for version in range(before + 1, SCHEMA_VERSION + 1):
         con.execute("BEGIN TRANSACTION")
         try:
-            for stmt in MIGRATIONS[version - 1]:
+            for stmt in statements(version, dialect):
                 con.execute(stmt)
             con.execute("INSERT INTO schema_version VALUES (?)", [version])
             con.execute("COMMIT")

@@ -23,8 +23,9 @@ import pytest
 
 from skillfs.mounts import daemon_pid
 
-# the store tier's fixtures (store, fs, kernel, consistent …): tests/storetier.py
-pytest_plugins = ["storetier"]
+# the store tier's fixtures (store, fs, kernel, consistent …): tests/storetier.py; the
+# PostgreSQL server (pg_server, pg_url) and --backend: tests/pgserver.py
+pytest_plugins = ["storetier", "pgserver"]
 
 SKILLFS = str(Path(sys.executable).with_name("skillfs"))
 
@@ -154,11 +155,12 @@ class Daemon:
 
 
 @pytest.fixture
-def make_daemon(tmp_path):
+def make_daemon(tmp_path, daemon_db):
     made: list[Daemon] = []
 
     def make(*args: str, start: bool = True, root: Path | None = None) -> Daemon:
-        d = Daemon(root or tmp_path / f"d{len(made)}", list(args))
+        # the test's own --db, if it gives one, comes last and wins
+        d = Daemon(root or tmp_path / f"d{len(made)}", [*daemon_db(), *args])
         made.append(d)
         if start:
             d.start()
@@ -182,11 +184,11 @@ def daemon(make_daemon) -> Daemon:
 
 
 @pytest.fixture(scope="module")
-def shared_daemon(tmp_path_factory) -> Iterator[Daemon]:
+def shared_daemon(tmp_path_factory, daemon_db) -> Iterator[Daemon]:
     """One daemon (learner off) for a module whose tests each work in a space of their own
     and neither restart it nor look at the whole mount: starting a daemon is most of such a
     test's cost. A module opts in by making `daemon` this one."""
-    d = Daemon(tmp_path_factory.mktemp("shared"), ["--learner", "off"])
+    d = Daemon(tmp_path_factory.mktemp("shared"), [*daemon_db(), "--learner", "off"])
     d.shared = True
     d.start()
     yield d

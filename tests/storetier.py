@@ -1,4 +1,7 @@
-"""The store tier: `Store` and `SkillFS` driven directly, on a real DuckDB file, no kernel.
+"""The store tier: `Store` and `SkillFS` driven directly, on a real database, no kernel.
+
+Each test runs twice: on a DuckDB file and on a fresh database of the tests' PostgreSQL server
+(tests/pgserver.py); a test marked `duckdb_only` (DuckDB's own faults) runs on DuckDB alone.
 
 Its fixtures (a plugin of tests/conftest.py) and helpers: the consistency check a store-tier
 module asks for with `pytestmark = pytest.mark.usefixtures("consistent")` — after the test,
@@ -11,11 +14,11 @@ forget."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from skillfs.fs import SkillFS
@@ -90,29 +93,48 @@ def anyio_backend() -> str:
     return "trio"
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "skillfs.duckdb"
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "duckdb_only: a store-tier test of DuckDB's own ways")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("duckdb_only")
+        metafunc.parametrize("store_backend", ["duckdb"] if only else ["duckdb", "postgres"])
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
-    store = Store(str(db_path))
+def database(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Where the store keeps its data: a DuckDB file's path, or a PostgreSQL URL."""
+    if store_backend == "postgres":
+        return request.getfixturevalue("pg_url")
+    return str(tmp_path / "skillfs.duckdb")
+
+
+@pytest.fixture
+def db_path(database: str) -> str:
+    """`database` by the name tests/test_search.py asks for."""
+    return database
+
+
+@pytest.fixture
+async def store(database: str) -> AsyncIterator[Store]:
+    store = Store(database)
     yield store
     store.close()
 
 
 @pytest.fixture
-async def consistent(store: Store, db_path: Path) -> AsyncIterator[None]:
+async def consistent(store: Store, database: str) -> AsyncIterator[None]:
     """After the test: the index against the database, then against a reopened store."""
     yield
-    checked = Store(str(db_path)) if _closed(store) else store  # closed: what is on disk
+    checked = Store(database) if _closed(store) else store  # closed: what is stored
     try:
         check_consistency(checked)
         left = snapshot(checked.tree)
     finally:
         checked.close()
-    again = Store(str(db_path))
+    again = Store(database)
     try:
         assert snapshot(again.tree) == left, "a restart loads another tree"
         check_consistency(again)
@@ -123,9 +145,16 @@ async def consistent(store: Store, db_path: Path) -> AsyncIterator[None]:
 def _closed(store: Store) -> bool:
     try:
         store.db.con.execute("SELECT 1")
-    except duckdb.ConnectionException:
+    except store.db.Error:
         return True
     return False
+
+
+def daemon_database(daemon) -> str:
+    """What a daemon of tests/conftest.py keeps its data in: its `--db`, else its home's
+    DuckDB file."""
+    given = [arg for flag, arg in itertools.pairwise(daemon.args) if flag == "--db"]
+    return given[-1] if given else str(daemon.db)
 
 
 @pytest.fixture

@@ -164,6 +164,7 @@ async def test_events_are_frozen_and_say_who(store: Store) -> None:
         seen[0].name = "changed"  # type: ignore[misc]
 
 
+@pytest.mark.duckdb_only
 async def test_a_transaction_left_aborted_is_ended_by_the_next_write(store: Store) -> None:
     """A ROLLBACK that failed (out of memory itself) leaves its transaction open and
     aborted; the next write ends it instead of failing, like every write after it would."""
@@ -201,13 +202,13 @@ async def test_a_failed_commit_leaves_the_index_alone(store: Store, monkeypatch)
     assert [v.version for v in await store.file_log(skill_id, "a.md")] == [1, 2]
 
 
-async def test_a_reopened_store_goes_on_where_it_stopped(store: Store, db_path) -> None:
+async def test_a_reopened_store_goes_on_where_it_stopped(store: Store, database) -> None:
     skill_id = await _skill(store)
     await store.write_file(skill_id, "b.md", b"bee\n", author="api")
     await store.delete_file(skill_id, "b.md", author="api")
     gone = store.skill(skill_id).files.get("b.md")
     store.close()  # the fixture checks the file afresh
-    reopened = Store(str(db_path))
+    reopened = Store(database)
     try:
         # File ids are not reused, even those of deleted files.
         known = [f.id for f in reopened.tree.file_ids.values()]

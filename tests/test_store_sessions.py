@@ -24,7 +24,7 @@ async def _ingest(store: Store, space: str, session: str, rel: str, digest: str,
     return result
 
 
-async def test_ingest_creates_space_and_session_once(store: Store, db_path) -> None:
+async def test_ingest_creates_space_and_session_once(store: Store, database) -> None:
     seen: list = []
     store.subscribe(seen.append)
     result = await _ingest(store, "alice", "s1", "alice/s1/001.jsonl", "d1",
@@ -47,7 +47,7 @@ async def test_ingest_creates_space_and_session_once(store: Store, db_path) -> N
     assert seen[2].count == 2
 
     store.close()
-    reopened = Store(str(db_path))
+    reopened = Store(database)
     try:
         # The next message takes the next number, after a restart too.
         assert await reopened.add_messages(result.session_id, _msgs("after")) == [3]

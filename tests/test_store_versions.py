@@ -1,5 +1,6 @@
 """File versions are stored as splices of the version before: an append-only file costs what
-was appended, and every version still reads back exactly as it was written."""
+was appended, and every version still reads back exactly as it was written. The tests taking
+`database` run on DuckDB and on PostgreSQL (tests/storetier.py)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,23 @@ import random
 import re
 
 import duckdb
+import psycopg
 import trio
 
-from skillfs.schema import MIGRATIONS
+from skillfs.schema import SCHEMA_VERSION, statements
 from skillfs.store import Store, versions
+from skillfs.store.postgres import translate
 from skillfs.store.rows import sha256
+from storetier import daemon_database
 
 
-def _stored_bytes(db) -> int:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute("SELECT coalesce(sum(octet_length(content)), 0) FROM file_versions"
-                           ).fetchone()[0]
-    finally:
-        con.close()
+def _stored_bytes(store: Store) -> int:
+    return store.db.con.execute("SELECT coalesce(sum(octet_length(content)), 0) "
+                                "FROM file_versions").fetchone()[0]
 
 
-def _read_back(db, file_id: int, count: int) -> dict[int, bytes]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        got = versions.read_contents(con, [(file_id, v) for v in range(1, count + 1)])
-    finally:
-        con.close()
+def _read_back(store: Store, file_id: int, count: int) -> dict[int, bytes]:
+    got = versions.read_contents(store.db.con, [(file_id, v) for v in range(1, count + 1)])
     return {v: got[(file_id, v)] for _, v in got}
 
 
@@ -51,14 +47,16 @@ def test_appends_through_the_mount_cost_what_was_appended(make_daemon):
         written.append(content)
     assert path.read_bytes() == content
     d.stop()
-    con = duckdb.connect(str(d.db), read_only=True)
-    file_id, = con.execute("SELECT id FROM files WHERE path = 'log.md'").fetchone()
-    con.close()
+    store = Store(daemon_database(d))
+    try:
+        file_id, = store.db.con.execute("SELECT id FROM files WHERE path = 'log.md'").fetchone()
+        stored = _stored_bytes(store)
+        got = _read_back(store, file_id, 200)
+    finally:
+        store.close()
     total = len(content)
-    stored = _stored_bytes(d.db)
     # Whole copies of every version would be ~20 MB (quadratic); splices keep it linear.
     assert stored < 2 * total, (stored, total)
-    got = _read_back(d.db, file_id, 200)
     assert len(got) == 200
     for v, expected in enumerate(written, start=1):
         assert got[v] == expected, f"version {v} differs"
@@ -77,7 +75,7 @@ def _write_all(store: Store, contents: list[bytes]) -> int:
     return trio.run(main)
 
 
-def test_edits_anywhere_read_back_and_chains_stay_short(tmp_path):
+def test_edits_anywhere_read_back_and_chains_stay_short(database):
     """Edits at the start, middle and end, shrinking and growing, rewrites and deletions:
     every version reads back byte-identical, and no chain is longer than MAX_CHAIN."""
     rng = random.Random(3)
@@ -95,8 +93,7 @@ def test_edits_anywhere_read_back_and_chains_stay_short(tmp_path):
         else:
             text = bytearray(os.urandom(300))  # a whole rewrite: stored whole
         contents.append(bytes(text))
-    db = tmp_path / "t.duckdb"
-    store = Store(str(db))
+    store = Store(database)
     file_id = _write_all(store, contents)
 
     async def reread():
@@ -105,37 +102,38 @@ def test_edits_anywhere_read_back_and_chains_stay_short(tmp_path):
     got = trio.run(reread)
     store.close()
     assert [got[(file_id, v)] for v in range(1, len(contents) + 1)] == contents
-    con = duckdb.connect(str(db), read_only=True)
-    depth, = con.execute("SELECT max(delta_depth) FROM file_versions").fetchone()
-    stored, = con.execute("SELECT sum(octet_length(content)) FROM file_versions "
-                          "WHERE file_id = ?", [file_id]).fetchone()
-    con.close()
+    store = Store(database)  # what is stored, read afresh
+    depth, = store.db.con.execute("SELECT max(delta_depth) FROM file_versions").fetchone()
+    stored, = store.db.con.execute("SELECT sum(octet_length(content)) FROM file_versions "
+                                   "WHERE file_id = ?", [file_id]).fetchone()
+    store.close()
     assert 0 < depth <= versions.MAX_CHAIN
     assert stored < sum(len(c) for c in contents) / 4
 
 
-def test_an_old_database_upgrades_in_place(tmp_path):
+def test_an_old_database_upgrades_in_place(database, store_backend):
     """Rows written before splices existed stay whole copies and read back; the versions
     written after them are splices."""
-    db = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for stmt in MIGRATIONS[0]:
-        con.execute(stmt)
-    con.execute("INSERT INTO schema_version VALUES (1)")
+    con = _raw_connection(database, store_backend)
+    execute = con.execute if store_backend == "duckdb" else \
+        lambda sql, args=(): con.execute(translate(sql), args)
+    execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for stmt in statements(1, store_backend):
+        execute(stmt)
+    execute("INSERT INTO schema_version VALUES (1)")
     md = b"---\nname: notes\ndescription: old notes\n---\nbody\n"
     old = b"old content\n" * 1000
-    con.execute("INSERT INTO skills VALUES ('k1', 'notes', 'old notes', '{}', 1, 1, NULL)")
-    con.execute("INSERT INTO files VALUES (1, 'k1', 'SKILL.md', 1, false, 1)")
-    con.execute("INSERT INTO files VALUES (2, 'k1', 'a.md', 2, false, 1)")
-    con.execute("INSERT INTO file_versions VALUES (1, 1, 'SKILL.md', ?, ?, ?, 'cli', '', "
-                "NULL, NULL, 1, false)", [md, sha256(md), len(md)])
+    execute("INSERT INTO skills VALUES ('k1', 'notes', 'old notes', '{}', 1, 1, NULL)")
+    execute("INSERT INTO files VALUES (1, 'k1', 'SKILL.md', 1, false, 1)")
+    execute("INSERT INTO files VALUES (2, 'k1', 'a.md', 2, false, 1)")
+    execute("INSERT INTO file_versions VALUES (1, 1, 'SKILL.md', ?, ?, ?, 'cli', '', "
+            "NULL, NULL, 1, false)", [md, sha256(md), len(md)])
     for v, data in ((1, old[:5000]), (2, old)):
-        con.execute("INSERT INTO file_versions VALUES (2, ?, 'a.md', ?, ?, ?, 'cli', '', "
-                    "NULL, NULL, 1, false)", [v, data, sha256(data), len(data)])
+        execute("INSERT INTO file_versions VALUES (2, ?, 'a.md', ?, ?, ?, 'cli', '', "
+                "NULL, NULL, 1, false)", [v, data, sha256(data), len(data)])
     con.close()
 
-    store = Store(str(db))
+    store = Store(database)
     newer = old + b"appended\n"
 
     async def main():
@@ -145,13 +143,22 @@ def test_an_old_database_upgrades_in_place(tmp_path):
     got = trio.run(main)
     store.close()
     assert got == {(2, 1): old[:5000], (2, 2): old, (2, 3): newer}
-    con = duckdb.connect(str(db), read_only=True)
-    rows = con.execute("SELECT version, delta_depth, octet_length(content) FROM file_versions "
-                       "WHERE file_id = 2 ORDER BY version").fetchall()
-    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == len(MIGRATIONS)
-    con.close()
+    store = Store(database)
+    rows = store.db.con.execute("SELECT version, delta_depth, octet_length(content) "
+                                "FROM file_versions WHERE file_id = 2 ORDER BY version"
+                                ).fetchall()
+    assert store.db.con.execute("SELECT max(version) FROM schema_version"
+                                ).fetchone()[0] == SCHEMA_VERSION
+    store.close()
     assert rows[:2] == [(1, 0, 5000), (2, 0, len(old))]
     assert rows[2][1] == 1 and rows[2][2] < 100
+
+
+def _raw_connection(database: str, backend: str):
+    """A connection of the database's own driver, outside any store (autocommit)."""
+    if backend == "duckdb":
+        return duckdb.connect(database)
+    return psycopg.connect(database, autocommit=True)
 
 
 def test_revert_and_undelete_read_through_splices(daemon):
@@ -169,17 +176,16 @@ def test_revert_and_undelete_read_through_splices(daemon):
     assert path.read_bytes() == contents[19]
 
 
-def test_import_tree_keeps_long_content_in_chunks(tmp_path):
+def test_import_tree_keeps_long_content_in_chunks(tmp_path, database):
     src = tmp_path / "src" / "alice" / "notes"
     src.mkdir(parents=True)
     (src / "SKILL.md").write_text("---\nname: notes\ndescription: imported\n---\nbody\n")
     big = os.urandom(100_000).hex().encode()
     (src / "big.md").write_bytes(big)
-    db = tmp_path / "i.duckdb"
-    store = Store(str(db), duckdb_memory=None)
+    store = Store(database, duckdb_memory=None)
     store.import_tree(str(tmp_path / "src"))
     store.close()
-    store = Store(str(db))
+    store = Store(database)
 
     async def main():
         skill = store.space("alice").skills["notes"]
@@ -202,7 +208,7 @@ def _chains_hold(con, file_id: int) -> None:
             assert before[2] is None and not before[3], (version, before)
 
 
-def test_purging_versions_rebases_the_splices_after_them(tmp_path):
+def test_purging_versions_rebases_the_splices_after_them(database):
     """Purged versions read as b"" and lose their chunks; every other version, splices of a
     purged one and long chains through one among them, reads back byte-identical."""
     rng = random.Random(5)
@@ -215,8 +221,7 @@ def test_purging_versions_rebases_the_splices_after_them(tmp_path):
             at = rng.randrange(len(text) + 1)
             text[at:at] = f"entry {i}\n".encode()
         contents.append(bytes(text))
-    db = tmp_path / "p.duckdb"
-    store = Store(str(db))
+    store = Store(database)
     file_id = _write_all(store, contents)
     doomed = {1, 2, 7, 39, 40, 41, 80, 119}
     store.db.tx(lambda con: versions.purge(con, file_id, doomed, ("tester", 1, "test")))
@@ -237,14 +242,14 @@ def test_purging_versions_rebases_the_splices_after_them(tmp_path):
     assert marked == [(v, "tester", "test", "") for v in sorted(doomed)]
 
 
-def test_purge_by_pattern_rewrites_the_current_content(tmp_path):
+def test_purge_by_pattern_rewrites_the_current_content(database):
     """Versions that held the secret are purged; the current one is first written again
     without it, so the file reads the same but for the match; a new write still splices."""
     secret = b"sk-live-0123456789"
     contents = [b"notes\n", b"notes\nkey " + secret + b"\n",
                 b"notes\nkey " + secret + b"\nmore\n", b"notes\nmore\n",
                 b"notes\nmore\nagain " + secret + b"\n"]
-    store = Store(str(tmp_path / "q.duckdb"))
+    store = Store(database)
     file_id = _write_all(store, contents)
 
     async def main():

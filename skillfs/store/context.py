@@ -13,13 +13,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import duckdb
 import trio
 
 from ..errors import NotFound, TooBig
 from .tree import Skill, Space, Tree
 from .content import ContentCache
-from .database import Database
+from .backend import Backend
 from .events import StoreEvent, Subscriber
 
 log = logging.getLogger("skillfs.store")
@@ -29,7 +28,7 @@ class Context:
     """The database, the in-memory index (tree and content cache), the write lock, the
     size limit, the file id counter and the store's subscribers."""
 
-    def __init__(self, db: Database, tree: Tree, cache: ContentCache,
+    def __init__(self, db: Backend, tree: Tree, cache: ContentCache,
                  max_file_size: int) -> None:
         self.db = db
         self.tree = tree
@@ -67,7 +66,7 @@ class Context:
     async def read(self, fn: Callable, *args) -> Any:
         return await self.db.run(fn, *args)
 
-    async def write(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+    async def write(self, fn: Callable[[Any], Any]) -> Any:
         """Run `fn` in a transaction (the database's group commit may share it with other
         writers'); returns once it is committed."""
         return await self.db.write(fn)
@@ -103,12 +102,13 @@ class Service:
         self._lock = ctx.lock
 
     @property
-    def con(self) -> duckdb.DuckDBPyConnection:
+    def con(self) -> Any:
+        """Executes SQL with `?` placeholders, on DuckDB or PostgreSQL (store/backend.py)."""
         return self.ctx.db.con
 
     async def _db(self, fn: Callable, *args) -> Any:
         return await self.ctx.read(fn, *args)
 
-    async def _write(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+    async def _write(self, fn: Callable[[Any], Any]) -> Any:
         return await self.ctx.write(fn)
 

@@ -1,4 +1,5 @@
-"""The DuckDB connection: how it is opened, whether it is usable, and getting it back.
+"""The DuckDB backend, the embedded default: how it is opened, whether it is usable, and
+getting it back.
 
 DuckDB marks a database *invalidated* after a fatal error (a checkpoint that ran out of
 memory, a write that hit a full disk): every later call on that connection fails. The daemon
@@ -16,12 +17,8 @@ Automatic checkpoints are turned off: DuckDB runs them inside a COMMIT, and a ch
 fails there makes a committed write look failed. `maybe_checkpoint` runs them after the
 commit instead, so a failing checkpoint never hides a commit.
 
-Small writes are committed in groups (`write`): an agent harness drops one spool file per
-message, and a transaction each costs a commit each. Writers queue their transaction
-function; whoever finds no group running runs everything queued in one transaction on the
-worker thread, commits once, and only then tells each writer. DuckDB has no SAVEPOINT, so a
-group in which one function raised is rolled back and each of its functions run alone: a
-failing function fails only its own caller.
+Group commit and health are store/backend.py's; a group in which one function raised is
+rolled back and each of its functions run alone (DuckDB has no SAVEPOINT).
 
 `read_aside` runs a read on a thread and a cursor of its own, closing the connection
 (compaction, reopening) waiting for it. Nothing uses it now: the content cache's preload
@@ -36,9 +33,7 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +41,10 @@ import duckdb
 import outcome
 import trio
 
-from ..errors import OutOfMemory, SkillfsError, StorageFull, Unavailable
+from ..errors import SkillfsError
 from ..schema import migrate
-
-# A purged message's original, still a message of its own form (the API hands it out as is)
-_TOMBSTONE_ORIGINAL = ("CASE format WHEN 'acontext' THEN json_object('role', role, 'parts', "
-                       "json('[]')) WHEN 'claude-code' THEN json_object('type', "
-                       "CASE role WHEN 'assistant' THEN 'assistant' ELSE 'user' END, 'message', "
-                       "json_object('content', '')) "
-                       "ELSE json_object('role', role, 'content', '') END::VARCHAR")
+from .backend import Backend, Fault, _Write
+from .backend import GROUP_MAX_BYTES, GROUP_MAX_WRITES  # noqa: F401 (read here by tests)
 
 log = logging.getLogger("skillfs.store")
 
@@ -66,10 +56,6 @@ CHECKPOINT_WAL_BYTES = (512 << 10, 16 << 20)  # never below, never above
 REOPEN_FIRST_DELAY = 0.2
 REOPEN_MAX_DELAY = 30.0
 REOPEN_ATTEMPTS = 12  # failed reopens (not counting a full disk) before giving up
-# A group's bounds: what its transaction holds uncommitted must fit DuckDB's memory, and a
-# writer should not wait behind a long one.
-GROUP_MAX_WRITES = 1024
-GROUP_MAX_BYTES = 4 << 20
 DROP_BUFFERS_LIMIT = 16 << 20  # what drop_buffers lowers the memory limit to
 
 
@@ -104,17 +90,10 @@ def _invalidates(error: BaseException) -> bool:
             or "database has been invalidated" in str(error))
 
 
-@dataclass(eq=False)
-class _Write:
-    """A transaction function waiting in a group, and what became of it."""
-
-    fn: Callable[[duckdb.DuckDBPyConnection], Any]
-    size: int
-    result: outcome.Outcome | None = None
-
-
-class Database:
+class Database(Backend):
     """One DuckDB file and its connection, with DuckDB's memory and spill settings."""
+
+    Error = duckdb.Error
 
     def __init__(self, path: str, *, memory_limit: str | None = None,
                  checkpoint_memory: str | None = None, temp_dir: Path | None = None,
@@ -143,22 +122,14 @@ class Database:
             temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(temp_dir, 0o700)
             self.config["temp_directory"] = str(temp_dir)
+        super().__init__()
         self._remove_copy()
         self.con = self._connect()
-        migrate(self.con)
-        self.reason: str | None = None  # why it is unhealthy, None while healthy
-        self.since: float | None = None  # wall time it became unhealthy
-        self.invalidated = False  # the connection is dead: reopen before any use
-        self._broken = trio.Event()
+        migrate(self.con, "duckdb")
         self._deferred: duckdb.Error | None = None  # a checkpoint's error, not yet judged
-        self.limiter = trio.CapacityLimiter(1)  # connections are not thread-safe: one thread
         self._aside_limiter = trio.CapacityLimiter(1)
         self._aside_lock = threading.RLock()  # held by an aside read and by closing
         self._column_types: dict[str, list[str]] = {}
-        self._queued: list[_Write] = []
-        self._grouping = False  # a writer is running a group: the others wait for its end
-        self._group_done = trio.Event()
-        self.group_totals = {"groups": 0, "writes": 0}  # commits and the writes they held
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         config = dict(self.config)
@@ -222,70 +193,18 @@ class Database:
             except duckdb.Error:
                 log.exception("closing the database failed")
 
-    # -- health --------------------------------------------------------------------------
-
-    @property
-    def healthy(self) -> bool:
-        return self.reason is None
+    # -- health ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return {"healthy": self.healthy, "reason": self.reason, "since": self.since,
-                "invalidated": self.invalidated, "memory_limit": self.config.get("memory_limit"),
-                "temp_directory": self.config.get("temp_directory"),
-                "group_commit": dict(self.group_totals)}
+        return {**super().status(), "memory_limit": self.config.get("memory_limit"),
+                "temp_directory": self.config.get("temp_directory")}
 
-    def check_usable(self) -> None:
-        """Refuse at once while the connection is dead (it is being reopened)."""
-        if self.invalidated:
-            cls = StorageFull if self.reason and "disk full" in self.reason else Unavailable
-            raise cls(f"the database is unavailable: {self.reason}")
+    def fault(self, error: BaseException) -> Fault | None:
+        full, short, dead = _disk_full(error), _out_of_memory(error), _invalidates(error)
+        return Fault(full, short, dead) if full or short or dead else None
 
-    def _mark(self, reason: str) -> None:
-        if self.reason is None:
-            self.since = time.time()
-        if reason != self.reason:
-            log.error("database unhealthy: %s", reason)
-        self.reason = reason
-
-    def recovered(self) -> None:
-        """A write committed: whatever was wrong is over."""
-        if self.reason is not None and not self.invalidated:
-            log.warning("database healthy again (was: %s)", self.reason)
-            self.reason = self.since = None
-
-    def failed(self, error: duckdb.Error) -> SkillfsError | None:
-        """Record a DuckDB error; return the store error to raise instead, or None for an
-        error that says nothing about the database's health (a bug, a constraint)."""
-        full, short = _disk_full(error), _out_of_memory(error)
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if _invalidates(error):
-            if not self.invalidated:
-                self.invalidated = True
-                self._mark(("disk full: " if full else "") + first_line)
-                self._broken.set()
-        elif full:
-            self._mark("disk full: " + first_line)
-        elif short:
-            log.warning("database out of memory: %s", first_line)
-        else:
-            return None
-        if full:
-            return StorageFull(f"no space left for the database: {first_line}")
-        if short:
-            return OutOfMemory(f"the database is out of memory: {first_line}")
-        return Unavailable(f"the database cannot take changes now: {first_line}")
-
-    async def run(self, fn: Callable, *args):
-        """Run `fn(*args)` on the database's worker thread, DuckDB's errors turned into the
-        store's."""
-        self.check_usable()
-        try:
-            result = await trio.to_thread.run_sync(self._roomy, fn, *args, limiter=self.limiter)
-        except duckdb.Error as e:
-            raise self._mapped(e) from e
-        finally:
-            self._judge_deferred()
-        return result
+    def _call(self, fn: Callable, *args):
+        return self._roomy(fn, *args)
 
     async def read_aside(self, fn: Callable, *args):
         """`fn(cursor, *args)` on a thread and a DuckDB cursor of its own, DuckDB's errors
@@ -305,79 +224,10 @@ class Database:
             finally:
                 cursor.close()
 
-    def _mapped(self, error: duckdb.Error) -> SkillfsError:
-        mapped = self.failed(error)
-        if mapped is None:
-            # A bug, not the database's state: reported as an error of this call only,
-            # so no caller (a FUSE handler, a spool file) dies of a DuckDB exception.
-            log.error("database error", exc_info=error)
-            mapped = SkillfsError(f"database error: {str(error).splitlines()[0]}")
-        return mapped
-
     def _judge_deferred(self) -> None:
         if self._deferred is not None:
             deferred, self._deferred = self._deferred, None
             self.failed(deferred)
-
-    # -- group commit (on the trio thread) ----------------------------------------------
-
-    async def write(self, fn: Callable[[duckdb.DuckDBPyConnection], Any], size: int = 0):
-        """Run `fn(con)` in a transaction, likely shared with other writers' functions;
-        return once it committed (`size`: about how many bytes it writes). Like `run`, it
-        is not cancelled half-way: a caller learns the fate of what it queued."""
-        self.check_usable()
-        queued = _Write(fn, size)
-        self._queued.append(queued)
-        with trio.CancelScope(shield=True):
-            result = await self._settled(queued)
-        value = result.unwrap()
-        self.recovered()
-        return value
-
-    async def _settled(self, queued: _Write) -> outcome.Outcome:
-        while True:
-            if queued.result is not None:
-                return queued.result
-            # One writer at a time runs a group; when it is done the others wake, the
-            # committed ones return, and one of the rest runs the next group.
-            if self._grouping:
-                await self._group_done.wait()
-            else:
-                await self._run_group()
-
-    async def _run_group(self) -> None:
-        self._grouping = True
-        group = self._next_group()
-        try:
-            results = await trio.to_thread.run_sync(self._tx_group, group,
-                                                    limiter=self.limiter)
-        except BaseException as e:  # the hop to the thread failed: no function ran
-            results = [outcome.Error(e)] * len(group)
-        finally:
-            self._grouping = False
-        self._judge_deferred()
-        for queued, result in zip(group, results, strict=True):
-            queued.result = self._mapped_outcome(result)
-        done, self._group_done = self._group_done, trio.Event()
-        done.set()
-
-    def _next_group(self) -> list[_Write]:
-        count, size = 0, 0
-        for queued in self._queued:
-            if count and (count == GROUP_MAX_WRITES or size + queued.size > GROUP_MAX_BYTES):
-                break
-            count, size = count + 1, size + queued.size
-        group, self._queued = self._queued[:count], self._queued[count:]
-        self.group_totals["groups"] += 1
-        self.group_totals["writes"] += count
-        return group
-
-    def _mapped_outcome(self, result: outcome.Outcome) -> outcome.Outcome:
-        if isinstance(result, outcome.Error) and isinstance(result.error, duckdb.Error):
-            mapped = self._mapped(result.error)
-            mapped.__cause__ = result.error
-            return outcome.Error(mapped)
-        return result
 
     # -- transactions and checkpoints (on the database's worker thread) -----------------
 
@@ -536,7 +386,7 @@ class Database:
                         f"reopened: {e}") from e
             delay = min(delay * 2, REOPEN_MAX_DELAY)
 
-    # -- DuckDB's own SQL: statements another database would write differently ----------------
+    # -- DuckDB's own SQL: statements PostgreSQL writes differently ---------------------------
 
     def insert_many(self, con: duckdb.DuckDBPyConnection, table: str, ncols: int,
                     rows: Sequence[Sequence[Any]]) -> None:
@@ -554,17 +404,3 @@ class Database:
         columns = [list(c) for c in zip(*rows, strict=True)]
         select = ", ".join(f"unnest(?::{t}[])" for t in types)
         con.execute(f"INSERT INTO {table} SELECT * FROM (SELECT {select})", columns)
-
-    @staticmethod
-    def tombstone_messages(con: duckdb.DuckDBPyConnection, session_id: str,
-                           stamp: Sequence[Any]) -> int:
-        """Replace the content of a session's messages not purged yet by an empty message of
-        the same role and form, stamped (by, at, why); returns how many."""
-        row = con.execute(
-            "UPDATE messages SET body = json_object('role', role, 'text', '', "
-            "'tool_calls', json('[]'), 'tool_call_id', NULL, 'name', NULL, "
-            "'format', format)::VARCHAR, original = " + _TOMBSTONE_ORIGINAL + ", "
-            "meta = NULL, purged_by = ?, purged_at_ns = ?, purge_reason = ? "
-            "WHERE session_id = ? AND purged_at_ns IS NULL",
-            [*stamp, session_id]).fetchone()
-        return row[0] if row else 0

@@ -2,8 +2,9 @@
 
 History keeps every version, so what got into a file once stays until it is purged. A purge
 keeps the rows (a version, a message) and replaces their content by a tombstone saying who
-purged it, when and why, in one transaction; then the database is compacted into a new
-file, because DuckDB leaves freed bytes in its file (store/database.py). The current
+purged it, when and why, in one transaction; then the database is compacted, because the
+old bytes stay in its files: DuckDB's is copied into a new file (store/database.py),
+PostgreSQL's tables are rewritten by VACUUM FULL (store/postgres.py). The current
 content of a file is never purged in place: it is first written again, as a new version,
 with the matches taken out. What the learner already wrote into skill files from a purged
 session is not touched: purge those files too.
@@ -151,7 +152,7 @@ class Purge(Service):
         stamp = [by, now_ns(), why]
 
         def sql(con):
-            count = self.ctx.db.tombstone_messages(con, session_id, stamp)
+            count = len(con.execute(_TOMBSTONE, [*stamp, session_id]).fetchall())
             con.execute("UPDATE tasks SET description = '[purged]', progress = NULL, "
                         "preferences = NULL WHERE session_id = ?", [session_id])
             con.execute("DELETE FROM lessons WHERE session_id = ?", [session_id])
@@ -171,6 +172,20 @@ class Purge(Service):
             return False
         log.info("compacted the database in %.2f s", time.monotonic() - t0)
         return True
+
+
+# A session's messages not purged yet, each replaced by an empty message of the same role
+# and form (its original too: the API hands that out as is), stamped (by, at, why).
+_TOMBSTONE = (
+    "UPDATE messages SET body = json_object('role', role, 'text', '', "
+    "'tool_calls', CAST('[]' AS JSON), 'tool_call_id', NULL, 'name', NULL, "
+    "'format', format)::VARCHAR, original = CASE format "
+    "WHEN 'acontext' THEN json_object('role', role, 'parts', CAST('[]' AS JSON)) "
+    "WHEN 'claude-code' THEN json_object('type', CASE role WHEN 'assistant' THEN 'assistant' "
+    "ELSE 'user' END, 'message', json_object('content', '')) "
+    "ELSE json_object('role', role, 'content', '') END::VARCHAR, "
+    "meta = NULL, purged_by = ?, purged_at_ns = ?, purge_reason = ? "
+    "WHERE session_id = ? AND purged_at_ns IS NULL RETURNING 1")
 
 
 def _purge_pattern(text: str) -> Pattern:

@@ -286,12 +286,12 @@ class _MessageBatch:
         "INSERT INTO messages (session_id, seq, role, format, body, original, task_id, "
         "source, created_ns, meta) "
         "SELECT ?, s, r, f, CASE WHEN b IS NULL THEN json_object('role', r, 'text', x, "
-        "'tool_calls', json(c), 'tool_call_id', i, 'name', n, 'format', f)::VARCHAR ELSE b END, "
-        "o, NULL, ?, ?, m FROM ("
+        "'tool_calls', CAST(c AS JSON), 'tool_call_id', i, 'name', n, 'format', f)::VARCHAR "
+        "ELSE b END, o, NULL, ?, ?, m FROM ("
         "SELECT unnest(?::BIGINT[]) s, unnest(?::VARCHAR[]) r, unnest(?::VARCHAR[]) f, "
         "unnest(?::VARCHAR[]) x, unnest(?::VARCHAR[]) c, unnest(?::VARCHAR[]) i, "
         "unnest(?::VARCHAR[]) n, unnest(?::VARCHAR[]) o, unnest(?::VARCHAR[]) m, "
-        "unnest(?::VARCHAR[]) b)")
+        "unnest(?::VARCHAR[]) b) batch")
     # DuckDB's json_object needs about ten times its text in one allocation: a 3 MiB message
     # did not fit its 32 MB buffer pool. Bodies of long texts are built here instead.
     _LONG_TEXT = 256 << 10

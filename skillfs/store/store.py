@@ -7,13 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..config import is_postgres_url
 from ..errors import SkillfsError
 from .tree import Tree
 from .content import ContentCache
 from .context import Context
+from .backend import Backend
 from .database import Database
 from .files import Files
 from .learning import Learning
+from .postgres import PgDatabase
 from .loading import load_tree
 from .purging import Purge
 from .events import Subscriber
@@ -24,7 +27,8 @@ from .trash import Trash
 
 
 class Store:
-    """One DuckDB file: spaces, skills, versioned files, sessions, messages, learning."""
+    """One database (a DuckDB file, or a `postgresql://` URL): spaces, skills, versioned
+    files, sessions, messages, learning. The DuckDB settings are ignored on PostgreSQL."""
 
     def __init__(self, db_path: str, *, max_file_size: int = DEFAULT_MAX_FILE_SIZE,
                  cache_bytes: int = 32 << 20, duckdb_memory: str | None = "32MB",
@@ -32,9 +36,14 @@ class Store:
                  duckdb_threads: int | None = None) -> None:
         self.db_path = str(db_path)
         self.max_file_size = max_file_size
-        self.db = Database(self.db_path, memory_limit=duckdb_memory,
-                           checkpoint_memory=checkpoint_memory, temp_dir=temp_dir,
-                           threads=duckdb_threads)
+        self.db: Backend
+        if is_postgres_url(self.db_path):
+            self.db = PgDatabase(self.db_path)
+            self.db_path = self.db.where  # what status shows: never a password
+        else:
+            self.db = Database(self.db_path, memory_limit=duckdb_memory,
+                               checkpoint_memory=checkpoint_memory, temp_dir=temp_dir,
+                               threads=duckdb_threads)
         self.tree = Tree()
         self.cache = ContentCache(cache_bytes)
         self.ctx = ctx = Context(self.db, self.tree, self.cache, max_file_size)
