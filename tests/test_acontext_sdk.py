@@ -699,7 +699,8 @@ def test_tokens_and_error_bodies(api):
 def test_unix_socket_without_tcp(daemon, tmp_path):
     """The SDK over the daemon's socket (any api_key): binary files come inline as base64
     there, since no URL could be fetched."""
-    http = httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.socket)), timeout=30)
+    http = httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.socket), verify=False),
+                        timeout=30, verify=False)
     with acontext.AcontextClient(api_key="local", base_url="http://skillfs/api/v1",
                                  client=http) as c:
         assert c.ping() == "pong"

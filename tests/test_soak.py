@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_one_minute_soak_loses_and_duplicates_nothing(tmp_path):
     out = tmp_path / "soak.json"
     r = subprocess.run([str(REPO / "scripts" / "soak"), "--minutes", "1", "--spool-rate", "15",
-                        "--writers", "2", "--pace", "25", "--report-every", "15", "--json", str(out)],
+                        "--writers", "2", "--pace", "25", "--report-every", "15",
+                        "--json", str(out)],
                        capture_output=True, text=True, timeout=400)
     assert out.exists(), r.stdout + r.stderr
     summary = json.loads(out.read_text())

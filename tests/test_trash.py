@@ -33,19 +33,26 @@ def _fill(skill):
     (skill / "guides" / "deep" / "deeper" / "c.md").write_text("c\n")
 
 
+def _get(daemon, path: str, **params):
+    """A control API answer: the checks below read the daemon's state over HTTP, the CLI's
+    own output is tested where a test runs `skillfs trash` and `skillfs restore`."""
+    r = daemon.api("GET", f"/skillfs/v1{path}", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def _status(daemon) -> dict:
-    return json.loads(daemon.cli("status", "--json").stdout)["counts"]
+    return _get(daemon, "/status")["counts"]
 
 
-def _trash(daemon, *args) -> list[dict]:
-    return json.loads(daemon.cli("trash", "--json", *args).stdout)
+def _trash(daemon, space: str | None = None) -> list[dict]:
+    return _get(daemon, "/trash", **({"space": space} if space else {}))
 
 
 def _skills_seen(daemon) -> int:
     """Skills the mount shows, counted once each (a skill may be in several spaces)."""
-    spaces = json.loads(daemon.cli("space", "list", "--json").stdout)
-    return len({s["id"] for sp in spaces for s in json.loads(
-        daemon.cli("skill", "list", "--space", sp["name"], "--json").stdout)})
+    return len({s["id"] for sp in _get(daemon, "/spaces")
+                for s in _get(daemon, "/skills", space=sp["name"])})
 
 
 def _consistent(daemon):
@@ -78,7 +85,7 @@ def test_deleters_remove_a_space_whole(daemon, space, deleter):
     assert os.listdir(daemon.mnt) == []
     _consistent(daemon)
     assert _status(daemon)["skills"] == 0
-    trash = _trash(daemon, "--space", "alice")
+    trash = _trash(daemon, "alice")
     assert {(e["kind"], e["path"]) for e in trash} == {
         ("space", "alice"), ("skill", "alice/deploys"), ("skill", "alice/daily-logs"),
         ("skill", "alice/user-general-facts")}
@@ -118,12 +125,12 @@ def test_trash_lists_and_restore_brings_back(daemon, space):
     (skill / "today.md").write_text("first\n")
     (skill / "today.md").write_text("second\n")
     os.unlink(skill / "today.md")
-    rows = _trash(daemon)
+    rows = json.loads(daemon.cli("trash", "--json").stdout)
     assert [(r["kind"], r["path"], r["version"], r["author"]) for r in rows] == [
         ("file", "alice/daily-logs/today.md", 2, "fuse")]
     text = daemon.cli("trash", "--space", "alice").stdout
     assert "alice/daily-logs/today.md" in text and "v2" in text
-    assert _trash(daemon, "--space", "nobody") == []
+    assert json.loads(daemon.cli("trash", "--space", "nobody", "--json").stdout) == []
     # a mount path works too
     out = daemon.cli("restore", str(skill / "today.md")).stdout
     assert "version 2 is current again as version 4" in out

@@ -380,8 +380,9 @@ class Skillfs(System):
         """An httpx client of the daemon's control API on its Unix socket."""
         import httpx
 
-        return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)),
-                            base_url="http://skillfs/skillfs/v1", timeout=60)
+        # no TLS on a Unix socket: verify=False spares loading the CA bundle twice
+        return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket), verify=False),
+                            base_url="http://skillfs/skillfs/v1", timeout=60, verify=False)
 
     def finish(self) -> None:
         if self.state is not None:
