@@ -30,6 +30,7 @@ from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSett
                                SettingsConfigDict, TomlConfigSettingsSource)
 
 from .access import FULL, Access
+from .errors import ConfigError
 from .locations import default_home, toml_path
 
 ENV_PREFIX = "SKILLFS_"
@@ -49,10 +50,6 @@ ALIASES = {
     "SKILLFS_LEARN_BUFFER": "learner.buffer_messages",
     "SKILLFS_LEARN_IDLE": "learner.idle_seconds",
 }
-
-
-class ConfigError(Exception):
-    """A setting that is unknown or has a bad value; the text names it and its source."""
 
 
 def _flag(name: str) -> dict:

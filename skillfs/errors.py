@@ -84,3 +84,9 @@ class Unavailable(SkillfsError):
 class OutOfMemory(Unavailable):
     """The database ran out of its memory limit (`duckdb_memory`) for this call; smaller
     calls, or the same one later, may fit."""
+
+
+class ConfigError(Exception):
+    """A setting that is unknown or has a bad value; the text names it and its source.
+    (Here, not in config.py, so that what reads a path without the typed configuration can
+    catch it without importing pydantic-settings.)"""

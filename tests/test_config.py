@@ -67,17 +67,24 @@ def test_precedence_in_load(tmp_path, monkeypatch):
     ({}, 'socket = "{root}/toml.sock"'),
     ({"SKILLFS_SOCKET": "{root}/env.sock"}, 'socket = "{root}/toml.sock"'),
     ({"SKILLFS_HOME": "{root}/env-home"}, 'home = "{root}/toml-home"'),
+    ({}, 'spool = "{root}/toml-spool"'),
+    ({"SKILLFS_SPOOL": "{root}/env-spool"}, 'spool = "{root}/toml-spool"\nhome = "{root}/h"'),
 ])
 def test_clients_find_the_socket_where_the_configuration_puts_it(tmp_path, monkeypatch,
                                                                    env, toml):
-    # the CLI's clients read the socket without building Config; both must agree
+    # the CLI's clients and the Claude Code hook locate things without building Config;
+    # both must agree
     monkeypatch.setenv("SKILLFS_HOME", str(tmp_path))
     for name, value in env.items():
         monkeypatch.setenv(name, value.format(root=tmp_path))
     config_file = tmp_path / "config.toml"
     config_file.write_text(toml.format(root=tmp_path) + "\n")
     monkeypatch.setenv("SKILLFS_CONFIG", str(config_file))
-    assert locations.socket_path() == configmod.load().socket
+    cfg = configmod.load()
+    assert locations.socket_path() == cfg.socket
+    assert (locations.home(), locations.spool_path()) == (cfg.home, cfg.spool)
+    assert (locations.home(config_file), locations.spool_path(config_file)) == \
+        (cfg.home, cfg.spool)
 
 
 def test_the_learner_reads_no_environment(monkeypatch):

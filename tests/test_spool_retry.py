@@ -69,9 +69,9 @@ def test_transient_failure_is_retried_with_backoff_then_ingested(tmp_path):
 
     trio.run(_run_until, ing, done)
     gaps = [b - a for a, b in itertools.pairwise(calls[:4])]
-    # 0.05, 0.1, 0.2 s apart: the wait doubles
+    # at least 0.05, 0.1, 0.2 s apart: the wait doubles (only lower bounds: a loaded machine
+    # stretches any gap, and a ratio of two measured gaps then fails for no fault here)
     assert all(g >= d * 0.9 for g, d in zip(gaps, [0.05, 0.1, 0.2], strict=True)), gaps
-    assert gaps[2] > gaps[0] * 2
     assert ing.stats["errors"] == 3 and ing.stats["ingested"] == 2
     assert not (spool / ".rejected").exists() and ing.backlog() == 0
     store.close()

@@ -317,13 +317,16 @@ def print_settings(space: str, config_file: str | None) -> str:
 
 def main(stdin: bytes, space: str, config_file: str | None) -> None:
     """The hook: send what is new, and say on stderr what went wrong, if anything."""
-    from .. import config
+    # The hook runs at every event of a session: locations reads the two paths it needs
+    # without building the typed configuration (pydantic-settings).
+    from .. import locations
+    from ..errors import ConfigError
 
     try:
         hook = read_input(stdin)
-        cfg = config.load(config_file)
-        skipped = run(hook, space, cfg.spool, cfg.home / "hooks" / "claude-code")
-    except (HookError, config.ConfigError) as e:
+        spool, home = locations.spool_path(config_file), locations.home(config_file)
+        skipped = run(hook, space, spool, home / "hooks" / "claude-code")
+    except (HookError, ConfigError) as e:
         _say(str(e))
         return
     except OSError as e:
