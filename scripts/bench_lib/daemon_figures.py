@@ -486,9 +486,9 @@ def run_all(system, corpus, s) -> tuple[dict, dict]:
 def _footprint(system) -> dict:
     """What the load left behind: the database on disk and the daemon's memory."""
     out = {}
-    db = [p for p in (system.db, Path(f"{system.db}.wal")) if p.exists()]
-    if db:
-        out["db_mb_after_load"] = {"value": sum(p.stat().st_size for p in db) / 1e6, "runs": 1}
+    db_mb = system.db_mb()
+    if db_mb:
+        out["db_mb_after_load"] = {"value": db_mb, "runs": 1}
     kb = rss_kb(system.pid())
     if kb is not None:
         out["rss_mb_after_load"] = {"value": kb / 1024, "runs": 1}

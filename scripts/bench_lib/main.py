@@ -34,6 +34,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="corpus sizes, e.g. 2000,20000,100000 (--quick with 100,000 files "
                         "takes ~15 min more)")
     p.add_argument("--systems", default="native,floor,peer,skillfs", help="comma-separated subset")
+    p.add_argument("--backend", choices=("duckdb", "postgres", "both"), default="duckdb",
+                   help="the database under skillfs: its DuckDB file (the default), "
+                        "PostgreSQL (a cluster of the bench's own), or both side by side")
     p.add_argument("--runs", type=int, help="runs per figure (default 3 quick, 5 full)")
     p.add_argument("--budget", type=float,
                    help="seconds per figure after which no further run starts "
@@ -139,8 +142,12 @@ def _run(args, sizes, s, out: Path, logs: Path, started: float) -> int:
     work = scratch_dir()
     result = {"meta": meta(args, s), "sizes": {}, "skipped_systems": {}}
     chosen = []
-    for name in args.systems.split(","):
-        cls = systems.ALL.get(name.strip())
+    names = [n.strip() for n in args.systems.split(",")]
+    if "skillfs" in names and args.backend != "duckdb":
+        at = names.index("skillfs")
+        names[at:at + 1] = ["skillfs", "skillfs-pg"] if args.backend == "both" else ["skillfs-pg"]
+    for name in names:
+        cls = systems.ALL.get(name)
         if cls is None:
             print(f"bench: unknown system {name!r}; known: {', '.join(systems.ALL)}",
                   file=sys.stderr)

@@ -11,7 +11,9 @@ from .daemon_figures import DAEMON_FIGURES
 from .figures import FIGURES
 from .search_figures import SEARCH_FIGURES
 
-ORDER = ["native", "floor", "peer", "skillfs"]
+ORDER = ["native", "floor", "peer", "skillfs", "skillfs-pg"]
+# skillfs on each backend: its own DuckDB file, and PostgreSQL (`scripts/bench --backend`)
+BACKENDS = {"skillfs": "DuckDB", "skillfs-pg": "PostgreSQL"}
 
 
 def label(key: str) -> tuple[str, str, bool]:
@@ -117,12 +119,18 @@ FLOOR_TARGETS = [("orc_cold_p50", 2.0), ("grep_all_warm", 1.2), ("grep_space_war
 
 
 def against_floor(result: dict) -> list[str]:
-    """A table of skillfs's read figures as ratios to the floor's, at every size."""
+    """Tables of skillfs's read figures as ratios to the floor's, at every size: one for
+    each backend measured."""
+    return [line for system in BACKENDS for line in _against_floor(result, system)]
+
+
+def _against_floor(result: dict, system: str) -> list[str]:
     sizes = [size for size, sres in result["sizes"].items()
-             if {"floor", "skillfs"} <= set(sres["systems"])]
+             if {"floor", system} <= set(sres["systems"])]
     if not sizes:
         return []
-    lines = ["", "## Reads against the floor (skillfs ÷ floor, same run)", "",
+    lines = ["", f"## Reads against the floor (skillfs on {BACKENDS[system]} ÷ floor, same "
+                 "run)", "",
              "| figure | target | " + " | ".join(f"{int(s):,} files" for s in sizes) + " |",
              "|---|---:|" + "---:|" * len(sizes)]
     for key, limit in FLOOR_TARGETS:
@@ -130,7 +138,7 @@ def against_floor(result: dict) -> list[str]:
         cells = []
         for size in sizes:
             systems = result["sizes"][size]["systems"]
-            mine = systems["skillfs"].get("figures", {}).get(key, {}).get("value")
+            mine = systems[system].get("figures", {}).get(key, {}).get("value")
             floor = systems["floor"].get("figures", {}).get(key, {}).get("value")
             if not mine or not floor:
                 cells.append("—")

@@ -311,7 +311,12 @@ class Skillfs(System):
             finally:
                 self.unmount()
         took = time.perf_counter() - t0
-        return {"import_s": took, "import_how": how, "db_mb": self.db.stat().st_size / 1e6}
+        return {"import_s": took, "import_how": how, "db_mb": self.db_mb()}
+
+    def db_mb(self) -> float:
+        """The database on disk: the DuckDB file and its log."""
+        return sum(p.stat().st_size for p in (self.db, Path(f"{self.db}.wal"))
+                   if p.exists()) / 1e6
 
     def _log(self, what: str, r: subprocess.CompletedProcess) -> None:
         with open(self.logdir / f"skillfs-{self.corpus.n_files}.log", "a") as f:
@@ -426,4 +431,65 @@ def _import_via_api(system: Skillfs, corpus) -> None:
                                    f"HTTP {r.status_code} {r.text[:300]}")
 
 
-ALL = {"native": Native, "floor": Floor, "peer": Peer, "skillfs": Skillfs}
+class SkillfsPostgres(Skillfs):
+    """The same daemon on PostgreSQL (`--db postgresql://…`): one cluster of the bench's
+    own for the run (scripts/pg_cluster.py, with PostgreSQL's durable defaults: every
+    commit synced, as DuckDB's are), a fresh database per corpus. The corpus goes in through
+    the control API: import-tree writes DuckDB files only."""
+
+    name = "skillfs-pg"
+
+    def __init__(self, workdir: Path, logdir: Path) -> None:
+        super().__init__(workdir, logdir)
+        self.mnt = workdir / "mnt-skillfs-pg"
+        self.server = None
+        self.url = ""
+
+    def check(self) -> None:
+        super().check()
+        try:
+            import pg_cluster
+
+            pg_cluster.bin_dir()
+        except (ImportError, RuntimeError) as e:
+            raise Unavailable(f"no PostgreSQL here: {e}") from None
+
+    @property
+    def db(self) -> str:  # type: ignore[override]
+        return self.url
+
+    def db_mb(self) -> float:
+        return self.server.size_mb(self.url) if self.server is not None else 0.0
+
+    def _start_server(self) -> None:
+        import pg_cluster
+
+        # Not below the bench's work folder: the server runs as another user when the
+        # bench runs as root, and must reach its folder; a short path keeps the socket's
+        # within its 107 bytes.
+        root = Path(tempfile.mkdtemp(prefix="skillfs-bench-pg-"))
+        self.server = pg_cluster.PgServer(root, durable=True)
+        cleanup.push(lambda: shutil.rmtree(root, ignore_errors=True))
+        self.server.start()
+        cleanup.push(self.server.stop)
+
+    def prepare(self, corpus) -> dict:
+        System.prepare(self, corpus)
+        if self.server is None:
+            self._start_server()
+        self.state = Path(tempfile.mkdtemp(prefix=f"skillfs-pg-{corpus.n_files}-",
+                                           dir=self.workdir))
+        self.spool.mkdir()
+        self.url = self.server.fresh_database()
+        t0 = time.perf_counter()
+        self.mount()
+        try:
+            _import_via_api(self, corpus)
+        finally:
+            self.unmount()
+        took = time.perf_counter() - t0
+        return {"import_s": took, "import_how": "control API", "db_mb": self.db_mb()}
+
+
+ALL = {"native": Native, "floor": Floor, "peer": Peer, "skillfs": Skillfs,
+       "skillfs-pg": SkillfsPostgres}

@@ -16,7 +16,6 @@ from .backend import Backend
 from .database import Database
 from .files import Files
 from .learning import Learning
-from .postgres import PgDatabase
 from .loading import load_tree
 from .purging import Purge
 from .events import Subscriber
@@ -38,6 +37,9 @@ class Store:
         self.max_file_size = max_file_size
         self.db: Backend
         if is_postgres_url(self.db_path):
+            # psycopg takes ~0.15 s to import: only a daemon on PostgreSQL pays it
+            from .postgres import PgDatabase
+
             self.db = PgDatabase(self.db_path)
             self.db_path = self.db.where  # what status shows: never a password
         else:
