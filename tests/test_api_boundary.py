@@ -94,10 +94,12 @@ def test_skillfs_errors_keep_their_status(tmp_path, monkeypatch):
 
 def test_a_daemon_on_duckdb_with_the_learner_off_loads_neither():
     """What a daemon imports to start: with the learner off none of the learner (its
-    modules and their patterns), and on DuckDB not psycopg (0.15 s each start). The API
-    counts tokens without the learner."""
+    modules and their patterns), on DuckDB not psycopg (0.15 s each start), and none of the
+    Acontext API's route groups until a request needs them (test_acontext_sdk.py and the
+    first test here reach them). The API counts tokens without the learner."""
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, skillfs.daemon, skillfs.api.app, skillfs.spool; "
                                "print(' '.join(sys.modules))"],
         capture_output=True, text=True, check=True).stdout.split()
-    assert not [m for m in loaded if m.startswith(("skillfs.learner", "psycopg"))]
+    assert not [m for m in loaded if m.startswith(("skillfs.learner", "psycopg",
+                                                   "skillfs.api.acontext.messages"))]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+import trio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -28,6 +29,25 @@ from .scopes import ScopeGate
 
 
 class SkillfsApp(FastAPI):
+    _acontext: trio.Lock | None = None
+    _acontext_loaded = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        if not self._acontext_loaded and scope["type"] == "http" and \
+                acontext.wanted(scope.get("path", "")):
+            await self._load_acontext()
+        await super().__call__(scope, receive, send)
+
+    async def _load_acontext(self) -> None:
+        """The Acontext routes, at the first request that needs them (acontext/__init__)."""
+        if self._acontext is None:
+            self._acontext = trio.Lock()
+        async with self._acontext:
+            if not self._acontext_loaded:
+                routers = await trio.to_thread.run_sync(acontext.import_routes)
+                acontext.load_routes(self, routers)
+                self._acontext_loaded = True
+
     def build_middleware_stack(self):
         # Outside Starlette's own stack, so its 500s and 413s carry the request id too; the
         # scope gate inside the guard, so its refusals do as well.
@@ -58,7 +78,8 @@ def build_app(daemon) -> FastAPI:
         # The traceback is logged by the guard, under the same id.
         return JSONResponse(internal_error_body(request.scope), status_code=500)
 
-    # After the handlers above: the Acontext API wraps them for its own paths.
+    # After the handlers above: the Acontext API wraps them for its own paths (its routes
+    # come at the first request for one of them: SkillfsApp.__call__).
     acontext.install(app)
 
     # MCP's streamable HTTP: its own protocol and errors, past the routers' handlers.

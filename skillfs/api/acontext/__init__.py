@@ -5,11 +5,15 @@ files written through the mount are read back here from the in-memory tree.
 
 `wire` holds the envelope, ids, paging and input checks every route group shares; `schemas`
 the request bodies and the JSON shapes of Acontext's models; each other module is one route
-group. `install` mounts them on the app and gives their errors Acontext's envelope.
+group. `install` gives the app's errors on these paths Acontext's envelope; the route groups
+are imported and added by `load_routes` when the first request for one of them comes (the
+app calls it): their modules and FastAPI's analysis of ~40 routes are a good part of a
+daemon's start, and a daemon used through its mount and CLI never needs them.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 from collections.abc import Awaitable, Callable
@@ -23,8 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from ...errors import SkillfsError
-from . import disks, messages, sessions, skills, spaces, users
-from .wire import PREFIX, error, errors_text, router as new_router, store_of
+from .wire import PREFIX, RAW_PATH, error, errors_text, router as new_router, store_of
 
 ping_router = new_router()
 health_router = APIRouter()
@@ -58,14 +61,34 @@ def _ours(request: Request) -> bool:
 def _no_token(scope) -> bool:
     # The raw-file route checks its own HMAC signature; the health probe tells nothing.
     path = scope.get("path", "")
-    return path == "/health" or bool(skills.RAW_PATH.match(path))
+    return path == "/health" or bool(RAW_PATH.match(path))
+
+
+GROUPS = ("spaces", "sessions", "messages", "skills", "disks", "users")
+
+
+def wanted(path: str) -> bool:
+    """Whether a request needs the route groups: one of their paths, or the OpenAPI schema
+    (which lists them)."""
+    return path in ("/health", "/openapi.json") or path == PREFIX or \
+        path.startswith(PREFIX + "/")
+
+
+def import_routes() -> list[APIRouter]:
+    """The route groups' routers (their modules imported: a worker thread may do it)."""
+    return [health_router, ping_router,
+            *(importlib.import_module(f"{__name__}.{group}").router for group in GROUPS)]
+
+
+def load_routes(app: FastAPI, routers: list[APIRouter]) -> None:
+    for group in routers:
+        app.include_router(group)
+    app.openapi_schema = None  # made again with them
 
 
 def install(app: FastAPI) -> None:
-    """Serve /api/v1 and give its errors Acontext's envelope; other paths keep theirs."""
-    for group in (health_router, ping_router, spaces.router, sessions.router, messages.router,
-                  skills.router, disks.router, users.router):
-        app.include_router(group)
+    """Give errors under /api/v1 Acontext's envelope (other paths keep theirs); the routes
+    come with `load_routes`."""
     app.state.acontext_secret = os.urandom(32)
     app.state.auth_exempt = _no_token
     skillfs_before = app.exception_handlers.get(SkillfsError)

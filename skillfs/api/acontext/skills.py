@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import io
 import posixpath
-import re
 import time
 import uuid
 import zipfile
@@ -24,15 +23,14 @@ from ...errors import Invalid, NotFound
 from ...skillzip import read_skill_zip
 from ...store import FileRow, SkillRow, Store
 from .schemas import mime, skill_files, skill_json
-from .wire import (MAX_LIMIT, PREFIX, BadRequest, error, find_skill, json_object, ok, page,
-                   paged, router as new_router, store_of, utf8)
+from .wire import (MAX_LIMIT, PREFIX, BadRequest, error, find_skill, json_object,
+                   ok, page, paged, router as new_router, store_of, utf8)
 
 router = new_router()
 
 DEFAULT_EXPIRE = 900
 _CONTENT_TYPE = {"application/json": "json", "text/csv": "csv", "text/x-python": "code",
                  "text/x-shellscript": "code", "text/javascript": "code"}
-RAW_PATH = re.compile(rf"^{PREFIX}/agent_skills/[^/]+/raw$")
 
 
 @router.post("/agent_skills", status_code=201)

@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, UTC
@@ -27,6 +28,8 @@ from ..guard import TextCheckedRoute, request_id
 
 PREFIX = "/api/v1"
 MAX_LIMIT = 200
+# A skill file's signed download (skills.py): it carries its own proof, no token
+RAW_PATH = re.compile(rf"^{PREFIX}/agent_skills/[^/]+/raw$")
 
 # Namespace of every id skillfs derives rather than stores.
 _NS = uuid.uuid5(uuid.NAMESPACE_OID, "skillfs.acontext")
