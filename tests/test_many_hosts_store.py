@@ -149,3 +149,17 @@ async def test_each_hosts_spool_is_ingested_once(stores: list[Store]) -> None:
     sessions = await stores[0].list_sessions()
     assert len(sessions) == 1
     assert [m.seq for m in await stores[0].get_messages(sessions[0].id)] == [0, 1, 2]
+
+
+async def test_a_store_behind_the_trimmed_feed_re_reads_everything(stores: list[Store]) -> None:
+    a, b, _ = stores
+    space = await a.create_space("old")
+    skill_id = a.space(space.id).skills["daily-logs"].id
+    await a.write_file(skill_id, "f.md", b"missed\n", author="api")
+    a.db.con.execute("UPDATE changes SET at = now() - interval '2 hours'")
+    assert a.feed is not None
+    await a.feed._trim()
+    assert a.db.con.execute("SELECT count(*) FROM changes").fetchall()[0][0] == 0
+    [heard] = await _caught_up(b)
+    assert _listing(b, "old") == _listing(a, "old")
+    assert any(isinstance(e, events.SpaceAdded) for e in heard)
