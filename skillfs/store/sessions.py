@@ -346,6 +346,14 @@ class Sessions(Service):
         batch = self._message_batch(session.id, [m for ms in per_file for m in ms], "spool", t)
 
         def sql(con):
+            nonlocal session, new_session, attach
+            if new_session is not None and self.ctx.db.shared:
+                # another host's daemon may have made it since it was looked up
+                found = self._find_session(space.id, session_name)
+                if found is not None:
+                    session, new_session, attach = found, None, found.space_id is None
+                    batch.session_id = found.id
+                    self._renumber(con, batch)
             if new_space is not None:
                 writes.space(con, *new_space, "spool")
             if new_session is not None:
