@@ -27,10 +27,12 @@ from typing import Any
 
 import psycopg
 import trio
+from psycopg.conninfo import make_conninfo
 
 from ..errors import SkillfsError
 from ..schema import FEED_CHANNEL
 from .context import Context
+from .postgres import NETWORK_OPTIONS
 from .events import (
     FileAdded,
     FileChanged,
@@ -78,7 +80,7 @@ class Feed:
 
     def __init__(self, ctx: Context, url: str, writer: str) -> None:
         self.ctx = ctx
-        self.url = url
+        self._conninfo = make_conninfo(url, **NETWORK_OPTIONS)
         self.writer = writer
         self.last = 0  # the number of the last change applied
         self.stats = {"applied": 0, "catch_ups": 0}
@@ -124,7 +126,7 @@ class Feed:
         delay = 0.1
         while not stop.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as con:
+                with psycopg.connect(self._conninfo, autocommit=True) as con:
                     con.execute(f"LISTEN {FEED_CHANNEL}")
                     delay = 0.1
                     self._poke_from_thread(token)  # whatever came while not listening

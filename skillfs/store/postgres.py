@@ -37,6 +37,7 @@ from typing import Any
 import outcome
 import psycopg
 import psycopg_pool
+from psycopg.conninfo import make_conninfo
 import trio
 
 from ..errors import SkillfsError, WriteConflict
@@ -47,6 +48,10 @@ log = logging.getLogger("skillfs.store")
 
 POOL_SIZE = 4  # one for the writing group, the rest for reads running beside it
 CONNECT_TIMEOUT = 5  # seconds: a FUSE write waits no longer for an unreachable server
+# Over TCP, a server gone silent (a host or a network down, no reset sent) fails the query
+# in flight after 10 s, rather than after TCP's own timeouts, many minutes.
+NETWORK_OPTIONS = {"connect_timeout": CONNECT_TIMEOUT, "tcp_user_timeout": 10_000,
+                   "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3}
 PROBE_FIRST_DELAY = 0.2
 PROBE_MAX_DELAY = 30.0
 MIGRATION_LOCK = 0x736B696C6C6673  # "skillfs": the advisory lock held while migrating
@@ -102,8 +107,8 @@ class PgDatabase(Backend):
         self.url = url
         # who the change feed says wrote a change: set on every connection of this daemon
         self.writer = writer
-        self._options: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT,
-                         "options": f"-c skillfs.writer={writer}"}
+        self._options: dict[str, Any] = {**NETWORK_OPTIONS,
+                                         "options": f"-c skillfs.writer={writer}"}
         self.limiter = trio.CapacityLimiter(max(pool_size - 1, 1))
         self.write_limiter = trio.CapacityLimiter(1)
         self._local = threading.local()
@@ -136,8 +141,7 @@ class PgDatabase(Backend):
             self._main.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
 
     def _connect_main(self) -> psycopg.Connection:
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
-                               options=self._options["options"])
+        return psycopg.connect(make_conninfo(self.url, **self._options), autocommit=True)
 
     def held(self) -> psycopg.Connection:
         """The connection of this thread's read or write, else the main connection (opened
