@@ -5,8 +5,10 @@ nothing silently, every host's spool is ingested once, a daemon that was away ca
 and a database server restarted under load loses nothing.
 
 Real daemons (tests/conftest.py `make_daemon`), a real server (tests/pgserver.py), real os
-calls on the mounts. The daemons run on this machine and reach the server on its Unix
-socket: see docs/ARCHITECTURE.md for why not from network namespaces.
+calls on the mounts. Most daemons reach the server on its Unix socket; one test puts a
+daemon in a network namespace of its own (`ip netns`, a veth pair), reaching the server over
+TCP as another host would (`nsenter --net`: the namespace's network only, so its FUSE mount
+is seen from here).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import hashlib
 import json
 import os
 import statistics
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -176,6 +180,8 @@ def test_spool_files_dropped_on_every_host_are_all_ingested_once(make_daemon, pg
     with psycopg.connect(pg_url) as con:
         assert con.execute("SELECT count(*) FROM (SELECT session_id, seq FROM messages "
                            "GROUP BY 1, 2 HAVING count(*) > 1) d").fetchall()[0][0] == 0
+        # the same session names on every host: one session each, not one per host
+        assert con.execute("SELECT count(*) FROM sessions").fetchall()[0][0] == 4
         hosts = con.execute("SELECT host, count(*) FROM spool_ledger GROUP BY host "
                             "ORDER BY host").fetchall()
     assert hosts == [(f"host{i}", per_host) for i in range(len(daemons))]
@@ -266,3 +272,76 @@ def test_the_database_restarted_under_load_loses_nothing(make_daemon, pg_url: st
     assert not (a.spool / ".rejected").exists() and not (b.spool / ".rejected").exists()
     for name in stored:  # every write that returned, through both mounts
         _seen([a, b], f"load/daily-logs/{name}", f"{name[1:-3]}\n", f"{name}")
+
+
+@pytest.fixture
+def other_host(pg_server: PgServer) -> Iterator[tuple[str, str]]:
+    """A network namespace joined to this one by a veth pair, the server listening on this
+    side's address: (the namespace's name, its end of the pair)."""
+    tag = os.getpid() % 10000
+    name, outside, inside = f"skfs{tag}", f"skfs{tag}o", f"skfs{tag}i"
+    net = f"10.{200 + tag % 50}.{tag % 250}"
+    steps = [["ip", "netns", "add", name],
+             ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
+             ["ip", "link", "set", inside, "netns", name],
+             ["ip", "addr", "add", f"{net}.1/24", "dev", outside],
+             ["ip", "link", "set", outside, "up"],
+             ["ip", "netns", "exec", name, "ip", "addr", "add", f"{net}.2/24", "dev", inside],
+             ["ip", "netns", "exec", name, "ip", "link", "set", inside, "up"],
+             ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"]]
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True, text=True)
+        pg_server.listen_tcp(f"{net}.1", clients=f"{net}.0/24")
+        yield name, inside
+    finally:
+        if pg_server.tcp is not None:
+            pg_server.listen_tcp(None)
+        subprocess.run(["ip", "link", "del", outside], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_a_daemon_on_another_network_follows_over_tcp(make_daemon, pg_url: str,
+                                                      pg_server: PgServer, other_host):
+    namespace, inside = other_host
+    here = make_daemon("--learner", "off", "--db", pg_url, "-o", "host=here")
+    there = make_daemon("--learner", "off", "--db", pg_server.tcp_url(pg_url), "-o",
+                        "host=there", start=False)
+    there.wrap = ["nsenter", f"--net=/run/netns/{namespace}"]
+    there.start()
+    status = there.api("GET", "/skillfs/v1/status").json()["database"]
+    assert status["database"].startswith("postgresql://skillfs@10.")
+    os.mkdir(here.mnt / "net")
+    wait_for(lambda: "daily-logs" in _listed(there, "net"), what="the space over TCP")
+    delays = []
+    for i in range(30):
+        src, dst = (here, there) if i % 2 == 0 else (there, here)
+        text = f"hop {i}\n"
+        (src.mnt / "net/daily-logs/f.md").write_text(text)
+        t0 = time.monotonic()
+        _seen([dst], "net/daily-logs/f.md", text, f"hop {i}")
+        delays.append(time.monotonic() - t0)
+    delays.sort()
+    print(f"edit-to-visible across a veth pair: p50 {statistics.median(delays) * 1000:.1f} ms,"
+          f" max {delays[-1] * 1000:.1f} ms")
+    there.write_spool("net/s/0001.jsonl", _spool_line("from the other host"))
+    here.write_spool("net/s/0001.jsonl", _spool_line("from this host"))
+    wait_for(lambda: _message_count(pg_url) == 2, what="both hosts' spool files")
+
+    # the other host's network goes silent: its writes fail within bounds, reads go on
+    link = ["ip", "netns", "exec", namespace, "ip", "link", "set", inside]
+    subprocess.run([*link, "down"], check=True)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as cut:
+            (there.mnt / "net/daily-logs/cut.md").write_text("cut off\n")
+        assert cut.value.errno == errno.EIO and time.monotonic() - t0 < 30
+        assert (there.mnt / "net/daily-logs/f.md").read_text() == "hop 29\n"
+        (here.mnt / "net/daily-logs/f.md").write_text("while apart\n")
+    finally:
+        subprocess.run([*link, "up"], check=True)
+    wait_for(lambda: _healthy(there), timeout=60, what="the other host back")
+    _seen([there], "net/daily-logs/f.md", "while apart\n", "what came while apart")
+    wait_for(lambda: _written(there.mnt / "net/daily-logs/back.md", "back\n"), timeout=30,
+             what="a write from the other host again")
+    _seen([here], "net/daily-logs/back.md", "back\n", "the other host's write")
