@@ -163,3 +163,17 @@ async def test_a_store_behind_the_trimmed_feed_re_reads_everything(stores: list[
     [heard] = await _caught_up(b)
     assert _listing(b, "old") == _listing(a, "old")
     assert any(isinstance(e, events.SpaceAdded) for e in heard)
+
+
+async def test_a_skill_deleted_and_made_again_under_its_name_is_the_new_one(
+        stores: list[Store]) -> None:
+    a, b, _ = stores
+    space = await a.create_space("again")
+    old = await a.create_skill("---\nname: tips\ndescription: old\n---\n", space_id=space.id)
+    await _caught_up(b)
+    await a.delete_skill(old.id)
+    new = await a.create_skill("---\nname: tips\ndescription: new\n---\n", space_id=space.id)
+    await _caught_up(b)
+    assert b.space(space.id).skills["tips"].id == new.id
+    assert old.id not in b.tree.skills
+    assert _listing(b, "again") == _listing(a, "again")

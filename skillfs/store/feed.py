@@ -115,10 +115,14 @@ class Feed:
 
     @staticmethod
     async def _quietly(step) -> None:
+        """One look at the feed; what fails is tried again at the next, the daemon goes on
+        (applying changes twice is harmless: rows are re-read, not replayed)."""
         try:
             await step()
-        except SkillfsError as e:  # the database away: the next look tries again
+        except SkillfsError as e:  # the database away
             log.info("change feed: %s", e.message)
+        except Exception:
+            log.exception("change feed: applying changes failed")
 
     # -- the listener thread ---------------------------------------------------------------
 
@@ -221,7 +225,8 @@ class Feed:
         order = sorted(snap.space_ids, key=lambda sid: sid in snap.spaces)
         for space_id in order:
             events += self._space(space_id, snap.spaces.get(space_id))
-        for skill_id in sorted(snap.skill_ids):
+        # deleted skills first: a new one may take a name they had in a space
+        for skill_id in sorted(snap.skill_ids, key=lambda kid: (kid in snap.skills, kid)):
             events += self._skill(skill_id, snap)
         return events
 
