@@ -163,7 +163,7 @@ def _message_count(url: str) -> int:
 
 def test_spool_files_dropped_on_every_host_are_all_ingested_once(make_daemon, pg_url: str):
     daemons = _daemons(make_daemon, pg_url, 3)
-    per_host = 200
+    per_host = 1000
     t0 = time.monotonic()
     for d in daemons:  # the same names on every host
         for i in range(per_host):

@@ -41,6 +41,27 @@ def _listing(store: Store, space: str) -> dict[str, dict[str, tuple[int, str]]]:
             for name, skill in store.space(space).skills.items()}
 
 
+def _whole(store: Store) -> dict:
+    """Everything a store's tree holds, comparable between stores."""
+    tree = store.tree
+    return {"spaces": {s.id: (s.name, sorted(k.id for k in s.skills.values()))
+                       for s in tree.spaces.values()},
+            "skills": {k.id: (k.name, k.description, sorted(k.spaces),
+                              sorted(p for p in k.children if p),
+                              {p: (n.id, n.version, n.size, n.sha256)
+                               for p, n in k.files.items()})
+                       for k in tree.skills.values()}}
+
+
+def _as_loaded(store: Store, url: str) -> None:
+    """The store's tree is what a store opening the database now loads."""
+    fresh = Store(url)
+    try:
+        assert _whole(store) == _whole(fresh)
+    finally:
+        fresh.close()
+
+
 async def _caught_up(*stores: Store) -> list[list]:
     heard: list[list] = []
     for store in stores:
@@ -53,7 +74,8 @@ async def _caught_up(*stores: Store) -> list[list]:
     return heard
 
 
-async def test_every_kind_of_change_reaches_the_other_stores(stores: list[Store]) -> None:
+async def test_every_kind_of_change_reaches_the_other_stores(stores: list[Store],
+                                                             pg_url: str) -> None:
     a, b, c = stores
     space = await a.create_space("team")
     skill = a.space(space.id).skills["daily-logs"]
@@ -83,10 +105,14 @@ async def test_every_kind_of_change_reaches_the_other_stores(stores: list[Store]
     assert _listing(a, "renamed") == _listing(c, "renamed") == _listing(b, "renamed")
     assert a.skill(made.id).files["x.md"].version == 1
 
+    for store in stores:
+        _as_loaded(store, pg_url)
     await a.delete_space(space.id, with_skills=True)
     await _caught_up(b, c)
     assert b.tree.spaces == {} and c.tree.spaces == {}
     assert made.id not in b.tree.skills
+    for store in stores:
+        _as_loaded(store, pg_url)
 
 
 async def test_file_ids_and_message_numbers_do_not_collide(stores: list[Store]) -> None:
@@ -151,7 +177,8 @@ async def test_each_hosts_spool_is_ingested_once(stores: list[Store]) -> None:
     assert [m.seq for m in await stores[0].get_messages(sessions[0].id)] == [0, 1, 2]
 
 
-async def test_a_store_behind_the_trimmed_feed_re_reads_everything(stores: list[Store]) -> None:
+async def test_a_store_behind_the_trimmed_feed_re_reads_everything(stores: list[Store],
+                                                                  pg_url: str) -> None:
     a, b, _ = stores
     space = await a.create_space("old")
     skill_id = a.space(space.id).skills["daily-logs"].id
@@ -162,11 +189,12 @@ async def test_a_store_behind_the_trimmed_feed_re_reads_everything(stores: list[
     assert a.db.con.execute("SELECT count(*) FROM changes").fetchall()[0][0] == 0
     [heard] = await _caught_up(b)
     assert _listing(b, "old") == _listing(a, "old")
+    _as_loaded(b, pg_url)
     assert any(isinstance(e, events.SpaceAdded) for e in heard)
 
 
 async def test_a_skill_deleted_and_made_again_under_its_name_is_the_new_one(
-        stores: list[Store]) -> None:
+        stores: list[Store], pg_url: str) -> None:
     a, b, _ = stores
     space = await a.create_space("again")
     old = await a.create_skill("---\nname: tips\ndescription: old\n---\n", space_id=space.id)
@@ -177,3 +205,4 @@ async def test_a_skill_deleted_and_made_again_under_its_name_is_the_new_one(
     assert b.space(space.id).skills["tips"].id == new.id
     assert old.id not in b.tree.skills
     assert _listing(b, "again") == _listing(a, "again")
+    _as_loaded(b, pg_url)
