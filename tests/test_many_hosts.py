@@ -345,3 +345,38 @@ def test_a_daemon_on_another_network_follows_over_tcp(make_daemon, pg_url: str,
     wait_for(lambda: _written(there.mnt / "net/daily-logs/back.md", "back\n"), timeout=30,
              what="a write from the other host again")
     _seen([here], "net/daily-logs/back.md", "back\n", "the other host's write")
+
+
+def test_a_daemon_killed_while_it_writes_leaves_nothing_half_done(make_daemon, pg_url: str):
+    """kill -9 of a daemon in the middle of its writes: what it committed is seen through
+    the other mount whole, its transaction in flight is gone with it (its lock too: the
+    other daemon writes on), and once restarted both mounts show the same."""
+    a, b = _daemons(make_daemon, pg_url, 2)
+    os.mkdir(a.mnt / "kill")
+    wait_for(lambda: "daily-logs" in _listed(b, "kill"), what="the space")
+    body = "".join(f"line {i}\n" for i in range(50))
+    returned: list[int] = []
+
+    def load() -> None:
+        for n in range(10_000):
+            try:
+                (a.mnt / f"kill/daily-logs/k{n}.md").write_text(f"{n}\n{body}")
+            except OSError:
+                return  # the daemon is gone
+            returned.append(n)
+
+    writer = threading.Thread(target=load)
+    writer.start()
+    wait_for(lambda: len(returned) >= 30, what="writes under way")
+    a.kill9()
+    writer.join()
+    (b.mnt / "kill/daily-logs/after.md").write_text("b goes on\n")
+    for n in returned:
+        _seen([b], f"kill/daily-logs/k{n}.md", f"{n}\n{body}", f"k{n}.md")
+    for name in _listed(b, "kill/daily-logs"):  # nothing half-written, whatever made it
+        if name.startswith("k"):
+            assert _read(b.mnt / f"kill/daily-logs/{name}") == f"{name[1:-3]}\n{body}"
+    subprocess.run(["fusermount3", "-u", "-z", str(a.mnt)], check=False)
+    a.start()
+    assert _listed(a, "kill/daily-logs") == _listed(b, "kill/daily-logs")
+    _seen([a], "kill/daily-logs/after.md", "b goes on\n", "b's write")
