@@ -158,22 +158,22 @@ MIGRATIONS: list[list[str | Only]] = [
         # the highest number trimmed: a daemon behind it re-reads everything
         Only("postgres", "CREATE TABLE changes_trimmed (upto BIGINT NOT NULL)"),
         Only("postgres", "INSERT INTO changes_trimmed VALUES (0)"),
-        Only("postgres", f"""CREATE FUNCTION skillfs_change() RETURNS trigger
+        # one function per key column: static SQL, planned once per connection
+        *[Only("postgres", f"""CREATE FUNCTION skillfs_change_{column}() RETURNS trigger
             LANGUAGE plpgsql AS $$
             BEGIN
                 -- writers append in commit order: a reader of seq > n misses nothing
                 PERFORM pg_advisory_xact_lock({FEED_LOCK});
-                EXECUTE format('INSERT INTO changes (writer, kind, id) SELECT DISTINCT '
-                               'current_setting(''skillfs.writer'', true), %L, %I FROM %I',
-                               TG_ARGV[0], TG_ARGV[1],
-                               CASE TG_OP WHEN 'DELETE' THEN 'old_rows' ELSE 'new_rows' END);
+                INSERT INTO changes (writer, kind, id)
+                    SELECT DISTINCT current_setting('skillfs.writer', true), TG_ARGV[0],
+                        {column} FROM changed_rows;
                 PERFORM pg_notify('{FEED_CHANNEL}', '');
                 RETURN NULL;
-            END $$"""),
+            END $$""") for column in ("id", "skill_id")],
         *[Only("postgres", f"CREATE TRIGGER {table}_{op.lower()}_feed AFTER {op} ON {table} "
                            f"REFERENCING {'OLD' if op == 'DELETE' else 'NEW'} TABLE AS "
-                           f"{'old' if op == 'DELETE' else 'new'}_rows FOR EACH STATEMENT "
-                           f"EXECUTE FUNCTION skillfs_change('{kind}', '{column}')")
+                           "changed_rows FOR EACH STATEMENT "
+                           f"EXECUTE FUNCTION skillfs_change_{column}('{kind}')")
           for table, kind, column in FEED_TABLES for op in ("INSERT", "UPDATE", "DELETE")],
     ],
 ]
