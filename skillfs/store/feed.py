@@ -165,19 +165,21 @@ class Feed:
         """On a worker thread, in one snapshot: the changes after `last` and the rows of
         what they name."""
         con = self.ctx.db.con
-        rows = con.execute("SELECT seq, writer, kind, id FROM changes WHERE seq > ? "
-                           "ORDER BY seq", [last]).fetchall()
-        snap = _Snapshot(max([last, *(r[0] for r in rows)]), set(), set())
-        trimmed = con.execute("SELECT upto FROM changes_trimmed").fetchall()[0][0]
+        [(upto, trimmed)] = con.execute(
+            "SELECT (SELECT coalesce(max(seq), ?) FROM changes), upto FROM changes_trimmed",
+            [last]).fetchall()
+        snap = _Snapshot(max(last, upto), set(), set())
         if trimmed > last:  # changes were trimmed unseen: everything may have changed
             log.warning("change feed: behind its trimmed part; re-reading every skill")
             snap.space_ids = known[0] | {r[0] for r in con.execute(
                 "SELECT id FROM spaces").fetchall()}
             snap.skill_ids = known[1] | {r[0] for r in con.execute(
                 "SELECT id FROM skills").fetchall()}
-        for _, writer, kind, key in rows:
-            if writer != self.writer:
-                (snap.space_ids if kind == "space" else snap.skill_ids).add(key)
+        # another daemon's (or a writer with no name, such as psql), each named once
+        for kind, key in con.execute(
+                "SELECT DISTINCT kind, id FROM changes WHERE seq > ? AND seq <= ? "
+                "AND writer IS DISTINCT FROM ?", [last, snap.last, self.writer]).fetchall():
+            (snap.space_ids if kind == "space" else snap.skill_ids).add(key)
         self._read_rows(con, snap)
         return snap
 
