@@ -295,10 +295,10 @@ def other_host(pg_server: PgServer) -> Iterator[tuple[str, str]]:
         pg_server.listen_tcp(f"{net}.1", clients=f"{net}.0/24")
         yield name, inside
     finally:
-        if pg_server.tcp is not None:
-            pg_server.listen_tcp(None)
         subprocess.run(["ip", "link", "del", outside], capture_output=True)
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        if pg_server.tcp is not None:
+            pg_server.listen_tcp(None)
 
 
 def test_a_daemon_on_another_network_follows_over_tcp(make_daemon, pg_url: str,
