@@ -44,6 +44,7 @@ class PgServer:
         self.log = root / "server.log"
         self.bin = bin_dir()
         self._names = itertools.count(1)
+        self.tcp: str | None = None  # an address it also listens on, port 5432
 
     def _run(self, tool: str, *args: str) -> None:
         as_user = ["runuser", "-u", SERVER_USER, "--"] if os.geteuid() == 0 else []
@@ -66,7 +67,8 @@ class PgServer:
 
     def start_again(self) -> None:
         """Start the server (after `stop`: a server that was down, with its data)."""
-        options = f"-k {self.socket_dir} -c listen_addresses='' -c max_connections=200"
+        options = f"-k {self.socket_dir} -c listen_addresses='{self.tcp or ''}' " \
+                  "-c max_connections=200"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l",
@@ -75,8 +77,24 @@ class PgServer:
     def stop(self) -> None:
         self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
 
+    def listen_tcp(self, address: str | None, clients: str = "") -> None:
+        """Restart the server listening on TCP at `address` too (None: the socket only),
+        trusting connections from the network `clients` (CIDR); its socket still serves."""
+        if clients:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {clients} trust\n")
+        self.stop()
+        self.tcp = address
+        self.start_again()
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{DB_USER}@/{database}?host={self.socket_dir}"
+
+    def tcp_url(self, url: str) -> str:
+        """`url`'s database, reached over TCP."""
+        assert self.tcp is not None
+        database = url.split("?")[0].rsplit("/", 1)[1]
+        return f"postgresql://{DB_USER}@{self.tcp}:5432/{database}"
 
     def fresh_database(self) -> str:
         """A new, empty database; its URL."""

@@ -163,6 +163,9 @@ class Config(BaseSettings):
                                                    **_shown("HOME/skillfs.sock")})
     log_file: Path | None = Field(None, description="The detached daemon's log",
                                   json_schema_extra=_shown("HOME/skillfs.log"))
+    host: str | None = Field(None, description="This host's name: the spool's ledger is kept "
+                             "per host, so hosts sharing a PostgreSQL database each ingest their "
+                             "own spool once", json_schema_extra=_shown("the machine's hostname"))
     max_file_size: int = Field(1 << 20, ge=1, description="Largest file in bytes (EFBIG / 413 "
                                "beyond)", json_schema_extra=_flag("--max-file-size"))
     # Compressed when every file would not fit as it is: 256 MB then holds ~600 MB of

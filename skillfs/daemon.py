@@ -173,7 +173,7 @@ class Daemon:
                                        duckdb_memory=c.duckdb_memory,
                                        checkpoint_memory=c.duckdb_checkpoint_memory,
                                        temp_dir=c.duckdb_temp,
-                                       duckdb_threads=c.duckdb_threads)
+                                       duckdb_threads=c.duckdb_threads, host=c.host)
         except SkillfsError as e:
             raise StartupError(e.message) from None
         # The tree is long-lived: keep the cyclic collector from walking it again and again
@@ -197,6 +197,8 @@ class Daemon:
                 nursery.start_soon(self._fuse_main)
                 nursery.start_soon(self._signals)
                 nursery.start_soon(store.db.supervise)
+                if store.feed is not None:  # other daemons' changes, on a shared database
+                    nursery.start_soon(store.feed.run)
                 nursery.start_soon(app.state.mcp.run)
                 await nursery.start(self._serve, app, f"unix:{c.socket}")
                 if c.listen:

@@ -65,6 +65,14 @@ class StaleVersion(SkillfsError):
     http_status = 409
 
 
+class WriteConflict(SkillfsError):
+    """Another daemon sharing the database changed the same thing first: nothing was
+    written, and this daemon's tree catches up at once (a retry sees the other's change)."""
+
+    errno = errno.ESTALE
+    http_status = 409
+
+
 class StorageFull(SkillfsError):
     """The disk under the database (or its spill directory) is full. Nothing was changed;
     the same call can succeed once space is freed."""

@@ -28,6 +28,19 @@ class Only:
     sql: str
 
 
+# File ids a daemon takes from PostgreSQL's sequence at a time (store/postgres.py).
+FILE_ID_BLOCK = 256
+# Held by each transaction that changes what daemons hold in memory, until it commits, so
+# that changes' numbers are in commit order (store/feed.py).
+FEED_LOCK = 0x736B696C6C6667
+FEED_CHANNEL = "skillfs_changes"
+# The tables whose rows daemons hold in memory, what a change of one names, and by which
+# column: a skill's rows are re-read whole.
+FEED_TABLES = (("spaces", "space", "id"), ("skills", "skill", "id"),
+               ("space_skills", "skill", "skill_id"), ("skill_dirs", "skill", "skill_id"),
+               ("files", "skill", "skill_id"))
+
+
 MIGRATIONS: list[list[str | Only]] = [
     # 1: the initial schema (DESIGN.md §4)
     [
@@ -125,6 +138,43 @@ MIGRATIONS: list[list[str | Only]] = [
         Only("postgres", "CREATE INDEX spool_ledger_path ON spool_ledger(path)"),
         Only("postgres", "CREATE INDEX files_skill ON files(skill_id, path)"),
         Only("postgres", "CREATE INDEX file_versions_key ON file_versions(file_id, version)"),
+    ],
+    # 7: many hosts. The spool's ledger is per host (two hosts may both hold
+    # `alice/s1/0001.jsonl`; a row from before has no host and counts as this host's).
+    # On PostgreSQL, several daemons share the database: file ids come from a sequence, in
+    # blocks (store/postgres.py); a name is taken once (unique indexes, checked at commit);
+    # and every commit that changes spaces, skills, folders or files appends to `changes`
+    # and NOTIFYs, from triggers, so no code path can forget to (store/feed.py reads it).
+    [
+        "ALTER TABLE spool_ledger ADD COLUMN host {text}",
+        Only("postgres", "CREATE SEQUENCE file_ids INCREMENT BY " + str(FILE_ID_BLOCK)),
+        Only("postgres", "SELECT setval('file_ids', coalesce(max(id), 0) + 1, false) FROM files"),
+        Only("postgres", "CREATE UNIQUE INDEX spaces_name ON spaces(name)"),
+        Only("postgres", "CREATE UNIQUE INDEX files_live_path ON files(skill_id, path) "
+                         "WHERE NOT deleted"),
+        Only("postgres", """CREATE TABLE changes (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, writer {text},
+            kind {text} NOT NULL, id {text} NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now())"""),
+        # the highest number trimmed: a daemon behind it re-reads everything
+        Only("postgres", "CREATE TABLE changes_trimmed (upto BIGINT NOT NULL)"),
+        Only("postgres", "INSERT INTO changes_trimmed VALUES (0)"),
+        # one function per key column: static SQL, planned once per connection
+        *[Only("postgres", f"""CREATE FUNCTION skillfs_change_{column}() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                -- writers append in commit order: a reader of seq > n misses nothing
+                PERFORM pg_advisory_xact_lock({FEED_LOCK});
+                INSERT INTO changes (writer, kind, id)
+                    SELECT DISTINCT current_setting('skillfs.writer', true), TG_ARGV[0],
+                        {column} FROM changed_rows;
+                PERFORM pg_notify('{FEED_CHANNEL}', '');
+                RETURN NULL;
+            END $$""") for column in ("id", "skill_id")],
+        *[Only("postgres", f"CREATE TRIGGER {table}_{op.lower()}_feed AFTER {op} ON {table} "
+                           f"REFERENCING {'OLD' if op == 'DELETE' else 'NEW'} TABLE AS "
+                           "changed_rows FOR EACH STATEMENT "
+                           f"EXECUTE FUNCTION skillfs_change_{column}('{kind}')")
+          for table, kind, column in FEED_TABLES for op in ("INSERT", "UPDATE", "DELETE")],
     ],
 ]
 

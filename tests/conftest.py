@@ -89,6 +89,7 @@ class Daemon:
         self.db = self.home / "skillfs.duckdb"
         self.socket = self.home / "skillfs.sock"
         self.args = args
+        self.wrap: list[str] = []  # a command the daemon starts under (e.g. nsenter)
         self.pid: int | None = None
         self.mnt.mkdir(parents=True, exist_ok=True)
         # none of the caller's settings (SKILLFS_*, OPENAI_*) reach the daemon
@@ -97,7 +98,7 @@ class Daemon:
         self.env["SKILLFS_HOME"] = str(self.home)
 
     def start(self, *extra: str) -> None:
-        r = subprocess.run([SKILLFS, "mount", str(self.mnt), *self.args, *extra],
+        r = subprocess.run([*self.wrap, SKILLFS, "mount", str(self.mnt), *self.args, *extra],
                            env=self.env, capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             log = self.home / "skillfs.log"

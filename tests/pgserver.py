@@ -30,6 +30,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="the database the daemon fixtures start daemons on")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgres_only: several daemons sharing one "
+                            "PostgreSQL database; run by the postgres suite (--backend "
+                            "postgres) only")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The postgres-only tests leave the DuckDB suite: deselected, not skipped."""
+    if config.getoption("--backend") == "postgres":
+        return
+    kept = [item for item in items if not item.get_closest_marker("postgres_only")]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     # Not below pytest's temporary directory: as root that is 0700, closed to the server's

@@ -1,5 +1,6 @@
 """A spool file that fails for reasons other than its content: retried with backoff, a
-bounded number of times, then rejected; it never holds its session back for longer.
+bounded number of times, then rejected; it never holds its session back for longer. The
+database unavailable is the exception: the file waits, however long, and is then ingested.
 
 A real Store on a temporary DuckDB file; the failure is the store raising Unavailable (what it
 raises while its database cannot take changes) for the first calls.
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from skillfs.errors import Unavailable
+from skillfs.errors import OutOfMemory, Unavailable
 from skillfs.spool import SpoolIngester
 from skillfs.store import Store
 
@@ -87,7 +88,7 @@ def test_always_failing_file_is_rejected_after_bounded_tries_and_the_session_goe
 
     async def ingest(space, session, files):
         if files[0].rel_path.endswith("1.json"):
-            raise Unavailable("the database is out of memory")
+            raise OutOfMemory("the database is out of memory")
         return await real(space, session, files)
 
     store.ingest_spool_files = ingest
@@ -105,4 +106,20 @@ def test_always_failing_file_is_rejected_after_bounded_tries_and_the_session_goe
     assert "out of memory" in side["reason"]
     assert (spool / ".rejected" / "sp__se__1.json").exists()
     assert ing.stats["errors"] == 4 and ing.backlog() == 0
+    store.close()
+
+
+def test_a_file_waits_for_the_database_however_many_tries_it_takes(tmp_path):
+    spool = tmp_path / "spool"
+    store = Store(str(tmp_path / "db.duckdb"))
+    calls = _failing_first(store, 8)  # twice the tries after which another error gives up
+    _put(spool, "sp/se/1.json", "waited")
+    ing = SpoolIngester(store, spool, retry_base=0.01, retry_max=0.05, retry_tries=4)
+
+    async def done():
+        return await _texts(store, "se") == ["waited"]
+
+    trio.run(_run_until, ing, done)
+    assert len(calls) == 9 and ing.stats["ingested"] == 1
+    assert not (spool / ".rejected").exists() and ing.backlog() == 0
     store.close()

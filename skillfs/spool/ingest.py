@@ -10,11 +10,14 @@ a session that read and parse cleanly are read in one trip to a thread, committe
 store call (one transaction) and deleted in one more trip; a file with anything unusual
 about it goes the careful way, alone.
 
-Never stuck: a file that fails for a reason other than its content (the database unavailable,
-a full disk, an unexpected error) is tried again after 1, 2, 4 ... seconds; after
-`RETRY_TRIES` tries it is rejected with the last reason, so it holds back the later files of
-its session for a bounded time. Each file, session folder and scan has its own error
-boundary: an error is logged with its traceback and the loop goes on.
+Never stuck: a file that fails for a reason other than its content (a full disk, an
+unexpected error) is tried again after 1, 2, 4 ... seconds; after `RETRY_TRIES` tries it is
+rejected with the last reason, so it holds back the later files of its session for a bounded
+time. The database unavailable (a server down, restarting or unreachable; not out of memory,
+which a file's size may cause) is not the file's fault and will pass: the file waits in
+place, tried again every 30 s at most, for as long as it takes. Each file, session folder
+and scan has its own error boundary: an error is logged with its traceback and the loop
+goes on.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 import trio
 from watchfiles import Change, awatch
 
-from ..errors import Conflict, Invalid, TooBig
+from ..errors import Conflict, Invalid, OutOfMemory, TooBig, Unavailable
 from ..store.sessions import SpoolFile
 from .folders import (
     REJECTED_DIR,
@@ -521,6 +524,12 @@ class SpoolIngester:
             if len(ready) > 1:  # perhaps one file's fault: each alone finds which
                 return await self._commit_each(walk, folder, ready)
             return await self._reject(walk, folder, first.name, _input_reject(e), first.st)
+        except Unavailable as e:
+            if isinstance(e, OutOfMemory):  # perhaps this file's size: bounded, as others
+                log.warning("spool: the store failed on %s: %s; will retry", first.sp.rel, e)
+                return await self._failed(walk, folder, first.name, f"the store failed: {e}")
+            log.warning("spool: %s waits for the database: %s", first.sp.rel, e.message)
+            return await self._failed(walk, folder, first.name, e.message, waits=True)
         except Exception as e:
             log.exception("spool: the store failed on %s; will retry", first.sp.rel)
             return await self._failed(walk, folder, first.name, f"the store failed: {e}")
@@ -559,13 +568,15 @@ class SpoolIngester:
             data, suffix, max_line_bytes=self.max_line_bytes, max_file_bytes=self.max_file_bytes,
             max_message_bytes=self.max_message_bytes)
 
-    async def _failed(self, walk: _Pass, folder: Folder, name: str, reason: str) -> bool:
-        """A failure not caused by the file's content: try again later, up to a bound."""
+    async def _failed(self, walk: _Pass, folder: Folder, name: str, reason: str,
+                      waits: bool = False) -> bool:
+        """A failure not caused by the file's content: try again later, up to a bound
+        unless it `waits` for the database to come back."""
         rel = folder.child(name)
         self.stats["errors"] += 1
         retry = self._retry.setdefault(rel, _Retry())
         retry.attempts += 1
-        if retry.attempts >= self.retry_tries:
+        if retry.attempts >= self.retry_tries and not waits:
             why = SpoolReject(None, None, f"gave up after {retry.attempts} tries: {reason}")
             return await self._reject(walk, folder, name, why, last_resort=True)
         delay = min(self.retry_max, self.retry_base * 2 ** (retry.attempts - 1))

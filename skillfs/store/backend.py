@@ -59,6 +59,7 @@ class Backend:
     """A database's health and group commit; the driver's parts are the subclass's."""
 
     Error: type[Exception] = Exception  # the driver's base error
+    shared = False  # other daemons may write the same database (then the feed runs)
     con: Any  # executes SQL with `?` placeholders: `con.execute(sql, args).fetchall()`
 
     def __init__(self) -> None:
@@ -93,6 +94,16 @@ class Backend:
 
     def checkpoint(self) -> None:
         raise NotImplementedError
+
+    def file_id_block(self) -> range | None:
+        """File ids for this daemon alone, where several share the database; None where one
+        daemon owns it (it counts from the highest id it loaded)."""
+        return None
+
+    def refused(self, error: BaseException) -> SkillfsError | None:
+        """The store's error for a driver's error that says the database refused a change
+        another writer made impossible; None for any other."""
+        return None
 
     def drop_buffers(self) -> None:
         raise NotImplementedError
@@ -178,7 +189,7 @@ class Backend:
         return result
 
     def _mapped(self, error: BaseException) -> SkillfsError:
-        mapped = self.failed(error)
+        mapped = self.refused(error) or self.failed(error)
         if mapped is None:
             # A bug, not the database's state: reported as an error of this call only.
             log.error("database error", exc_info=error)

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from ..errors import NotFound, TooBig
+from ..errors import NotFound, TooBig, WriteConflict
 from .tree import Skill, Space, Tree
 from .content import ContentCache
 from .backend import Backend
@@ -37,6 +37,9 @@ class Context:
         self.lock = trio.Lock()
         self.subscribers: list[Subscriber] = []
         self.next_file_id = 1
+        self._file_ids: range | None = None  # a block of ids taken from a shared database
+        # wakes the change feed (store/feed.py) when a write finds another daemon was first
+        self.behind: Callable[[], None] | None = None
 
     # -- the index ---------------------------------------------------------------------
 
@@ -53,6 +56,11 @@ class Context:
         return skill
 
     def alloc_file_id(self) -> int:
+        if not self._file_ids:
+            self._file_ids = self.db.file_id_block()
+        if self._file_ids is not None:
+            fid, self._file_ids = self._file_ids[0], self._file_ids[1:]
+            return fid
         fid = self.next_file_id
         self.next_file_id += 1
         return fid
@@ -69,7 +77,12 @@ class Context:
     async def write(self, fn: Callable[[Any], Any]) -> Any:
         """Run `fn` in a transaction (the database's group commit may share it with other
         writers'); returns once it is committed."""
-        return await self.db.write(fn)
+        try:
+            return await self.db.write(fn)
+        except WriteConflict:
+            if self.behind is not None:
+                self.behind()
+            raise
 
     # -- listeners ---------------------------------------------------------------------
 

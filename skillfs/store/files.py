@@ -256,7 +256,7 @@ class Files(Service):
             prev = self.cache.get((node.id, node.version), touch=False)
 
             def sql(con):
-                con.execute("UPDATE files SET version = ? WHERE id = ?", [new.version, new.id])
+                writes.bump(con, new.id, new.version)
                 writes.version(con, new, content, author, reason, session_id, task_id, False,
                                prev)
                 if new_desc is not None:
@@ -380,8 +380,7 @@ class Files(Service):
                 prev = self.cache.get((target.id, target.version), touch=False)
 
                 def sql(con):
-                    con.execute("UPDATE files SET version = ? WHERE id = ?",
-                                [upd.version, upd.id])
+                    writes.bump(con, upd.id, upd.version)
                     writes.version(con, upd, content, author, reason, session_id, task_id,
                                    False, prev)
                     writes.delete_version(con, node, t, author, reason, session_id, task_id)
@@ -406,8 +405,7 @@ class Files(Service):
                                  node.sha256, t, node.ctime_ns)
 
                 def sql(con):
-                    con.execute("UPDATE files SET version = ?, path = ? WHERE id = ?",
-                                [moved.version, new, node.id])
+                    writes.bump(con, node.id, moved.version, new)
                     writes.version(con, moved, content, author, reason, session_id, task_id,
                                    False, content)
                 await self._write(sql)
@@ -478,8 +476,7 @@ class Files(Service):
                 for n in moved_files:
                     moved = FileNode(n.id, skill.id, new + n.path[len(old):], n.version + 1,
                                      n.size, n.sha256, t, n.ctime_ns)
-                    con.execute("UPDATE files SET version = ?, path = ? WHERE id = ?",
-                                [moved.version, moved.path, n.id])
+                    writes.bump(con, n.id, moved.version, moved.path)
                     writes.version(con, moved, contents[n.id], author,
                                    f"rename {old} -> {new}", None, None, False,
                                    contents[n.id])

@@ -37,16 +37,21 @@ from typing import Any
 import outcome
 import psycopg
 import psycopg_pool
+from psycopg.conninfo import make_conninfo
 import trio
 
-from ..errors import SkillfsError
-from ..schema import migrate
+from ..errors import SkillfsError, WriteConflict
+from ..schema import FEED_LOCK, FILE_ID_BLOCK, migrate
 from .backend import Backend, Fault, _Write
 
 log = logging.getLogger("skillfs.store")
 
 POOL_SIZE = 4  # one for the writing group, the rest for reads running beside it
 CONNECT_TIMEOUT = 5  # seconds: a FUSE write waits no longer for an unreachable server
+# Over TCP, a server gone silent (a host or a network down, no reset sent) fails the query
+# in flight after 10 s, rather than after TCP's own timeouts, many minutes.
+NETWORK_OPTIONS = {"connect_timeout": CONNECT_TIMEOUT, "tcp_user_timeout": 10_000,
+                   "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3}
 PROBE_FIRST_DELAY = 0.2
 PROBE_MAX_DELAY = 30.0
 MIGRATION_LOCK = 0x736B696C6C6673  # "skillfs": the advisory lock held while migrating
@@ -95,10 +100,15 @@ class PgDatabase(Backend):
     """One PostgreSQL database, reached through a pool of connections."""
 
     Error = psycopg.Error
+    shared = True
 
-    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE, writer: str = "") -> None:
         super().__init__()
         self.url = url
+        # who the change feed says wrote a change: set on every connection of this daemon
+        self.writer = writer
+        self._options: dict[str, Any] = {**NETWORK_OPTIONS,
+                                         "options": f"-c skillfs.writer={writer}"}
         self.limiter = trio.CapacityLimiter(max(pool_size - 1, 1))
         self.write_limiter = trio.CapacityLimiter(1)
         self._local = threading.local()
@@ -110,7 +120,7 @@ class PgDatabase(Backend):
             self.pool = psycopg_pool.ConnectionPool(
                 url, min_size=1, max_size=pool_size, open=True, timeout=CONNECT_TIMEOUT,
                 check=psycopg_pool.ConnectionPool.check_connection,
-                kwargs={"connect_timeout": CONNECT_TIMEOUT},
+                kwargs=self._options,
                 # retried with backoff for as long as the server is away
                 reconnect_timeout=24 * 3600.0)
         except psycopg.OperationalError as e:
@@ -131,7 +141,7 @@ class PgDatabase(Backend):
             self._main.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
 
     def _connect_main(self) -> psycopg.Connection:
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        return psycopg.connect(make_conninfo(self.url, **self._options), autocommit=True)
 
     def held(self) -> psycopg.Connection:
         """The connection of this thread's read or write, else the main connection (opened
@@ -195,13 +205,24 @@ class PgDatabase(Backend):
 
     def tx(self, fn: Callable[[Connection], Any]) -> Any:
         with self._holding() as pg, pg.transaction():
+            self._serialize(pg)
             return fn(self.con)
+
+    @staticmethod
+    def _serialize(pg: psycopg.Connection) -> None:
+        """One writing transaction at a time across the daemons sharing the database, from
+        its first statement: the change feed's numbers follow commit order, and a version
+        or a name checked inside it cannot be taken by another daemon before it commits
+        (the feed's triggers take the same lock, later, for writers that come from
+        elsewhere)."""
+        pg.execute("SELECT pg_advisory_xact_lock(%s)", [FEED_LOCK])
 
     def _tx_group(self, group: list[_Write]) -> list[outcome.Outcome]:
         """Each function's outcome, all committed in one transaction; one that raises is
         rolled back to its savepoint, the others stand."""
         try:
             with self._holding() as pg, pg.transaction():
+                self._serialize(pg)
                 if len(group) == 1:
                     return [outcome.Value(group[0].fn(self.con))]
                 return [self._saved(pg, queued.fn) for queued in group]
@@ -216,6 +237,21 @@ class PgDatabase(Backend):
             raise  # the connection is gone: the whole group failed
         except Exception as e:
             return outcome.Error(e)
+
+    def file_id_block(self) -> range:
+        """File ids no other daemon will use: a block of the database's sequence."""
+        self.check_usable()
+        try:
+            start = self.held().execute("SELECT nextval('file_ids')").fetchall()[0][0]
+        except psycopg.Error as e:
+            raise self._mapped(e) from e
+        return range(start, start + FILE_ID_BLOCK)
+
+    def refused(self, error: BaseException) -> SkillfsError | None:
+        """A name another daemon took first (a unique index said no at commit)."""
+        if isinstance(error, psycopg.errors.UniqueViolation):
+            return WriteConflict(f"taken meanwhile by another daemon: {error.diag.message_detail}")
+        return None
 
     def insert_many(self, con: Any, table: str, ncols: int,
                     rows: Sequence[Sequence[Any]]) -> None:

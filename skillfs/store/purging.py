@@ -129,7 +129,7 @@ class Purge(Service):
         reason = f"purge: {stamp[2]}"
 
         def sql(con):
-            con.execute("UPDATE files SET version = ? WHERE id = ?", [new.version, fid])
+            writes.bump(con, fid, new.version)
             writes.version(con, new, content, stamp[0], reason, None, None, False)
             versions.purge(con, fid, doomed, stamp)
             if new_desc is not None:

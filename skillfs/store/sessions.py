@@ -3,7 +3,11 @@
 Messages are written through the database's group commit: many API messages and spool
 files share a transaction. A message's sequence number is taken when its write is queued,
 so writes of one session queued in order commit in that order, in one group or in groups
-one after the other.
+one after the other. Where other daemons write the same database, the numbers are moved
+past theirs inside the transaction (`_renumber`).
+
+Spool ingestion is exactly once per host: the ledger's rows name the host whose spool held
+the file, so two hosts' `alice/s1/0001.jsonl` are two files.
 """
 
 from __future__ import annotations
@@ -53,9 +57,10 @@ def _batch_bytes(batch: _MessageBatch) -> int:
 class Sessions(Service):
     """Sessions, their messages, and the spool's ledger."""
 
-    def __init__(self, ctx: Context, spaces: Spaces) -> None:
+    def __init__(self, ctx: Context, spaces: Spaces, host: str) -> None:
         super().__init__(ctx)
         self.spaces = spaces
+        self.host = host  # whose spool: the ledger's key includes it
         self._session_seq: dict[str, int] = dict(self.con.execute(
             "SELECT session_id, max(seq) FROM messages GROUP BY session_id").fetchall())
 
@@ -204,11 +209,29 @@ class Sessions(Service):
             self._session_seq[batch.session_id] = batch.seqs[0] - 1
 
     async def _write_messages(self, batch: _MessageBatch, sql) -> None:
+        def numbered(con):
+            if self.ctx.db.shared:
+                self._renumber(con, batch)
+            return sql(con)
         try:
-            await self.ctx.db.write(sql, _batch_bytes(batch))
+            await self.ctx.db.write(numbered, _batch_bytes(batch))
         except BaseException:
             self._unreserve(batch)
             raise
+        if batch.seqs:
+            top = max(self._session_seq.get(batch.session_id, -1), batch.seqs[-1])
+            self._session_seq[batch.session_id] = top
+
+    @staticmethod
+    def _renumber(con, batch: _MessageBatch) -> None:
+        """Inside the transaction, on a database other daemons write too: numbers after
+        those another daemon gave the session meanwhile (writers are serialized there, so
+        the highest number read here is still the highest at commit)."""
+        top = con.execute("SELECT max(seq) FROM messages WHERE session_id = ?",
+                          [batch.session_id]).fetchall()[0][0]
+        if batch.seqs and top is not None and top >= batch.seqs[0]:
+            shift = top + 1 - batch.seqs[0]
+            batch.seqs[:] = [seq + shift for seq in batch.seqs]
 
     async def add_messages(self, session_id: str, messages: Sequence, author: str = "api",
                            source: str | None = None,
@@ -293,8 +316,8 @@ class Sessions(Service):
         """Which of `files` the ledger has (their indexes)."""
         rows = self.con.execute(
             "SELECT path, sha256, file_key FROM spool_ledger "
-            "WHERE path IN (SELECT unnest(?::VARCHAR[]))", [[f.rel_path for f in files]]
-        ).fetchall()
+            "WHERE path IN (SELECT unnest(?::VARCHAR[])) AND (host = ? OR host IS NULL)",
+            [[f.rel_path for f in files], self.host]).fetchall()
         ledger = set(rows)
         return {i for i, f in enumerate(files) if (f.rel_path, f.digest, f.file_key) in ledger}
 
@@ -323,6 +346,14 @@ class Sessions(Service):
         batch = self._message_batch(session.id, [m for ms in per_file for m in ms], "spool", t)
 
         def sql(con):
+            nonlocal session, new_session, attach
+            if new_session is not None and self.ctx.db.shared:
+                # another host's daemon may have made it since it was looked up
+                found = self._find_session(space.id, session_name)
+                if found is not None:
+                    session, new_session, attach = found, None, found.space_id is None
+                    batch.session_id = found.id
+                    self._renumber(con, batch)
             if new_space is not None:
                 writes.space(con, *new_space, "spool")
             if new_session is not None:
@@ -341,9 +372,9 @@ class Sessions(Service):
                             [t, session.id])
             con.execute(
                 "INSERT INTO spool_ledger SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
-                "unnest(?::VARCHAR[]), unnest(?::INTEGER[]), ?",
+                "unnest(?::VARCHAR[]), unnest(?::INTEGER[]), ?, ?",
                 [[f.rel_path for f in files], [f.digest for f in files],
-                 [f.file_key for f in files], [len(ms) for ms in per_file], t])
+                 [f.file_key for f in files], [len(ms) for ms in per_file], t, self.host])
         await self._write_messages(batch, sql)
         published: list[StoreEvent] = []
         if new_space is not None:

@@ -4,8 +4,11 @@ owns it (`store.files.write_file`, `store.spaces.create_space`)."""
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import is_postgres_url
 from ..errors import SkillfsError
@@ -24,23 +27,34 @@ from .sessions import Sessions
 from .spaces import Spaces
 from .trash import Trash
 
+if TYPE_CHECKING:  # imported for PostgreSQL only: it imports psycopg
+    from .feed import Feed
+
 
 class Store:
     """One database (a DuckDB file, or a `postgresql://` URL): spaces, skills, versioned
-    files, sessions, messages, learning. The DuckDB settings are ignored on PostgreSQL."""
+    files, sessions, messages, learning. The DuckDB settings are ignored on PostgreSQL,
+    where other daemons may share the database: `feed` (run by the daemon) then keeps the
+    tree current with their changes. `host` names this host's spool in the ledger (default:
+    the machine's hostname)."""
 
     def __init__(self, db_path: str, *, max_file_size: int = DEFAULT_MAX_FILE_SIZE,
                  cache_bytes: int = 32 << 20, duckdb_memory: str | None = "32MB",
                  checkpoint_memory: str | None = "1GB", temp_dir: Path | None = None,
-                 duckdb_threads: int | None = None) -> None:
+                 duckdb_threads: int | None = None, host: str | None = None) -> None:
         self.db_path = str(db_path)
         self.max_file_size = max_file_size
+        self.host = host or socket.gethostname()
+        # this daemon, as the change feed names who wrote a change
+        self.writer = f"{self.host}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.db: Backend
+        self.feed: Feed | None = None
         if is_postgres_url(self.db_path):
             # psycopg takes ~0.15 s to import: only a daemon on PostgreSQL pays it
             from .postgres import PgDatabase
 
-            self.db = PgDatabase(self.db_path)
+            url = self.db_path
+            self.db = PgDatabase(url, writer=self.writer)
             self.db_path = self.db.where  # what status shows: never a password
         else:
             self.db = Database(self.db_path, memory_limit=duckdb_memory,
@@ -49,11 +63,17 @@ class Store:
         self.tree = Tree()
         self.cache = ContentCache(cache_bytes)
         self.ctx = ctx = Context(self.db, self.tree, self.cache, max_file_size)
+        if self.db.shared:
+            from .feed import Feed
+
+            self.feed = Feed(ctx, url, self.writer)
+            self.feed.start_at(self.db.con)
+            ctx.behind = self.feed.poke
         ctx.next_file_id = load_tree(self.db.con, self.tree)
         self.files = Files(ctx)
         self.spaces = Spaces(ctx)
         self.trash = Trash(ctx, self.spaces, self.files)
-        self.sessions = Sessions(ctx, self.spaces)
+        self.sessions = Sessions(ctx, self.spaces, self.host)
         self.purge = Purge(ctx, self.files, self.sessions)
         self.learning = Learning(ctx)
         self._delegate()
@@ -129,7 +149,10 @@ class Store:
         return out
 
     def health(self) -> dict[str, Any]:
-        return self.db.status()
+        status = self.db.status()
+        if self.feed is not None:
+            status["feed"] = {"writer": self.writer, "last": self.feed.last, **self.feed.stats}
+        return status
 
     async def checkpoint(self) -> None:
         await self.db.run(self.db.checkpoint)

@@ -3,12 +3,17 @@
 Spaces, files, trash, purge and spool ingestion all create skills, files and versions; the
 statements live here once, as functions of a connection, so no service reaches into
 another for them.
+
+A file's row moves to a new version only from the one the writer's tree holds (`bump`):
+where several daemons share a database, another may have committed a version a moment
+before this one's tree heard of it, and the database, not the tree, decides who was first.
 """
 
 from __future__ import annotations
 
 import duckdb
 
+from ..errors import WriteConflict
 from .tree import FileNode, Skill, Space
 from . import versions
 from .rows import _json, sha256
@@ -55,8 +60,7 @@ def delete_version(con: duckdb.DuckDBPyConnection, node: FileNode, t: int, autho
                    reason: str, session_id: str | None, task_id: str | None) -> None:
     gone = FileNode(node.id, node.skill_id, node.path, node.version + 1, 0, sha256(b""), t,
                     node.ctime_ns)
-    con.execute("UPDATE files SET version = ?, deleted = true WHERE id = ?",
-                [gone.version, node.id])
+    bump(con, node.id, gone.version, deleted=True)
     version(con, gone, None, author, reason, session_id, task_id, True)
 
 
@@ -64,3 +68,15 @@ def trash(con: duckdb.DuckDBPyConnection, kind: str, id: str, name: str, row: di
           links: list[str], author: str, t: int) -> None:
     con.execute("INSERT INTO trash VALUES (?,?,?,?,?,?,?)",
                 [kind, id, name, _json(row), _json(links), author, t])
+
+
+def bump(con: duckdb.DuckDBPyConnection, file_id: int, new_version: int,
+         path: str | None = None, deleted: bool = False) -> None:
+    """Move file `file_id` from version `new_version - 1` to `new_version` (and to `path`,
+    or deleted); WriteConflict if it is no longer at that version."""
+    sets = "version = ?" + (", path = ?" if path is not None else "") + (
+        ", deleted = true" if deleted else "")
+    args = [new_version, *([path] if path is not None else []), file_id, new_version - 1]
+    if not con.execute(f"UPDATE files SET {sets} WHERE id = ? AND version = ? AND NOT deleted "
+                       "RETURNING id", args).fetchall():
+        raise WriteConflict(f"file {file_id} changed elsewhere before version {new_version}")
