@@ -42,6 +42,7 @@ import trio
 from ..errors import SkillfsError
 from ..schema import migrate
 from .backend import Backend, Fault, _Write
+from .claims import PgClaims
 
 log = logging.getLogger("skillfs.store")
 
@@ -155,6 +156,11 @@ class PgDatabase(Backend):
                 yield pg
             finally:
                 self._local.con = None
+
+    def claims(self) -> PgClaims:
+        """Advisory locks on a connection of their own: held across transactions, and freed
+        by the server when this daemon's connection ends."""
+        return PgClaims(self.url)
 
     def close(self) -> None:
         self.closed = True
