@@ -219,3 +219,41 @@ def test_kill9_of_the_writing_daemon_another_finishes_the_work(make_daemon, pg_u
             == [2, 1]
         assert len(srv.requests_offering("create_file")) == 3  # the hung call, create, finish
         assert srv.pending() == 0
+
+
+# ---------------------------------------------------------------------------------------
+# kill -9 of the daemon learning a session: another daemon takes the session over
+
+def test_kill9_while_extracting_another_daemon_learns_the_session(make_daemon, pg_url):
+    with LLMServer() as srv:
+        # the first daemon's extraction hangs; it is killed in it
+        srv.add(Delay(120, call("finish")), when=offers("insert_task"))
+        srv.add(call("insert_task", description="Deploy API v2 to staging", status="success",
+                     first_message=0, last_message=1),
+                call("finish"), when=offers("insert_task"))
+        srv.add(call("report_success", goal="Deploy API v2", approach="Blue-green deploy",
+                     applies_when="API deploys to staging"), when=offers("report_success"))
+        srv.add(call("append_to_file", skill="daily-logs", path=f"{today()}.md",
+                     text="## [14:30] Task: Deploy API v2 to staging\n- **Outcome**: success\n"),
+                call("finish"), when=offers("create_file"))
+        learning = host(make_daemon, pg_url, "openai", srv)
+        os.mkdir(learning.mnt / "alice")
+        log = learning.mnt / "alice" / "daily-logs" / f"{today()}.md"
+        log.write_text(f"# {today()}\n")
+        other = host(make_daemon, pg_url, "openai", srv)
+        spool(learning, "alice", "deploy", [
+            {"role": "user", "content": "Deploy API v2 to staging"},
+            {"role": "assistant", "content": "Blue-green deploy completed, zero downtime."},
+            {"event": "end"}])
+        sid = session_id(learning, "deploy")
+        wait_for(lambda: srv.requests_offering("insert_task"), timeout=30,
+                 what="the extraction to start")
+        learning.kill9()
+        unmount_dead(learning)
+        # its learning row stops moving; after a while another daemon takes the session
+        assert wait_learned(other, sid, timeout=90) == "completed"
+        text = (other.mnt / "alice" / "daily-logs" / f"{today()}.md").read_text()
+        assert text.count("Task: Deploy API v2 to staging") == 1
+        assert query(pg_url, "SELECT status, learned FROM tasks") == [("success", True)]
+        assert query(pg_url, "SELECT status FROM lessons") == [("written",)]
+        assert srv.pending() == 0
