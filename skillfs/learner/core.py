@@ -791,6 +791,10 @@ class Learner:
                 await write_with_rules(self.store, space_id, batch)
             else:
                 assert self.llm is not None
+                recorded = await self.store.learning.start_writing(
+                    [lesson.id for lesson in batch])
+                for lesson in batch:
+                    lesson.recorded = recorded.get(lesson.id, [])
                 # `batch` grows when the agent takes lessons that arrived meanwhile
                 usage = Usage()
                 try:

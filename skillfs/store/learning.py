@@ -181,6 +181,36 @@ class Learning(Service):
             f"SELECT {_LESSON_COLS} FROM lessons{cond} ORDER BY created_ns, ord", args).fetchall())
         return [_lesson(r) for r in rows]
 
+    async def start_writing(self, lesson_ids: Sequence[str]) -> dict[str, list[str]]:
+        """A writer starts on these lessons. For each one an earlier writer run started and
+        did not finish (it stopped, or failed), the files ("skill/path") that run changed
+        for it: a lesson is touched when a run starts on it, so only those are looked up."""
+        ids = list(lesson_ids)
+        if not ids:
+            return {}
+        t = now_ns()
+
+        def sql(con) -> dict[str, list[str]]:
+            started = con.execute(
+                "SELECT id FROM lessons WHERE id IN (SELECT unnest(?::VARCHAR[])) "
+                "AND updated_ns > created_ns AND status <> 'written'", [ids]).fetchall()
+            recorded: dict[str, list[str]] = {}
+            if started:
+                rows = con.execute(
+                    "SELECT DISTINCT l.id, k.name, v.path FROM lessons l "
+                    "JOIN file_versions v ON v.session_id = l.session_id "
+                    "AND v.task_id IS NOT DISTINCT FROM l.task_id "
+                    "AND v.author = 'learner' AND v.at_ns >= l.created_ns "
+                    "JOIN files f ON f.id = v.file_id JOIN skills k ON k.id = f.skill_id "
+                    "WHERE l.id IN (SELECT unnest(?::VARCHAR[])) ORDER BY l.id, k.name, v.path",
+                    [[lesson_id for (lesson_id,) in started]]).fetchall()
+                for lesson_id, skill, path in rows:
+                    recorded.setdefault(lesson_id, []).append(f"{skill}/{path}")
+            con.execute("UPDATE lessons SET updated_ns = ? WHERE id IN "
+                        "(SELECT unnest(?::VARCHAR[])) AND status <> 'written'", [t, ids])
+            return recorded
+        return await self._write(sql)
+
     async def lesson_states(self, lesson_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
         """Each lesson's status and error as committed (another daemon may have written it)."""
         ids = list(lesson_ids)
