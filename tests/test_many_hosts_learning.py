@@ -257,3 +257,43 @@ def test_kill9_while_extracting_another_daemon_learns_the_session(make_daemon, p
         assert query(pg_url, "SELECT status, learned FROM tasks") == [("success", True)]
         assert query(pg_url, "SELECT status FROM lessons") == [("written",)]
         assert srv.pending() == 0
+
+
+def test_kill9_after_an_edit_the_next_writer_is_told_what_was_recorded(make_daemon, pg_url):
+    with LLMServer() as srv:
+        srv.add(call("insert_task", description="Deploy API v2 to staging", status="success",
+                     first_message=0, last_message=1),
+                call("finish"), when=offers("insert_task"))
+        srv.add(call("report_success", goal="Deploy API v2", approach="Blue-green deploy",
+                     applies_when="API deploys to staging"), when=offers("report_success"))
+        day = today()
+        # the first writer records the task, then hangs before it could finish
+        srv.add(call("append_to_file", skill="daily-logs", path=f"{day}.md",
+                     text="## [14:30] Task: Deploy API v2 to staging\n- **Outcome**: success\n"),
+                Delay(120, call("finish")), when=offers("create_file"))
+        srv.add(call("finish"), when=offers("create_file"))
+        writing = host(make_daemon, pg_url, "openai", srv)
+        os.mkdir(writing.mnt / "alice")
+        log = writing.mnt / "alice" / "daily-logs" / f"{day}.md"
+        log.write_text(f"# {day}\n")
+        other = host(make_daemon, pg_url, "openai", srv)
+        spool(writing, "alice", "deploy", [
+            {"role": "user", "content": "Deploy API v2 to staging"},
+            {"role": "assistant", "content": "Blue-green deploy completed, zero downtime."},
+            {"event": "end"}])
+        sid = session_id(writing, "deploy")
+        wait_for(lambda: "Task: Deploy API v2" in log.read_text(), timeout=30,
+                 what="the first writer's edit")
+        wait_for(lambda: len(srv.requests_offering("create_file")) == 2, timeout=30,
+                 what="the first writer to hang")
+        writing.kill9()
+        unmount_dead(writing)
+        assert wait_learned(other, sid) == "completed"
+        again = srv.requests_offering("create_file")[2]["messages"][1]["content"]
+        assert (f"already recorded in part by an earlier run that stopped: daily-logs/{day}.md"
+                in again)
+        assert query(pg_url, "SELECT status FROM lessons") == [("written",)]
+        reader = make_daemon("--learner", "off", "--db", pg_url)
+        text = (reader.mnt / "alice" / "daily-logs" / f"{day}.md").read_text()
+        assert text.count("Task: Deploy API v2 to staging") == 1
+        assert srv.pending() == 0
