@@ -38,7 +38,7 @@ from .extract import Task, extract_tasks
 from .llm import LLM
 from .usage import Meter, Usage
 from .view import Msg, drop_forgotten, from_stored, redacted
-from .writer import write_with_agent, write_with_rules
+from .writer import ClaimLost, write_with_agent, write_with_rules
 
 log = logging.getLogger("skillfs.learner")
 
@@ -786,28 +786,18 @@ class Learner:
             if sid in self._sessions:
                 await self._publish(self._sessions[sid])
         error: str | None = None
+        lost = False
         try:
-            if self.backend == "rules":
-                await write_with_rules(self.store, space_id, batch)
-            else:
-                assert self.llm is not None
-                recorded = await self.store.learning.start_writing(
-                    [lesson.id for lesson in batch])
-                for lesson in batch:
-                    lesson.recorded = recorded.get(lesson.id, [])
-                # `batch` grows when the agent takes lessons that arrived meanwhile
-                usage = Usage()
-                try:
-                    await write_with_agent(self.llm, self.store, space_id, batch,
-                                           take_more=lambda: self._take(sp),
-                                           max_turns=self.config.write_turns, usage=usage)
-                finally:
-                    self._charge(batch, usage)
+            await self._run_writer(space_id, sp, batch)
             # the lessons and their tasks are done in one transaction; a crash before it
             # writes them again (the edits are redone against the files as they are then)
             await self.store.mark_lessons([lesson.id for lesson in batch], "written")
         except trio.Cancelled:
             raise
+        except ClaimLost as e:
+            # still queued in the store: the space's next holder writes them
+            log.warning("stopped writing space %s: %s", space_id, e)
+            lost = True
         except Exception as e:
             log.warning("writing skills for space %s failed: %s", space_id, e, exc_info=True)
             error = f"writing failed: {e}"
@@ -815,13 +805,18 @@ class Learner:
                 await self.store.mark_lessons([lesson.id for lesson in batch], "failed", error)
             except Exception:
                 log.exception("cannot record that lessons of space %s failed", space_id)
+        if lost:
+            sp.queue[:0] = batch
         for lesson in batch:
-            sp.ids.discard(lesson.id)
+            if not lost:
+                sp.ids.discard(lesson.id)
             s = self._sessions.get(lesson.session_id)
             if s is None:
                 continue
             s.writing -= 1
-            if error is not None:
+            if lost:
+                s.queued += 1
+            elif error is not None:
                 s.error = error
                 s.failed_lessons.append(lesson)
             elif lesson.task_id:
@@ -831,3 +826,24 @@ class Learner:
                 with trio.CancelScope(shield=True):
                     await self._publish(self._sessions[sid])
         self._kick()
+
+    async def _run_writer(self, space_id: str, sp: _Space, batch: list[Lesson]) -> None:
+        """The rules' writer or the model's agent over `batch`, each edit made only while
+        this daemon still holds the space's claim."""
+        def still_held() -> bool:
+            return self._claims.held("space", space_id)
+        if self.backend == "rules":
+            await write_with_rules(self.store, space_id, batch, still_held=still_held)
+            return
+        assert self.llm is not None
+        recorded = await self.store.learning.start_writing([lesson.id for lesson in batch])
+        for lesson in batch:
+            lesson.recorded = recorded.get(lesson.id, [])
+        # `batch` grows when the agent takes lessons that arrived meanwhile
+        usage = Usage()
+        try:
+            await write_with_agent(self.llm, self.store, space_id, batch,
+                                   take_more=lambda: self._take(sp), still_held=still_held,
+                                   max_turns=self.config.write_turns, usage=usage)
+        finally:
+            self._charge(batch, usage)
