@@ -297,3 +297,47 @@ def test_kill9_after_an_edit_the_next_writer_is_told_what_was_recorded(make_daem
         text = (reader.mnt / "alice" / "daily-logs" / f"{day}.md").read_text()
         assert text.count("Task: Deploy API v2 to staging") == 1
         assert srv.pending() == 0
+
+
+# ---------------------------------------------------------------------------------------
+# a writer whose claims connection is lost makes no further edit
+
+def test_a_writer_that_lost_its_claim_leaves_the_space_to_the_new_holder(
+        make_daemon, pg_server, pg_url):
+    with LLMServer() as srv:
+        srv.add(call("insert_task", description="Deploy API v2 to staging", status="success",
+                     first_message=0, last_message=1),
+                call("finish"), when=offers("insert_task"))
+        srv.add(call("report_success", goal="Deploy API v2", approach="Blue-green deploy",
+                     applies_when="API deploys to staging"), when=offers("report_success"))
+        day = today()
+        entry = "## [14:30] Task: Deploy API v2 to staging\n- **Outcome**: success\n"
+        # the first writer's answer comes after it lost its claim: its edit must not land
+        srv.add(Delay(8, call("append_to_file", skill="daily-logs", path=f"{day}.md",
+                              text="LATE " + entry)),
+                call("append_to_file", skill="daily-logs", path=f"{day}.md", text=entry),
+                call("finish"), when=offers("create_file"))
+        first = host(make_daemon, pg_url, "openai", srv)
+        os.mkdir(first.mnt / "alice")
+        (first.mnt / "alice" / "daily-logs" / f"{day}.md").write_text(f"# {day}\n")
+        second = host(make_daemon, pg_url, "openai", srv)
+        spool(first, "alice", "deploy", [
+            {"role": "user", "content": "Deploy API v2 to staging"},
+            {"role": "assistant", "content": "Blue-green deploy completed, zero downtime."},
+            {"event": "end"}])
+        sid = session_id(first, "deploy")
+        wait_for(lambda: srv.requests_offering("create_file"), timeout=30,
+                 what="the first writer to start")
+        # every connection to the database ends: the first daemon's claims with it
+        pg_server.terminate(pg_url)
+        assert wait_learned(first, sid) == "completed"
+        assert wait_learned(second, sid) == "completed"
+        # the late answer: refused, and the lesson left as the new holder marked it
+        wait_for(lambda: "the space's claim was lost" in (first.home / "skillfs.log").read_text(),
+                 timeout=30, what="the first writer to stop")
+        assert wait_learned(first, sid) == "completed"
+        assert query(pg_url, "SELECT status FROM lessons") == [("written",)]
+        reader = make_daemon("--learner", "off", "--db", pg_url)
+        text = (reader.mnt / "alice" / "daily-logs" / f"{day}.md").read_text()
+        assert text.count("Task: Deploy API v2 to staging") == 1 and "LATE" not in text
+        assert srv.pending() == 0
