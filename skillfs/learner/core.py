@@ -705,25 +705,37 @@ class Learner:
             if self.config.write_delay > 0:
                 await trio.sleep(self.config.write_delay)
             while True:
-                if not await self._claims.take("space", space_id):
-                    if not sp.queue:
+                try:
+                    if not await self._write_step(space_id, sp):
                         break
+                except SkillfsError as e:
+                    # the database cannot answer now (a batch's own errors are its lessons')
+                    log.warning("space %s: cannot look at its lessons: %s", space_id, e)
                     await trio.sleep(POLL_SECONDS)
-                    await self._settle_elsewhere(sp, ("written", "failed"))
-                    continue
-                if self._claims.shared:
-                    await self._adopt([row for row in await self.store.unwritten_lessons(
-                        space_id=space_id) if row.status == "queued"])
-                if not sp.queue:
-                    break
-                await self._settle_elsewhere(sp, ("written",))
-                batch = self._take(sp)
-                if batch:
-                    await self._write_batch(space_id, sp, batch)
         finally:
             sp.running = False
             if not sp.queue:
                 self._spaces.pop(space_id, None)
+
+    async def _write_step(self, space_id: str, sp: _Space) -> bool:
+        """Write one batch if the space is this daemon's to write, else wait a while for
+        its holder; False once nothing is left here for the space."""
+        if not await self._claims.take("space", space_id):
+            if not sp.queue:
+                return False
+            await trio.sleep(POLL_SECONDS)
+            await self._settle_elsewhere(sp, ("written", "failed"))
+            return True
+        if self._claims.shared:
+            await self._adopt([row for row in await self.store.unwritten_lessons(
+                space_id=space_id) if row.status == "queued"])
+        if not sp.queue:
+            return False
+        await self._settle_elsewhere(sp, ("written",))
+        batch = self._take(sp)
+        if batch:
+            await self._write_batch(space_id, sp, batch)
+        return True
 
     async def _settle_elsewhere(self, sp: _Space, done: tuple[str, ...]) -> None:
         """Drop from the queue the lessons another daemon has written (or failed)."""
