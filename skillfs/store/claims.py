@@ -21,10 +21,15 @@ import logging
 
 import psycopg
 import trio
+from psycopg.conninfo import make_conninfo
 
 log = logging.getLogger("skillfs.claims")
 
 CONNECT_TIMEOUT = 5  # seconds
+# A host cut off without a word (no FIN, no RST): the claims connection must fail here about
+# as soon as the server could end its session, or both daemons would think they hold a claim.
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+             "keepalives_count": 3, "tcp_user_timeout": 10_000}
 
 
 def lock_key(kind: str, key: str) -> int:
@@ -121,7 +126,7 @@ class PgClaims:
         con = self._con
         reconnected = con is not None and (con.closed or con.broken)
         if con is None or reconnected:
-            con = self._con = psycopg.connect(self.url, autocommit=True,
-                                              connect_timeout=CONNECT_TIMEOUT)
+            conninfo = make_conninfo(self.url, connect_timeout=CONNECT_TIMEOUT, **KEEPALIVE)
+            con = self._con = psycopg.connect(conninfo, autocommit=True)
         row = con.execute(sql, list(args)).fetchone()
         return (row[0] if row else None), reconnected
