@@ -672,13 +672,13 @@ def test_one_writer_per_space_spaces_in_parallel(store, monkeypatch):
     peak = {"per_space": 0, "total": 0}
     real = core.write_with_rules
 
-    async def slow(store_, space_id, lessons):
+    async def slow(store_, space_id, lessons, **claim):
         running[space_id] = running.get(space_id, 0) + 1
         peak["per_space"] = max(peak["per_space"], running[space_id])
         peak["total"] = max(peak["total"], sum(running.values()))
         await trio.sleep(0.3)
         try:
-            return await real(store_, space_id, lessons)
+            return await real(store_, space_id, lessons, **claim)
         finally:
             running[space_id] -= 1
 
@@ -847,9 +847,9 @@ def test_learner_rules_resumes_after_crash_mid_write(tmp_path, monkeypatch):
     real = core.write_with_rules
     reached = trio.Event()
 
-    async def dies_half_way(store_, space_id, lessons):
+    async def dies_half_way(store_, space_id, lessons, **claim):
         # the first lesson is written, then the process "dies" before the batch is done
-        await real(store_, space_id, lessons[:1])
+        await real(store_, space_id, lessons[:1], **claim)
         reached.set()
         await trio.sleep_forever()
 

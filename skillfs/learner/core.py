@@ -3,6 +3,16 @@ time per space. It knows the store and nothing else (no mount, no HTTP).
 
 Status of a session, derived from what is in flight for it and published to the store:
 pending → extracting → distilling → queued → writing → completed, or failed with the error.
+
+Daemons sharing one database (PostgreSQL) learn together through claims (store/claims.py):
+a run of extraction and distillation holds its session's claim and starts from what is
+committed (how far the messages are learned, which tasks have lessons waiting), so a task
+becomes lessons once whichever daemon runs it. A space's writer holds the space's claim and
+keeps it while the daemon lives; a daemon that cannot take it leaves its lessons, kept in
+the store, to the holder and looks again every `POLL_SECONDS`. The holder takes over the
+lessons other daemons kept, and any daemon takes over a space or session whose daemon died
+(its claims end with its connection). Before a batch is written its lessons are read again:
+one written meanwhile is not written twice.
 """
 
 from __future__ import annotations
@@ -19,18 +29,24 @@ import trio
 from ..config import LearnerConfig
 from ..errors import NotFound, SkillfsError
 from ..messages import message_time
+from ..store.claims import LocalClaims, PgClaims
 from ..store.events import SessionEvent, StoreEvent
+from ..store.rows import now_ns
 from . import known, rules
 from .distill import Lesson, distill_task
 from .extract import Task, extract_tasks
 from .llm import LLM
 from .usage import Meter, Usage
 from .view import Msg, drop_forgotten, from_stored, redacted
-from .writer import write_with_agent, write_with_rules
+from .writer import ClaimLost, write_with_agent, write_with_rules
 
 log = logging.getLogger("skillfs.learner")
 
 TERMINAL = ("completed", "failed")
+# how often a daemon sharing its database looks for work other daemons left or kept for it
+POLL_SECONDS = 1.0
+# a session whose learning has not moved for this long may have lost its daemon
+ADOPT_AFTER_SECONDS = 30.0
 
 
 @dataclass
@@ -39,7 +55,9 @@ class _Session:
     space_id: str | None = None
     loaded: bool = False
     learned_seq: int = -1
+    stored_seq: int = -1  # its last message as committed, by whichever daemon
     last_activity: float = 0.0
+    not_before: float = 0.0  # another daemon was learning it: try again from then
     final: bool = False  # end or flush asked for and not yet handled
     ended: bool = False
     retry: bool = False
@@ -61,6 +79,9 @@ class _Session:
 class _Space:
     queue: list[Lesson] = field(default_factory=list)
     running: bool = False
+    # lessons queued or being written here: a lesson kept by a run and taken over from the
+    # store as well is written once
+    ids: set[str] = field(default_factory=set)
 
 
 def _now() -> float:
@@ -117,6 +138,7 @@ class Learner:
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._limit = trio.CapacityLimiter(max(1, self.config.parallel_sessions))
+        self._claims: LocalClaims | PgClaims = LocalClaims()
 
     # -- public ------------------------------------------------------------------------
 
@@ -200,15 +222,19 @@ class Learner:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 if self.enabled:
+                    self._claims = self.store.learning.claims()
                     await self._recover()
                 task_status.started()
                 if not self.enabled:
                     await trio.sleep_forever()
+                if self._claims.shared:
+                    nursery.start_soon(self._take_over)
                 await self._schedule()
         finally:
             self._nursery = None
-            if self.llm is not None:
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                await self._claims.close()
+                if self.llm is not None:
                     await self.llm.aclose()
 
     # -- state -------------------------------------------------------------------------
@@ -233,8 +259,11 @@ class Learner:
             lessons, s.failed_lessons = s.failed_lessons, []
             self._enqueue(s, lessons)
 
+    def _last_seq(self, s: _Session) -> int:
+        return max(self.store.last_seq(s.id), s.stored_seq)
+
     def _pending_messages(self, s: _Session) -> int:
-        return max(0, self.store.last_seq(s.id) - s.learned_seq)
+        return max(0, self._last_seq(s) - s.learned_seq)
 
     def _status(self, s: _Session) -> str:
         if s.error is not None:
@@ -247,7 +276,7 @@ class Learner:
             return "queued"
         if self._pending_messages(s) or s.final or s.retry:
             return "pending"
-        if self.store.last_seq(s.id) < 0 and not s.ended:
+        if self._last_seq(s) < 0 and not s.ended:
             return "pending"  # attached, nothing said yet
         return "completed"
 
@@ -288,6 +317,7 @@ class Learner:
             return  # not attached to a space yet; the "attached" event brings us back
         s.space_id = row.space_id
         s.learned_seq = row.learned_seq
+        s.stored_seq = await self.store.learning.stored_last_seq(s.id)
         if row.status == "failed" and s.error is None and not s.retry and not s.loaded:
             s.error = row.error or "failed"
         try:
@@ -320,8 +350,12 @@ class Learner:
         """Lessons kept in the store but not written when the daemon stopped are written now
         (never distilled again, so each is written once). A failed session's failed lessons
         wait for its retry, as they did before."""
+        await self._adopt(await self.store.unwritten_lessons())
+
+    async def _adopt(self, lesson_rows: list[Any]) -> None:
+        """Lessons from the store into their spaces' queues (those not there already)."""
         by_session: dict[str, list[Any]] = {}
-        for row in await self.store.unwritten_lessons():
+        for row in lesson_rows:
             by_session.setdefault(row.session_id, []).append(row)
         for sid, rows in by_session.items():
             s = self._session(sid)
@@ -353,6 +387,8 @@ class Learner:
     def _due(self, s: _Session, now: float) -> bool:
         if s.busy or s.error is not None or not s.loaded or s.space_id is None:
             return False
+        if now < s.not_before:
+            return False
         if s.retry or s.final:
             return True
         n = self._pending_messages(s)
@@ -375,6 +411,8 @@ class Learner:
                     s.busy = True
                     s.phase = "extracting"
                     self._nursery.start_soon(self._process, s)
+                elif now < s.not_before:
+                    deadline = min(deadline, s.not_before)
                 elif s.loaded and not s.busy and self._pending_messages(s) and s.error is None:
                     deadline = min(deadline, s.last_activity + self.config.idle_seconds)
                 if s.loaded and not s.busy and self._status(s) != s.published:
@@ -397,6 +435,38 @@ class Learner:
     # -- one session: extract and distill ------------------------------------------------
 
     async def _process(self, s: _Session) -> None:
+        """One run over the session, under its claim."""
+        try:
+            claimed = await self._claims.take("session", s.id)
+        except BaseException:
+            s.busy, s.phase = False, ""
+            raise
+        if not claimed:
+            # another daemon is learning it now; what it leaves, a later run takes
+            s.busy, s.phase = False, ""
+            s.not_before = _now() + POLL_SECONDS
+            self._kick()
+            return
+        try:
+            await self._run_claimed(s)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._claims.release("session", s.id)
+
+    async def _refresh(self, s: _Session) -> None:
+        """What other daemons committed for the session since it was loaded."""
+        row = await self.store.get_learning(s.id)
+        if row is not None:
+            s.learned_seq = max(s.learned_seq, row.learned_seq)
+        s.stored_seq = await self.store.learning.stored_last_seq(s.id)
+
+    async def _taken(self, s: _Session) -> set[str]:
+        """Tasks whose lessons wait for a writer, here or on another daemon: not learned
+        again."""
+        waiting = await self.store.unwritten_lessons(session_id=s.id)
+        return set(s.inflight) | {row.task_id for row in waiting if row.task_id}
+
+    async def _run_claimed(self, s: _Session) -> None:
         final, s.final = s.final or s.ended, False
         s.retry = False
         # lessons kept in the store by this run, in order
@@ -405,6 +475,7 @@ class Learner:
         try:
             try:
                 async with self._limit:
+                    await self._refresh(s)
                     await self._publish(s)
                     if self.backend == "rules":
                         await self._learn_rules(s, final, kept)
@@ -478,9 +549,9 @@ class Learner:
     async def _learn_rules(self, s: _Session, final: bool, kept: list[Lesson]) -> None:
         await self._phase(s, "extracting")
         # taken before the tasks are read: a task written since is learned in what is read
-        taken = set(s.inflight)
+        taken = await self._taken(s)
         tasks = await self._tasks(s)
-        high = self.store.last_seq(s.id)
+        high = self._last_seq(s)
         # re-read from the start of the oldest task still open (its outcome may be known
         # now), or of the last task written (a reaction to it may have come)
         open_starts = [t.first_seq for t in tasks
@@ -549,12 +620,12 @@ class Learner:
 
     async def _learn_llm(self, s: _Session, final: bool, kept: list[Lesson]) -> None:
         assert self.llm is not None and s.space_id is not None
-        taken = set(s.inflight)
+        taken = await self._taken(s)
         tasks = await self._tasks(s)
         for t in tasks:
             if t.id in taken:
                 t.learned = True  # its lesson is with the writer: the task cannot change now
-        high = self.store.last_seq(s.id)
+        high = self._last_seq(s)
         configs = (await self.store.get_session(s.id)).configs or {}
         original = await self._original_date(s)
         now = task_time(None, original, datetime.now().astimezone())
@@ -605,7 +676,9 @@ class Learner:
         if s.space_id is None:
             return
         sp = self._spaces.setdefault(s.space_id, _Space())
+        lessons = [lesson for lesson in lessons if lesson.id not in sp.ids]
         sp.queue.extend(lessons)
+        sp.ids.update(lesson.id for lesson in lessons)
         for lesson in lessons:
             if lesson.task_id:
                 s.inflight.add(lesson.task_id)
@@ -625,17 +698,87 @@ class Learner:
         return batch
 
     async def _write_space(self, space_id: str) -> None:
+        """The space's writer, while this daemon holds its claim; else it waits for the
+        holder to write the lessons queued here (they are in the store) or to go."""
         sp = self._spaces[space_id]
         try:
             if self.config.write_delay > 0:
                 await trio.sleep(self.config.write_delay)
-            while sp.queue:
-                batch = self._take(sp)
-                await self._write_batch(space_id, sp, batch)
+            while True:
+                try:
+                    if not await self._write_step(space_id, sp):
+                        break
+                except SkillfsError as e:
+                    # the database cannot answer now (a batch's own errors are its lessons')
+                    log.warning("space %s: cannot look at its lessons: %s", space_id, e)
+                    await trio.sleep(POLL_SECONDS)
         finally:
             sp.running = False
             if not sp.queue:
                 self._spaces.pop(space_id, None)
+
+    async def _write_step(self, space_id: str, sp: _Space) -> bool:
+        """Write one batch if the space is this daemon's to write, else wait a while for
+        its holder; False once nothing is left here for the space."""
+        if not await self._claims.take("space", space_id):
+            if not sp.queue:
+                return False
+            await trio.sleep(POLL_SECONDS)
+            await self._settle_elsewhere(sp, ("written", "failed"))
+            return True
+        if self._claims.shared:
+            await self._adopt([row for row in await self.store.unwritten_lessons(
+                space_id=space_id) if row.status == "queued"])
+        if not sp.queue:
+            return False
+        await self._settle_elsewhere(sp, ("written",))
+        batch = self._take(sp)
+        if batch:
+            await self._write_batch(space_id, sp, batch)
+        return True
+
+    async def _settle_elsewhere(self, sp: _Space, done: tuple[str, ...]) -> None:
+        """Drop from the queue the lessons another daemon has written (or failed)."""
+        states = await self.store.learning.lesson_states([lesson.id for lesson in sp.queue])
+        settled = [lesson for lesson in sp.queue if states.get(lesson.id, ("",))[0] in done]
+        if not settled:
+            return
+        sp.queue = [lesson for lesson in sp.queue if lesson not in settled]
+        for lesson in settled:
+            sp.ids.discard(lesson.id)
+            s = self._sessions.get(lesson.session_id)
+            if s is None:
+                continue
+            s.queued -= 1
+            status, error = states[lesson.id]
+            if status == "failed":
+                s.error = error or "writing failed"
+                s.failed_lessons.append(lesson)
+            elif lesson.task_id:
+                s.inflight.discard(lesson.task_id)
+            self._publish_soon(s)
+
+    async def _take_over(self) -> None:
+        """On a shared database: spaces with lessons and nobody writing them (their daemon
+        is gone, or never took them), and sessions whose daemon seems gone."""
+        while True:
+            await trio.sleep(POLL_SECONDS)
+            try:
+                await self._claims.check()
+                for space_id in await self.store.learning.spaces_with_queued_lessons():
+                    if space_id in self._spaces or not await self._claims.take(
+                            "space", space_id) or space_id in self._spaces:
+                        continue  # written here already, or by the daemon holding it
+                    self._spaces[space_id] = _Space(running=True)
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._write_space, space_id)
+                old = now_ns() - int(ADOPT_AFTER_SECONDS * 1e9)
+                for row in await self.store.learning.stale_learning(old):
+                    if row.session_id not in self._sessions:
+                        self._session(row.session_id).retry = True
+                        self._kick()
+            except SkillfsError as e:
+                log.warning("cannot look for learning work left by other daemons: %s", e)
 
     def _charge(self, batch: list[Lesson], usage: Usage) -> None:
         """Share one writer run's usage among the sessions of its lessons, by lesson count."""
@@ -655,24 +798,18 @@ class Learner:
             if sid in self._sessions:
                 await self._publish(self._sessions[sid])
         error: str | None = None
+        lost = False
         try:
-            if self.backend == "rules":
-                await write_with_rules(self.store, space_id, batch)
-            else:
-                assert self.llm is not None
-                # `batch` grows when the agent takes lessons that arrived meanwhile
-                usage = Usage()
-                try:
-                    await write_with_agent(self.llm, self.store, space_id, batch,
-                                           take_more=lambda: self._take(sp),
-                                           max_turns=self.config.write_turns, usage=usage)
-                finally:
-                    self._charge(batch, usage)
+            await self._run_writer(space_id, sp, batch)
             # the lessons and their tasks are done in one transaction; a crash before it
             # writes them again (the edits are redone against the files as they are then)
             await self.store.mark_lessons([lesson.id for lesson in batch], "written")
         except trio.Cancelled:
             raise
+        except ClaimLost as e:
+            # still queued in the store: the space's next holder writes them
+            log.warning("stopped writing space %s: %s", space_id, e)
+            lost = True
         except Exception as e:
             log.warning("writing skills for space %s failed: %s", space_id, e, exc_info=True)
             error = f"writing failed: {e}"
@@ -680,12 +817,18 @@ class Learner:
                 await self.store.mark_lessons([lesson.id for lesson in batch], "failed", error)
             except Exception:
                 log.exception("cannot record that lessons of space %s failed", space_id)
+        if lost:
+            sp.queue[:0] = batch
         for lesson in batch:
+            if not lost:
+                sp.ids.discard(lesson.id)
             s = self._sessions.get(lesson.session_id)
             if s is None:
                 continue
             s.writing -= 1
-            if error is not None:
+            if lost:
+                s.queued += 1
+            elif error is not None:
                 s.error = error
                 s.failed_lessons.append(lesson)
             elif lesson.task_id:
@@ -695,3 +838,24 @@ class Learner:
                 with trio.CancelScope(shield=True):
                     await self._publish(self._sessions[sid])
         self._kick()
+
+    async def _run_writer(self, space_id: str, sp: _Space, batch: list[Lesson]) -> None:
+        """The rules' writer or the model's agent over `batch`, each edit made only while
+        this daemon still holds the space's claim."""
+        def still_held() -> bool:
+            return self._claims.held("space", space_id)
+        if self.backend == "rules":
+            await write_with_rules(self.store, space_id, batch, still_held=still_held)
+            return
+        assert self.llm is not None
+        recorded = await self.store.learning.start_writing([lesson.id for lesson in batch])
+        for lesson in batch:
+            lesson.recorded = recorded.get(lesson.id, [])
+        # `batch` grows when the agent takes lessons that arrived meanwhile
+        usage = Usage()
+        try:
+            await write_with_agent(self.llm, self.store, space_id, batch,
+                                   take_more=lambda: self._take(sp), still_held=still_held,
+                                   max_turns=self.config.write_turns, usage=usage)
+        finally:
+            self._charge(batch, usage)

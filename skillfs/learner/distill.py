@@ -39,6 +39,8 @@ class Lesson:
     facts: list[Any] = field(default_factory=list)
     # its row in the store's lessons table
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # files (skill/path) an earlier writer run changed for it and stopped before it was done
+    recorded: list[str] = field(default_factory=list)
 
     def payload(self) -> dict[str, Any]:
         """Everything the writer needs, as JSON-ready data (kept in the store)."""
@@ -80,6 +82,10 @@ class Lesson:
                 lines.append(f"  {k.replace('_', ' ')}: {v}")
         if self.preferences:
             lines.append("  user preferences: " + "; ".join(self.preferences))
+        if self.recorded:
+            lines.append("  already recorded in part by an earlier run that stopped: "
+                         + ", ".join(self.recorded)
+                         + " (read them and record only what is missing)")
         return "\n".join(lines)
 
 

@@ -80,13 +80,20 @@ def _check_skill_md(old: str | None, new: str, skill_name: str) -> None:
         raise ToolError(f"SKILL.md would become invalid: {e.message}") from None
 
 
-class Edits:
-    """Store edits for one space on behalf of a batch of lessons."""
+class ClaimLost(SkillfsError):
+    """The daemon no longer holds the space's claim: another daemon may be writing it."""
 
-    def __init__(self, store: Any, space_id: str, lessons: list[Lesson]):
+
+class Edits:
+    """Store edits for one space on behalf of a batch of lessons, each made only while
+    `still_held()` says the space is still this daemon's to write."""
+
+    def __init__(self, store: Any, space_id: str, lessons: list[Lesson],
+                 still_held: Callable[[], bool] = lambda: True):
         self.store = store
         self.space_id = space_id
         self.lessons = lessons
+        self.still_held = still_held
         # (skill, path) -> version the agent last read; used to refuse blind deletes
         self.seen: dict[tuple[str, str], int] = {}
         self.edits = 0
@@ -132,6 +139,10 @@ class Edits:
         return text, fc.version
 
     # -- edits ---------------------------------------------------------------------------
+    def check_claim(self) -> None:
+        if not self.still_held():
+            raise ClaimLost("the space's claim was lost; its next holder writes these lessons")
+
     async def rewrite(self, skill: Any, path: str, change: Callable[[str | None], str | None],
                       who: dict[str, Any], reason: str) -> str:
         """Apply `change` (old text or None -> new text, None = leave) to the current file,
@@ -147,6 +158,7 @@ class Edits:
                 return "unchanged"
             if path == SKILL_MD:
                 _check_skill_md(old, new, skill.name)
+            self.check_claim()
             try:
                 await self.store.write_file(skill.id, path, new.encode(), reason=reason,
                                             expect_version=version, **who)
@@ -212,6 +224,7 @@ class Edits:
     async def move(self, skill: Any, old: str, new: str, who: dict[str, Any]) -> str:
         if SKILL_MD in (old, new):
             raise ToolError("SKILL.md cannot be renamed or replaced by a move")
+        self.check_claim()
         try:
             await self.store.move_file(skill.id, old, new, reason=f"learner: move {old} -> {new}",
                                        replace=False, **who)
@@ -226,6 +239,7 @@ class Edits:
         seen = self.seen.get((skill.name, path))
         if seen is None:
             raise ToolError(f"read {skill.name}/{path} before deleting it")
+        self.check_claim()
         try:
             await self.store.delete_file(skill.id, path, reason="learner: delete",
                                          expect_version=seen, **who)
@@ -245,6 +259,7 @@ class Edits:
             parsed = skillmd.parse_agent_skill(content)
         except Invalid as e:
             raise ToolError(f"invalid SKILL.md: {e.message}") from None
+        self.check_claim()
         try:
             await self.store.create_skill(content, space_id=self.space_id,
                                           reason=note("learner: create skill", clean.kinds),
@@ -329,10 +344,11 @@ async def shown_files(store: Any, skill: Any, limit: int = SHOWN_FACTS) -> str:
 
 async def write_with_agent(llm: LLM, store: Any, space_id: str, lessons: list[Lesson], *,
                            take_more: Callable[[], list[Lesson]] | None = None,
+                           still_held: Callable[[], bool] = lambda: True,
                            max_turns: int = 40, usage: Usage | None = None) -> Edits:
     """Run the skill-writing agent over `lessons`; lessons that arrive while it works are
     handed to it (via `take_more`) before it may finish."""
-    edits = Edits(store, space_id, lessons)
+    edits = Edits(store, space_id, lessons, still_held)
 
     async def get_skill(a: SkillArg) -> str:
         skill = edits.skill(a.skill)
@@ -427,10 +443,11 @@ DAILY = "daily-logs"
 FACTS = "user-general-facts"
 
 
-async def write_with_rules(store: Any, space_id: str, lessons: list[Lesson]) -> Edits:
+async def write_with_rules(store: Any, space_id: str, lessons: list[Lesson], *,
+                           still_held: Callable[[], bool] = lambda: True) -> Edits:
     """Deterministic edits: a daily-logs entry per task (a task judged again by a later
     reaction rewrites its entry), facts into files by subject."""
-    edits = Edits(store, space_id, lessons)
+    edits = Edits(store, space_id, lessons, still_held)
     skills = edits.skills()
     for i, lesson in enumerate(lessons, 1):
         who = edits.attribution(i)

@@ -28,6 +28,7 @@ import outcome
 import trio
 
 from ..errors import OutOfMemory, SkillfsError, StorageFull, Unavailable
+from .claims import LocalClaims, PgClaims
 
 log = logging.getLogger("skillfs.store")
 
@@ -118,6 +119,11 @@ class Backend:
     async def supervise(self) -> None:
         """Reopen the database whenever it fails."""
         raise NotImplementedError
+
+    def claims(self) -> LocalClaims | PgClaims:
+        """Claims on learning work (store/claims.py): one process owns the database, so every
+        claim is its own; a shared backend gives daemons' claims that exclude each other."""
+        return LocalClaims()
 
     def _call(self, fn: Callable, *args) -> Any:
         """`fn(*args)` on a worker thread."""

@@ -1,10 +1,16 @@
-"""Tasks, learning status and lessons: the learner's state."""
+"""Tasks, learning status and lessons: the learner's state, and the claims on its work.
+
+Daemons sharing one database learn together: what one daemon's learner has not finished
+(a session's messages, a space's queued lessons) another may take over, so the learner asks
+the store what is unfinished rather than trusting what it remembers.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from ..errors import Invalid, NotFound
+from .claims import LocalClaims, PgClaims
 from .context import Service
 from .rows import (
     _LEARNING_COLS,
@@ -24,6 +30,26 @@ from .rows import (
 
 class Learning(Service):
     """Tasks, learning status and lessons."""
+
+    def claims(self) -> LocalClaims | PgClaims:
+        """Claims on sessions and spaces, exclusive across the daemons sharing the database."""
+        return self.ctx.db.claims()
+
+    async def stored_last_seq(self, session_id: str) -> int:
+        """The session's last message as committed, whichever daemon stored it."""
+        (seq,) = await self._db(lambda: self.con.execute(
+            "SELECT coalesce(max(seq), -1) FROM messages WHERE session_id = ?",
+            [session_id]).fetchone())
+        return int(seq)
+
+    async def stale_learning(self, older_than_ns: int) -> list[LearningRow]:
+        """Sessions whose learning is neither completed nor failed and has not moved since
+        `older_than_ns`: their daemon may be gone."""
+        rows = await self._db(lambda: self.con.execute(
+            f"SELECT {_LEARNING_COLS} FROM learning WHERE status NOT IN "
+            f"('completed', 'failed') AND updated_ns < ? ORDER BY created_ns",
+            [older_than_ns]).fetchall())
+        return [LearningRow(*r) for r in rows]
 
     # -- tasks and learning status --------------------------------------------------------
 
@@ -154,6 +180,53 @@ class Learning(Service):
         rows = await self._db(lambda: self.con.execute(
             f"SELECT {_LESSON_COLS} FROM lessons{cond} ORDER BY created_ns, ord", args).fetchall())
         return [_lesson(r) for r in rows]
+
+    async def start_writing(self, lesson_ids: Sequence[str]) -> dict[str, list[str]]:
+        """A writer starts on these lessons. For each one an earlier writer run started and
+        did not finish (it stopped, or failed), the files ("skill/path") that run changed
+        for it: a lesson is touched when a run starts on it, so only those are looked up."""
+        ids = list(lesson_ids)
+        if not ids:
+            return {}
+        t = now_ns()
+
+        def sql(con) -> dict[str, list[str]]:
+            started = con.execute(
+                "SELECT id FROM lessons WHERE id IN (SELECT unnest(?::VARCHAR[])) "
+                "AND updated_ns > created_ns AND status <> 'written'", [ids]).fetchall()
+            recorded: dict[str, list[str]] = {}
+            if started:
+                rows = con.execute(
+                    "SELECT DISTINCT l.id, k.name, v.path FROM lessons l "
+                    "JOIN file_versions v ON v.session_id = l.session_id "
+                    "AND v.task_id IS NOT DISTINCT FROM l.task_id "
+                    "AND v.author = 'learner' AND v.at_ns >= l.created_ns "
+                    "JOIN files f ON f.id = v.file_id JOIN skills k ON k.id = f.skill_id "
+                    "WHERE l.id IN (SELECT unnest(?::VARCHAR[])) ORDER BY l.id, k.name, v.path",
+                    [[lesson_id for (lesson_id,) in started]]).fetchall()
+                for lesson_id, skill, path in rows:
+                    recorded.setdefault(lesson_id, []).append(f"{skill}/{path}")
+            con.execute("UPDATE lessons SET updated_ns = ? WHERE id IN "
+                        "(SELECT unnest(?::VARCHAR[])) AND status <> 'written'", [t, ids])
+            return recorded
+        return await self._write(sql)
+
+    async def lesson_states(self, lesson_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """Each lesson's status and error as committed (another daemon may have written it)."""
+        ids = list(lesson_ids)
+        if not ids:
+            return {}
+        rows = await self._db(lambda: self.con.execute(
+            "SELECT id, status, error FROM lessons WHERE id IN "
+            "(SELECT unnest(?::VARCHAR[]))", [ids]).fetchall())
+        return {lesson_id: (status, error) for lesson_id, status, error in rows}
+
+    async def spaces_with_queued_lessons(self) -> list[str]:
+        """The spaces that have lessons waiting for a writer."""
+        rows = await self._db(lambda: self.con.execute(
+            "SELECT DISTINCT space_id FROM lessons WHERE status = 'queued' ORDER BY space_id"
+        ).fetchall())
+        return [space_id for (space_id,) in rows]
 
     async def unwritten_lessons(self, *, session_id: str | None = None,
                                 space_id: str | None = None) -> list[LessonRow]:

@@ -43,6 +43,7 @@ import trio
 from ..errors import SkillfsError, WriteConflict
 from ..schema import FEED_LOCK, FILE_ID_BLOCK, migrate
 from .backend import Backend, Fault, _Write
+from .claims import PgClaims
 
 log = logging.getLogger("skillfs.store")
 
@@ -165,6 +166,11 @@ class PgDatabase(Backend):
                 yield pg
             finally:
                 self._local.con = None
+
+    def claims(self) -> PgClaims:
+        """Advisory locks on a connection of their own: held across transactions, and freed
+        by the server when this daemon's connection ends."""
+        return PgClaims(self.url)
 
     def close(self) -> None:
         self.closed = True
