@@ -7,7 +7,8 @@ import pytest
 import trio
 
 from pgserver import PgServer
-from skillfs.store.claims import LocalClaims, PgClaims, lock_key
+from skillfs.store.claims import LocalClaims, lock_key
+from skillfs.store.postgres import PgClaims
 
 pytestmark = pytest.mark.anyio
 

@@ -29,15 +29,10 @@ import pytest
 from conftest import Daemon, wait_for
 from llm_server import Delay, LLMServer, call, mentions, offers
 
-pytestmark = pytest.mark.long
+# several daemons on one database: the postgres suite's (deselected without --backend postgres)
+pytestmark = [pytest.mark.long, pytest.mark.postgres_only]
 
 TERMINAL = ("completed", "failed")
-
-
-@pytest.fixture(autouse=True)
-def _postgres_only(request: pytest.FixtureRequest) -> None:
-    if request.config.getoption("--backend") != "postgres":
-        pytest.skip("many daemons need a shared database: run with --backend postgres")
 
 
 def configure(d: Daemon, srv: LLMServer | None = None) -> None:

@@ -29,7 +29,7 @@ import trio
 from ..config import LearnerConfig
 from ..errors import NotFound, SkillfsError
 from ..messages import message_time
-from ..store.claims import LocalClaims, PgClaims
+from ..store.claims import Claims, LocalClaims
 from ..store.events import SessionEvent, StoreEvent
 from ..store.rows import now_ns
 from . import known, rules
@@ -138,7 +138,7 @@ class Learner:
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._limit = trio.CapacityLimiter(max(1, self.config.parallel_sessions))
-        self._claims: LocalClaims | PgClaims = LocalClaims()
+        self._claims: Claims = LocalClaims()
 
     # -- public ------------------------------------------------------------------------
 

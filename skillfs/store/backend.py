@@ -28,7 +28,7 @@ import outcome
 import trio
 
 from ..errors import OutOfMemory, SkillfsError, StorageFull, Unavailable
-from .claims import LocalClaims, PgClaims
+from .claims import Claims, LocalClaims
 
 log = logging.getLogger("skillfs.store")
 
@@ -120,7 +120,7 @@ class Backend:
         """Reopen the database whenever it fails."""
         raise NotImplementedError
 
-    def claims(self) -> LocalClaims | PgClaims:
+    def claims(self) -> Claims:
         """Claims on learning work (store/claims.py): one process owns the database, so every
         claim is its own; a shared backend gives daemons' claims that exclude each other."""
         return LocalClaims()

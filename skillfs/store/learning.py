@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import Invalid, NotFound
-from .claims import LocalClaims, PgClaims
+from .claims import Claims
 from .context import Service
 from .rows import (
     _LEARNING_COLS,
@@ -31,7 +31,7 @@ from .rows import (
 class Learning(Service):
     """Tasks, learning status and lessons."""
 
-    def claims(self) -> LocalClaims | PgClaims:
+    def claims(self) -> Claims:
         """Claims on sessions and spaces, exclusive across the daemons sharing the database."""
         return self.ctx.db.claims()
 

@@ -43,9 +43,10 @@ import trio
 from ..errors import SkillfsError, WriteConflict
 from ..schema import FEED_LOCK, FILE_ID_BLOCK, migrate
 from .backend import Backend, Fault, _Write
-from .claims import PgClaims
+from .claims import lock_key
 
 log = logging.getLogger("skillfs.store")
+claims_log = logging.getLogger("skillfs.claims")
 
 POOL_SIZE = 4  # one for the writing group, the rest for reads running beside it
 CONNECT_TIMEOUT = 5  # seconds: a FUSE write waits no longer for an unreachable server
@@ -319,3 +320,78 @@ class PgDatabase(Backend):
 
     def _probe(self) -> None:
         self.held().execute("SELECT 1")
+
+
+# A host cut off without a word (no FIN, no RST): the claims connection must fail here about
+# as soon as the server could end its session, or both daemons would think they hold a claim.
+CLAIMS_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                    "keepalives_count": 3, "tcp_user_timeout": 10_000}
+
+
+class PgClaims:
+    """Claims as advisory locks on one PostgreSQL connection of the daemon's own."""
+
+    shared = True
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._con: psycopg.Connection | None = None
+        self._held: set[tuple[str, str]] = set()
+        self._limiter = trio.CapacityLimiter(1)  # one statement at a time on the connection
+
+    async def take(self, kind: str, key: str) -> bool:
+        """Take the claim unless another daemon holds it (never waits for it)."""
+        if (kind, key) in self._held:
+            return True
+        got = await self._run("SELECT pg_try_advisory_lock(%s)", lock_key(kind, key))
+        if got:
+            self._held.add((kind, key))
+        return bool(got)
+
+    def held(self, kind: str, key: str) -> bool:
+        return (kind, key) in self._held
+
+    async def release(self, kind: str, key: str) -> None:
+        if (kind, key) not in self._held:
+            return
+        self._held.discard((kind, key))
+        await self._run("SELECT pg_advisory_unlock(%s)", lock_key(kind, key))
+
+    async def check(self) -> None:
+        """Find out whether the connection (and so every claim) was lost."""
+        if self._held:
+            await self._run("SELECT 1")
+
+    async def close(self) -> None:
+        self._held.clear()
+        con, self._con = self._con, None
+        if con is not None:
+            await trio.to_thread.run_sync(con.close, limiter=self._limiter)
+
+    async def _run(self, sql: str, *args: object) -> object:
+        """One statement's single value; False when the server cannot be reached (the claims
+        held are then lost: another daemon may have them now)."""
+        try:
+            value, reconnected = await trio.to_thread.run_sync(self._execute, sql, args,
+                                                               limiter=self._limiter)
+        except psycopg.Error as e:
+            if self._held:
+                claims_log.warning("learning claims lost with their connection: %s",
+                            str(e).strip().splitlines()[0])
+            self._held.clear()
+            return False
+        if reconnected:
+            self._held.clear()  # a new server session holds none of the old locks
+        return value
+
+    def _execute(self, sql: str, args: tuple[object, ...]) -> tuple[object, bool]:
+        """On the claims' thread: the statement's value, and whether it took a new
+        connection."""
+        con = self._con
+        reconnected = con is not None and (con.closed or con.broken)
+        if con is None or reconnected:
+            conninfo = make_conninfo(self.url, connect_timeout=CONNECT_TIMEOUT,
+                                     **CLAIMS_KEEPALIVE)
+            con = self._con = psycopg.connect(conninfo, autocommit=True)
+        row = con.execute(sql, list(args)).fetchone()
+        return (row[0] if row else None), reconnected
