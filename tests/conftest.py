@@ -87,6 +87,8 @@ class Daemon:
         self.mnt = root / "mnt"
         self.spool = self.home / "spool"
         self.db = self.home / "skillfs.duckdb"
+        # --backend postgres gives the daemon a database URL: then there is no DuckDB file
+        self.on_duckdb = not any(a.startswith("postgresql://") for a in args)
         self.socket = self.home / "skillfs.sock"
         self.args = args
         self.wrap: list[str] = []  # a command the daemon starts under (e.g. nsenter)

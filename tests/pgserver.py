@@ -34,13 +34,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgres_only: several daemons sharing one "
                             "PostgreSQL database; run by the postgres suite (--backend "
                             "postgres) only")
+    config.addinivalue_line("markers", "duckdb_file: an end-to-end test of the daemon's "
+                            "DuckDB file itself (its bytes, its compaction, its memory "
+                            "limit); left out of the postgres suite")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The postgres-only tests leave the DuckDB suite: deselected, not skipped."""
-    if config.getoption("--backend") == "postgres":
-        return
-    kept = [item for item in items if not item.get_closest_marker("postgres_only")]
+    """Each suite leaves out the other's own tests: deselected, not skipped."""
+    other = "duckdb_file" if config.getoption("--backend") == "postgres" else "postgres_only"
+    kept = [item for item in items if not item.get_closest_marker(other)]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept

@@ -46,6 +46,7 @@ def _health(d) -> dict:
     return d.api("GET", "/skillfs/v1/status").json()["database"]
 
 
+@pytest.mark.duckdb_file
 def test_disk_full_refuses_writes_and_recovers_once_space_is_freed(small_disk, make_daemon):
     d = make_daemon("--learner", "off", root=small_disk)
     os.mkdir(d.mnt / "alice")
@@ -89,6 +90,7 @@ def test_disk_full_refuses_writes_and_recovers_once_space_is_freed(small_disk, m
 
 
 @pytest.mark.long
+@pytest.mark.duckdb_file
 def test_tiny_memory_limit_under_sustained_load(make_daemon, tmp_path):
     """16 MB for DuckDB, the rules learner, a stream of spool files, many versions of a
     700 KB file and eight parallel writers at once: nothing crashes, everything reads back,
@@ -206,6 +208,7 @@ def test_a_database_that_cannot_be_reopened_stops_the_supervisor(tmp_path, monke
     trio.run(main)
 
 
+@pytest.mark.duckdb_file
 def test_a_checkpoint_that_hits_a_full_disk_invalidates_then_reopens(small_disk, make_daemon):
     """A commit that fits but whose checkpoint does not: DuckDB invalidates the database.
     The daemon stays up, refuses writes, serves reads, and reopens it once there is room."""

@@ -178,6 +178,7 @@ def test_failures_in_metadata_handlers_and_forget(tmp_path, monkeypatch, caplog)
     assert sum(1 for r in caplog.records if r.name == "skillfs.fs" and r.exc_info) == 4
 
 
+@pytest.mark.duckdb_file
 def test_disk_full_under_the_database_keeps_the_mount_serving(make_daemon, tmp_path):
     """The database's own disk fills up while a file is written through the mount: the
     writer gets an error, the daemon keeps serving what it has."""

@@ -223,6 +223,7 @@ def test_concurrent_api_messages_share_commits_and_keep_each_writers_order(daemo
     assert after["groups"] - before["groups"] < writes, (before, after)
 
 
+@pytest.mark.duckdb_file
 def test_a_message_refused_for_a_full_disk_gives_its_sequence_number_back(small_disk,  # noqa: F811
                                                                          make_daemon):
     d = make_daemon("--learner", "off", root=small_disk)

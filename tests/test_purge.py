@@ -13,6 +13,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 import trio
 from conftest import Daemon, wait_for
 
@@ -87,6 +88,7 @@ def test_the_current_version_is_refused_by_number(daemon, space):
     assert path.read_bytes() == b"two " + SECRET + b"\n"
 
 
+@pytest.mark.duckdb_file
 def test_all_matching_purges_every_holder_and_the_bytes_leave_the_file(daemon, space):
     path = space / "daily-logs" / "notes.md"
     filler = b"".join(b"note %d: nothing secret here\n" % i for i in range(200))
@@ -126,6 +128,7 @@ def _ingested(d: Daemon, session: str, count: int):
     return wait_for(done, what=f"{count} messages in {session}")
 
 
+@pytest.mark.duckdb_file
 def test_session_purge_keeps_rows_and_exactly_once(make_daemon):
     d = make_daemon("--learner", "off", start=False)
     line = json.dumps({"role": "user", "content": f"my card is {SECRET.decode()}"})
@@ -195,6 +198,7 @@ def test_bad_requests_say_what_is_wrong(daemon, space):
                                             "zzz", "--why", "x").stdout
 
 
+@pytest.mark.duckdb_file
 def test_a_failed_compaction_is_reported_and_the_next_purge_finishes_it(daemon, space):
     path = space / "daily-logs" / "k.md"
     _write(path, b"key " + SECRET + b"\n")
@@ -215,6 +219,7 @@ def test_a_failed_compaction_is_reported_and_the_next_purge_finishes_it(daemon, 
     assert path.read_bytes() == b"key rotated\n"
 
 
+@pytest.mark.duckdb_file
 def test_what_an_interrupted_compaction_left_is_removed_at_start(daemon, space):
     daemon.stop()
     left = Path(f"{daemon.db}.compact")

@@ -278,6 +278,7 @@ def _slow_corpus(root, files: int) -> None:
 
 
 @pytest.mark.long
+@pytest.mark.duckdb_file
 def test_a_long_search_stalls_neither_cat_nor_ingestion(make_daemon, tmp_path):
     d = make_daemon("--learner", "off", start=False)
     _slow_corpus(tmp_path / "corpus", 2_500)

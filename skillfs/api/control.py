@@ -61,8 +61,7 @@ async def status(request: Request):
     d = request.app.state.daemon
     store = d.store
     counts = await store.counts()
-    db_size = sum(os.path.getsize(p) for p in (store.db_path, store.db_path + ".wal")
-                  if os.path.exists(p))
+    db_size = await store.size_bytes()
     return {"pid": os.getpid(), "mountpoint": str(d.mountpoint), "db": store.db_path,
             "db_bytes": db_size, "database": store.health(), "spool": str(d.config.spool),
             "socket": str(d.config.socket), "log": str(d.config.log_file),

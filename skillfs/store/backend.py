@@ -120,6 +120,10 @@ class Backend:
         """Reopen the database whenever it fails."""
         raise NotImplementedError
 
+    def size_bytes(self) -> int:
+        """How many bytes the database takes (run on the worker thread)."""
+        raise NotImplementedError
+
     def claims(self) -> Claims:
         """Claims on learning work (store/claims.py): one process owns the database, so every
         claim is its own; a shared backend gives daemons' claims that exclude each other."""

@@ -195,6 +195,11 @@ class Database(Backend):
 
     # -- health ----------------------------------------------------------------------------
 
+    def size_bytes(self) -> int:
+        """The database on disk: the file and its write-ahead log."""
+        return sum(os.path.getsize(p) for p in (self.path, self.path + ".wal")
+                   if os.path.exists(p))
+
     def status(self) -> dict[str, Any]:
         return {**super().status(), "memory_limit": self.config.get("memory_limit"),
                 "temp_directory": self.config.get("temp_directory")}

@@ -180,6 +180,11 @@ class PgDatabase(Backend):
 
     # -- health ----------------------------------------------------------------------------
 
+    def size_bytes(self) -> int:
+        """What the database takes on the server's disk (on a worker thread: a query)."""
+        row = self.con.execute("SELECT pg_database_size(current_database())").fetchone()
+        return int(row[0]) if row else 0
+
     def status(self) -> dict[str, Any]:
         stats = self.pool.get_stats()
         return {**super().status(), "backend": "postgresql", "database": self.where,

@@ -148,6 +148,11 @@ class Store:
         out["files"] = len(self.tree.file_ids)
         return out
 
+    async def size_bytes(self) -> int:
+        """How much disk the database takes: the DuckDB file and its log, or the PostgreSQL
+        database's size on its server."""
+        return await self.db.run(self.db.size_bytes)
+
     def health(self) -> dict[str, Any]:
         status = self.db.status()
         if self.feed is not None:
