@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from conftest import wait_for
+from test_faults import _fill
 from pgserver import PgServer
 from skillfs.errors import StorageFull, Unavailable
 from skillfs.schema import SCHEMA_VERSION
@@ -267,19 +268,6 @@ async def test_a_full_disk_is_storage_full_and_passes(small_pg_server: PgServer,
         assert (await again.read_file(skill.id, "after.md")).content == b"room\n"
     finally:
         again.close()
-
-
-def _fill(directory: Path) -> Path:
-    """A file taking every free byte of `directory`'s file system."""
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        for size in (1 << 20, 4096):
-            try:
-                while True:
-                    f.write(b"\0" * size)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC
-    return filler
 
 
 def test_a_database_that_cannot_be_reached_stops_the_mount_with_why(

@@ -305,13 +305,17 @@ class Skillfs(System):
                                    f"{(r.stderr or r.stdout).strip()[-500:]}")
         else:
             how = "control API (no import-tree in the CLI yet)"
-            self.mount()
-            try:
-                _import_via_api(self, corpus)
-            finally:
-                self.unmount()
+            self._import_through_api(corpus)
         took = time.perf_counter() - t0
         return {"import_s": took, "import_how": how, "db_mb": self.db_mb()}
+
+    def _import_through_api(self, corpus) -> None:
+        """On a daemon started for it: one space create per space, one skill ZIP a skill."""
+        self.mount()
+        try:
+            _import_via_api(self, corpus)
+        finally:
+            self.unmount()
 
     def db_mb(self) -> float:
         """The database on disk: the DuckDB file and its log."""
@@ -482,11 +486,7 @@ class SkillfsPostgres(Skillfs):
         self.spool.mkdir()
         self.url = self.server.fresh_database()
         t0 = time.perf_counter()
-        self.mount()
-        try:
-            _import_via_api(self, corpus)
-        finally:
-            self.unmount()
+        self._import_through_api(corpus)
         took = time.perf_counter() - t0
         return {"import_s": took, "import_how": "control API", "db_mb": self.db_mb()}
 
