@@ -398,7 +398,8 @@ def status(ctx, as_json, path_of):
     def render(d):
         c = d["counts"]
         click.echo(f"mounted at   {d['mountpoint']} (pid {d['pid']}, up {d['uptime_s']:.0f} s)")
-        click.echo(f"database     {d['db']} ({d['db_bytes'] / 1e6:.1f} MB)")
+        size = "size unknown" if d["db_bytes"] is None else f"{d['db_bytes'] / 1e6:.1f} MB"
+        click.echo(f"database     {d['db']} ({size})")
         health = d.get("database") or {}
         if health and not health["healthy"]:
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(health["since"]))

@@ -148,10 +148,16 @@ class Store:
         out["files"] = len(self.tree.file_ids)
         return out
 
-    async def size_bytes(self) -> int:
+    async def size_bytes(self) -> int | None:
         """How much disk the database takes: the DuckDB file and its log, or the PostgreSQL
-        database's size on its server."""
-        return await self.db.run(self.db.size_bytes)
+        database's size on its server; None while the server cannot be asked (status must
+        answer then too)."""
+        if isinstance(self.db, Database):
+            return self.db.size_bytes()  # two stat calls: no need of the connection
+        try:
+            return await self.db.run(self.db.size_bytes)
+        except SkillfsError:
+            return None
 
     def health(self) -> dict[str, Any]:
         status = self.db.status()
