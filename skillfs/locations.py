@@ -46,6 +46,10 @@ def home(explicit_config: str | os.PathLike | None = None) -> Path:
         from . import config  # its error names the file and what is wrong with it
 
         return config.load(explicit_config).home
+    return _home_in(data)
+
+
+def _home_in(data: dict) -> Path:
     if os.environ.get("SKILLFS_HOME") or not data.get("home"):
         return default_home()
     return Path(data["home"]).expanduser()
@@ -63,7 +67,7 @@ def _located(key: str, explicit_config: str | os.PathLike | None, default: str) 
         return getattr(config.load(explicit_config), key)
     if data.get(key):
         return Path(data[key]).expanduser()
-    return home(explicit_config) / default
+    return _home_in(data) / default
 
 
 def socket_path(explicit: str | None = None) -> Path:
